@@ -1,0 +1,176 @@
+"""TCP header wire format (RFC 9293 §3.1, options RFC 7323 / RFC 2018).
+
+`TcpSegment.parse` validates a TCP header (and, when asked, its checksum) once; the result is
+immutable and its payload stays a zero-copy `memoryview`. `build_header` packs a header for
+frames we emit.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+
+from .checksum import pseudo_header_sum, sum16
+from .errors import MalformedPacket
+
+TCP_HDR = struct.Struct("!HHIIBBHHH")  # sport dport seq ack off<<4 flags window checksum urgent
+TCP_HLEN = 20
+TCP_MAX_HLEN = 60
+
+FIN = 0x01
+SYN = 0x02
+RST = 0x04
+PSH = 0x08
+ACK = 0x10
+URG = 0x20
+ECE = 0x40
+CWR = 0x80
+
+OPT_END = 0
+OPT_NOP = 1
+OPT_MSS = 2
+OPT_WSCALE = 3
+OPT_SACK_PERM = 4
+OPT_SACK = 5
+OPT_TIMESTAMP = 8
+
+_U16 = struct.Struct("!H")
+_U32X2 = struct.Struct("!II")
+_PROTO_TCP = 6
+
+
+@dataclass(frozen=True, slots=True)
+class TcpOptions:
+    mss: int | None = None
+    wscale: int | None = None          # raw shift as sent; RFC 7323 §2.3 caps its use at 14
+    sack_permitted: bool = False
+    timestamp: tuple[int, int] | None = None   # (TSval, TSecr)
+    sack_blocks: tuple[tuple[int, int], ...] = ()
+
+    @classmethod
+    def parse(cls, buf: memoryview | bytes) -> "TcpOptions":
+        """Parse the options area (everything after the fixed 20 bytes)."""
+        mss = wscale = timestamp = None
+        sack_permitted = False
+        sack_blocks: tuple[tuple[int, int], ...] = ()
+        n = len(buf)
+        i = 0
+        while i < n:
+            kind = buf[i]
+            if kind == OPT_END:
+                break
+            if kind == OPT_NOP:
+                i += 1
+                continue
+            if i + 1 >= n:
+                raise MalformedPacket("tcp.bad_option")
+            length = buf[i + 1]
+            if length < 2 or i + length > n:
+                raise MalformedPacket("tcp.bad_option")
+            if kind == OPT_MSS:
+                if length != 4:
+                    raise MalformedPacket("tcp.bad_option")
+                mss = _U16.unpack_from(buf, i + 2)[0]
+            elif kind == OPT_WSCALE:
+                if length != 3:
+                    raise MalformedPacket("tcp.bad_option")
+                wscale = buf[i + 2]
+            elif kind == OPT_SACK_PERM:
+                if length != 2:
+                    raise MalformedPacket("tcp.bad_option")
+                sack_permitted = True
+            elif kind == OPT_TIMESTAMP:
+                if length != 10:
+                    raise MalformedPacket("tcp.bad_option")
+                timestamp = _U32X2.unpack_from(buf, i + 2)
+            elif kind == OPT_SACK:
+                if (length - 2) % 8 != 0 or length == 2:
+                    raise MalformedPacket("tcp.bad_option")
+                sack_blocks = tuple(_U32X2.unpack_from(buf, j) for j in range(i + 2, i + length, 8))
+            # unknown kinds with a sane length are skipped (RFC 9293 §3.1)
+            i += length
+        return cls(mss, wscale, sack_permitted, timestamp, sack_blocks)
+
+    def pack(self) -> bytes:
+        out = bytearray()
+        if self.mss is not None:
+            out += bytes((OPT_MSS, 4)) + _U16.pack(self.mss)
+        if self.sack_permitted:
+            out += bytes((OPT_SACK_PERM, 2))
+        if self.timestamp is not None:
+            out += bytes((OPT_TIMESTAMP, 10)) + _U32X2.pack(*self.timestamp)
+        if self.wscale is not None:
+            out += bytes((OPT_NOP, OPT_WSCALE, 3, self.wscale))
+        if self.sack_blocks:
+            out += bytes((OPT_NOP, OPT_NOP, OPT_SACK, 2 + 8 * len(self.sack_blocks)))
+            for left, right in self.sack_blocks:
+                out += _U32X2.pack(left, right)
+        while len(out) % 4:
+            out.append(OPT_END)
+        if len(out) > TCP_MAX_HLEN - TCP_HLEN:
+            raise ValueError("TCP options longer than 40 bytes")
+        return bytes(out)
+
+
+NO_OPTIONS = TcpOptions()
+
+
+@dataclass(frozen=True, slots=True)
+class TcpSegment:
+    """A validated TCP segment. `window` is the raw 16-bit field, not yet scaled."""
+
+    src_port: int
+    dst_port: int
+    seq: int
+    ack: int
+    flags: int
+    window: int
+    urgent: int = 0
+    options: TcpOptions = NO_OPTIONS
+    payload: memoryview | bytes = b""
+
+    @property
+    def seg_len(self) -> int:
+        """SEG.LEN of RFC 9293: payload octets plus one for SYN and one for FIN."""
+        return len(self.payload) + (self.flags & SYN and 1) + (self.flags & FIN and 1)
+
+    @classmethod
+    def parse(
+        cls,
+        buf: memoryview,
+        src_ip: bytes = b"",
+        dst_ip: bytes = b"",
+        verify_checksum: bool = False,
+    ) -> "TcpSegment":
+        """Parse `buf`, the whole TCP segment (header + payload, nothing after it).
+
+        With `verify_checksum`, `src_ip`/`dst_ip` (4 bytes each) give the pseudo-header.
+        """
+        n = len(buf)
+        if n < TCP_HLEN:
+            raise MalformedPacket("tcp.short")
+        sport, dport, seq, ack, off, flags, window, _csum, urgent = TCP_HDR.unpack_from(buf, 0)
+        hlen = (off >> 4) * 4
+        if hlen < TCP_HLEN or hlen > n:
+            raise MalformedPacket("tcp.bad_data_offset")
+        if verify_checksum:
+            if sum16(buf, pseudo_header_sum(src_ip, dst_ip, _PROTO_TCP, n)) != 0xFFFF:
+                raise MalformedPacket("tcp.bad_checksum")
+        options = TcpOptions.parse(buf[TCP_HLEN:hlen]) if hlen > TCP_HLEN else NO_OPTIONS
+        return cls(sport, dport, seq, ack, flags, window, urgent, options, buf[hlen:])
+
+
+def build_header(
+    src_port: int,
+    dst_port: int,
+    seq: int,
+    ack: int,
+    flags: int,
+    window: int,
+    options: bytes = b"",
+    checksum: int = 0,
+    urgent: int = 0,
+) -> bytes:
+    """Pack a TCP header; `options` must already be padded to a multiple of 4 bytes."""
+    off = ((TCP_HLEN + len(options)) // 4) << 4
+    return TCP_HDR.pack(src_port, dst_port, seq, ack, off, flags, window, checksum, urgent) + options
