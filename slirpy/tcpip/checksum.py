@@ -7,10 +7,6 @@ words is congruent to the whole buffer read as one big-endian integer, modulo 0x
 
 from __future__ import annotations
 
-import struct
-
-_PSEUDO_V4 = struct.Struct("!4s4sxBH")
-
 
 def sum16(data: bytes | bytearray | memoryview, initial: int = 0) -> int:
     """One's-complement sum of `data` (odd length padded with a zero byte) plus `initial`.
@@ -37,5 +33,17 @@ def internet_checksum(data: bytes | bytearray | memoryview, initial: int = 0) ->
 
 
 def pseudo_header_sum(src: bytes, dst: bytes, proto: int, length: int) -> int:
-    """Folded sum of the IPv4 pseudo-header (RFC 9293 §3.1) for a segment of `length` bytes."""
-    return sum16(_PSEUDO_V4.pack(src, dst, proto, length))
+    """Folded sum of the IPv4 pseudo-header (RFC 9293 §3.1) for a segment of `length` bytes.
+
+    src, zero+proto and length are summed as words. Because the sum is taken modulo 0xFFFF,
+    `length` may exceed 16 bits (the TCP length of a GSO super-frame is never put on the wire,
+    but a caller verifying an oversized buffer must get a wrong sum, not a struct.error).
+    Addresses must be 4 bytes each.
+    """
+    if len(src) != 4 or len(dst) != 4:
+        raise ValueError("pseudo_header_sum: IPv4 addresses must be 4 bytes")
+    n = int.from_bytes(src, "big") + int.from_bytes(dst, "big") + proto + length
+    if n == 0:
+        return 0
+    s = n % 0xFFFF
+    return s if s else 0xFFFF

@@ -10,7 +10,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
-from .checksum import pseudo_header_sum, sum16
+from .checksum import finish, pseudo_header_sum, sum16
 from .errors import MalformedPacket
 
 TCP_HDR = struct.Struct("!HHIIBBHHH")  # sport dport seq ack off<<4 flags window checksum urgent
@@ -37,6 +37,10 @@ OPT_TIMESTAMP = 8
 _U16 = struct.Struct("!H")
 _U32X2 = struct.Struct("!II")
 _PROTO_TCP = 6
+_OPT_MSS_HDR = bytes((OPT_MSS, 4))
+_OPT_SACKPERM_TS = bytes((OPT_SACK_PERM, 2, OPT_TIMESTAMP, 10))
+_OPT_NOP_NOP_TS = bytes((OPT_NOP, OPT_NOP, OPT_TIMESTAMP, 10))
+_OPT_NOP_NOP_SACKPERM = bytes((OPT_NOP, OPT_NOP, OPT_SACK_PERM, 2))
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,13 +96,20 @@ class TcpOptions:
         return cls(mss, wscale, sack_permitted, timestamp, sack_blocks)
 
     def pack(self) -> bytes:
+        """Options area, 32-bit aligned the way Linux lays it out (RFC 7323 Appendix A).
+
+        SYN order: MSS, SACK-permitted, timestamps, NOP+window scale (20 bytes). Without
+        SACK-permitted, timestamps are preceded by NOP NOP so the TSval stays aligned.
+        Raises ValueError when the result would exceed 40 bytes.
+        """
         out = bytearray()
         if self.mss is not None:
-            out += bytes((OPT_MSS, 4)) + _U16.pack(self.mss)
-        if self.sack_permitted:
-            out += bytes((OPT_SACK_PERM, 2))
+            out += _OPT_MSS_HDR + _U16.pack(self.mss)
         if self.timestamp is not None:
-            out += bytes((OPT_TIMESTAMP, 10)) + _U32X2.pack(*self.timestamp)
+            out += _OPT_SACKPERM_TS if self.sack_permitted else _OPT_NOP_NOP_TS
+            out += _U32X2.pack(*self.timestamp)
+        elif self.sack_permitted:
+            out += _OPT_NOP_NOP_SACKPERM
         if self.wscale is not None:
             out += bytes((OPT_NOP, OPT_WSCALE, 3, self.wscale))
         if self.sack_blocks:
@@ -159,6 +170,17 @@ class TcpSegment:
         options = TcpOptions.parse(buf[TCP_HLEN:hlen]) if hlen > TCP_HLEN else NO_OPTIONS
         return cls(sport, dport, seq, ack, flags, window, urgent, options, buf[hlen:])
 
+    def pack(self, src_ip: bytes = b"", dst_ip: bytes = b"") -> bytes:
+        """Header + options + payload. With both IPs the checksum is filled in, else it is 0."""
+        opts = self.options.pack() if self.options != NO_OPTIONS else b""
+        hdr = build_header(self.src_port, self.dst_port, self.seq, self.ack, self.flags,
+                           self.window, opts, 0, self.urgent)
+        seg = hdr + bytes(self.payload)
+        if src_ip or dst_ip:
+            csum = finish(sum16(seg, pseudo_header_sum(src_ip, dst_ip, _PROTO_TCP, len(seg))))
+            seg = seg[:16] + _U16.pack(csum) + seg[18:]
+        return seg
+
 
 def build_header(
     src_port: int,
@@ -172,5 +194,7 @@ def build_header(
     urgent: int = 0,
 ) -> bytes:
     """Pack a TCP header; `options` must already be padded to a multiple of 4 bytes."""
+    if len(options) & 3 or len(options) > TCP_MAX_HLEN - TCP_HLEN:
+        raise ValueError("TCP options must be padded to a multiple of 4 and at most 40 bytes")
     off = ((TCP_HLEN + len(options)) // 4) << 4
     return TCP_HDR.pack(src_port, dst_port, seq, ack, off, flags, window, checksum, urgent) + options
