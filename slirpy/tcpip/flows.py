@@ -1,0 +1,91 @@
+"""Flow records and the deadline heap the stack keeps for them.
+
+A `TcpFlow` ties one `TcpConnection` to its addresses, the prebuilt parts of every frame it
+emits, and the bookkeeping the stack needs (half-open, host reads paused, timer). The
+`DeadlineHeap` gives the stack a single next deadline for all flows without scanning them:
+entries are (deadline, flow id); an entry whose deadline no longer matches the flow's current
+one is stale and skipped. The heap is rebuilt when stale entries outnumber live flows, so it
+stays bounded by a small multiple of the flow table.
+"""
+
+from __future__ import annotations
+
+import heapq
+from typing import Iterable
+
+from .checksum import sum16
+
+_PROTO_TCP = 6
+
+
+class TcpFlow:
+    """One TCP flow between a guest endpoint and a host endpoint."""
+
+    __slots__ = (
+        "flow_id", "key", "conn", "guest_ip", "guest_port", "host_ip", "host_port",
+        "eth_prefix", "ip_base_sum", "pseudo_base", "syn_head", "half_open",
+        "read_paused", "timer_at", "inbound", "bytes_in", "bytes_out", "opened_at",
+    )
+
+    def __init__(self, flow_id: int, key: tuple, conn, guest_ip: bytes, guest_port: int,
+                 host_ip: bytes, host_port: int, eth_prefix: bytes, now: float,
+                 syn_head: bytes = b"", inbound: bool = False):
+        self.flow_id = flow_id
+        self.key = key
+        self.conn = conn
+        self.guest_ip = guest_ip
+        self.guest_port = guest_port
+        self.host_ip = host_ip
+        self.host_port = host_port
+        self.eth_prefix = eth_prefix
+        # Sum of the IPv4 header fields that never change for this flow (version/IHL, DF,
+        # TTL/protocol, addresses): per frame only total length and ident are added.
+        self.ip_base_sum = 0x4500 + 0x4000 + ((64 << 8) | _PROTO_TCP) + sum16(host_ip + guest_ip)
+        # Pseudo-header sum without the length, for the TCP checksum.
+        self.pseudo_base = sum16(host_ip + guest_ip) + _PROTO_TCP
+        self.syn_head = syn_head          # start of the guest's SYN packet, quoted in ICMP errors
+        self.half_open = True
+        self.read_paused = False
+        self.timer_at: float | None = None
+        self.inbound = inbound
+        self.bytes_in = 0                 # guest -> host payload bytes
+        self.bytes_out = 0                # host -> guest payload bytes
+        self.opened_at = now
+
+
+class DeadlineHeap:
+    __slots__ = ("_heap",)
+
+    def __init__(self) -> None:
+        self._heap: list[tuple[float, int]] = []
+
+    def push(self, deadline: float, flow_id: int) -> None:
+        heapq.heappush(self._heap, (deadline, flow_id))
+
+    def pop_due(self, now: float, flows: dict) -> Iterable[TcpFlow]:
+        """Yield each flow whose current deadline is <= now (once), clearing its timer."""
+        heap = self._heap
+        while heap and heap[0][0] <= now:
+            deadline, flow_id = heapq.heappop(heap)
+            flow = flows.get(flow_id)
+            if flow is not None and flow.timer_at == deadline:
+                flow.timer_at = None
+                yield flow
+
+    def next_deadline(self, flows: dict) -> float | None:
+        heap = self._heap
+        while heap:
+            deadline, flow_id = heap[0]
+            flow = flows.get(flow_id)
+            if flow is not None and flow.timer_at == deadline:
+                return deadline
+            heapq.heappop(heap)
+        return None
+
+    def compact(self, flows: dict) -> None:
+        if len(self._heap) > 4 * len(flows) + 64:
+            self._heap = [(f.timer_at, f.flow_id) for f in flows.values() if f.timer_at is not None]
+            heapq.heapify(self._heap)
+
+    def __len__(self) -> int:
+        return len(self._heap)
