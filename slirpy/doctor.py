@@ -1,0 +1,292 @@
+"""`slirpy doctor`: can this machine run slirpy as this user, and if not, what is the fix?
+
+Each check yields a `Finding` with the exact command that fixes it.  The namespace and TAP checks
+are not guesses from sysctls: a forked child unshares user+net+mount+pid namespaces exactly like
+the sandbox does and creates a throw-away TAP device with offloads in them; the namespaces
+vanish when it exits.  `explain()` turns an error seen while starting a sandbox into the same
+one-line explanation with its fix.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import json
+import os
+import pwd
+import shutil
+from dataclasses import dataclass
+from typing import TextIO
+
+from slirpy.tap import TUN_PATH, TapDevice, TapError
+
+PROC_SYS = "/proc/sys"
+CLONE_NEWNS = 0x00020000
+CLONE_NEWUSER = 0x10000000
+CLONE_NEWPID = 0x20000000
+CLONE_NEWNET = 0x40000000
+SANDBOX_FLAGS = CLONE_NEWUSER | CLONE_NEWNET | CLONE_NEWNS | CLONE_NEWPID
+
+FIX_TUN_MISSING = "sudo modprobe tun"
+FIX_TUN_PERMS = "sudo chmod 0666 /dev/net/tun"
+FIX_USERNS_CLONE = "sudo sysctl -w kernel.unprivileged_userns_clone=1"
+FIX_MAX_USERNS = "sudo sysctl -w user.max_user_namespaces=28633"
+FIX_APPARMOR = "sudo sysctl -w kernel.apparmor_restrict_unprivileged_userns=0"
+FIX_PING = 'sudo sysctl -w net.ipv4.ping_group_range="0 2147483647"'
+FIX_UIDMAP = "sudo apt-get install uidmap"
+
+
+class NamespaceError(OSError):
+    """unshare(2) of the sandbox namespaces failed (raised by slirpy.sandbox)."""
+
+
+@dataclass
+class Finding:
+    name: str
+    ok: bool
+    required: bool
+    detail: str
+    fix: str        # the command that fixes it; "" when there is nothing to run
+
+
+# -- small pure helpers (unit-tested) -----------------------------------------------------------
+
+def read_sysctl(name: str, root: str = PROC_SYS) -> str | None:
+    """The value of sysctl `name` ("a.b.c"), stripped; None when this kernel has no such knob."""
+    try:
+        with open(os.path.join(root, *name.split(".")), encoding="ascii") as f:
+            return f.read().strip()
+    except OSError:
+        return None
+
+
+def userns_blocker(values: dict[str, str | None], err: int | None = None) -> tuple[str, str] | None:
+    """Which setting keeps unprivileged user namespaces from working: (detail, fix), or None.
+
+    `values` maps the three sysctl names to their values (None = absent); `err` is the errno of
+    a failed unshare, when there was one.
+    """
+    if values.get("kernel.unprivileged_userns_clone") == "0":
+        return "kernel.unprivileged_userns_clone is 0 (unprivileged user namespaces disabled)", FIX_USERNS_CLONE
+    if values.get("user.max_user_namespaces") == "0":
+        return "user.max_user_namespaces is 0", FIX_MAX_USERNS
+    if values.get("kernel.apparmor_restrict_unprivileged_userns") == "1" and err in (None, errno.EPERM, errno.EACCES):
+        return ("kernel.apparmor_restrict_unprivileged_userns is 1 (AppArmor denies capabilities in "
+                "unprivileged user namespaces)"), FIX_APPARMOR
+    if err == errno.ENOSPC:
+        return "the per-user limit of user namespaces (user.max_user_namespaces) is reached", FIX_MAX_USERNS
+    if err == errno.EUSERS:
+        return "user namespaces are nested too deeply (limit 32)", ""
+    if err == errno.EINVAL:
+        return "this kernel lacks user/net/pid namespace support (CONFIG_USER_NS etc.)", ""
+    return None
+
+
+def ping_range_ok(text: str | None, gids: set[int]) -> bool:
+    """Does net.ipv4.ping_group_range ("lo hi") include one of `gids`?"""
+    if text is None:
+        return False
+    try:
+        lo, hi = (int(x) for x in text.split())
+    except ValueError:
+        return False
+    return any(lo <= g <= hi for g in gids)
+
+
+def subid_range(path: str, user: str, uid: int) -> tuple[int, int] | None:
+    """First (start, count) for `user` (or its numeric uid) in /etc/subuid-style `path`."""
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        parts = line.strip().split(":")
+        if len(parts) != 3 or parts[0] not in (user, str(uid)):
+            continue
+        try:
+            start, count = int(parts[1]), int(parts[2])
+        except ValueError:
+            continue
+        if count > 0:
+            return start, count
+    return None
+
+
+def _userns_sysctls(root: str = PROC_SYS) -> dict[str, str | None]:
+    return {name: read_sysctl(name, root) for name in (
+        "kernel.unprivileged_userns_clone", "user.max_user_namespaces",
+        "kernel.apparmor_restrict_unprivileged_userns")}
+
+
+# -- explain ------------------------------------------------------------------------------------
+
+def _with_fix(text: str, fix: str) -> str:
+    return f"{text} (fix: {fix})" if fix else text
+
+
+def explain(exc: BaseException) -> str:
+    """One line for an error seen while starting a sandbox, with the command that fixes it."""
+    if isinstance(exc, NamespaceError):
+        text = exc.strerror or str(exc)
+        found = userns_blocker(_userns_sysctls(), exc.errno)
+        if found is None:
+            return _with_fix(text, "") + "; run `slirpy doctor` for details"
+        detail, fix = found
+        return _with_fix(f"{text}: {detail}", fix)
+    if isinstance(exc, TapError) or (isinstance(exc, OSError) and exc.filename == TUN_PATH):
+        text = exc.strerror or str(exc)
+        if exc.filename == TUN_PATH:
+            if exc.errno in (errno.ENOENT, errno.ENODEV, errno.ENXIO):
+                return _with_fix(text, FIX_TUN_MISSING)
+            if exc.errno in (errno.EACCES, errno.EPERM):
+                return _with_fix(text, FIX_TUN_PERMS)
+        if exc.errno in (errno.EPERM, errno.EACCES):
+            found = userns_blocker(_userns_sysctls(), exc.errno)
+            if found is not None:
+                return _with_fix(f"{text}: {found[0]}", found[1])
+        return text
+    if isinstance(exc, OSError):
+        text = exc.strerror or str(exc)
+        if exc.filename is not None:
+            return _one_line(f"{exc.filename}: {text}")
+        return _one_line(text)
+    return _one_line(str(exc)) or type(exc).__name__
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+# -- checks -------------------------------------------------------------------------------------
+
+def _probe() -> dict:
+    """In a forked child: unshare like the sandbox, create a TAP with offloads; report as a dict."""
+    r, w = os.pipe2(os.O_CLOEXEC)
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - child
+        result: dict = {}
+        try:
+            os.close(r)
+            libc = ctypes.CDLL(None, use_errno=True)
+            if libc.unshare(ctypes.c_int(SANDBOX_FLAGS)) != 0:
+                result["unshare_errno"] = ctypes.get_errno()
+            else:
+                result["unshare_errno"] = 0
+                try:
+                    tap = TapDevice.create("tap0", offload=True)
+                    result.update(tap=True, offload=tap.offload, fallback_reason=tap.fallback_reason)
+                    tap.close()
+                except OSError as e:
+                    result.update(tap=False, tap_error=explain(e))
+            os.write(w, json.dumps(result).encode())
+        finally:
+            os._exit(0)
+    os.close(w)
+    chunks = []
+    with os.fdopen(r, "rb") as f:
+        chunks.append(f.read())
+    _, status = os.waitpid(pid, 0)
+    try:
+        return json.loads(b"".join(chunks))
+    except ValueError:
+        return {"probe_failed": f"probe process ended without a report (status {status})"}
+
+
+def run_checks() -> list[Finding]:
+    findings: list[Finding] = []
+    sysctls = _userns_sysctls()
+    uid, gid = os.getuid(), os.getgid()
+    try:
+        user = pwd.getpwuid(uid).pw_name
+    except KeyError:
+        user = str(uid)
+
+    # Kernel knobs, where this kernel has them.
+    v = sysctls["kernel.unprivileged_userns_clone"]
+    if v is not None:
+        findings.append(Finding("kernel.unprivileged_userns_clone", v == "1", True,
+                                f"= {v}", "" if v == "1" else FIX_USERNS_CLONE))
+    v = sysctls["user.max_user_namespaces"]
+    if v is not None:
+        ok = v.isdigit() and int(v) > 0
+        findings.append(Finding("user.max_user_namespaces", ok, True, f"= {v}", "" if ok else FIX_MAX_USERNS))
+
+    # /dev/net/tun
+    if not os.path.exists(TUN_PATH):
+        findings.append(Finding("/dev/net/tun", False, True, "missing (tun module not loaded)", FIX_TUN_MISSING))
+    elif not os.access(TUN_PATH, os.R_OK | os.W_OK):
+        findings.append(Finding("/dev/net/tun", False, True,
+                                f"not readable and writable by {user}", FIX_TUN_PERMS))
+    else:
+        findings.append(Finding("/dev/net/tun", True, True, "readable and writable", ""))
+
+    # The real thing: namespaces + TAP + offload, in a throw-away child.
+    probe = _probe()
+    err = probe.get("unshare_errno")
+    apparmor = sysctls["kernel.apparmor_restrict_unprivileged_userns"]
+    if "probe_failed" in probe:
+        findings.append(Finding("user namespaces", False, True, probe["probe_failed"], ""))
+    elif err:
+        found = userns_blocker(sysctls, err)
+        detail = f"unshare(user+net+mount+pid) failed: {os.strerror(err)}"
+        findings.append(Finding("user namespaces", False, True,
+                                f"{detail}; {found[0]}" if found else detail, found[1] if found else ""))
+    else:
+        findings.append(Finding("user namespaces", True, True, "unshare(user+net+mount+pid) works", ""))
+        if probe.get("tap"):
+            findings.append(Finding("TAP device", True, True, "created tap0 in a throw-away namespace", ""))
+            if probe.get("offload"):
+                findings.append(Finding("TAP offload", True, False,
+                                        "IFF_VNET_HDR + TUNSETOFFLOAD CSUM|TSO4|TSO6 accepted", ""))
+            else:
+                findings.append(Finding("TAP offload", False, False,
+                                        f"refused ({probe.get('fallback_reason')}); slirpy runs without "
+                                        "offloads, much slower", ""))
+        else:
+            findings.append(Finding("TAP device", False, True, probe.get("tap_error", "failed"), ""))
+    if apparmor is not None:
+        ok = apparmor != "1" or (err == 0 and bool(probe.get("tap")))
+        detail = f"= {apparmor}" + (" (but this user's namespaces work)" if apparmor == "1" and ok else "")
+        findings.append(Finding("kernel.apparmor_restrict_unprivileged_userns", ok, True, detail,
+                                "" if ok else FIX_APPARMOR))
+
+    # ICMP echo through unprivileged ping sockets (the ICMP proxy).
+    text = read_sysctl("net.ipv4.ping_group_range")
+    gids = {gid, os.getegid(), *os.getgroups()}
+    ok = ping_range_ok(text, gids)
+    findings.append(Finding("net.ipv4.ping_group_range", ok, False,
+                            f"= {text!r}; " + (f"includes gid {gid}" if ok else
+                                                f"excludes gid {gid}: ping from the sandbox will not work"),
+                            "" if ok else FIX_PING))
+
+    # --map-subuids needs the setuid helpers and a subordinate id range.
+    missing = [t for t in ("newuidmap", "newgidmap") if shutil.which(t) is None]
+    findings.append(Finding("newuidmap/newgidmap", not missing, False,
+                            "installed" if not missing else f"missing {', '.join(missing)} (needed for --map-subuids)",
+                            "" if not missing else FIX_UIDMAP))
+    sub_u = subid_range("/etc/subuid", user, uid)
+    sub_g = subid_range("/etc/subgid", user, uid)
+    ok = sub_u is not None and sub_g is not None
+    detail = (f"subuid {sub_u[0]}+{sub_u[1]}, subgid {sub_g[0]}+{sub_g[1]}" if ok else
+              f"no entry for {user} in " + " and ".join(
+                  p for p, r in (("/etc/subuid", sub_u), ("/etc/subgid", sub_g)) if r is None)
+              + " (needed for --map-subuids)")
+    findings.append(Finding("/etc/subuid, /etc/subgid", ok, False, detail,
+                            "" if ok else f"sudo usermod --add-subuids 100000-165535 --add-subgids 100000-165535 {user}"))
+    return findings
+
+
+def print_report(stream: TextIO) -> int:
+    """Print every finding; 0 when every required check passed, else 1."""
+    findings = run_checks()
+    for f in findings:
+        mark = "ok  " if f.ok else ("FAIL" if f.required else "warn")
+        stream.write(f"[{mark}] {f.name}: {f.detail}\n")
+        if not f.ok and f.fix:
+            stream.write(f"       fix: {f.fix}\n")
+    bad = [f for f in findings if f.required and not f.ok]
+    stream.write("slirpy can run here.\n" if not bad else
+                 f"slirpy cannot run here: {len(bad)} required check(s) failed.\n")
+    stream.flush()
+    return 1 if bad else 0
