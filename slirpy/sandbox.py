@@ -35,6 +35,7 @@ import pwd
 import shutil
 import signal
 import socket
+import struct
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -66,6 +67,7 @@ FORWARDED_SIGNALS = frozenset({
 _SUPERVISOR_MASK = FORWARDED_SIGNALS | {signal.SIGCHLD}
 
 _MSG_MAX = 4096
+_INT_SIZE = 4
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.unshare.argtypes = [ctypes.c_int]
@@ -309,10 +311,17 @@ def _plan_id_maps(map_subuids: bool) -> _IdMaps:
 
 
 def _recv_msg(sock: socket.socket, pid: int, maxfds: int = 0) -> tuple[bytes, list[int]]:
+    # Not socket.recv_fds: Python 3.11's ignores its flags argument, and the fd must be CLOEXEC.
+    fds: list[int] = []
     try:
-        msg, fds, _, _ = socket.recv_fds(sock, _MSG_MAX, maxfds, socket.MSG_CMSG_CLOEXEC)
+        msg, ancdata, _, _ = sock.recvmsg(_MSG_MAX, socket.CMSG_SPACE(maxfds * _INT_SIZE) if maxfds else 0,
+                                          socket.MSG_CMSG_CLOEXEC)
     except ConnectionResetError:
-        msg, fds = b"", []
+        msg, ancdata = b"", []
+    for level, kind, data in ancdata:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+            usable = len(data) - len(data) % _INT_SIZE
+            fds.extend(struct.unpack(f"={usable // _INT_SIZE}i", data[:usable]))
     if not msg:
         for fd in fds:
             os.close(fd)
@@ -493,14 +502,31 @@ def _exec_command(argv: list[str]) -> int:  # pragma: no cover
         signal.signal(sig, signal.SIG_DFL)
     signal.pthread_sigmask(signal.SIG_SETMASK, ())
     name = argv[0]
-    try:
-        os.execvp(name, argv)
-    except FileNotFoundError:
-        reason, code = ("command not found" if "/" not in name else "No such file or directory"), 127
-    except PermissionError as e:
-        reason, code = e.strerror, 126
-    except OSError as e:
-        reason, code = e.strerror, (127 if e.errno == errno.ENOTDIR else 126)
+    reason, code = "command not found", 127
+    if "/" in name:
+        candidates = [name]
+    else:
+        path = os.environ.get("PATH") or os.defpath
+        candidates = [os.path.join(d or ".", name) for d in path.split(os.pathsep)]
+    # Search like a shell: skip what does not exist (or sits in a directory we cannot search);
+    # a file that exists but cannot be executed is 126, nothing found at all is 127.
+    for cand in candidates:
+        try:
+            try:
+                os.execv(cand, argv)
+            except OSError as e:
+                if e.errno != errno.ENOEXEC:
+                    raise
+                os.execv("/bin/sh", ["/bin/sh", cand, *argv[1:]])   # a script without #!, as execvp(3)
+        except OSError as e:
+            if "/" in name:
+                reason = e.strerror
+                code = 127 if e.errno in (errno.ENOENT, errno.ENOTDIR) else 126
+                break
+            if e.errno in (errno.ENOENT, errno.ENOTDIR) or (e.errno == errno.EACCES and not os.path.isfile(cand)):
+                continue
+            reason, code = e.strerror, 126
+            break
     os.write(2, f"slirpy: {name}: {reason}\n".encode(errors="replace"))
     return code
 

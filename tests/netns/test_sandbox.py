@@ -1,0 +1,322 @@
+"""The sandbox against the real kernel: namespaces, tap0 configuration, the TAP fd handoff,
+exit codes, signals and teardown.  Runs inside helpers/testns (see tests/conftest.py); the
+frames read here never leave the test: nothing answers them."""
+
+from __future__ import annotations
+
+import errno
+import os
+import select
+import signal
+import struct
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from slirpy import tap as tapmod
+from slirpy.config import NetConfig, parse_cidr
+from slirpy.sandbox import Sandbox, SandboxError, SandboxOptions
+from slirpy.tap import VNET_HDR_LEN, TapDevice
+
+DEADLINE = 20.0   # seconds; a hang fails the test instead of blocking the suite
+
+
+def start(argv: list[str], net: NetConfig | None = None, **kw) -> Sandbox:
+    return Sandbox.start(SandboxOptions(argv=argv, net=net or NetConfig(), **kw))
+
+
+def wait_for(pred, what: str, timeout: float = DEADLINE):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        value = pred()
+        if value:
+            return value
+        time.sleep(0.02)
+    pytest.fail(f"timed out waiting for {what}")
+
+
+def run(argv: list[str], net: NetConfig | None = None, **kw) -> int:
+    sb = start(argv, net, **kw)
+    try:
+        sb.release()
+        r, _, _ = select.select([sb.pidfd], [], [], DEADLINE)
+        assert r, f"sandboxed command {argv} did not exit within {DEADLINE} s"
+        return sb.wait()
+    finally:
+        sb.close()
+
+
+def sandbox_children(sb: Sandbox) -> list[int]:
+    """Outer pids of the supervisor's children (the sandbox's PID 1 and the command)."""
+    path = f"/proc/{sb.pid}/task/{sb.pid}/children"
+    return [int(x) for x in Path(path).read_text().split()]
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+# -- network configuration inside ---------------------------------------------------------------
+
+@pytest.mark.parametrize("cidr,mtu", [("10.0.2.0/24", 65520), ("192.168.77.0/24", 1500),
+                                      ("172.20.0.0/16", 9000)])
+def test_tap0_is_configured(cidr, mtu, capfd, no_stray_processes):
+    net = NetConfig(network=parse_cidr(cidr), mtu=mtu)
+    code = run(["sh", "-c", "ip -o -4 addr show; echo ROUTES; ip -4 route show; echo LINKS; ip -o link show"],
+               net)
+    out = capfd.readouterr().out
+    assert code == 0, out
+    addrs, rest = out.split("ROUTES\n")
+    routes, links = rest.split("LINKS\n")
+    guest = f"{net.guest}/{net.network.prefixlen}"
+    assert any(" tap0 " in ln and f"inet {guest} " in ln for ln in addrs.splitlines()), addrs
+    assert f"default via {net.gateway} dev tap0" in routes, routes
+    names = [ln.split(":")[1].strip() for ln in links.splitlines() if ln.strip()]
+    assert names == ["lo", "tap0"], links
+    tap_line = next(ln for ln in links.splitlines() if ": tap0:" in ln)
+    assert f" mtu {mtu} " in tap_line and " qlen 10000" in tap_line and ",UP," in tap_line, tap_line
+    lo_line = next(ln for ln in links.splitlines() if ": lo:" in ln)
+    assert ",UP," in lo_line, lo_line
+
+
+def test_guest_mac_is_set(capfd):
+    net = NetConfig(guest_mac=bytes.fromhex("020000aabbcc"))
+    assert run(["ip", "-o", "link", "show", "tap0"], net) == 0
+    assert "link/ether 02:00:00:aa:bb:cc " in capfd.readouterr().out
+
+
+def test_fresh_pid_namespace_and_proc(capfd):
+    # The command is PID 2 (not PID 1: it keeps default signal actions); /proc is the new
+    # namespace's: only the init, the shell and ls are in it.
+    code = run(["sh", "-c", "echo pid=$$; echo /proc/[0-9]*"])
+    out = capfd.readouterr().out
+    assert code == 0, out
+    assert out.split() == ["pid=2", "/proc/1", "/proc/2"], out
+
+
+# -- the TAP fd in the parent -------------------------------------------------------------------
+
+def read_arp_for(fd: int, target: str, vnet: bool) -> bytes:
+    """Read frames from the TAP until an ARP request for `target`; return that raw frame."""
+    want = bytes(int(x) for x in target.split("."))
+    off = VNET_HDR_LEN if vnet else 0
+    end = time.monotonic() + DEADLINE
+    while time.monotonic() < end:
+        r, _, _ = select.select([fd], [], [], 0.5)
+        if not r:
+            continue
+        while True:
+            try:
+                frame = os.read(fd, 65600)
+            except BlockingIOError:
+                break
+            eth = frame[off:]
+            if len(eth) >= 42 and eth[12:14] == b"\x08\x06" and eth[20:22] == b"\x00\x01" and eth[38:42] == want:
+                return frame
+    pytest.fail(f"no ARP request for {target} read from the TAP within {DEADLINE} s")
+
+
+@pytest.mark.parametrize("offload", [True, False])
+def test_tap_fd_reads_guest_frames(offload, no_stray_processes):
+    net = NetConfig(offload=offload)
+    sender = f"import socket; socket.socket(socket.AF_INET, socket.SOCK_DGRAM).sendto(b'x', ('{net.gateway}', 9))"
+    sb = start([sys.executable, "-c", sender], net)
+    try:
+        assert sb.vnet_hdr is offload and sb.offload is offload and sb.fallback_reason is None
+        assert not os.get_blocking(sb.tap_fd)
+        assert not os.get_inheritable(sb.tap_fd)
+        sb.release()
+        frame = read_arp_for(sb.tap_fd, str(net.gateway), vnet=offload)
+        if offload:
+            assert frame[:VNET_HDR_LEN] == bytes(VNET_HDR_LEN)   # ARP: all-zero virtio-net header
+            eth = frame[VNET_HDR_LEN:]
+        else:
+            eth = frame
+        assert eth[:6] == b"\xff" * 6                             # broadcast destination first
+        assert eth[28:32] == net.guest.packed                     # sender protocol address
+        assert sb.wait() == 0
+    finally:
+        sb.close()
+
+
+def test_tap_fallback_without_offload(monkeypatch):
+    # The kernel here accepts the offloads; make TUNSETOFFLOAD fail to exercise the fallback.
+    real_ioctl = tapmod.fcntl.ioctl
+
+    class FakeFcntl:
+        @staticmethod
+        def ioctl(fd, req, arg=0, *rest):
+            if req == tapmod.TUNSETOFFLOAD:
+                raise OSError(errno.EINVAL, os.strerror(errno.EINVAL))
+            return real_ioctl(fd, req, arg, *rest)
+
+    monkeypatch.setattr(tapmod, "fcntl", FakeFcntl)
+    name = f"tfb{uuid.uuid4().hex[:8]}"
+    dev = TapDevice.create(name, offload=True)
+    try:
+        assert (dev.vnet_hdr, dev.offload) == (False, False)
+        assert "TUNSETOFFLOAD" in dev.fallback_reason and "Invalid argument" in dev.fallback_reason
+        flags = struct.unpack_from("=H", real_ioctl(dev.fd, tapmod.TUNGETIFF, bytes(40)), 16)[0]
+        assert flags & tapmod.IFF_VNET_HDR == 0 and flags & tapmod.IFF_TAP
+    finally:
+        dev.close()
+
+
+# -- exit codes ---------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("script,code", [("exit 0", 0), ("exit 3", 3), ("kill -TERM $$", 128 + 15),
+                                         ("kill -KILL $$", 128 + 9)])
+def test_exit_codes(script, code):
+    assert run(["sh", "-c", script]) == code
+
+
+def test_command_not_found(capfd, no_stray_processes):
+    name = f"slirpy-no-such-command-{uuid.uuid4().hex[:6]}"
+    assert run([name, "arg"]) == 127
+    assert f"slirpy: {name}: command not found" in capfd.readouterr().err
+
+
+def test_command_not_executable(tmp_path, capfd):
+    script = tmp_path / "not-executable"
+    script.write_text("#!/bin/sh\nexit 0\n")
+    script.chmod(0o644)
+    assert run([str(script)]) == 126
+    assert f"slirpy: {script}: Permission denied" in capfd.readouterr().err
+
+
+# -- signals ------------------------------------------------------------------------------------
+
+def test_send_signal_reaches_command_handler(tmp_path):
+    ready, got = tmp_path / "ready", tmp_path / "got"
+    sb = start(["sh", "-c", f"trap 'echo term > {got}; exit 7' TERM; : > {ready}; "
+                            "while :; do sleep 0.05; done"])
+    try:
+        sb.release()
+        wait_for(ready.exists, "the command to start")
+        sb.send_signal(signal.SIGTERM)
+        r, _, _ = select.select([sb.pidfd], [], [], DEADLINE)
+        assert r
+        assert sb.wait() == 7
+        assert got.read_text() == "term\n"
+        sb.send_signal(signal.SIGTERM)      # gone: no error
+    finally:
+        sb.close()
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP])
+def test_send_signal_default_action(sig, tmp_path, no_stray_processes):
+    ready = tmp_path / "ready"
+    sb = start(["sh", "-c", f": > {ready}; exec sleep 60"])
+    try:
+        sb.release()
+        wait_for(ready.exists, "the command to start")
+        wait_for(lambda: len(sandbox_children(sb)) == 2, "the command process")
+        sb.send_signal(sig)
+        r, _, _ = select.select([sb.pidfd], [], [], DEADLINE)
+        assert r, "command survived the signal"
+        assert sb.wait() == 128 + sig
+    finally:
+        sb.close()
+
+
+# -- nothing left behind ------------------------------------------------------------------------
+
+def test_background_processes_die_with_the_command(tmp_path, no_stray_processes):
+    token = f"1000.{uuid.uuid4().int % 10**9}"
+    ready = tmp_path / "ready"
+    # One plain background child and one double-forked into a new session (reparented to PID 1).
+    script = (f"sleep {token} & (setsid sleep {token} &); "
+              f"while [ $(pgrep -fc 'sleep {token}') -lt 2 ]; do sleep 0.02; done; : > {ready}; "
+              "read line")
+    rfd, wfd = os.pipe()
+    saved = os.dup(0)
+    os.dup2(rfd, 0)
+    try:
+        sb = start(["sh", "-c", script])
+    finally:
+        os.dup2(saved, 0)
+        os.close(saved)
+        os.close(rfd)
+    try:
+        sb.release()
+        wait_for(ready.exists, "the background processes")
+        init_pid, cmd_pid = sorted(sandbox_children(sb))
+        sleepers = [int(p) for p in os.listdir("/proc") if p.isdigit() and _cmdline(int(p)) == f"sleep {token}"]
+        assert len(sleepers) == 2 and all(alive(p) for p in sleepers)
+        os.write(wfd, b"\n")               # let the command exit
+        r, _, _ = select.select([sb.pidfd], [], [], DEADLINE)
+        assert r
+        assert sb.wait() == 0
+        for pid in [init_pid, cmd_pid, *sleepers]:
+            assert not alive(pid), f"process {pid} ({_cmdline(pid)!r}) outlived the command"
+    finally:
+        os.close(wfd)
+        sb.close()
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode().strip()
+    except OSError:
+        return ""
+
+
+def test_command_inherits_no_slirpy_fds(tmp_path):
+    ready = tmp_path / "ready"
+    ours = {int(fd) for fd in os.listdir("/proc/self/fd") if _inheritable(int(fd))}
+    sb = start(["sh", "-c", f": > {ready}; exec sleep 60"])
+    try:
+        sb.release()
+        wait_for(ready.exists, "the command to start")
+        cmd_pid = max(sandbox_children(sb))
+        wait_for(lambda: _cmdline(cmd_pid) == "sleep 60", "the exec")
+        fds = {int(fd): os.readlink(f"/proc/{cmd_pid}/fd/{fd}") for fd in os.listdir(f"/proc/{cmd_pid}/fd")}
+        assert set(fds) <= ours | {0, 1, 2}, fds
+        assert not any("tun" in target or "socket:" in target or "pidfd" in target for target in fds.values()), fds
+    finally:
+        sb.send_signal(signal.SIGKILL)
+        sb.wait()
+        sb.close()
+
+
+def _inheritable(fd: int) -> bool:
+    try:
+        return os.get_inheritable(fd)
+    except OSError:
+        return False
+
+
+def test_close_without_release_leaves_nothing(no_stray_processes):
+    sb = start(["sh", "-c", "exit 0"])
+    children = sandbox_children(sb)
+    assert len(children) == 1        # only the sandbox's PID 1 before release()
+    sb.close()                       # the supervisor sees the socket close and gives up
+    pidfd = os.pidfd_open(sb.pid)
+    try:
+        r, _, _ = select.select([pidfd], [], [], DEADLINE)
+    finally:
+        os.close(pidfd)
+    assert r
+    assert sb.wait() == 125
+    assert not alive(children[0])
+
+
+# -- start-up errors ----------------------------------------------------------------------------
+
+def test_child_setup_error_is_one_line(no_stray_processes):
+    with pytest.raises(SandboxError) as ei:
+        start(["true"], NetConfig(guest_mac=b"\x02\x00\x00"))
+    msg = str(ei.value)
+    assert "\n" not in msg and "invalid guest MAC" in msg
+
+
+def test_empty_argv_is_refused():
+    with pytest.raises(SandboxError):
+        start([])
