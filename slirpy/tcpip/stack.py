@@ -126,7 +126,7 @@ class Stack:
         self._tcp_params = TcpParams(
             mss=mss,
             rcv_buf=self.limits.tcp_rcv_buf,
-            gso_max=(_GSO_MAX // mss) * mss if self.offload and mss < _GSO_MAX else 0,
+            gso_max=_GSO_MAX if self.offload else 0,    # the connection rounds it to its MSS
             time_wait=self.limits.tcp_time_wait,
             syn_timeout=self.limits.tcp_syn_timeout,
         )

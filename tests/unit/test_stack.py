@@ -1,0 +1,295 @@
+"""Stack: frames in, frames/events/counters out. No sockets, no clock: explicit `now`."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+from scapy.layers.inet import ICMP, IP, TCP, IPerror, TCPerror
+from scapy.layers.l2 import ARP, Ether
+
+from slirpy.config import NetConfig
+from slirpy.tcpip import stack as st
+from slirpy.tcpip.checksum import pseudo_header_sum, sum16
+from slirpy.tcpip.virtio import F_NEEDS_CSUM, GSO_NONE, GSO_TCPV4, VNET_HDR, VNET_HDR_LEN
+
+GUEST_MAC = "02:00:00:00:00:64"
+GW_MAC = "52:55:0a:00:02:02"
+GUEST = "10.0.2.100"
+GW = "10.0.2.2"
+REMOTE = "203.0.113.1"
+
+
+def make_stack(vnet=True, offload=True, **cfg) -> st.Stack:
+    return st.Stack(NetConfig(**cfg), vnet_hdr=vnet, offload=offload, rng=random.Random(1))
+
+
+def wire(stack: st.Stack, pkt) -> bytes:
+    raw = bytes(pkt)
+    return (bytes(VNET_HDR_LEN) + raw) if stack.vnet_hdr else raw
+
+
+def flat(frame) -> bytes:
+    return frame if isinstance(frame, bytes) else b"".join(bytes(p) for p in frame)
+
+
+def out_frames(stack: st.Stack, now: float = 0.0) -> list[tuple[tuple, Ether]]:
+    """Frames the stack emits, as (virtio header fields or None, scapy packet)."""
+    res = []
+    for f in stack.frames_to_send(now):
+        raw = flat(f)
+        if stack.vnet_hdr:
+            res.append((VNET_HDR.unpack_from(raw, 0), Ether(raw[VNET_HDR_LEN:])))
+        else:
+            res.append((None, Ether(raw)))
+    return res
+
+
+def events(stack: st.Stack) -> list:
+    evs = []
+    while (ev := stack.next_event()) is not None:
+        evs.append(ev)
+    return evs
+
+
+def guest_tcp(dst=REMOTE, sport=40000, dport=80, **kw):
+    return Ether(src=GUEST_MAC, dst=GW_MAC) / IP(src=GUEST, dst=dst) / TCP(sport=sport, dport=dport, **kw)
+
+
+def test_arp_request_for_gateway_and_dns_is_answered():
+    s = make_stack()
+    for target, mac in ((GW, "52:55:0a:00:02:02"), ("10.0.2.3", "52:55:0a:00:02:03")):
+        s.receive_frame(wire(s, Ether(src=GUEST_MAC, dst="ff:ff:ff:ff:ff:ff") /
+                             ARP(op=1, hwsrc=GUEST_MAC, psrc=GUEST, pdst=target)), 0.0)
+        [(vh, reply)] = out_frames(s)
+        assert vh == (0, 0, 0, 0, 0, 0, 0)
+        assert reply[Ether].dst == GUEST_MAC and reply[Ether].src == mac
+        assert reply[ARP].op == 2 and reply[ARP].psrc == target and reply[ARP].hwsrc == mac
+        assert reply[ARP].pdst == GUEST and reply[ARP].hwdst == GUEST_MAC
+    assert s.counters["arp.tx.reply"] == 2
+
+
+def test_arp_for_other_addresses_is_ignored():
+    s = make_stack()
+    s.receive_frame(wire(s, Ether(src=GUEST_MAC, dst="ff:ff:ff:ff:ff:ff") /
+                         ARP(op=1, hwsrc=GUEST_MAC, psrc=GUEST, pdst="10.0.2.77")), 0.0)
+    assert out_frames(s) == []
+    assert s.counters["arp.rx.ignored"] == 1
+
+
+@pytest.mark.parametrize("vnet", [True, False])
+def test_ping_gateway_is_answered_by_the_stack(vnet):
+    s = make_stack(vnet=vnet, offload=vnet)
+    req = Ether(src=GUEST_MAC, dst=GW_MAC) / IP(src=GUEST, dst=GW) / ICMP(id=0x1234, seq=7) / (b"x" * 56)
+    s.receive_frame(wire(s, req), 0.0)
+    [(_, reply)] = out_frames(s)
+    assert reply[IP].src == GW and reply[IP].dst == GUEST
+    assert reply[ICMP].type == 0 and reply[ICMP].id == 0x1234 and reply[ICMP].seq == 7
+    assert bytes(reply[ICMP].payload) == b"x" * 56
+    raw_ip = bytes(reply[IP])
+    assert sum16(raw_ip[:20]) == 0xFFFF
+    assert sum16(raw_ip[20:]) == 0xFFFF
+    assert s.counters["icmp.tx.echo_reply"] == 1
+
+
+@pytest.mark.parametrize("raw, counter", [
+    (b"\x00" * 5, "rx.drop.eth.short"),
+    (bytes(Ether(src=GUEST_MAC, dst=GW_MAC, type=0x0800)) + b"\x45\x00", "rx.drop.ipv4.short"),
+    (bytes(Ether(src=GUEST_MAC, dst=GW_MAC) / IP(src=GUEST, dst=REMOTE, ihl=15) / b"abcd"),
+     "rx.drop.ipv4.bad_ihl"),
+    (bytes(Ether(src=GUEST_MAC, dst=GW_MAC) / IP(src=GUEST, dst=REMOTE, chksum=0x1234) / TCP()),
+     "rx.drop.ipv4.bad_checksum"),
+    (bytes(Ether(src=GUEST_MAC, dst=GW_MAC) / IP(src=GUEST, dst=REMOTE, flags="MF") / TCP()),
+     "ipv4.rx.drop.fragment"),
+    (bytes(Ether(src=GUEST_MAC, dst=GW_MAC) / IP(src="192.0.2.9", dst=REMOTE) / TCP()),
+     "ipv4.rx.drop.bad_src"),
+    (bytes(Ether(src=GUEST_MAC, dst=GW_MAC) / IP(src=GUEST, dst=REMOTE) / TCP(dataofs=3)),
+     "rx.drop.tcp.bad_data_offset"),
+    (bytes(Ether(src=GUEST_MAC, dst=GW_MAC) / IP(src=GUEST, dst=REMOTE) / TCP(chksum=1)),
+     "rx.drop.tcp.bad_checksum"),
+    (bytes(Ether(src=GUEST_MAC, dst=GW_MAC, type=0x88B5) / (b"x" * 50)), "rx.drop.ethertype"),
+])
+def test_malformed_frames_are_counted_and_dropped(raw, counter):
+    s = make_stack(vnet=False, offload=False)
+    s.receive_frame(raw, 0.0)
+    assert s.counters[counter] == 1
+    assert s.counters["rx.frames"] == 1
+    assert events(s) == []
+
+
+def test_vnet_frame_shorter_than_its_header_is_counted():
+    s = make_stack()
+    s.receive_frame(b"\x00" * 7, 0.0)
+    assert s.counters["rx.drop.virtio.short"] == 1
+
+
+def _open(s: st.Stack, dst=REMOTE, dport=80, seq=1000, now=0.0):
+    s.receive_frame(wire(s, guest_tcp(dst=dst, dport=dport, flags="S", seq=seq,
+                                      options=[("MSS", 1460), ("WScale", 7)])), now)
+
+
+def test_syn_asks_the_runtime_to_connect_and_syn_ack_waits_for_it():
+    s = make_stack()
+    _open(s)
+    assert out_frames(s) == []           # nothing before the host connect succeeded
+    [ev] = events(s)
+    assert isinstance(ev, st.TcpConnectRequested)
+    assert (ev.host, ev.port, ev.guest, ev.guest_port) == (REMOTE, 80, GUEST, 40000)
+    assert s.half_open == 1
+    s.tcp_host_connected(ev.flow_id, 0.01)
+    [(vh, synack)] = out_frames(s, 0.01)
+    t = synack[TCP]
+    assert t.flags == "SA" and t.ack == 1001
+    assert synack[IP].src == REMOTE and synack[IP].dst == GUEST and t.sport == 80 and t.dport == 40000
+    assert dict(t.options)["MSS"] == 65520 - 40
+    assert "WScale" in dict(t.options)
+    # offloaded checksum: NEEDS_CSUM and only the pseudo-header sum in the field
+    assert vh[0] == F_NEEDS_CSUM and vh[1] == GSO_NONE and vh[4] == 34 and vh[5] == 16
+    tcp_len = len(bytes(synack[TCP]))
+    assert t.chksum == pseudo_header_sum(bytes([203, 0, 113, 1]), bytes([10, 0, 2, 100]), 6, tcp_len)
+    # the guest completes the handshake and sends data
+    s.receive_frame(wire(s, guest_tcp(flags="A", seq=1001, ack=t.seq + 1, window=512) / b"hello"), 0.02)
+    out_frames(s, 0.02)
+    evs = events(s)
+    assert [type(e) for e in evs] == [st.TcpDataReceived]
+    assert bytes(evs[0].data) == b"hello"
+    assert s.half_open == 0
+    assert s.counters["tcp.flows.established"] == 1
+
+
+def test_host_data_leaves_as_one_gso_super_frame():
+    s = make_stack()
+    _open(s)
+    [ev] = events(s)
+    s.tcp_host_connected(ev.flow_id, 0.0)
+    [(_, synack)] = out_frames(s)
+    s.receive_frame(wire(s, guest_tcp(flags="A", seq=1001, ack=synack[TCP].seq + 1, window=65535)), 0.0)
+    out_frames(s)
+    data = random.Random(3).randbytes(50000)
+    s.tcp_host_data(ev.flow_id, data, 0.0)
+    frames = out_frames(s)
+    payload = b"".join(bytes(p[TCP].payload) for _, p in frames)
+    assert payload == data[:len(payload)] and len(payload) > 1460
+    vh, first = frames[0]
+    assert vh[0] == F_NEEDS_CSUM and vh[1] == GSO_TCPV4 and vh[3] == 1460   # gso_size = guest MSS
+    assert vh[2] == 14 + 20 + len(bytes(first[TCP])) - len(bytes(first[TCP].payload))  # hdr_len
+    assert s.counters["tcp.tx.gso_frames"] >= 1
+
+
+def test_without_offload_segments_fit_the_mss_and_carry_full_checksums():
+    s = make_stack(vnet=False, offload=False, mtu=1500)
+    _open(s)
+    [ev] = events(s)
+    s.tcp_host_connected(ev.flow_id, 0.0)
+    [(_, synack)] = out_frames(s)
+    assert dict(synack[TCP].options)["MSS"] == 1460
+    s.receive_frame(wire(s, guest_tcp(flags="A", seq=1001, ack=synack[TCP].seq + 1, window=65535)), 0.0)
+    out_frames(s)
+    s.tcp_host_data(ev.flow_id, bytes(5000), 0.0)
+    frames = out_frames(s)
+    assert frames and all(len(bytes(p[TCP].payload)) <= 1460 for _, p in frames)
+    for _, p in frames:
+        raw = bytes(p[IP])
+        assert sum16(raw[20:], pseudo_header_sum(raw[12:16], raw[16:20], 6, len(raw) - 20)) == 0xFFFF
+
+
+def test_gateway_is_host_loopback_only_when_allowed():
+    s = make_stack()
+    _open(s, dst=GW)
+    [(_, rst)] = out_frames(s)
+    assert rst[TCP].flags == "RA" and rst[TCP].ack == 1001 and rst[IP].src == GW
+    assert events(s) == []
+    assert s.counters["tcp.rx.drop.host_loopback_denied"] == 1
+
+    s = make_stack(allow_host_loopback=True)
+    _open(s, dst=GW)
+    [ev] = events(s)
+    assert ev.host == "127.0.0.1" and ev.port == 80
+
+
+@pytest.mark.parametrize("dst, reason", [
+    ("127.0.0.1", "martian_dst"), ("224.0.0.1", "martian_dst"), ("10.0.2.77", "local_network"),
+])
+def test_no_other_address_reaches_host_loopback_or_the_local_net(dst, reason):
+    s = make_stack()
+    _open(s, dst=dst)
+    assert events(s) == []
+    assert s.counters["tcp.rx.drop." + reason] == 1
+
+
+def test_refused_connect_becomes_rst_and_unreachable_becomes_icmp():
+    s = make_stack()
+    _open(s)
+    [ev] = events(s)
+    s.tcp_host_connect_failed(ev.flow_id, st.ECONNREFUSED, 0.0)
+    [(_, rst)] = out_frames(s)
+    assert rst[TCP].flags == "RA" and rst[TCP].ack == 1001
+    assert [type(e) for e in events(s)] == [st.TcpFlowClosed]
+    assert s.flows() == [] and s.half_open == 0
+
+    _open(s, dport=81)
+    [ev] = events(s)
+    s.tcp_host_connect_failed(ev.flow_id, st.EHOSTUNREACH, 0.0)
+    [(_, err)] = out_frames(s)
+    assert err[ICMP].type == 3 and err[ICMP].code == 1 and err[IP].src == GW
+    assert err[IPerror].dst == REMOTE and err[TCPerror].dport == 81 and err[TCPerror].seq == 1000
+    assert [type(e) for e in events(s)] == [st.TcpFlowClosed]
+    assert s.flows() == []
+
+
+def test_segment_without_a_flow_is_answered_with_rst():
+    s = make_stack()
+    s.receive_frame(wire(s, guest_tcp(flags="A", seq=5, ack=777)), 0.0)
+    [(_, rst)] = out_frames(s)
+    assert rst[TCP].flags == "R" and rst[TCP].seq == 777
+    assert s.counters["tcp.rx.no_flow"] == 1
+
+
+def test_half_open_limit_resets_new_syns():
+    from slirpy.config import Limits
+    s = make_stack(limits=Limits(max_half_open=2))
+    for port in (1, 2, 3):
+        _open(s, dport=port)
+    assert len(events(s)) == 2
+    assert s.counters["tcp.rx.drop.half_open_limit"] == 1
+    frames = out_frames(s)
+    assert len(frames) == 1 and frames[0][1][TCP].flags == "RA"
+
+
+def test_host_read_pauses_when_the_guest_queue_is_full_and_resumes_after_acks():
+    from slirpy.config import Limits
+    s = make_stack(limits=Limits(tcp_snd_buf=100_000))
+    _open(s)
+    [ev] = events(s)
+    s.tcp_host_connected(ev.flow_id, 0.0)
+    [(_, synack)] = out_frames(s)
+    iss = synack[TCP].seq
+    s.receive_frame(wire(s, guest_tcp(flags="A", seq=1001, ack=iss + 1, window=65535)), 0.0)
+    out_frames(s)
+    s.tcp_host_data(ev.flow_id, bytes(120_000), 0.0)
+    assert st.TcpHostReadPaused(ev.flow_id, True) in events(s)
+    acked = 0
+    resumed = False
+    for _ in range(50):                  # the guest acknowledges whatever arrives
+        acked += sum(len(bytes(p[TCP].payload)) for _, p in out_frames(s))
+        s.receive_frame(wire(s, guest_tcp(flags="A", seq=1001, ack=iss + 1 + acked, window=65535)), 0.0)
+        if st.TcpHostReadPaused(ev.flow_id, False) in events(s):
+            resumed = True
+            break
+    assert resumed
+    # resumed only once at most half of the limit is still queued
+    assert s.flows()[0].conn.send_buffered <= 50_000
+    assert 120_000 - acked <= 50_000
+
+
+def test_timer_drives_syn_ack_retransmission():
+    s = make_stack()
+    _open(s)
+    [ev] = events(s)
+    s.tcp_host_connected(ev.flow_id, 0.0)
+    [(_, first)] = out_frames(s)
+    deadline = s.next_deadline()
+    assert deadline is not None and deadline > 0.0
+    s.handle_timer(deadline)
+    [(_, again)] = out_frames(s, deadline)
+    assert again[TCP].flags == "SA" and again[TCP].seq == first[TCP].seq
