@@ -125,11 +125,16 @@ def _with_fix(text: str, fix: str) -> str:
     return f"{text} (fix: {fix})" if fix else text
 
 
-def explain(exc: BaseException) -> str:
-    """One line for an error seen while starting a sandbox, with the command that fixes it."""
+def explain(exc: BaseException, sysctls: dict[str, str | None] | None = None) -> str:
+    """One line for an error seen while starting a sandbox, with the command that fixes it.
+
+    `sysctls` (the three user-namespace knobs) is read from /proc/sys when not given.
+    """
+    if isinstance(exc, (NamespaceError, TapError)) and sysctls is None:
+        sysctls = _userns_sysctls()
     if isinstance(exc, NamespaceError):
         text = exc.strerror or str(exc)
-        found = userns_blocker(_userns_sysctls(), exc.errno)
+        found = userns_blocker(sysctls, exc.errno)
         if found is None:
             return _with_fix(text, "") + "; run `slirpy doctor` for details"
         detail, fix = found
@@ -142,7 +147,7 @@ def explain(exc: BaseException) -> str:
             if exc.errno in (errno.EACCES, errno.EPERM):
                 return _with_fix(text, FIX_TUN_PERMS)
         if exc.errno in (errno.EPERM, errno.EACCES):
-            found = userns_blocker(_userns_sysctls(), exc.errno)
+            found = userns_blocker(sysctls or {}, exc.errno)
             if found is not None:
                 return _with_fix(f"{text}: {found[0]}", found[1])
         return text
