@@ -320,3 +320,39 @@ def test_child_setup_error_is_one_line(no_stray_processes):
 def test_empty_argv_is_refused():
     with pytest.raises(SandboxError):
         start([])
+
+
+PARENT_SCRIPT = """
+import os, sys, time
+from slirpy.config import NetConfig
+from slirpy.sandbox import Sandbox, SandboxOptions
+sb = Sandbox.start(SandboxOptions(argv=sys.argv[1:], net=NetConfig()))
+sb.release()
+print(sb.pid, flush=True)
+time.sleep(600)
+"""
+
+
+def test_everything_dies_with_slirpy(tmp_path, no_stray_processes):
+    """SIGKILL to slirpy itself (no cleanup code runs): the supervisor, the sandbox's PID 1,
+    the command and its background children all go (PR_SET_PDEATHSIG + PID namespace)."""
+    import subprocess
+    token = f"1000.{uuid.uuid4().int % 10**9}"
+    ready = tmp_path / "ready"
+    parent = subprocess.Popen([sys.executable, "-c", PARENT_SCRIPT, "sh", "-c",
+                               f"sleep {token} & : > {ready}; exec sleep {token}"],
+                              stdout=subprocess.PIPE, text=True, cwd=str(Path(tapmod.__file__).parents[1]))
+    try:
+        sup = int(parent.stdout.readline())
+        wait_for(ready.exists, "the command to start")
+        victims = [sup, *[int(x) for x in Path(f"/proc/{sup}/task/{sup}/children").read_text().split()]]
+        victims += [int(p) for p in os.listdir("/proc") if p.isdigit() and _cmdline(int(p)) == f"sleep {token}"]
+        assert len(victims) == 5 and all(alive(p) for p in victims), victims
+        parent.kill()
+        assert parent.wait(DEADLINE) == -signal.SIGKILL
+        wait_for(lambda: not any(alive(p) for p in victims), "every sandbox process to die")
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+            parent.wait()
+        parent.stdout.close()
