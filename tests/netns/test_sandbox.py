@@ -356,3 +356,62 @@ def test_everything_dies_with_slirpy(tmp_path, no_stray_processes):
             parent.kill()
             parent.wait()
         parent.stdout.close()
+
+
+TTY_SCRIPT = """
+import select, signal, sys
+from slirpy.config import NetConfig
+from slirpy.sandbox import Sandbox, SandboxOptions
+signal.signal(signal.SIGINT, signal.SIG_IGN)     # like a runtime that does not forward ^C
+sb = Sandbox.start(SandboxOptions(argv=sys.argv[1:], net=NetConfig()))
+sb.release()
+select.select([sb.pidfd], [], [])
+print("exit", sb.wait(), flush=True)
+"""
+
+
+@pytest.mark.parametrize("foreground", [True, False])
+def test_terminal_interrupt(foreground, tmp_path):
+    """^C on a terminal reaches the command directly (same process group), and the sandbox's
+    PID 1 survives it.  The supervisor, which gets it too, must not forward a second copy: a
+    command that moved to its own session (not in the terminal's foreground group) gets none."""
+    import pty
+    got, ready, go = tmp_path / "got", tmp_path / "ready", tmp_path / "go"
+    script = (f"trap 'echo int >> {got}' INT; : > {ready}; "
+              f"while [ ! -e {go} ]; do sleep 0.05; done; exit 5")
+    argv = ["sh", "-c", script] if foreground else ["setsid", "sh", "-c", script]
+    pid, master = pty.fork()
+    if pid == 0:  # pragma: no cover - child: session leader with the pty as controlling tty
+        try:
+            os.chdir(Path(tapmod.__file__).parents[1])
+            os.execv(sys.executable, [sys.executable, "-c", TTY_SCRIPT, *argv])
+        finally:
+            os._exit(99)
+    try:
+        wait_for(ready.exists, "the command to start")
+        os.write(master, b"\x03")                      # the terminal's interrupt character
+        if foreground:
+            wait_for(got.exists, "the SIGINT handler")
+        time.sleep(0.3)                                # room for a (wrong) forwarded copy
+        go.touch()
+        out = b""
+        end = time.monotonic() + DEADLINE
+        while b"exit" not in out or not out.endswith(b"\n"):
+            r, _, _ = select.select([master], [], [], max(0.0, end - time.monotonic()))
+            assert r, f"no exit report; terminal output so far: {out!r}"
+            try:
+                out += os.read(master, 4096)
+            except OSError:
+                break
+        assert b"exit 5" in out, out
+        if foreground:
+            assert got.read_text() == "int\n"
+        else:
+            assert not got.exists(), "the supervisor forwarded a terminal-generated SIGINT"
+    finally:
+        os.close(master)
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        os.waitpid(pid, 0)
