@@ -415,3 +415,30 @@ def test_terminal_interrupt(foreground, tmp_path):
         except ProcessLookupError:
             pass
         os.waitpid(pid, 0)
+
+
+PROC_SCRIPT = """
+import select
+from slirpy.config import NetConfig
+from slirpy.sandbox import Sandbox, SandboxOptions
+sb = Sandbox.start(SandboxOptions(argv=["sh", "-c", "echo pid=$$"], net=NetConfig()))
+print("proc_warning:", sb.proc_warning, flush=True)
+sb.release()
+select.select([sb.pidfd], [], [])
+print("exit", sb.wait(), flush=True)
+"""
+
+
+def test_proc_mount_refused_is_reported():
+    """With part of /proc covered (as in many containers) the kernel refuses a fresh proc
+    mount in a new user namespace; the sandbox still runs and says so clearly."""
+    import shlex
+    import subprocess
+    inner = f"mount -t tmpfs none /proc/sys && exec {shlex.quote(sys.executable)} -c {shlex.quote(PROC_SCRIPT)}"
+    res = subprocess.run(["unshare", "-m", "--propagation", "private", "sh", "-c", inner],
+                         capture_output=True, text=True, timeout=DEADLINE,
+                         cwd=str(Path(tapmod.__file__).parents[1]))
+    assert res.returncode == 0, res.stderr
+    assert "proc_warning: cannot mount a fresh /proc" in res.stdout
+    assert "pid=2" in res.stdout and "exit 0" in res.stdout
+    assert "slirpy: warning: cannot mount a fresh /proc for the sandbox's PID namespace" in res.stderr
