@@ -261,7 +261,7 @@ def run_checks() -> list[Finding]:
     gids = {gid, os.getegid(), *os.getgroups()}
     ok = ping_range_ok(text, gids)
     findings.append(Finding("net.ipv4.ping_group_range", ok, False,
-                            f"= {text!r}; " + (f"includes gid {gid}" if ok else
+                            f"= {' '.join((text or 'absent').split())}; " + (f"includes gid {gid}" if ok else
                                                 f"excludes gid {gid}: ping from the sandbox will not work"),
                             "" if ok else FIX_PING))
 
