@@ -27,7 +27,8 @@ What it implements
   SYNs carry it, shift capped at 14). The right edge of the window we advertise never
   moves left (RFC 9293 §3.8.6.2.2): the window field is rounded *up* to the scale unit.
 * Retransmission timeout per RFC 6298 with Karn's rule (one timed segment at a time,
-  samples from retransmitted data discarded) and exponential backoff; after
+  samples from retransmitted data discarded) and exponential backoff, undone once new data
+  is acknowledged (BSD/Linux practice; RFC 6298 §5.7 keeps it until a new sample); after
   ``max_retransmits`` consecutive expiries the connection gives up with ``Reset('timeout')``.
 * Reno congestion control in bytes (RFC 5681): IW = 10*SMSS (RFC 6928), slow start,
   congestion avoidance by byte counting, fast retransmit on the third duplicate ACK and
@@ -592,9 +593,14 @@ class TcpConnection:
         else:
             self._rttvar = 0.75 * self._rttvar + 0.25 * abs(self._srtt - r)
             self._srtt = 0.875 * self._srtt + 0.125 * r
+        self._rto = self._rto_from_estimate()
+
+    def _rto_from_estimate(self) -> float:
         params = self.params
+        if self._srtt is None:
+            return params.rto_initial
         rto = self._srtt + max(4 * self._rttvar, 0.001)
-        self._rto = min(max(rto, params.rto_min), params.rto_max)
+        return min(max(rto, params.rto_min), params.rto_max)
 
     # ------------------------------------------------------------------------ segment arrives
 
@@ -778,7 +784,11 @@ class TcpConnection:
                 if n:
                     del self._sndbuf[:n]
                     self._buf_seq = seq_add(self._buf_seq, n)
-            self._retries = 0
+            if self._retries:
+                # New data acknowledged after a timeout: undo the backoff from SRTT/RTTVAR (as BSD
+                # and Linux do) rather than keep it until the next Karn-valid sample.
+                self._retries = 0
+                self._rto = self._rto_from_estimate()
             if self._rtt_seq is not None and seq_ge(ack, self._rtt_seq):
                 self._rtt_sample(now - self._rtt_at)
                 self._rtt_seq = None

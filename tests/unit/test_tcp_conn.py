@@ -517,7 +517,8 @@ def test_rto_then_ack_resumes_slow_start_without_rtt_sample():
     c.handle_timer(1.0)
     c.segments_to_send(1.0)
     c.receive_segment(seg(IRS + 1, ISS + 1001, ACK), 1.5)
-    assert c._rto == 2.0                                   # Karn: no sample from a retransmission
+    assert c._srtt == 0.0                                  # Karn: no sample from a retransmission
+    assert c._rto == 1.0                                   # backoff undone: new data was acknowledged
     assert c._cwnd == 2000
     out = c.segments_to_send(1.5)
     assert [(s, len(p)) for s, *_, p in out] == [(ISS + 1001, 1000), (ISS + 2001, 1000)]
