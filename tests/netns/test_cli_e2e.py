@@ -80,9 +80,11 @@ def test_sigterm_to_slirpy_reaches_the_command(handled):
     """SIGTERM to slirpy is forwarded: a command that handles it exits its own way (status
     passed through); one that does not dies of it (128+15)."""
     marker = "slirpy-test-" + uuid.uuid4().hex
-    code = ("import signal, sys, time\n"
+    # The handler writes with os.write: print() from a signal handler can hit the main
+    # thread's still-running print() ("reentrant call inside BufferedWriter").
+    code = ("import os, signal, sys, time\n"
             "def bye(*a):\n"
-            "    print('got SIGTERM', flush=True); sys.exit(3)\n"
+            "    os.write(1, b'got SIGTERM\\n'); os._exit(3)\n"
             + ("signal.signal(signal.SIGTERM, bye)\n" if handled else "")
             + "print('ready', flush=True)\n"
             "time.sleep(120)\n")
