@@ -179,6 +179,16 @@ class Runtime:
         os.replace(tmp, path)
 
 
+def _foreground_on_tty() -> bool:
+    for fd in (0, 1, 2):
+        try:
+            if os.isatty(fd):
+                return os.tcgetpgrp(fd) == os.getpgrp()
+        except OSError:
+            continue
+    return False
+
+
 async def serve_sandbox(runtime: Runtime, sandbox, setup=None) -> int:
     """Serve the sandbox's TAP until its command exits; return the command's exit code.
 
@@ -196,9 +206,16 @@ async def serve_sandbox(runtime: Runtime, sandbox, setup=None) -> int:
         if not exited.done():
             exited.set_result(None)
 
+    def forward(sig: int) -> None:
+        # A terminal's ^C/^\\ already reached the command: it is in our foreground process
+        # group. Forward only signals that were sent to slirpy alone.
+        if sig == signal.SIGINT and _foreground_on_tty():
+            return
+        sandbox.send_signal(sig)
+
     loop.add_reader(sandbox.pidfd, on_child_exit)
     for sig in _FORWARDED_SIGNALS:
-        loop.add_signal_handler(sig, sandbox.send_signal, sig)
+        loop.add_signal_handler(sig, forward, sig)
     sandbox.release()
     try:
         await exited
