@@ -207,7 +207,7 @@ async def serve_sandbox(runtime: Runtime, sandbox, setup=None) -> int:
             exited.set_result(None)
 
     def forward(sig: int) -> None:
-        # A terminal's ^C/^\\ already reached the command: it is in our foreground process
+        # A terminal's ^C already reached the command: it is in our foreground process
         # group. Forward only signals that were sent to slirpy alone.
         if sig == signal.SIGINT and _foreground_on_tty():
             return
