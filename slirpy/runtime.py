@@ -10,6 +10,7 @@ many sockets' data leaves in one batch.
 from __future__ import annotations
 
 import asyncio
+import errno
 import json
 import logging
 import os
@@ -18,6 +19,7 @@ import signal
 import time
 
 from .proxy import tcp as tcp_proxy
+from .tcpip.tcp_conn import TcpState
 from .tcpip.stack import (
     Stack, TcpConnectRequested, TcpDataReceived, TcpEofReceived, TcpFlowClosed, TcpHostReadPaused,
 )
@@ -27,6 +29,9 @@ log = logging.getLogger("slirpy")
 _READ_SIZE = 65600          # a whole 64 KB GSO super-frame + headers; never read 256 KB (DESIGN §3)
 _READ_BATCH = 256           # frames per readable event before flushing
 _FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+# States in which the guest may still send data on a TCP flow.
+_GUEST_MAY_SEND = frozenset((TcpState.SYN_RECEIVED, TcpState.ESTABLISHED,
+                             TcpState.FIN_WAIT_1, TcpState.FIN_WAIT_2))
 
 
 class Runtime:
@@ -42,6 +47,8 @@ class Runtime:
         self._flush_scheduled = False
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
+        self.tap_gone = False          # the TAP device went away (its namespace was torn down)
+        self.linger = 5.0              # seconds to let flows finish after the command exited
 
     # -------------------------------------------------------------- loop wiring
 
@@ -49,6 +56,24 @@ class Runtime:
         self._loop = loop
         os.set_blocking(self.tap_fd, False)
         loop.add_reader(self.tap_fd, self._on_tap_readable)
+
+    def busy(self) -> bool:
+        """Whether some flow may still carry data: the guest has not finished sending on it,
+        or the host socket has not written out what the guest sent."""
+        for flow in self.stack.flows():
+            if flow.conn.state in _GUEST_MAY_SEND:
+                return True
+        for proto in self.host_flows.values():
+            t = proto.transport
+            if t is not None and not proto.closed and t.get_write_buffer_size():
+                return True
+        return False
+
+    async def drain(self, timeout: float) -> None:
+        loop = self._loop
+        deadline = loop.time() + timeout
+        while not self.tap_gone and self.busy() and loop.time() < deadline:
+            await asyncio.sleep(0.01)
 
     def detach(self) -> None:
         loop = self._loop
@@ -59,8 +84,10 @@ class Runtime:
             self._timer.cancel()
         for task in list(self.connecting.values()):
             task.cancel()
-        for proto in list(self.host_flows.values()):
-            proto.close(reset=True)
+        finished = {f.flow_id for f in self.stack.flows() if f.conn.state not in _GUEST_MAY_SEND}
+        for flow_id, proto in list(self.host_flows.items()):
+            # A flow whose guest side finished ends with a FIN on the host side, others with RST.
+            proto.close(reset=flow_id not in finished)
         self.host_flows.clear()
 
     def request_flush(self) -> None:
@@ -83,8 +110,12 @@ class Runtime:
             except BlockingIOError:
                 break
             except OSError as e:
-                self.counters["tap.rx.error"] += 1
-                log.debug("TAP read failed: %s", e)
+                if e.errno == errno.EBADFD:      # tap0 was unregistered with its namespace
+                    self.tap_gone = True
+                    self._loop.remove_reader(fd)
+                else:
+                    self.counters["tap.rx.error"] += 1
+                    log.debug("TAP read failed: %s", e)
                 break
             if not frame:
                 break
@@ -219,6 +250,10 @@ async def serve_sandbox(runtime: Runtime, sandbox, setup=None) -> int:
     sandbox.release()
     try:
         await exited
+        # The command is gone, but the guest kernel may still be sending what it wrote
+        # before it exited (close() returns before the data has left): keep serving until
+        # the flows have finished or the linger time is up.
+        await runtime.drain(runtime.linger)
     finally:
         for sig in _FORWARDED_SIGNALS:
             loop.remove_signal_handler(sig)
