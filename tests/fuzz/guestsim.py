@@ -33,6 +33,38 @@ GUEST_PORT = 40000
 HOST_PORT = 80
 
 
+class Pattern:
+    """A deterministic byte stream of `size` bytes, generated and checked piecewise, so that a
+    GiB transfer needs no GiB buffers: a random block whose length (1 MiB + 4093, prime to any
+    segment size) repeats."""
+
+    PERIOD = (1 << 20) + 4093
+
+    def __init__(self, size: int, seed: int):
+        self.size = size
+        block = random.Random(seed).randbytes(min(size, self.PERIOD))
+        self._period = max(len(block), 1)
+        self._twice = block + block
+
+    def __len__(self) -> int:
+        return self.size
+
+    def slice(self, off: int, n: int) -> bytes:
+        n = min(n, self.size - off, self._period)
+        start = off % self._period
+        return self._twice[start:start + n]
+
+    def matches(self, off: int, data) -> bool:
+        mv = memoryview(data)
+        while len(mv):
+            want = self.slice(off, len(mv))
+            if not want or mv[:len(want)] != want:
+                return False
+            off += len(want)
+            mv = mv[len(want):]
+        return True
+
+
 def flat(frame) -> bytes:
     return frame if type(frame) is bytes else b"".join(bytes(p) for p in frame)
 
@@ -106,16 +138,18 @@ class Transfer:
 
     stack: object
     guest: Guest
-    up: bytes
-    down: bytes
+    up: Pattern
+    down: Pattern
     chunk: int = 64 * 1024
     guest_send_bound: int = 1 << 20
     step: float = 0.0002              # simulated time that passes per busy round
     max_rounds: int = 2_000_000
     time_limit: float = 3600.0
     # results
-    host_received: bytearray = field(default_factory=bytearray)
-    guest_received: bytearray = field(default_factory=bytearray)
+    host_received: int = 0            # bytes, each checked against `up` as it arrived
+    guest_received: int = 0
+    host_mismatch: int | None = None  # offset of the first chunk that differed
+    guest_mismatch: int | None = None
     host_eof: bool = False
     guest_eof: bool = False
     flow_id: int | None = None
@@ -143,7 +177,9 @@ class Transfer:
                 stack.tcp_host_connected(ev.flow_id, now)
             elif t is st.TcpDataReceived:
                 assert not self.host_eof, "data after EOF"
-                self.host_received += ev.data
+                if self.host_mismatch is None and not self.up.matches(self.host_received, ev.data):
+                    self.host_mismatch = self.host_received
+                self.host_received += len(ev.data)
             elif t is st.TcpEofReceived:
                 self.host_eof = True
             elif t is st.TcpHostReadPaused:
@@ -155,7 +191,7 @@ class Transfer:
         if fid is not None and not self.flow_closed and not self.paused:
             if self.host_sent < len(self.down):
                 n = min(self.chunk, len(self.down) - self.host_sent)
-                stack.tcp_host_data(fid, self.down[self.host_sent:self.host_sent + n], now)
+                stack.tcp_host_data(fid, self.down.slice(self.host_sent, n), now)
                 self.host_sent += n
                 busy = True
             elif not self.host_shut:
@@ -172,7 +208,9 @@ class Transfer:
             t = type(ev)
             if t is DataReceived:
                 assert not self.guest_eof, "guest: data after EOF"
-                self.guest_received += ev.data
+                if self.guest_mismatch is None and not self.down.matches(self.guest_received, ev.data):
+                    self.guest_mismatch = self.guest_received
+                self.guest_received += len(ev.data)
             elif t is EofReceived:
                 self.guest_eof = True
             elif t is Reset:
@@ -182,7 +220,7 @@ class Transfer:
         if conn.state in (TcpState.ESTABLISHED, TcpState.CLOSE_WAIT):
             while self.guest_sent < len(self.up) and conn.send_buffered < self.guest_send_bound:
                 n = min(self.chunk, len(self.up) - self.guest_sent)
-                conn.send(self.up[self.guest_sent:self.guest_sent + n])
+                conn.send(self.up.slice(self.guest_sent, n))
                 self.guest_sent += n
                 busy = True
             if self.guest_sent == len(self.up) and not self.guest_shut:
@@ -243,21 +281,22 @@ class Transfer:
             f"reset: stack={self.flow_reset} guest={self.guest_reset}"
         assert self.flow_closed and self.guest_closed
         assert self.host_eof and self.guest_eof
-        assert len(self.host_received) == len(self.up)
-        assert bytes(self.host_received) == self.up, "guest -> host bytes differ"
-        assert len(self.guest_received) == len(self.down)
-        assert bytes(self.guest_received) == self.down, "host -> guest bytes differ"
+        assert self.host_received == len(self.up)
+        assert self.host_mismatch is None, f"guest -> host bytes differ at {self.host_mismatch}"
+        assert self.guest_received == len(self.down)
+        assert self.guest_mismatch is None, f"host -> guest bytes differ at {self.guest_mismatch}"
 
 
 def make_transfer(stack_factory, size_up: int, size_down: int, *, seed: int, mtu: int = 1500,
                   vnet: bool = True, offload: bool = True, guest_iss: int | None = None,
                   **kw) -> Transfer:
     """A `Stack` built from `stack_factory(stack)` (e.g. lambda s: ImpairedStack(s, ...)), a
-    guest, and random payloads of the given sizes from `seed`."""
+    guest, and `Pattern` payloads of the given sizes from `seed`."""
     rng = random.Random(seed)
     config = NetConfig(mtu=mtu)
     stack = st.Stack(config, vnet_hdr=vnet, offload=offload, rng=random.Random(rng.getrandbits(32)))
     wrapped = stack_factory(stack)
     iss = rng.getrandbits(32) if guest_iss is None else guest_iss
     guest = Guest(config, vnet=vnet, iss=iss, now=0.0)
-    return Transfer(wrapped, guest, rng.randbytes(size_up), rng.randbytes(size_down), **kw)
+    return Transfer(wrapped, guest, Pattern(size_up, rng.getrandbits(32)),
+                    Pattern(size_down, rng.getrandbits(32)), **kw)

@@ -312,3 +312,16 @@ def test_recovery_with_corruption_and_delay_checksums_catch_every_flip():
 @pytest.mark.parametrize("offload", [False, True])
 def test_recovery_1gib_both_ways(offload):
     _recover(LOSSY + ",seed=4", 1 << 30, 4, mtu=1500, vnet=offload, offload=offload)
+
+
+def test_the_transfer_check_sees_a_single_flipped_bit():
+    from tests.fuzz.guestsim import Pattern
+    p = Pattern(3 << 20, seed=1)
+    whole = b"".join(p.slice(off, 65536) for off in range(0, 3 << 20, 65536))
+    assert len(whole) == 3 << 20 and p.matches(0, whole)
+    assert whole[:Pattern.PERIOD] == whole[Pattern.PERIOD:2 * Pattern.PERIOD]
+    bad = bytearray(whole)
+    bad[2_000_000] ^= 0x10
+    assert not p.matches(0, bad)
+    assert not p.matches(1, whole[:1000])          # shifted by one byte
+    assert not p.matches((3 << 20) - 10, bytes(11))  # past the end
