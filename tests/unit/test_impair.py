@@ -279,6 +279,9 @@ def impaired(spec_text: str):
 
 
 def _recover(spec_text: str, size: int, seed: int, **kw):
+    # Simulated time is free; at 5 % loss the run needs ~6 simulated seconds per MiB
+    # (RTO-bound). The limit only catches a stall.
+    kw.setdefault("time_limit", 600.0 + 20.0 * (size >> 20))
     tr = make_transfer(impaired(spec_text), size, size, seed=seed, **kw).run()
     tr.check()
     c = tr.stack.counters
