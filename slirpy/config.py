@@ -47,6 +47,31 @@ def parse_cidr(value: str) -> ipaddress.IPv4Network:
     return net
 
 
+def parse_dns_upstream(value: str) -> tuple[str, int]:
+    """`ADDR[:PORT]` (IPv6 as `[ADDR]:PORT` or bare) -> (addr, port); port defaults to 53."""
+    text = value.strip()
+    addr, port = text, "53"
+    if text.startswith("["):
+        end = text.find("]")
+        if end < 0:
+            raise ConfigError(f"invalid DNS upstream {value!r}: missing ']'")
+        addr, rest = text[1:end], text[end + 1:]
+        if rest:
+            if not rest.startswith(":"):
+                raise ConfigError(f"invalid DNS upstream {value!r}: expected ADDR[:PORT]")
+            port = rest[1:]
+    elif text.count(":") == 1:
+        addr, port = text.split(":")
+    try:
+        ip = ipaddress.ip_address(addr)
+        portnum = int(port)
+    except ValueError:
+        raise ConfigError(f"invalid DNS upstream {value!r}: expected an IP address with an optional :PORT") from None
+    if not 1 <= portnum <= 65535:
+        raise ConfigError(f"invalid DNS upstream {value!r}: port must be from 1 to 65535")
+    return str(ip), portnum
+
+
 def _mac_for(ip: ipaddress.IPv4Address) -> bytes:
     # libslirp's layout for its virtual hosts: 52:55 followed by the IPv4 address.
     return b"\x52\x55" + ip.packed
@@ -63,6 +88,12 @@ class Limits:
     tcp_snd_buf: int = 4 << 20         # bytes buffered host -> guest before host reads pause
     tcp_time_wait: float = 2.0         # seconds
     tcp_syn_timeout: float = 75.0      # give up on a guest that never finishes the handshake
+    max_udp_flows: int = 4096          # UDP flows (one host socket each); oldest idle evicted
+    udp_timeout: float = 30.0          # seconds idle before a UDP flow without a reply expires
+    udp_timeout_replied: float = 180.0  # ... once the host side has answered at least once
+    dns_timeout: float = 10.0          # idle expiry of a UDP flow to the DNS forwarder
+    max_icmp_flows: int = 256          # ICMP echo flows (guest ident, destination)
+    icmp_timeout: float = 30.0         # seconds idle before an echo flow expires
 
 
 @dataclass(frozen=True)
@@ -73,6 +104,9 @@ class NetConfig:
     allow_host_loopback: bool = False     # gateway address reaches host 127.0.0.1
     guest_mac: bytes | None = None        # tap0's MAC; None lets the kernel pick one
     limits: Limits = field(default_factory=Limits)
+    dns_enabled: bool = True              # forward DNS at network+3 (UDP and TCP port 53)
+    dns_upstream: tuple[str, int] | None = None   # override the host's resolv.conf nameservers
+    resolv_conf: str = "/etc/resolv.conf"  # the host file the upstreams and search lines come from
 
     @property
     def gateway(self) -> ipaddress.IPv4Address:

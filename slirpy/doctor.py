@@ -36,6 +36,13 @@ FIX_PING = 'sudo sysctl -w net.ipv4.ping_group_range="0 2147483647"'
 FIX_UIDMAP = "sudo apt-get install uidmap"
 
 
+def ping_denied_message() -> str:
+    """What slirpy says (once) when it may not open ICMP echo sockets."""
+    return ("ping from the sandbox does not work: net.ipv4.ping_group_range excludes this user's "
+            "groups, so slirpy cannot open ICMP echo sockets; echo requests are dropped and "
+            f"counted (fix: {FIX_PING}; `slirpy doctor` checks it)")
+
+
 class NamespaceError(OSError):
     """unshare(2) of the sandbox namespaces failed (raised by slirpy.sandbox)."""
 

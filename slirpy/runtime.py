@@ -5,6 +5,11 @@ the runtime flushes: frames from the Stack go to the TAP, the Stack's events bec
 socket calls, and the one timer is re-armed at `stack.next_deadline()`. Host callbacks ask
 for a flush with `request_flush()`, coalesced into one `call_soon` per loop iteration, so
 many sockets' data leaves in one batch.
+
+UDP flows and ICMP echo flows get one non-blocking host socket each (proxy/udp.py,
+proxy/icmp.py), watched with `add_reader`. Flows the Stack marks `dns` (network+3 port 53)
+are pointed at the upstream resolver: `--dns-upstream`, else the first nameserver of the
+host's resolv.conf, re-read when that file changes (resolvconf.py).
 """
 
 from __future__ import annotations
@@ -16,12 +21,19 @@ import logging
 import os
 import random
 import signal
+import sys
 import time
 
+from . import doctor
+from .proxy import icmp as icmp_proxy
 from .proxy import tcp as tcp_proxy
+from .proxy import udp as udp_proxy
+from .resolvconf import ResolvConf
 from .tcpip.tcp_conn import TcpState
 from .tcpip.stack import (
-    Stack, TcpConnectRequested, TcpDataReceived, TcpEofReceived, TcpFlowClosed, TcpHostReadPaused,
+    IcmpEchoFlowClosed, IcmpEchoFlowOpened, IcmpEchoRequested, Stack, TcpConnectRequested,
+    TcpDataReceived, TcpEofReceived, TcpFlowClosed, TcpHostReadPaused, UdpDatagramReceived,
+    UdpFlowClosed, UdpFlowOpened,
 )
 
 log = logging.getLogger("slirpy")
@@ -42,7 +54,11 @@ class Runtime:
                            rng=random.Random(int.from_bytes(os.urandom(8), "big")))
         self.host_flows: dict[int, tcp_proxy.HostTcpProtocol] = {}
         self.connecting: dict[int, asyncio.Task] = {}
+        self.udp_flows: dict[int, udp_proxy.HostUdpFlow] = {}
+        self.echo_flows: dict[int, icmp_proxy.HostEchoFlow] = {}
         self.counters = self.stack.counters
+        self.resolv = ResolvConf(config.resolv_conf)
+        self.ping_warned = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._flush_scheduled = False
         self._timer: asyncio.TimerHandle | None = None
@@ -51,6 +67,16 @@ class Runtime:
         self.linger = 5.0              # seconds to let flows finish after the command exited
 
     # -------------------------------------------------------------- loop wiring
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        return self._loop
+
+    def dns_upstream(self) -> tuple[str, int]:
+        """Where DNS to network+3 goes right now."""
+        if self.config.dns_upstream is not None:
+            return self.config.dns_upstream
+        return self.resolv.upstream()
 
     def attach(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
@@ -89,6 +115,10 @@ class Runtime:
             # A flow whose guest side finished ends with a FIN on the host side, others with RST.
             proto.close(reset=flow_id not in finished)
         self.host_flows.clear()
+        for flow in [*self.udp_flows.values(), *self.echo_flows.values()]:
+            flow.close()
+        self.udp_flows.clear()
+        self.echo_flows.clear()
 
     def request_flush(self) -> None:
         if not self._flush_scheduled:
@@ -166,15 +196,45 @@ class Runtime:
 
     def _dispatch(self, ev) -> None:
         t = type(ev)
-        if t is TcpDataReceived:
+        if t is UdpDatagramReceived:
+            flow = self.udp_flows.get(ev.flow_id)
+            if flow is not None:
+                flow.send(ev.data)
+            else:
+                self.counters["udp.host.tx.drop.no_socket"] += 1
+        elif t is UdpFlowOpened:
+            host, port = self.dns_upstream() if ev.dns else (ev.host, ev.port)
+            if log.isEnabledFor(logging.DEBUG):
+                log.debug("udp %s:%d -> %s:%d open", ev.guest, ev.guest_port, host, port)
+            flow = udp_proxy.open_flow(self, ev.flow_id, host, port)
+            if flow is not None:
+                self.udp_flows[ev.flow_id] = flow
+        elif t is UdpFlowClosed:
+            flow = self.udp_flows.pop(ev.flow_id, None)
+            if flow is not None:
+                flow.close()
+        elif t is IcmpEchoRequested:
+            flow = self.echo_flows.get(ev.flow_id)
+            if flow is not None:
+                flow.send(ev.seq, ev.ttl, ev.data)
+            else:
+                self.stack.icmp_echo_dropped(ev.flow_id, "no_socket", time.monotonic())
+        elif t is IcmpEchoFlowOpened:
+            self._open_echo(ev)
+        elif t is IcmpEchoFlowClosed:
+            flow = self.echo_flows.pop(ev.flow_id, None)
+            if flow is not None:
+                flow.close()
+        elif t is TcpDataReceived:
             proto = self.host_flows.get(ev.flow_id)
             if proto is not None and proto.transport is not None and not proto.closed:
                 proto.transport.write(ev.data)
         elif t is TcpConnectRequested:
             if log.isEnabledFor(logging.DEBUG):
                 log.debug("tcp %s:%d -> %s:%d connect", ev.guest, ev.guest_port, ev.host, ev.port)
+            host, port = self.dns_upstream() if ev.dns else (ev.host, ev.port)
             self.connecting[ev.flow_id] = self._loop.create_task(
-                tcp_proxy.connect(self, ev.flow_id, ev.host, ev.port))
+                tcp_proxy.connect(self, ev.flow_id, host, port))
         elif t is TcpEofReceived:
             proto = self.host_flows.get(ev.flow_id)
             if proto is not None and proto.transport is not None and not proto.closed:
@@ -195,12 +255,25 @@ class Runtime:
             if proto is not None:
                 proto.close(ev.reset)
 
+    def _open_echo(self, ev: IcmpEchoFlowOpened) -> None:
+        try:
+            self.echo_flows[ev.flow_id] = icmp_proxy.open_flow(self, ev.flow_id, ev.host)
+        except OSError as e:
+            # Echoes on this flow are counted as dropped (icmp.echo.drop.no_socket) until it
+            # expires; the next flow tries again (the sysctl may have been changed).
+            self.counters["icmp.host.open_failed"] += 1
+            if e.errno in (errno.EACCES, errno.EPERM) and not self.ping_warned:
+                self.ping_warned = True
+                sys.stderr.write(f"slirpy: warning: {doctor.ping_denied_message()}\n")
+                sys.stderr.flush()
+
     # -------------------------------------------------------------- stats
 
     def snapshot(self) -> dict:
         return {
             "counters": dict(sorted(self.counters.items())),
-            "flows": {"tcp": len(self.stack.flows()), "tcp_half_open": self.stack.half_open},
+            "flows": {"tcp": len(self.stack.flows()), "tcp_half_open": self.stack.half_open,
+                      "udp": len(self.udp_flows), "icmp_echo": len(self.echo_flows)},
         }
 
     def write_stats(self, path: str) -> None:

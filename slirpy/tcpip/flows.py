@@ -1,5 +1,10 @@
 """Flow records and the deadline heap the stack keeps for them.
 
+A `DatagramFlow` is a UDP flow or an ICMP echo flow: addresses, the head of the last packet
+the guest sent on it (quoted in ICMP errors), and its idle clock. Its expiry is lazy: the heap
+holds one entry per flow, at `timer_at`; when that entry comes due the stack compares it with
+`last_active` and either re-arms it or expires the flow, so datagrams never touch the heap.
+
 A `TcpFlow` ties one `TcpConnection` to its addresses, the prebuilt parts of every frame it
 emits, and the bookkeeping the stack needs (half-open, host reads paused, timer). The
 `DeadlineHeap` gives the stack a single next deadline for all flows without scanning them:
@@ -53,7 +58,39 @@ class TcpFlow:
         self.opened_at = now
 
 
+class DatagramFlow:
+    """One UDP flow (guest ip:port <-> host ip:port) or ICMP echo flow (guest ip, ident, host ip)."""
+
+    __slots__ = (
+        "flow_id", "key", "proto", "guest_ip", "guest_port", "host_ip", "host_port",
+        "dns", "last_head", "last_active", "replied", "timer_at", "opened_at",
+        "datagrams_in", "datagrams_out", "pseudo_base",
+    )
+
+    def __init__(self, flow_id: int, key: tuple, proto: int, guest_ip: bytes, guest_port: int,
+                 host_ip: bytes, host_port: int, now: float, dns: bool = False):
+        self.flow_id = flow_id
+        self.key = key
+        self.proto = proto                # 17 (UDP) or 1 (ICMP echo; ports are the echo ident)
+        self.guest_ip = guest_ip
+        self.guest_port = guest_port
+        self.host_ip = host_ip
+        self.host_port = host_port
+        self.dns = dns                    # to the DNS forwarder: the runtime picks the upstream
+        self.last_head = b""              # start of the last guest packet (IP header on)
+        self.last_active = now
+        self.replied = False
+        self.timer_at: float | None = None
+        self.opened_at = now
+        self.datagrams_in = 0             # guest -> host
+        self.datagrams_out = 0            # host -> guest
+        # Pseudo-header sum (host -> guest) without the length, for UDP checksums.
+        self.pseudo_base = sum16(host_ip + guest_ip) + proto
+
+
 class DeadlineHeap:
+    """(deadline, flow id) entries for any flow records with `flow_id` and `timer_at`."""
+
     __slots__ = ("_heap",)
 
     def __init__(self) -> None:
@@ -62,7 +99,7 @@ class DeadlineHeap:
     def push(self, deadline: float, flow_id: int) -> None:
         heapq.heappush(self._heap, (deadline, flow_id))
 
-    def pop_due(self, now: float, flows: dict) -> Iterable[TcpFlow]:
+    def pop_due(self, now: float, flows: dict) -> Iterable:
         """Yield each flow whose current deadline is <= now (once), clearing its timer."""
         heap = self._heap
         while heap and heap[0][0] <= now:

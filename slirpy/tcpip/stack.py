@@ -23,14 +23,38 @@ offloads every segment fits the guest's MSS and carries a full checksum.
 Every malformed or unwanted frame is dropped and counted under `rx.drop.<reason>` (or a more
 specific counter); no input raises. Every table is bounded by `Limits`.
 
-Not implemented here (yet): UDP, ICMP to other hosts, DNS, IPv6, inbound (published) flows.
+UDP: each (guest ip, guest port, destination ip, destination port) is a flow; the runtime
+gives it one connected host socket (`UdpFlowOpened`, `UdpDatagramReceived`, `UdpFlowClosed`;
+inputs `udp_host_datagram`, `udp_host_error`). Flows expire when idle, like conntrack:
+`Limits.udp_timeout`, `udp_timeout_replied` once the host answered, `dns_timeout` for DNS.
+Expiry is lazy (flows.py), so a datagram never touches the timer heap. The tables are
+bounded; when full, the least recently active flow is evicted (`udp.flows.evicted`). The TAP
+does not enable UDP offloads (no TUN_F_USO4/USO6), so the kernel never hands us UDP GSO
+frames: every guest datagram fits the MTU. We verify the UDP checksum of any frame that is
+neither NEEDS_CSUM nor DATA_VALID. Datagrams to the guest carry NEEDS_CSUM with the
+pseudo-header sum when offloads are on, a full checksum otherwise; a host datagram that
+would not fit the MTU unfragmented is dropped and counted (`udp.tx.drop.too_big`).
+
+DNS: UDP and TCP to network+3 port 53 become flows marked `dns`; the runtime points their
+host side at the upstream resolver. A UDP "query" shorter than a DNS header or with QR set is
+dropped (`dns.rx.drop.garbage`) before it makes a flow. With DNS disabled the guest gets ICMP
+port unreachable (UDP) or RST (TCP).
+
+ICMP echo to any non-virtual address is a flow per (guest ip, identifier, destination); the
+runtime sends the echoes from an unprivileged ICMP socket and returns replies with
+`icmp_host_echo_reply`, which restores the guest's identifier. Nothing here forges a reply.
+Errors the host learns about a UDP or echo flow come back as ICMP errors quoting the guest's
+last packet on that flow.
+
+Not implemented here (yet): IPv6, IP fragments (dropped, counted), inbound (published) flows.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import random
-from collections import defaultdict, deque
+import struct
+from collections import OrderedDict, defaultdict, deque
 from dataclasses import dataclass
 
 from . import arp as _arp
@@ -38,10 +62,11 @@ from . import icmp as _icmp
 from .checksum import finish, sum16
 from .errors import MalformedPacket
 from .ethernet import ETH_HDR, ETH_HLEN, ETHERTYPE_ARP, ETHERTYPE_IPV4
-from .flows import DeadlineHeap, TcpFlow
+from .flows import DatagramFlow, DeadlineHeap, TcpFlow
 from .ipv4 import IPV4_HDR, IPV4_HLEN, PROTO_ICMP, PROTO_TCP, PROTO_UDP
 from .ipv4 import build_header as build_ipv4_header
 from .tcp import ACK, FIN, RST, SYN, TCP_HDR, TcpSegment
+from .udp import UDP_HDR, UDP_HLEN, UdpHeader
 from .tcp_conn import (
     Closed, DataReceived, EofReceived, Established, Reset, TcpConnection, TcpParams, TcpState,
 )
@@ -60,6 +85,11 @@ ETIMEDOUT = 110
 EACCES = 13
 EPERM = 1
 
+_QUOTE_MAX = _icmp.ERROR_QUOTE_MAX              # head of a guest packet kept for ICMP errors
+_ECHO_ID_SEQ = struct.Struct("!HH")
+_DNS_PORT = 53
+_DNS_HLEN = 12
+
 
 # --- events for the runtime -------------------------------------------------------------
 
@@ -71,6 +101,7 @@ class TcpConnectRequested:
     port: int
     guest: str
     guest_port: int
+    dns: bool = False        # to the DNS forwarder: host/port are the guest's; use the upstream
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +129,54 @@ class TcpFlowClosed:
     """The flow is gone: close the host socket (abort it if `reset`)."""
     flow_id: int
     reset: bool
+
+
+@dataclass(frozen=True, slots=True)
+class UdpFlowOpened:
+    """A new UDP flow: open a host UDP socket connected to host:port (for `dns`, the upstream)."""
+    flow_id: int
+    host: str
+    port: int
+    guest: str
+    guest_port: int
+    dns: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class UdpDatagramReceived:
+    """One datagram payload the guest sent on a UDP flow."""
+    flow_id: int
+    data: memoryview | bytes
+
+
+@dataclass(frozen=True, slots=True)
+class UdpFlowClosed:
+    """The UDP flow expired or was evicted: close its host socket."""
+    flow_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class IcmpEchoFlowOpened:
+    """A new echo flow (guest ident -> host): open an unprivileged ICMP socket."""
+    flow_id: int
+    host: str
+    guest: str
+    ident: int
+
+
+@dataclass(frozen=True, slots=True)
+class IcmpEchoRequested:
+    """Send one echo request (sequence `seq`, payload `data`, the guest's `ttl`) on the flow."""
+    flow_id: int
+    seq: int
+    ttl: int
+    data: memoryview | bytes
+
+
+@dataclass(frozen=True, slots=True)
+class IcmpEchoFlowClosed:
+    """The echo flow expired or was evicted: close its ICMP socket."""
+    flow_id: int
 
 
 # ----------------------------------------------------------------------------------------
@@ -136,6 +215,11 @@ class Stack:
         self._half_open = 0
         self._dirty: dict[int, TcpFlow] = {}         # insertion-ordered set of flows to service
         self._timers = DeadlineHeap()
+        # UDP and ICMP echo flows: tables in least-recently-active order, one id space with TCP.
+        self._udp: OrderedDict[tuple, DatagramFlow] = OrderedDict()
+        self._echo: OrderedDict[tuple, DatagramFlow] = OrderedDict()
+        self._dgram_by_id: dict[int, DatagramFlow] = {}
+        self._dgram_timers = DeadlineHeap()
         self._frames: list = []                      # frames ready for the TAP
         self._events: deque = deque()
 
@@ -143,9 +227,11 @@ class Stack:
             self._vnet_plain = bytes(VNET_HDR_LEN)
             # A complete frame whose TCP checksum we leave to the kernel.
             self._vnet_csum = VNET_HDR.pack(F_NEEDS_CSUM, GSO_NONE, 0, 0, _ETH_IP_HLEN, 16, 0)
+            self._vnet_udp_csum = VNET_HDR.pack(F_NEEDS_CSUM, GSO_NONE, 0, 0, _ETH_IP_HLEN, 6, 0)
         else:
             self._vnet_plain = b""
             self._vnet_csum = b""
+            self._vnet_udp_csum = b""
 
     # ------------------------------------------------------------------ public: TAP side
 
@@ -182,6 +268,7 @@ class Stack:
             flow = dirty.pop(flow_id)
             self._service(flow, now)
         self._timers.compact(self._tcp_by_id)
+        self._dgram_timers.compact(self._dgram_by_id)
         frames, self._frames = self._frames, []
         return frames
 
@@ -191,12 +278,24 @@ class Stack:
         return self._events.popleft() if self._events else None
 
     def next_deadline(self) -> float | None:
-        return self._timers.next_deadline(self._tcp_by_id)
+        t = self._timers.next_deadline(self._tcp_by_id)
+        d = self._dgram_timers.next_deadline(self._dgram_by_id)
+        if t is None:
+            return d
+        return t if d is None or t <= d else d
 
     def handle_timer(self, now: float) -> None:
         for flow in list(self._timers.pop_due(now, self._tcp_by_id)):
             flow.conn.handle_timer(now)
             self._dirty[flow.flow_id] = flow
+        heap = self._dgram_timers
+        for flow in list(heap.pop_due(now, self._dgram_by_id)):
+            expires = flow.last_active + self._idle_timeout(flow)
+            if expires > now:
+                flow.timer_at = expires
+                heap.push(expires, flow.flow_id)
+            else:
+                self._close_dgram(flow, "expired")
 
     def tcp_host_connected(self, flow_id: int, now: float) -> None:
         flow = self._tcp_by_id.get(flow_id)
@@ -270,6 +369,126 @@ class Stack:
     def flows(self) -> list[TcpFlow]:
         return list(self._tcp_by_id.values())
 
+    def udp_flows(self) -> list[DatagramFlow]:
+        return list(self._udp.values())
+
+    def echo_flows(self) -> list[DatagramFlow]:
+        return list(self._echo.values())
+
+    # ------------------------------------------------------------------ public: UDP / ICMP host side
+
+    def udp_host_datagram(self, flow_id: int, data: bytes | memoryview, now: float) -> None:
+        """A datagram arrived on the flow's host socket: deliver it to the guest."""
+        c = self.counters
+        flow = self._dgram_by_id.get(flow_id)
+        if flow is None or flow.proto != PROTO_UDP:
+            c["udp.host.drop.no_flow"] += 1
+            return
+        n = len(data)
+        if IPV4_HLEN + UDP_HLEN + n > self.config.mtu:
+            c["udp.tx.drop.too_big"] += 1
+            return
+        mac = self._guest_mac
+        if mac is None:
+            c["tx.drop.no_guest_mac"] += 1
+            return
+        flow.replied = True
+        flow.last_active = now
+        flow.datagrams_out += 1
+        self._udp.move_to_end(flow.key)
+        length = UDP_HLEN + n
+        sport = flow.host_port
+        dport = flow.guest_port
+        p = flow.pseudo_base + length
+        if self.offload:
+            p = (p & 0xFFFF) + (p >> 16)
+            p = (p & 0xFFFF) + (p >> 16)
+            udp = UDP_HDR.pack(sport, dport, length, p)
+            vnet = self._vnet_udp_csum
+        else:
+            csum = finish(sum16(data, p + sport + dport + length)) or 0xFFFF
+            udp = UDP_HDR.pack(sport, dport, length, csum)
+            vnet = self._vnet_plain
+        src = flow.host_ip
+        head = (vnet + ETH_HDR.pack(mac, self._virtual_macs.get(src, self._gw_mac), ETHERTYPE_IPV4)
+                + build_ipv4_header(src, flow.guest_ip, PROTO_UDP, length) + udp)
+        self._frames.append((head, data) if n else head)
+        c["udp.tx.datagrams"] += 1
+
+    def udp_host_error(self, flow_id: int, err: int, now: float, icmp_type: int | None = None,
+                       icmp_code: int = 0, offender: bytes | None = None, info: int = 0) -> None:
+        """The flow's host socket reported an error: errno `err`, and when the kernel told us
+        (IP_RECVERR), the ICMP type/code it received from `offender`. Becomes an ICMP error to
+        the guest quoting its last datagram on the flow."""
+        flow = self._dgram_by_id.get(flow_id)
+        if flow is None or flow.proto != PROTO_UDP:
+            return
+        if icmp_type is None:
+            code = {ECONNREFUSED: _icmp.UNREACH_PORT, ENETUNREACH: _icmp.UNREACH_NET,
+                    EHOSTUNREACH: _icmp.UNREACH_HOST}.get(err)
+            if code is None:
+                self.counters["udp.host.error.other"] += 1
+                return
+            icmp_type, icmp_code = _icmp.DEST_UNREACH, code
+        self.counters["udp.host.error"] += 1
+        self._flow_icmp_error(flow, icmp_type, icmp_code, offender, info)
+
+    def icmp_host_echo_reply(self, flow_id: int, seq: int, data: bytes | memoryview, ttl: int,
+                             now: float) -> None:
+        """An echo reply came back on the flow's ICMP socket: hand it to the guest with its
+        own identifier (the kernel rewrote it to the socket's)."""
+        c = self.counters
+        flow = self._dgram_by_id.get(flow_id)
+        if flow is None or flow.proto != PROTO_ICMP:
+            c["icmp.host.drop.no_flow"] += 1
+            return
+        msg = _icmp.build_message(_icmp.ECHO_REPLY, 0, _ECHO_ID_SEQ.pack(flow.guest_port, seq & 0xFFFF), data)
+        if IPV4_HLEN + len(msg) > self.config.mtu:
+            c["icmp.tx.drop.too_big"] += 1
+            return
+        flow.replied = True
+        flow.last_active = now
+        flow.datagrams_out += 1
+        self._echo.move_to_end(flow.key)
+        self._send_ip(flow.host_ip, flow.guest_ip, PROTO_ICMP, msg, ttl=max(1, min(255, ttl)), df=False)
+        c["icmp.tx.echo_reply.proxied"] += 1
+
+    def icmp_host_error(self, flow_id: int, icmp_type: int, icmp_code: int, now: float,
+                        offender: bytes | None = None, info: int = 0) -> None:
+        """The echo flow's socket received an ICMP error (unreachable, TTL exceeded)."""
+        flow = self._dgram_by_id.get(flow_id)
+        if flow is None or flow.proto != PROTO_ICMP:
+            return
+        self.counters["icmp.host.error"] += 1
+        self._flow_icmp_error(flow, icmp_type, icmp_code, offender, info)
+
+    def icmp_echo_dropped(self, flow_id: int, reason: str, now: float) -> None:
+        """The runtime could not send an echo (e.g. ping sockets not permitted): count it."""
+        self.counters["icmp.echo.drop." + reason] += 1
+
+    def _flow_icmp_error(self, flow: DatagramFlow, icmp_type: int, icmp_code: int,
+                         offender: bytes | None, info: int) -> None:
+        c = self.counters
+        head = flow.last_head
+        if not head:
+            c["icmp.tx.drop.nothing_to_quote"] += 1
+            return
+        if icmp_type == _icmp.DEST_UNREACH:
+            msg = _icmp.build_dest_unreachable(icmp_code, head, info)
+        elif icmp_type == _icmp.TIME_EXCEEDED:
+            msg = _icmp.build_time_exceeded(icmp_code, head)
+        else:
+            c["icmp.tx.drop.error_type"] += 1
+            return
+        # Port unreachable comes from the host itself; a router's error from that router,
+        # unless it is one the guest cannot know (host loopback, "this network").
+        src = flow.host_ip
+        if (icmp_type != _icmp.DEST_UNREACH or icmp_code != _icmp.UNREACH_PORT) and offender \
+                and len(offender) == 4 and offender[0] not in (0, 127):
+            src = offender
+        self._send_ip(src, flow.guest_ip, PROTO_ICMP, msg)
+        c["icmp.tx.error"] += 1
+
     @property
     def half_open(self) -> int:
         return self._half_open
@@ -330,10 +549,10 @@ class Stack:
         packet = mv[:total]
         if proto == PROTO_TCP:
             self._receive_tcp(packet, hlen, src, dst, verify, now)
-        elif proto == PROTO_ICMP:
-            self._receive_icmp(packet, hlen, src, dst)
         elif proto == PROTO_UDP:
-            c["udp.rx.drop.unsupported"] += 1
+            self._receive_udp(packet, hlen, src, dst, verify, now)
+        elif proto == PROTO_ICMP:
+            self._receive_icmp(packet, hlen, src, dst, _ttl, now)
         else:
             c["ipv4.rx.drop.proto"] += 1
 
@@ -344,18 +563,19 @@ class Stack:
         if dst == self.gateway_ip:
             return None if self.config.allow_host_loopback else "host_loopback_denied"
         if (d & self._net_mask) == self._net_lo:
-            return "local_network"          # .3 (DNS over TCP: not yet), the guest itself, others
+            return "local_network"          # .3 other than DNS, the guest itself, others
         first = d >> 24
         if first == 127 or first == 0 or first >= 224:
             return "martian_dst"            # loopback, "this network", multicast, reserved/broadcast
         return None
 
-    def _receive_icmp(self, packet: memoryview, hlen: int, src: bytes, dst: bytes) -> None:
+    def _receive_icmp(self, packet: memoryview, hlen: int, src: bytes, dst: bytes, ttl: int,
+                      now: float) -> None:
         c = self.counters
-        if dst not in self._virtual_macs:
-            c["icmp.rx.drop.unsupported"] += 1
-            return
         msg = packet[hlen:]
+        if dst not in self._virtual_macs:
+            self._receive_echo_remote(packet, msg, src, dst, ttl, now)
+            return
         hdr = _icmp.IcmpHeader.parse(msg, verify_checksum=True)
         if hdr.type != _icmp.ECHO_REQUEST:
             c["icmp.rx.drop.type"] += 1
@@ -364,19 +584,153 @@ class Stack:
         self._send_ip(dst, src, PROTO_ICMP, reply)
         c["icmp.tx.echo_reply"] += 1
 
-    def _send_ip(self, src: bytes, dst: bytes, proto: int, payload: bytes) -> None:
+    def _send_ip(self, src: bytes, dst: bytes, proto: int, payload: bytes, ttl: int = 64,
+                 df: bool = True) -> None:
         mac = self._guest_mac
         if mac is None:
             self.counters["tx.drop.no_guest_mac"] += 1
             return
         src_mac = self._virtual_macs.get(src, self._gw_mac)
-        ip = build_ipv4_header(src, dst, proto, len(payload))
+        ip = build_ipv4_header(src, dst, proto, len(payload), ttl=ttl, df=df)
         self._frames.append(self._vnet_plain + ETH_HDR.pack(mac, src_mac, ETHERTYPE_IPV4) + ip + payload)
 
     def _send_icmp_error(self, from_ip: bytes, to_ip: bytes, message: bytes) -> None:
         # ICMP errors about a remote host come from the gateway, the router that "forwarded" it.
         self._send_ip(self.gateway_ip, to_ip, PROTO_ICMP, message)
         self.counters["icmp.tx.error"] += 1
+
+    # ------------------------------------------------------------------ ICMP echo to hosts
+
+    def _receive_echo_remote(self, packet: memoryview, msg: memoryview, src: bytes, dst: bytes,
+                             ttl: int, now: float) -> None:
+        c = self.counters
+        hdr = _icmp.IcmpHeader.parse(msg, verify_checksum=True)
+        if hdr.type != _icmp.ECHO_REQUEST or hdr.code != 0:
+            c["icmp.rx.drop.type"] += 1
+            return
+        why = self._destination_allowed(dst)
+        if why is not None:
+            c["icmp.rx.drop." + why] += 1
+            return
+        ident, seq = _ECHO_ID_SEQ.unpack_from(msg, 4)
+        key = (src, ident, dst)
+        table = self._echo
+        flow = table.get(key)
+        if flow is None:
+            if len(table) >= self.limits.max_icmp_flows:
+                self._close_dgram(next(iter(table.values())), "evicted")
+            flow = self._new_dgram(key, PROTO_ICMP, src, ident, dst, 0, now, False)
+            table[key] = flow
+            self._events.append(IcmpEchoFlowOpened(
+                flow.flow_id, str(ipaddress.IPv4Address(dst)), str(ipaddress.IPv4Address(src)), ident))
+        else:
+            table.move_to_end(key)
+        flow.last_head = bytes(packet[:_QUOTE_MAX])
+        flow.last_active = now
+        flow.datagrams_in += 1
+        c["icmp.rx.echo_request.proxied"] += 1
+        self._events.append(IcmpEchoRequested(flow.flow_id, seq, ttl, msg[_icmp.ICMP_HLEN:]))
+
+    # ------------------------------------------------------------------ UDP
+
+    def _receive_udp(self, packet: memoryview, hlen: int, src: bytes, dst: bytes,
+                     verify: bool, now: float) -> None:
+        c = self.counters
+        udp = packet[hlen:]
+        hdr = UdpHeader.parse(udp, src, dst, verify)
+        sport = hdr.src_port
+        dport = hdr.dst_port
+        payload = udp[UDP_HLEN:hdr.length]
+        key = (src, sport, dst, dport)
+        table = self._udp
+        flow = table.get(key)
+        if flow is None:
+            flow = self._open_udp(packet, key, payload, now)
+            if flow is None:
+                return
+        else:
+            if flow.dns and (len(payload) < _DNS_HLEN or payload[2] & 0x80):
+                c["dns.rx.drop.garbage"] += 1
+                return
+            table.move_to_end(key)
+        flow.last_head = bytes(packet[:_QUOTE_MAX])
+        flow.last_active = now
+        flow.datagrams_in += 1
+        c["udp.rx.datagrams"] += 1
+        self._events.append(UdpDatagramReceived(flow.flow_id, payload))
+
+    def _open_udp(self, packet: memoryview, key: tuple, payload: memoryview,
+                  now: float) -> DatagramFlow | None:
+        c = self.counters
+        src, sport, dst, dport = key
+        if sport == 0 or dport == 0:
+            c["udp.rx.drop.port_zero"] += 1
+            return None
+        dns = dst == self.dns_ip and dport == _DNS_PORT
+        if dns:
+            if not self.config.dns_enabled:
+                c["udp.rx.drop.dns_disabled"] += 1
+                self._port_unreachable(packet, src, dst)
+                return None
+            if len(payload) < _DNS_HLEN or payload[2] & 0x80:
+                c["dns.rx.drop.garbage"] += 1
+                return None
+        else:
+            why = self._destination_allowed(dst)
+            if why is not None:
+                c["udp.rx.drop." + why] += 1
+                if dst in self._virtual_macs:
+                    self._port_unreachable(packet, src, dst)
+                return None
+        table = self._udp
+        if len(table) >= self.limits.max_udp_flows:
+            self._close_dgram(next(iter(table.values())), "evicted")
+        flow = self._new_dgram(key, PROTO_UDP, src, sport, dst, dport, now, dns)
+        table[key] = flow
+        if dns:
+            c["dns.flows.opened"] += 1
+            host = ""
+        else:
+            host = "127.0.0.1" if dst == self.gateway_ip else str(ipaddress.IPv4Address(dst))
+        self._events.append(UdpFlowOpened(flow.flow_id, host, dport,
+                                          str(ipaddress.IPv4Address(src)), sport, dns))
+        return flow
+
+    def _port_unreachable(self, packet: memoryview, src: bytes, dst: bytes) -> None:
+        self._send_ip(dst, src, PROTO_ICMP, _icmp.build_dest_unreachable(_icmp.UNREACH_PORT, packet))
+        self.counters["icmp.tx.error"] += 1
+
+    def _new_dgram(self, key: tuple, proto: int, guest_ip: bytes, guest_port: int, host_ip: bytes,
+                   host_port: int, now: float, dns: bool) -> DatagramFlow:
+        flow_id = self._next_flow_id
+        self._next_flow_id += 1
+        flow = DatagramFlow(flow_id, key, proto, guest_ip, guest_port, host_ip, host_port, now, dns)
+        self._dgram_by_id[flow_id] = flow
+        flow.timer_at = now + self._idle_timeout(flow)
+        self._dgram_timers.push(flow.timer_at, flow_id)
+        self.counters[("udp" if proto == PROTO_UDP else "icmp") + ".flows.opened"] += 1
+        return flow
+
+    def _idle_timeout(self, flow: DatagramFlow) -> float:
+        limits = self.limits
+        if flow.proto == PROTO_ICMP:
+            return limits.icmp_timeout
+        if flow.dns:
+            return limits.dns_timeout
+        return limits.udp_timeout_replied if flow.replied else limits.udp_timeout
+
+    def _close_dgram(self, flow: DatagramFlow, why: str) -> None:
+        fid = flow.flow_id
+        self._dgram_by_id.pop(fid, None)
+        flow.timer_at = None
+        if flow.proto == PROTO_UDP:
+            self._udp.pop(flow.key, None)
+            self.counters["udp.flows." + why] += 1
+            self._events.append(UdpFlowClosed(fid))
+        else:
+            self._echo.pop(flow.key, None)
+            self.counters["icmp.flows." + why] += 1
+            self._events.append(IcmpEchoFlowClosed(fid))
 
     # ------------------------------------------------------------------ TCP
 
@@ -409,7 +763,8 @@ class Stack:
         if seg.dst_port == 0 or seg.src_port == 0:
             c["tcp.rx.drop.port_zero"] += 1
             return
-        why = self._destination_allowed(dst)
+        dns = dst == self.dns_ip and seg.dst_port == _DNS_PORT and self.config.dns_enabled
+        why = None if dns else self._destination_allowed(dst)
         if why is not None:
             c["tcp.rx.drop." + why] += 1
             self._send_rst_for(seg, src, dst)
@@ -423,9 +778,10 @@ class Stack:
             c["tcp.rx.drop.half_open_limit"] += 1
             self._send_rst_for(seg, src, dst)
             return
-        self._open_flow(seg, packet, src, dst, now)
+        self._open_flow(seg, packet, src, dst, now, dns)
 
-    def _open_flow(self, seg: TcpSegment, packet: memoryview, src: bytes, dst: bytes, now: float) -> None:
+    def _open_flow(self, seg: TcpSegment, packet: memoryview, src: bytes, dst: bytes, now: float,
+                   dns: bool = False) -> None:
         mac = self._guest_mac
         if mac is None:
             self.counters["tx.drop.no_guest_mac"] += 1
@@ -441,9 +797,13 @@ class Stack:
         self._tcp_by_id[flow_id] = flow
         self._half_open += 1
         self.counters["tcp.flows.opened"] += 1
-        host = "127.0.0.1" if dst == self.gateway_ip else str(ipaddress.IPv4Address(dst))
+        if dns:
+            self.counters["dns.tcp.flows.opened"] += 1
+            host = ""
+        else:
+            host = "127.0.0.1" if dst == self.gateway_ip else str(ipaddress.IPv4Address(dst))
         self._events.append(TcpConnectRequested(
-            flow_id, host, seg.dst_port, str(ipaddress.IPv4Address(src)), seg.src_port))
+            flow_id, host, seg.dst_port, str(ipaddress.IPv4Address(src)), seg.src_port, dns))
         self._dirty[flow_id] = flow
 
     def _send_rst_for(self, seg: TcpSegment, src: bytes, dst: bytes) -> None:

@@ -1,0 +1,168 @@
+"""Host side of UDP flows: one connected, non-blocking UDP socket per flow.
+
+Not an asyncio `DatagramProtocol`: the runtime watches the socket with `loop.add_reader` and
+reads it itself, because the transport would hide what we need from the kernel — the error
+queue (`IP_RECVERR`, read with `MSG_ERRQUEUE`), which tells us the ICMP type, code and sender
+behind an error, so the guest gets the same ICMP error (port unreachable, TTL exceeded, ...)
+instead of a guess from the errno. Opening is synchronous (a UDP connect only picks a route),
+so no datagram has to wait in a queue for the socket.
+
+Each readable event reads up to `_READ_BATCH` datagrams, hands them to `Stack`, and asks the
+runtime for one coalesced flush.
+"""
+
+from __future__ import annotations
+
+import errno
+import socket
+import struct
+import time
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..runtime import Runtime
+
+_now = time.monotonic
+
+IP_RECVERR = 11
+IPV6_RECVERR = 25
+SO_EE_ORIGIN_LOCAL = 1
+SO_EE_ORIGIN_ICMP = 2
+SO_EE_ORIGIN_ICMP6 = 3
+_SOCK_EXTENDED_ERR = struct.Struct("=IBBBBII")   # ee_errno, origin, type, code, pad, info, data
+_SOCKADDR_FAMILY = struct.Struct("=H")
+_READ_BATCH = 64
+_RECV_SIZE = 65536
+_ERRQUEUE_MAX = 16
+
+
+class HostError:
+    """One entry of a socket's error queue."""
+    __slots__ = ("errno", "origin", "icmp_type", "icmp_code", "info", "offender")
+
+    def __init__(self, err, origin, icmp_type, icmp_code, info, offender):
+        self.errno = err
+        self.origin = origin
+        self.icmp_type = icmp_type
+        self.icmp_code = icmp_code
+        self.info = info
+        self.offender = offender          # 4 bytes (IPv4 sender of the ICMP error) or None
+
+
+def parse_extended_err(cdata: bytes) -> HostError | None:
+    """A `struct sock_extended_err` (+ offender sockaddr) from an IP_RECVERR control message."""
+    if len(cdata) < _SOCK_EXTENDED_ERR.size:
+        return None
+    err, origin, etype, code, _pad, info, _data = _SOCK_EXTENDED_ERR.unpack_from(cdata)
+    offender = None
+    off = _SOCK_EXTENDED_ERR.size
+    if len(cdata) >= off + 8 and _SOCKADDR_FAMILY.unpack_from(cdata, off)[0] == socket.AF_INET:
+        offender = bytes(cdata[off + 4:off + 8])
+    return HostError(err, origin, etype, code, info, offender)
+
+
+def drain_error_queue(sock: socket.socket) -> list[HostError]:
+    """Read (and so clear) the socket's error queue."""
+    errors = []
+    for _ in range(_ERRQUEUE_MAX):
+        try:
+            _, ancdata, _, _ = sock.recvmsg(512, 512, socket.MSG_ERRQUEUE)
+        except OSError:
+            break
+        for level, kind, cdata in ancdata:
+            if (level, kind) in ((socket.IPPROTO_IP, IP_RECVERR), (socket.IPPROTO_IPV6, IPV6_RECVERR)):
+                e = parse_extended_err(cdata)
+                if e is not None:
+                    errors.append(e)
+    return errors
+
+
+class HostUdpFlow:
+    __slots__ = ("runtime", "stack", "flow_id", "sock", "fd", "closed")
+
+    def __init__(self, runtime: "Runtime", flow_id: int, sock: socket.socket):
+        self.runtime = runtime
+        self.stack = runtime.stack
+        self.flow_id = flow_id
+        self.sock = sock
+        self.fd = sock.fileno()
+        self.closed = False
+
+    def on_readable(self) -> None:
+        recv = self.sock.recv
+        deliver = self.stack.udp_host_datagram
+        fid = self.flow_id
+        now = _now()
+        got = 0
+        for _ in range(_READ_BATCH):
+            try:
+                data = recv(_RECV_SIZE)
+            except (BlockingIOError, InterruptedError):
+                if got == 0:
+                    self._report_errors(0, now)     # woken by EPOLLERR: the error queue
+                break
+            except OSError as e:
+                self._report_errors(e.errno or 0, now)
+                break
+            got += 1
+            deliver(fid, data, now)
+        self.runtime.request_flush()
+
+    def send(self, data) -> None:
+        try:
+            self.sock.send(data)
+        except (BlockingIOError, InterruptedError):
+            self.runtime.counters["udp.host.tx.drop.full"] += 1
+        except OSError as e:
+            # A pending error (e.g. an earlier port unreachable) is reported on the next call.
+            self.runtime.counters["udp.host.tx.error"] += 1
+            self._report_errors(e.errno or 0, _now())
+            self.runtime.request_flush()
+
+    def _report_errors(self, err: int, now: float) -> None:
+        reported = False
+        for e in drain_error_queue(self.sock):
+            if e.origin == SO_EE_ORIGIN_ICMP:
+                self.stack.udp_host_error(self.flow_id, e.errno, now, e.icmp_type, e.icmp_code,
+                                          e.offender, e.info)
+            else:
+                self.stack.udp_host_error(self.flow_id, e.errno, now)
+            reported = True
+        if not reported and err:
+            self.stack.udp_host_error(self.flow_id, err, now)
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        try:
+            self.runtime.loop.remove_reader(self.fd)
+        except (ValueError, OSError, RuntimeError):
+            pass
+        self.sock.close()
+
+
+def open_flow(runtime: "Runtime", flow_id: int, host: str, port: int) -> HostUdpFlow | None:
+    """A connected UDP socket to host:port watched by the loop; None (error reported to the
+    Stack) when it cannot be opened or routed."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        sock = socket.socket(family, socket.SOCK_DGRAM | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC)
+    except OSError as e:
+        runtime.counters["udp.host.open_failed"] += 1
+        runtime.stack.udp_host_error(flow_id, e.errno or errno.ENOBUFS, _now())
+        return None
+    try:
+        if family == socket.AF_INET:
+            sock.setsockopt(socket.IPPROTO_IP, IP_RECVERR, 1)
+        else:
+            sock.setsockopt(socket.IPPROTO_IPV6, IPV6_RECVERR, 1)
+        sock.connect((host, port))
+    except OSError as e:
+        sock.close()
+        runtime.counters["udp.host.connect_failed"] += 1
+        runtime.stack.udp_host_error(flow_id, e.errno or errno.EHOSTUNREACH, _now())
+        return None
+    flow = HostUdpFlow(runtime, flow_id, sock)
+    runtime.loop.add_reader(flow.fd, flow.on_readable)
+    return flow
