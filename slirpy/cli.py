@@ -8,7 +8,8 @@ import sys
 import click
 
 from . import __version__
-from .config import DEFAULT_CIDR, DEFAULT_MTU, ConfigError, NetConfig, parse_cidr, parse_mtu
+from .config import (DEFAULT_CIDR, DEFAULT_MTU, ConfigError, NetConfig, parse_cidr,
+                     parse_dns_upstream, parse_mtu)
 
 
 def _fail(message: str, code: int = 1) -> "NoReturn":  # noqa: F821
@@ -16,13 +17,18 @@ def _fail(message: str, code: int = 1) -> "NoReturn":  # noqa: F821
     sys.exit(code)
 
 
-def build_config(mtu: str, cidr: str, offload: bool, allow_host_loopback: bool) -> NetConfig:
+def build_config(mtu: str, cidr: str, offload: bool, allow_host_loopback: bool, *,
+                 dns: bool = True, dns_upstream: str | None = None,
+                 resolv_conf: str = "/etc/resolv.conf") -> NetConfig:
     try:
         return NetConfig(
             network=parse_cidr(cidr),
             mtu=parse_mtu(mtu),
             offload=offload,
             allow_host_loopback=allow_host_loopback,
+            dns_enabled=dns,
+            dns_upstream=parse_dns_upstream(dns_upstream) if dns_upstream else None,
+            resolv_conf=resolv_conf,
         )
     except ConfigError as e:
         _fail(str(e), 2)
@@ -36,8 +42,13 @@ def run_sandbox(config: NetConfig, argv: list[str], *, map_subuids: bool = False
     from .runtime import Runtime, serve_sandbox
     from .sandbox import Sandbox, SandboxError, SandboxOptions
 
+    resolv_text = None
+    if config.dns_enabled:
+        from .resolvconf import ResolvConf
+        resolv_text = ResolvConf(config.resolv_conf).sandbox_text(str(config.dns))
     try:
-        sandbox = Sandbox.start(SandboxOptions(argv=list(argv), net=config, map_subuids=map_subuids))
+        sandbox = Sandbox.start(SandboxOptions(argv=list(argv), net=config, map_subuids=map_subuids,
+                                               resolv_conf_text=resolv_text))
     except SandboxError as e:
         _fail(str(e), 1)
     try:
@@ -68,14 +79,22 @@ def main() -> None:
               help="Let the gateway address reach the host's 127.0.0.1.")
 @click.option("--map-subuids", is_flag=True,
               help="Map the user's whole subuid/subgid range (needs newuidmap/newgidmap).")
+@click.option("--disable-dns", is_flag=True,
+              help="No DNS forwarder at network+3 (the sandbox keeps the host's resolv.conf).")
+@click.option("--dns-upstream", metavar="ADDR[:PORT]",
+              help="Forward DNS to this resolver instead of the host's resolv.conf nameservers.")
+@click.option("--resolv-conf", default="/etc/resolv.conf", hidden=True,
+              help="Host resolv.conf to read upstreams and search domains from (testing).")
 @click.option("--stats-file", type=click.Path(dir_okay=False), help="Write counters as JSON on exit.")
 @click.option("--debug", is_flag=True, help="Debug logging.")
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
-def run(mtu, cidr, no_offload, allow_host_loopback, map_subuids, stats_file, debug, command):
+def run(mtu, cidr, no_offload, allow_host_loopback, map_subuids, disable_dns, dns_upstream,
+        resolv_conf, stats_file, debug, command):
     """Run COMMAND in a new network namespace with internet access through slirpy."""
     if debug:
         logging.basicConfig(level=logging.DEBUG, format="slirpy: %(levelname)s %(message)s")
-    config = build_config(mtu, cidr, not no_offload, allow_host_loopback)
+    config = build_config(mtu, cidr, not no_offload, allow_host_loopback, dns=not disable_dns,
+                          dns_upstream=dns_upstream, resolv_conf=resolv_conf)
     sys.exit(run_sandbox(config, list(command), map_subuids=map_subuids, stats_file=stats_file))
 
 

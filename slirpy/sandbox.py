@@ -51,6 +51,8 @@ CLONE_NEWNET = 0x40000000
 MS_NOSUID = 0x2
 MS_NODEV = 0x4
 MS_NOEXEC = 0x8
+MS_BIND = 0x1000
+MNT_DETACH = 2
 MS_REC = 0x4000
 MS_PRIVATE = 0x40000
 PR_SET_PDEATHSIG = 1
@@ -72,6 +74,7 @@ _INT_SIZE = 4
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.unshare.argtypes = [ctypes.c_int]
 _libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_void_p]
+_libc.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
 _libc.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
 
 
@@ -84,6 +87,7 @@ class SandboxOptions:
     argv: list[str]
     net: NetConfig
     map_subuids: bool = False      # full subuid/subgid range via newuidmap/newgidmap
+    resolv_conf_text: str | None = None   # bind-mounted over /etc/resolv.conf inside, if set
 
 
 def _unshare(flags: int) -> None:
@@ -404,6 +408,10 @@ def _supervisor(sock: socket.socket, opts: SandboxOptions, parent_pid: int) -> i
     except OSError as e:
         _send_error(sock, SandboxError(f"cannot make mounts private in the sandbox: {e.strerror}"))
         return 1
+    if opts.resolv_conf_text is not None:
+        problem = _bind_resolv_conf(opts.resolv_conf_text)
+        if problem:
+            os.write(2, f"slirpy: warning: {problem}\n".encode())
 
     # I: PID 1 of the new PID namespace.
     keep_r, keep_w = os.pipe2(os.O_CLOEXEC)
@@ -475,6 +483,48 @@ def _supervisor(sock: socket.socket, opts: SandboxOptions, parent_pid: int) -> i
     if init_alive:
         _kill_and_reap(init_pid)   # PID 1 gone: the kernel kills the rest of the namespace
     return status
+
+
+RESOLV_CONF = "/etc/resolv.conf"
+
+
+def _bind_resolv_conf(text: str, target: str = RESOLV_CONF) -> str | None:  # pragma: no cover
+    """S: put `text` over `target` in the sandbox's own mount namespace; a problem, or None.
+
+    The content goes into a file on a small tmpfs mounted for a moment over a scratch
+    directory (/tmp, else /mnt) of this private mount namespace; the file is bind-mounted
+    over `target` and the tmpfs is lazily unmounted again, so the scratch directory looks as
+    before and nothing is written on the host. mount(2) follows a symlinked target
+    (systemd-resolved's stub-resolv.conf), so the file the link names is the one covered.
+    Known limit: if the host later *renames* a new file over the covered one, the kernel
+    detaches mounts on the replaced dentry in every namespace (Linux >= 3.18), and the
+    sandbox then sees the host's new file; an in-place rewrite is not seen.
+    """
+    if not os.path.exists(target):
+        return f"{target} does not exist here; inside, DNS names may not resolve"
+    last = "no scratch directory"
+    for scratch in ("/tmp", "/mnt", "/run"):
+        if not os.path.isdir(scratch):
+            continue
+        try:
+            _mount("tmpfs", scratch, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+        except OSError as e:
+            last = e.strerror
+            continue
+        try:
+            path = os.path.join(scratch, "resolv.conf")
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+            try:
+                os.write(fd, text.encode())
+            finally:
+                os.close(fd)
+            _mount(path, target, None, MS_BIND)
+            return None
+        except OSError as e:
+            return f"cannot bind-mount the sandbox's {target} ({e.strerror}); DNS names may not resolve"
+        finally:
+            _libc.umount2(scratch.encode(), MNT_DETACH)
+    return f"cannot give the sandbox its own {target} ({last}); DNS names may not resolve"
 
 
 def _init(keep_r: int, rep_w: int) -> None:  # pragma: no cover
