@@ -41,6 +41,7 @@ log = logging.getLogger("slirpy")
 _READ_SIZE = 65600          # a whole 64 KB GSO super-frame + headers; never read 256 KB (DESIGN §3)
 _READ_BATCH = 256           # frames per readable event before flushing
 _FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+_UNREACH_CODE = {errno.ENETUNREACH: 0, errno.EHOSTUNREACH: 1}   # errno -> ICMP unreachable code
 # States in which the guest may still send data on a TCP flow.
 _GUEST_MAY_SEND = frozenset((TcpState.SYN_RECEIVED, TcpState.ESTABLISHED,
                              TcpState.FIN_WAIT_1, TcpState.FIN_WAIT_2))
@@ -56,6 +57,8 @@ class Runtime:
         self.connecting: dict[int, asyncio.Task] = {}
         self.udp_flows: dict[int, udp_proxy.HostUdpFlow] = {}
         self.echo_flows: dict[int, icmp_proxy.HostEchoFlow] = {}
+        # Flows whose host socket could not be opened/routed: errno, re-reported per packet.
+        self.failed_flows: dict[int, int] = {}
         self.counters = self.stack.counters
         self.resolv = ResolvConf(config.resolv_conf)
         self.ping_warned = False
@@ -202,14 +205,20 @@ class Runtime:
                 flow.send(ev.data)
             else:
                 self.counters["udp.host.tx.drop.no_socket"] += 1
+                err = self.failed_flows.get(ev.flow_id)
+                if err is not None:
+                    self.stack.udp_host_error(ev.flow_id, err, time.monotonic())
         elif t is UdpFlowOpened:
             host, port = self.dns_upstream() if ev.dns else (ev.host, ev.port)
             if log.isEnabledFor(logging.DEBUG):
                 log.debug("udp %s:%d -> %s:%d open", ev.guest, ev.guest_port, host, port)
-            flow = udp_proxy.open_flow(self, ev.flow_id, host, port)
-            if flow is not None:
-                self.udp_flows[ev.flow_id] = flow
+            try:
+                self.udp_flows[ev.flow_id] = udp_proxy.open_flow(self, ev.flow_id, host, port)
+            except OSError as e:
+                self.counters["udp.host.open_failed"] += 1
+                self.failed_flows[ev.flow_id] = e.errno or errno.EHOSTUNREACH
         elif t is UdpFlowClosed:
+            self.failed_flows.pop(ev.flow_id, None)
             flow = self.udp_flows.pop(ev.flow_id, None)
             if flow is not None:
                 flow.close()
@@ -219,9 +228,13 @@ class Runtime:
                 flow.send(ev.seq, ev.ttl, ev.data)
             else:
                 self.stack.icmp_echo_dropped(ev.flow_id, "no_socket", time.monotonic())
+                code = _UNREACH_CODE.get(self.failed_flows.get(ev.flow_id))
+                if code is not None:
+                    self.stack.icmp_host_error(ev.flow_id, 3, code, time.monotonic())
         elif t is IcmpEchoFlowOpened:
             self._open_echo(ev)
         elif t is IcmpEchoFlowClosed:
+            self.failed_flows.pop(ev.flow_id, None)
             flow = self.echo_flows.pop(ev.flow_id, None)
             if flow is not None:
                 flow.close()
@@ -262,6 +275,7 @@ class Runtime:
             # Echoes on this flow are counted as dropped (icmp.echo.drop.no_socket) until it
             # expires; the next flow tries again (the sysctl may have been changed).
             self.counters["icmp.host.open_failed"] += 1
+            self.failed_flows[ev.flow_id] = e.errno or 0
             if e.errno in (errno.EACCES, errno.EPERM) and not self.ping_warned:
                 self.ping_warned = True
                 sys.stderr.write(f"slirpy: warning: {doctor.ping_denied_message()}\n")

@@ -13,7 +13,6 @@ runtime for one coalesced flush.
 
 from __future__ import annotations
 
-import errno
 import socket
 import struct
 import time
@@ -142,27 +141,20 @@ class HostUdpFlow:
         self.sock.close()
 
 
-def open_flow(runtime: "Runtime", flow_id: int, host: str, port: int) -> HostUdpFlow | None:
-    """A connected UDP socket to host:port watched by the loop; None (error reported to the
-    Stack) when it cannot be opened or routed."""
+def open_flow(runtime: "Runtime", flow_id: int, host: str, port: int) -> HostUdpFlow:
+    """A connected UDP socket to host:port watched by the loop. Raises OSError when it cannot
+    be opened or routed (ENETUNREACH, ...); the runtime reports that per guest datagram."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    try:
-        sock = socket.socket(family, socket.SOCK_DGRAM | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC)
-    except OSError as e:
-        runtime.counters["udp.host.open_failed"] += 1
-        runtime.stack.udp_host_error(flow_id, e.errno or errno.ENOBUFS, _now())
-        return None
+    sock = socket.socket(family, socket.SOCK_DGRAM | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC)
     try:
         if family == socket.AF_INET:
             sock.setsockopt(socket.IPPROTO_IP, IP_RECVERR, 1)
         else:
             sock.setsockopt(socket.IPPROTO_IPV6, IPV6_RECVERR, 1)
         sock.connect((host, port))
-    except OSError as e:
+    except OSError:
         sock.close()
-        runtime.counters["udp.host.connect_failed"] += 1
-        runtime.stack.udp_host_error(flow_id, e.errno or errno.EHOSTUNREACH, _now())
-        return None
+        raise
     flow = HostUdpFlow(runtime, flow_id, sock)
     runtime.loop.add_reader(flow.fd, flow.on_readable)
     return flow

@@ -481,11 +481,14 @@ class Stack:
             c["icmp.tx.drop.error_type"] += 1
             return
         # Port unreachable comes from the host itself; a router's error from that router,
-        # unless it is one the guest cannot know (host loopback, "this network").
-        src = flow.host_ip
-        if (icmp_type != _icmp.DEST_UNREACH or icmp_code != _icmp.UNREACH_PORT) and offender \
-                and len(offender) == 4 and offender[0] not in (0, 127):
+        # unless it is one the guest cannot know (host loopback, "this network"), in which
+        # case from the gateway, the router the guest sent it to.
+        if icmp_type == _icmp.DEST_UNREACH and icmp_code == _icmp.UNREACH_PORT:
+            src = flow.host_ip
+        elif offender and len(offender) == 4 and offender[0] not in (0, 127):
             src = offender
+        else:
+            src = self.gateway_ip
         self._send_ip(src, flow.guest_ip, PROTO_ICMP, msg)
         c["icmp.tx.error"] += 1
 

@@ -5,7 +5,6 @@ only) on 203.0.113.1:53 in the outer test namespace, queried from inside the san
 from __future__ import annotations
 
 import json
-import os
 import socket
 import socketserver
 import struct

@@ -16,6 +16,7 @@ from tests.netns.util import REPO, GATEWAY_ADDR, HOST_ADDR, SlirpyResult, run_sl
 pytestmark = [pytest.mark.netns, pytest.mark.usefixtures("no_stray_processes")]
 
 PING_RANGE = "/proc/sys/net/ipv4/ping_group_range"
+UNROUTED = "192.0.2.1"          # testns has no route there: the host socket gets ENETUNREACH
 
 # Inside the sandbox (root of its own user namespace, so it may open raw sockets there):
 # send echo requests with a chosen identifier/sequence/TTL/payload, report the replies.
@@ -70,7 +71,8 @@ def test_ping_host_and_gateway(ping_range, tmp_path):
     stats = tmp_path / "stats.json"
     script = (f"ping -c 3 -i 0.2 -W 2 {HOST_ADDR}; echo rc=$?; "
               f"ping -c 2 -i 0.2 -W 2 {GATEWAY_ADDR}; echo rc=$?; "
-              f"{sys.executable} -c '{PROBE}' {HOST_ADDR} 16962")
+              f"{sys.executable} -c '{PROBE}' {HOST_ADDR} 16962; "
+              f"ping -c 1 -W 2 {UNROUTED}; echo rc=$?")
     res = run_slirpy(("--mtu", "1500", "--stats-file", str(stats)), ["sh", "-c", script], timeout=60)
     assert res.returncode == 0, res.describe()
     out = res.stdout
@@ -83,10 +85,12 @@ def test_ping_host_and_gateway(ping_range, tmp_path):
     probe = json.loads([l for l in out.splitlines() if l.startswith("[")][-1])
     assert [(p["id"], p["seq"]) for p in probe] == [(16962, 7), (16962, 8), (16962, 300)], probe
     assert all(p["payload_ok"] and p["csum_ok"] and p["ttl"] == 64 for p in probe), probe
+    assert f"From {GATEWAY_ADDR} icmp_seq=1 Destination Net Unreachable" in out, res.describe()
+    assert out.rstrip().endswith("rc=1"), res.describe()
     c = json.loads(stats.read_text())["counters"]
     assert c["icmp.tx.echo_reply.proxied"] == 3 + 3
     assert c["icmp.tx.echo_reply"] == 2                    # the gateway's, answered by the stack
-    assert c.get("icmp.echo.drop.no_socket", 0) == 0
+    assert c["icmp.echo.drop.no_socket"] == 1             # the one to the unrouted address
     assert "ping_group_range" not in res.stderr
 
 

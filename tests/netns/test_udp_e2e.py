@@ -112,6 +112,20 @@ if "refused_port" in args:
     res["refused"] = outcome
     res["refused_elapsed"] = time.monotonic() - t0
 
+if "unrouted" in args:
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.setsockopt(socket.IPPROTO_IP, 11, 1)          # IP_RECVERR: soft ICMP errors are reported too
+    s.connect((args["unrouted"], 9))
+    s.settimeout(3.0)
+    try:
+        s.send(b"x")
+        s.recv(100)
+        res["unrouted"] = "answered"
+    except socket.timeout:
+        res["unrouted"] = "timeout"
+    except OSError as e:
+        res["unrouted"] = errno.errorcode.get(e.errno, str(e.errno))
+
 print(json.dumps(res), flush=True)
 '''
 
@@ -191,3 +205,13 @@ def test_refused_port_gives_econnrefused_in_the_guest(tmp_path):
     assert out["refused"] == "ECONNREFUSED", out
     counters = json.loads(stats.read_text())["counters"]
     assert counters["udp.host.error"] >= 1 and counters["icmp.tx.error"] >= 1
+
+
+def test_unrouted_destination_gives_enetunreach_in_the_guest(tmp_path):
+    """testns has no route to 192.0.2.0/24: the host socket's connect fails with ENETUNREACH,
+    which reaches the guest as ICMP net unreachable."""
+    stats = tmp_path / "stats.json"
+    out, _ = run_guest(("--stats-file", str(stats)), {"host": HOST_ADDR, "port": 9, "unrouted": "192.0.2.1"})
+    assert out["unrouted"] == "ENETUNREACH", out
+    counters = json.loads(stats.read_text())["counters"]
+    assert counters["udp.host.open_failed"] == 1 and counters["icmp.tx.error"] >= 1

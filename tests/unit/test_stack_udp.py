@@ -227,11 +227,11 @@ def test_icmp_details_from_the_error_queue_are_mapped():
     [(_, raw)] = out(s)
     pkt = Ether(raw)
     assert (pkt[ICMP].type, pkt[ICMP].code) == (11, 0) and pkt[IP].src == ROUTER
-    # A loopback offender is not shown to the guest: the error comes from the destination.
+    # A loopback offender is not shown to the guest: the error comes from the gateway.
     s.udp_host_error(ev.flow_id, st.EHOSTUNREACH, 1.0, icmp_type=3, icmp_code=1,
                      offender=bytes([127, 0, 0, 1]))
     [(_, raw)] = out(s)
-    assert Ether(raw)[IP].src == REMOTE and Ether(raw)[ICMP].code == 1
+    assert Ether(raw)[IP].src == GW and Ether(raw)[ICMP].code == 1
 
 
 @pytest.mark.parametrize("err, code", [(st.ENETUNREACH, 0), (st.EHOSTUNREACH, 1)])
@@ -241,6 +241,7 @@ def test_unreachable_errnos(err, code):
     s.udp_host_error(ev.flow_id, err, 1.0)
     [(_, raw)] = out(s)
     assert (Ether(raw)[ICMP].type, Ether(raw)[ICMP].code) == (3, code)
+    assert Ether(raw)[IP].src == GW                     # a routing failure: from the router
 
 
 def test_other_errnos_are_only_counted():
