@@ -35,7 +35,8 @@ def build_config(mtu: str, cidr: str, offload: bool, allow_host_loopback: bool, 
 
 
 def run_sandbox(config: NetConfig, argv: list[str], *, map_subuids: bool = False,
-                stats_file: str | None = None, quiet: bool = False, setup=None) -> int:
+                stats_file: str | None = None, quiet: bool = False, setup=None,
+                impair=None) -> int:
     """Start the sandbox, serve it until the command exits, return the command's exit code."""
     import uvloop
 
@@ -55,7 +56,8 @@ def run_sandbox(config: NetConfig, argv: list[str], *, map_subuids: bool = False
         if sandbox.fallback_reason and not quiet:
             click.echo(f"slirpy: notice: TAP offloads unavailable ({sandbox.fallback_reason}); "
                        "running without them (slower)", err=True)
-        runtime = Runtime(config, sandbox.tap_fd, vnet_hdr=sandbox.vnet_hdr, offload=sandbox.offload)
+        runtime = Runtime(config, sandbox.tap_fd, vnet_hdr=sandbox.vnet_hdr, offload=sandbox.offload,
+                          impair=impair)
         code = uvloop.run(serve_sandbox(runtime, sandbox, setup))
         if stats_file:
             runtime.write_stats(stats_file)
@@ -86,16 +88,27 @@ def main() -> None:
 @click.option("--resolv-conf", default="/etc/resolv.conf", hidden=True,
               help="Host resolv.conf to read upstreams and search domains from (testing).")
 @click.option("--stats-file", type=click.Path(dir_okay=False), help="Write counters as JSON on exit.")
+@click.option("--impair", metavar="SPEC",
+              help="Fault injection between tap0 and the stack, both directions: "
+                   "loss=P%,reorder=P%,dup=P%,corrupt=P%,delay=MS,seed=N.")
 @click.option("--debug", is_flag=True, help="Debug logging.")
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
 def run(mtu, cidr, no_offload, allow_host_loopback, map_subuids, disable_dns, dns_upstream,
-        resolv_conf, stats_file, debug, command):
+        resolv_conf, stats_file, impair, debug, command):
     """Run COMMAND in a new network namespace with internet access through slirpy."""
     if debug:
         logging.basicConfig(level=logging.DEBUG, format="slirpy: %(levelname)s %(message)s")
     config = build_config(mtu, cidr, not no_offload, allow_host_loopback, dns=not disable_dns,
                           dns_upstream=dns_upstream, resolv_conf=resolv_conf)
-    sys.exit(run_sandbox(config, list(command), map_subuids=map_subuids, stats_file=stats_file))
+    impair_spec = None
+    if impair:
+        from .impair import parse_impair
+        try:
+            impair_spec = parse_impair(impair)
+        except ValueError as e:
+            _fail(str(e), 2)
+    sys.exit(run_sandbox(config, list(command), map_subuids=map_subuids, stats_file=stats_file,
+                         impair=impair_spec))
 
 
 @main.command()

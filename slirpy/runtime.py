@@ -48,11 +48,15 @@ _GUEST_MAY_SEND = frozenset((TcpState.SYN_RECEIVED, TcpState.ESTABLISHED,
 
 
 class Runtime:
-    def __init__(self, config, tap_fd: int, *, vnet_hdr: bool, offload: bool):
+    def __init__(self, config, tap_fd: int, *, vnet_hdr: bool, offload: bool, impair=None):
         self.config = config
         self.tap_fd = tap_fd
         self.stack = Stack(config, vnet_hdr=vnet_hdr, offload=offload,
                            rng=random.Random(int.from_bytes(os.urandom(8), "big")))
+        if impair is not None:
+            from .impair import ImpairedStack, Impairment
+            self.stack = ImpairedStack(self.stack, Impairment(impair, vnet_hdr=vnet_hdr,
+                                                              counters=self.stack.counters))
         self.host_flows: dict[int, tcp_proxy.HostTcpProtocol] = {}
         self.connecting: dict[int, asyncio.Task] = {}
         self.udp_flows: dict[int, udp_proxy.HostUdpFlow] = {}
