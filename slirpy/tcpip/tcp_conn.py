@@ -75,6 +75,7 @@ from dataclasses import dataclass
 from .seqnum import seq_add, seq_between, seq_ge, seq_gt, seq_le, seq_lt, seq_sub
 from .tcp import ACK, FIN, PSH, RST, SYN, TcpOptions, TcpSegment
 
+MAX_DUPACKS_PER_FLUSH = 16      # duplicate ACKs emitted for one batch of out-of-order arrivals
 OOO_MAX_SEGMENTS = 256        # out-of-order entries kept; more are dropped (the peer resends)
 DEFAULT_MSS = 536             # RFC 9293 §3.7.1 when the SYN carries no MSS option
 MIN_MSS = 64                  # a hostile MSS of 1 would make every segment a byte
@@ -184,7 +185,7 @@ class TcpConnection:
         "_srtt", "_rttvar", "_rto", "_rtt_seq", "_rtt_at", "_retries", "_persist_backoff",
         "_rto_at", "_persist_at", "_tw_at", "_syn_at",
         "_accepted", "_syn_pending", "_ws_ok", "_ack_needed", "_rst_out",
-        "_ooo", "_rcv_fin_seq", "_events",
+        "_ooo", "_rcv_fin_seq", "_events", "_ooo_acks",
     )
 
     def __init__(self, iss: int, now: float, params: TcpParams) -> None:
@@ -232,6 +233,7 @@ class TcpConnection:
         self._syn_pending = False
         self._ws_ok = False
         self._ack_needed = False
+        self._ooo_acks = 0                 # out-of-order arrivals since the last flush
         self._rst_out: tuple | None = None
         self._ooo: list | None = None
         self._rcv_fin_seq: int | None = None
@@ -429,7 +431,15 @@ class TcpConnection:
             sent = self._emit_data(out, now, rcv_nxt, wnd_field, state in _FIN_STATES)
         if self._ack_needed:
             self._ack_needed = False
-            if not sent:
+            dups = self._ooo_acks
+            if dups:
+                # RFC 5681 §4.2: one immediate duplicate ACK per out-of-order segment, so a
+                # peer without SACK reaches its fast-retransmit threshold (3) within one
+                # batch. A data segment is not a duplicate ACK; bounded per flush.
+                self._ooo_acks = 0
+                ack = (self._snd_max, rcv_nxt, ACK, wnd_field, b"", b"")
+                out.extend([ack] * min(dups, MAX_DUPACKS_PER_FLUSH))
+            elif not sent:
                 out.append((self._snd_max, rcv_nxt, ACK, wnd_field, b"", b""))
         return out
 
@@ -891,6 +901,7 @@ class TcpConnection:
         else:
             if end > start:
                 self._ooo_insert(start, payload)
+                self._ooo_acks += 1
             if fin:
                 self._rcv_fin_seq = seq_add(rcv_nxt, end)
 

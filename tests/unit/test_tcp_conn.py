@@ -270,7 +270,8 @@ def test_out_of_order_then_hole_fill():
     c.receive_segment(seg(IRS + 11, ISS + 1, ACK, 0xFFFF, b"KLMNO"), 1.0)
     c.receive_segment(seg(IRS + 21, ISS + 1, ACK, 0xFFFF, b"UVW"), 1.0)
     assert events(c) == []
-    assert c.segments_to_send(1.0) == [(ISS + 1, IRS + 1, ACK, W, b"", b"")]   # duplicate ACK
+    # one duplicate ACK per out-of-order segment (RFC 5681 §4.2), even within one batch
+    assert c.segments_to_send(1.0) == [(ISS + 1, IRS + 1, ACK, W, b"", b"")] * 2
     c.receive_segment(seg(IRS + 1, ISS + 1, ACK, 0xFFFF, b"ABCDEFGHIJ"), 1.1)
     assert [bytes(e.data) for e in events(c)] == [b"ABCDEFGHIJ", b"KLMNO"]
     assert c.segments_to_send(1.1) == [(ISS + 1, IRS + 16, ACK, W, b"", b"")]
