@@ -185,7 +185,7 @@ class TcpConnection:
         "_srtt", "_rttvar", "_rto", "_rtt_seq", "_rtt_at", "_retries", "_persist_backoff",
         "_rto_at", "_persist_at", "_tw_at", "_syn_at",
         "_accepted", "_syn_pending", "_ws_ok", "_ack_needed", "_rst_out",
-        "_ooo", "_rcv_fin_seq", "_events", "_ooo_acks",
+        "_ooo", "_rcv_fin_seq", "_events", "_ooo_acks", "_sack_ok", "_sack_last",
     )
 
     def __init__(self, iss: int, now: float, params: TcpParams) -> None:
@@ -234,6 +234,8 @@ class TcpConnection:
         self._ws_ok = False
         self._ack_needed = False
         self._ooo_acks = 0                 # out-of-order arrivals since the last flush
+        self._sack_ok = False              # both SYNs carried SACK-permitted (RFC 2018)
+        self._sack_last = 0                # start of the most recent out-of-order arrival
         self._rst_out: tuple | None = None
         self._ooo: list | None = None
         self._rcv_fin_seq: int | None = None
@@ -295,6 +297,7 @@ class TcpConnection:
             self._ws_ok = False
             self._snd_wscale = 0
             self._rcv_wscale = 0
+        self._sack_ok = options.sack_permitted
 
     def _set_snd_mss(self, peer_mss: int) -> None:
         mss = min(max(peer_mss, MIN_MSS), self.params.mss)
@@ -410,10 +413,11 @@ class TcpConnection:
                 self._ack_needed = False
                 params = self.params
                 if state is _SYN_SENT:
-                    opts = TcpOptions(mss=params.mss, wscale=self._rcv_wscale).pack()
+                    opts = TcpOptions(mss=params.mss, wscale=self._rcv_wscale, sack_permitted=True).pack()
                     out.append((self.iss, 0, SYN, min(params.rcv_buf, 0xFFFF), opts, b""))
                 else:
-                    opts = TcpOptions(mss=params.mss, wscale=self._rcv_wscale if self._ws_ok else None).pack()
+                    opts = TcpOptions(mss=params.mss, wscale=self._rcv_wscale if self._ws_ok else None,
+                                      sack_permitted=self._sack_ok).pack()
                     out.append((self.iss, self.rcv_nxt, SYN | ACK, min(params.rcv_buf, 0xFFFF), opts, b""))
                 self.snd_nxt = self._snd_max = seq_add(self.iss, 1)
                 if self._rto_at is None:
@@ -437,11 +441,36 @@ class TcpConnection:
                 # peer without SACK reaches its fast-retransmit threshold (3) within one
                 # batch. A data segment is not a duplicate ACK; bounded per flush.
                 self._ooo_acks = 0
-                ack = (self._snd_max, rcv_nxt, ACK, wnd_field, b"", b"")
+                ack = (self._snd_max, rcv_nxt, ACK, wnd_field, self._sack_option(), b"")
                 out.extend([ack] * min(dups, MAX_DUPACKS_PER_FLUSH))
             elif not sent:
-                out.append((self._snd_max, rcv_nxt, ACK, wnd_field, b"", b""))
+                out.append((self._snd_max, rcv_nxt, ACK, wnd_field, self._sack_option(), b""))
         return out
+
+    def _sack_option(self) -> bytes:
+        """SACK blocks for the out-of-order queue (RFC 2018 §4), on pure ACKs only.
+
+        Data segments carry none: their size is cut to SND.MSS without options. The first
+        block holds the most recent arrival; then the others, lowest first; at most four
+        (no timestamps, so 36 of the 40 option bytes)."""
+        q = self._ooo
+        if not q or not self._sack_ok:
+            return b""
+        blocks: list[list[int]] = []
+        for s, d in q:
+            e = seq_add(s, len(d))
+            if blocks and blocks[-1][1] == s:
+                blocks[-1][1] = e
+            else:
+                blocks.append([s, e])
+        last = self._sack_last
+        first = 0
+        for i, (s, e) in enumerate(blocks):
+            if seq_le(s, last) and seq_lt(last, e):
+                first = i
+                break
+        ordered = [blocks[first]] + blocks[:first] + blocks[first + 1:]
+        return TcpOptions(sack_blocks=tuple((s, e) for s, e in ordered[:4])).pack()
 
     def _emit_data(self, out: list, now: float, rcv_nxt: int, wnd_field: int, fin_ok: bool) -> bool:
         """Append retransmissions, probes and new data; return whether anything went out."""
@@ -902,6 +931,7 @@ class TcpConnection:
             if end > start:
                 self._ooo_insert(start, payload)
                 self._ooo_acks += 1
+                self._sack_last = seq_add(rcv_nxt, start)
             if fin:
                 self._rcv_fin_seq = seq_add(rcv_nxt, end)
 

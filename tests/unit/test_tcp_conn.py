@@ -26,6 +26,7 @@ IRS = 5000
 P = TcpParams(rto_min=1.0)
 W = 32768            # our window field once established: 4 MiB >> 7
 SYN_OPTS = TcpOptions(mss=1460, wscale=7).pack()
+ACTIVE_SYN_OPTS = TcpOptions(mss=1460, wscale=7, sack_permitted=True).pack()   # we always offer SACK
 
 
 def seg(seq, ack=0, flags=ACK, window=0xFFFF, payload=b"", options=NO_OPTIONS):
@@ -182,7 +183,7 @@ def test_rst_before_accept():
 def test_active_handshake():
     c = TcpConnection.active(ISS, 0.0, P)
     assert c.state is TcpState.SYN_SENT
-    assert c.segments_to_send(0.0) == [(ISS, 0, SYN, 0xFFFF, SYN_OPTS, b"")]
+    assert c.segments_to_send(0.0) == [(ISS, 0, SYN, 0xFFFF, ACTIVE_SYN_OPTS, b"")]
     assert c.get_timer() == 1.0
     c.receive_segment(seg(IRS, ISS + 1, SYN | ACK, 500, options=TcpOptions(mss=1400, wscale=2)), 0.1)
     assert c.state is TcpState.ESTABLISHED
@@ -206,7 +207,7 @@ def test_active_lost_syn_backoff_and_give_up():
     c.segments_to_send(0.0)
     for t in (1.0, 3.0, 7.0):
         c.handle_timer(t)
-        assert c.segments_to_send(t) == [(ISS, 0, SYN, 0xFFFF, SYN_OPTS, b"")]
+        assert c.segments_to_send(t) == [(ISS, 0, SYN, 0xFFFF, ACTIVE_SYN_OPTS, b"")]
     assert c.get_timer() == 15.0
     c.handle_timer(15.0)
     assert events(c) == [Reset("timeout"), Closed()]
@@ -800,3 +801,57 @@ def test_idle_connections_are_small():
         tracemalloc.stop()
     per_conn = (after - before) / len(conns)
     assert per_conn < 2048, per_conn
+
+
+# ------------------------------------------------------------------ SACK (receiver side, RFC 2018)
+
+def _sack_established(sack: bool):
+    syn = seg(IRS, 0, SYN, 0xFFFF, options=TcpOptions(mss=1460, wscale=7, sack_permitted=sack))
+    c = TcpConnection.passive(syn, ISS, 0.0, P)
+    c.accept(0.0)
+    [(_, _, flags, _, opts, _)] = c.segments_to_send(0.0)
+    assert flags == SYN | ACK
+    assert TcpOptions.parse(opts).sack_permitted is sack
+    c.receive_segment(seg(IRS + 1, ISS + 1, ACK, 0xFFFF), 0.0)
+    c.segments_to_send(0.0)
+    events(c)
+    return c
+
+
+def test_sack_blocks_on_duplicate_acks_most_recent_first():
+    c = _sack_established(True)
+    c.receive_segment(seg(IRS + 21, ISS + 1, ACK, 0xFFFF, b"B" * 10), 1.0)   # hole at IRS+1..21
+    c.receive_segment(seg(IRS + 41, ISS + 1, ACK, 0xFFFF, b"D" * 10), 1.0)   # second hole
+    c.receive_segment(seg(IRS + 31, ISS + 1, ACK, 0xFFFF, b"C" * 10), 1.0)   # joins B and D
+    out = c.segments_to_send(1.0)
+    assert len(out) == 3 and all(o[:3] == (ISS + 1, IRS + 1, ACK) and o[5] == b"" for o in out)
+    assert TcpOptions.parse(out[0][4]).sack_blocks == ((IRS + 21, IRS + 51),)
+    c.receive_segment(seg(IRS + 71, ISS + 1, ACK, 0xFFFF, b"F" * 10), 1.0)
+    [ack] = c.segments_to_send(1.0)
+    assert TcpOptions.parse(ack[4]).sack_blocks == ((IRS + 71, IRS + 81), (IRS + 21, IRS + 51))
+    # the hole fills: everything up to the second hole is delivered, one block is left
+    c.receive_segment(seg(IRS + 1, ISS + 1, ACK, 0xFFFF, b"A" * 20), 1.0)
+    [ack] = c.segments_to_send(1.0)
+    assert ack[1] == IRS + 51
+    assert TcpOptions.parse(ack[4]).sack_blocks == ((IRS + 71, IRS + 81),)
+    assert b"".join(bytes(e.data) for e in events(c)) == b"A" * 20 + b"B" * 10 + b"C" * 10 + b"D" * 10
+    c.receive_segment(seg(IRS + 51, ISS + 1, ACK, 0xFFFF, b"E" * 20), 1.0)
+    [ack] = c.segments_to_send(1.0)
+    assert ack[1] == IRS + 81 and ack[4] == b""
+
+
+def test_at_most_four_sack_blocks():
+    c = _sack_established(True)
+    for i in range(6):
+        c.receive_segment(seg(IRS + 11 + 20 * i, ISS + 1, ACK, 0xFFFF, b"x" * 10), 1.0)
+    out = c.segments_to_send(1.0)
+    blocks = TcpOptions.parse(out[-1][4]).sack_blocks
+    assert len(blocks) == 4 and blocks[0] == (IRS + 111, IRS + 121)
+    assert len(out[-1][4]) <= 40
+
+
+def test_no_sack_blocks_unless_the_peer_offered_sack():
+    c = _sack_established(False)
+    c.receive_segment(seg(IRS + 21, ISS + 1, ACK, 0xFFFF, b"B" * 10), 1.0)
+    [ack] = c.segments_to_send(1.0)
+    assert ack[4] == b""
