@@ -40,8 +40,10 @@ What it implements
   segment's own payload object, or a memoryview slice of it when trimmed); out-of-order data
   is copied into a small queue bounded by the advertised window and by
   ``OOO_MAX_SEGMENTS``, and delivered when the hole fills. Every arrival that carries data
-  is acknowledged (no delayed-ACK timer). ``set_receive_paused`` freezes the right edge so
-  the window drains to zero while the consumer is saturated.
+  is acknowledged (no delayed-ACK timer); each out-of-order arrival gets its own duplicate
+  ACK (RFC 5681 §4.2), carrying SACK blocks (RFC 2018) when both SYNs offered SACK, so the
+  guest's kernel repairs losses within a round trip. ``set_receive_paused`` freezes the
+  right edge so the window drains to zero while the consumer is saturated.
 * Sender-side silly-window avoidance (RFC 9293 §3.8.6.2.1): a short segment is held back
   while data is in flight.
 * GSO: with ``params.gso_max`` a data segment may carry up to ``gso_max`` bytes (rounded
@@ -49,7 +51,8 @@ What it implements
 
 What it deliberately does not do
 --------------------------------
-SACK, timestamps (so no PAWS and no RTTM on retransmissions), ECN, urgent data (URG is
+Sender-side SACK (SACK blocks the peer sends are read but not used: recovery of what *we*
+send is NewReno), timestamps (so no PAWS and no RTTM on retransmissions), ECN, urgent data (URG is
 ignored), data carried on SYNs (ignored; the peer retransmits it), delayed ACKs, Nagle,
 keep-alives, challenge-ACK rate limiting (RFC 5961 §7: the per-flush coalescing bounds it),
 a LISTEN state (the stack demultiplexes SYNs itself; ``TcpState.LISTEN`` exists for names
