@@ -1,0 +1,437 @@
+"""`slirpy slirp4netns` / `slirpy-slirp4netns`: a drop-in for slirp4netns 1.2.
+
+It serves a network namespace that someone else created (RootlessKit, Podman, a shell with
+`unshare -Urn`), with slirp4netns's command line: the same options, defaults, error messages
+and exit codes, so that a caller written against slirp4netns drives slirpy unmodified.
+
+Flow: parse the options exactly as slirp4netns does (GNU getopt_long, so long options may be
+abbreviated and options may follow the operands), build a NetConfig, then
+`sandbox.attach_tap()` forks a child that joins the target's user and net namespaces, creates
+or opens TAPNAME (with the same offloads as `slirpy run`), configures it with `-c`, and hands
+the fd back.  This process then serves that fd with the ordinary Runtime through
+`runtime.serve_sandbox()`, fed by `AttachedTarget`, an adapter for "a process we did not start".
+When everything is listening it writes "1" to the ready fd.  It exits (status 0) when the
+target process exits, when the exit fd reports any poll event (typically: its writer closed),
+or on SIGINT/SIGTERM/SIGHUP.
+
+Deliberate differences from slirp4netns (every one is an error at start, never silent):
+IPv6 (`-6`, `--outbound-addr6`), `--outbound-addr`, `--target-type=bess` and MTUs outside
+576..65520 are not supported yet.  See README.md for the full table of options.
+"""
+
+from __future__ import annotations
+
+import getopt
+import ipaddress
+import os
+import re
+import select
+import signal
+import socket
+import sys
+from dataclasses import dataclass, field
+
+from . import __version__
+from .config import MTU_MAX, MTU_MIN, NetConfig
+
+COMPAT_VERSION = "1.2.0"            # the slirp4netns release whose interface this follows
+DEFAULT_MTU = 1500                  # slirp4netns's default (slirpy run uses 65520)
+DEFAULT_CIDR = "10.0.2.0/24"
+PREFIX_MIN, PREFIX_MAX = 1, 25
+SUN_PATH_MAX = 108                  # sizeof(struct sockaddr_un.sun_path) on Linux
+
+_SHORT = "ce:r:m:a:6hv"
+_LONG = [
+    "configure", "exit-fd=", "ready-fd=", "mtu=", "cidr=", "disable-host-loopback",
+    "no-host-loopback", "netns-type=", "userns-path=", "api-socket=", "enable-ipv6",
+    "enable-sandbox", "create-sandbox", "enable-seccomp", "help", "version",
+    "outbound-addr=", "outbound-addr6=", "disable-dns", "macaddress=", "target-type=",
+]
+
+_HELP = """\
+Usage: {prog} [OPTION]... PID|PATH TAPNAME
+User-mode networking for unprivileged network namespaces (slirpy, slirp4netns-compatible).
+
+-c, --configure          configure TAPNAME: address, default route, MTU, up (and lo up)
+-e, --exit-fd=FD         exit when a poll event occurs on FD (e.g. its writer closed)
+-r, --ready-fd=FD        write "1" to FD and close it once the network is being served
+-m, --mtu=MTU            MTU (default=1500, max=65521; slirpy supports 576-65520)
+-6, --enable-ipv6        IPv6 (not supported by slirpy yet: an error)
+-a, --api-socket=PATH    serve the JSON port-forwarding API on the UNIX socket PATH
+--cidr=CIDR              network of the namespace (default=10.0.2.0/24, prefix 1-25)
+--disable-host-loopback  refuse connections to the gateway address (host 127.0.0.1:*)
+--netns-type=TYPE        what PID|PATH names ([path|pid], default=pid)
+--userns-path=PATH       user namespace to join (default: the one of PID)
+--enable-sandbox         accepted; slirpy changes nothing for it (see README)
+--enable-seccomp         accepted; slirpy installs no seccomp filter (see README)
+--outbound-addr=IPv4     bind outbound sockets to this address (not supported yet: an error)
+--outbound-addr6=IPv6    bind outbound IPv6 sockets (not supported yet: an error)
+--disable-dns            no DNS forwarder at network+3 (10.0.2.3 by default)
+--macaddress=MAC         MAC address of TAPNAME (only valid with -c)
+--target-type=TYPE       [netns|bess], default=netns (bess is not supported)
+-h, --help               show this help and exit
+-v, --version            show version and exit
+"""
+
+
+class Exit(Exception):
+    """Stop with `code`; `err` lines go to stderr, then the usage text to stdout if `usage`."""
+
+    def __init__(self, code: int, err: str = "", usage: bool = False) -> None:
+        super().__init__(err)
+        self.code, self.err, self.usage = code, err, usage
+
+
+@dataclass
+class Options:
+    target: str = ""
+    tap_name: str = ""
+    configure: bool = False
+    exit_fd: int = -1
+    ready_fd: int = -1
+    mtu: int = DEFAULT_MTU
+    cidr: str | None = None
+    disable_host_loopback: bool = False
+    netns_type: str = "pid"
+    userns_path: str | None = None
+    api_socket: str | None = None
+    enable_ipv6: bool = False
+    enable_sandbox: bool = False
+    enable_seccomp: bool = False
+    outbound_addr: str | None = None
+    outbound_addr6: str | None = None
+    disable_dns: bool = False
+    macaddress: str | None = None
+    target_type: str = "netns"
+    warnings: list[str] = field(default_factory=list)   # printed on stdout, as slirp4netns does
+
+    @property
+    def pid(self) -> int | None:
+        return int(self.target) if self.netns_type == "pid" else None
+
+
+# ------------------------------------------------------------------ parsing
+
+def _nonneg_int(text: str, what: str) -> int:
+    if not re.fullmatch(r"\s*[+-]?\d+", text) or int(text) < 0 or int(text) > 0x7FFFFFFF:
+        raise Exit(1, f"{what} must be a non-negative integer", usage=True)
+    return int(text)
+
+
+def _getopt_error(prog: str, e: getopt.GetoptError) -> Exit:
+    """getopt_long's wording for the same mistakes."""
+    opt, msg = e.opt, e.msg
+    dashed = ("--" if len(opt) > 1 else "-") + opt
+    if "not a unique prefix" in msg:
+        text = f"{prog}: option '{dashed}' is ambiguous"
+    elif "requires argument" in msg:
+        text = (f"{prog}: option '{dashed}' requires an argument" if len(opt) > 1
+                else f"{prog}: option requires an argument -- '{opt}'")
+    elif "must not have an argument" in msg:
+        text = f"{prog}: option '{dashed}' doesn't allow an argument"
+    elif len(opt) > 1:
+        text = f"{prog}: unrecognized option '{dashed}'"
+    else:
+        text = f"{prog}: invalid option -- '{opt}'"
+    return Exit(1, text, usage=True)
+
+
+def parse_args(argv: list[str], prog: str = "slirp4netns") -> Options:
+    """Parse like slirp4netns's parse_args(); raises Exit (code 0 for --help/--version)."""
+    try:
+        pairs, operands = getopt.gnu_getopt(argv, _SHORT, _LONG)
+    except getopt.GetoptError as e:
+        raise _getopt_error(prog, e) from None
+    o = Options()
+    for opt, val in pairs:
+        if opt in ("-c", "--configure"):
+            o.configure = True
+        elif opt in ("-e", "--exit-fd"):
+            o.exit_fd = _nonneg_int(val, "exit-fd")
+        elif opt in ("-r", "--ready-fd"):
+            o.ready_fd = _nonneg_int(val, "ready-fd")
+        elif opt in ("-m", "--mtu"):
+            if not re.fullmatch(r"\s*[+-]?\d+", val) or not 0 < int(val) <= 65521:
+                raise Exit(1, "MTU must be a positive integer (< 65522)", usage=True)
+            o.mtu = int(val)
+        elif opt == "--cidr":
+            o.cidr = val
+        elif opt in ("--disable-host-loopback", "--no-host-loopback"):
+            if opt == "--no-host-loopback":
+                o.warnings.append("WARNING: --no-host-loopback is deprecated, use --disable-host-loopback")
+            o.disable_host_loopback = True
+        elif opt in ("--enable-sandbox", "--create-sandbox"):
+            if opt == "--create-sandbox":
+                o.warnings.append("WARNING: --create-sandbox is deprecated, use --enable-sandbox")
+            o.enable_sandbox = True
+        elif opt == "--enable-seccomp":
+            o.enable_seccomp = True
+        elif opt == "--netns-type":
+            o.netns_type = val
+        elif opt == "--userns-path":
+            if not os.path.lexists(val):
+                raise Exit(1, f"userns path doesn't exist: {val}", usage=True)
+            o.userns_path = val
+        elif opt in ("-a", "--api-socket"):
+            o.api_socket = val
+        elif opt in ("-6", "--enable-ipv6"):
+            o.enable_ipv6 = True
+        elif opt in ("-h", "--help"):
+            raise Exit(0, usage=True)
+        elif opt in ("-v", "--version"):
+            raise Exit(0)
+        elif opt == "--outbound-addr":
+            o.outbound_addr = val
+        elif opt == "--outbound-addr6":
+            o.outbound_addr6 = val
+        elif opt == "--disable-dns":
+            o.disable_dns = True
+        elif opt == "--macaddress":
+            o.macaddress = val
+        elif opt == "--target-type":
+            o.target_type = val
+    if o.macaddress is not None and not o.configure:
+        raise Exit(1, "--macaddr cannot be specified when --configure or -c is not specified", usage=True)
+    if len(operands) < 2:
+        raise Exit(1, usage=True)
+    o.target, o.tap_name = operands[0], operands[1]
+    if o.netns_type == "pid":
+        if not re.fullmatch(r"\s*[+-]?\d+", o.target) or not 0 < int(o.target) <= 0x7FFFFFFF:
+            raise Exit(1, "PID must be a positive integer", usage=True)
+    elif o.netns_type == "path":
+        if not os.path.lexists(o.target):
+            raise Exit(1, "existing path expected when --netns-type=path: No such file or directory",
+                       usage=True)
+    else:
+        raise Exit(1, f"netns-type must be pid or path, not {o.netns_type!r}", usage=True)
+    return o
+
+
+def parse_cidr(text: str) -> ipaddress.IPv4Network:
+    """slirp4netns's --cidr rules and messages: dotted quad, prefix 1..25, no host bits."""
+    m = re.fullmatch(r"((?:[0-9]{1,3}\.){3}[0-9]{1,3})/([0-9]{1,2})", text)
+    if m is None:
+        raise Exit(1, f"invalid CIDR: {text}")
+    try:
+        addr = ipaddress.IPv4Address(m.group(1))
+    except ValueError:
+        raise Exit(1, f"invalid network address: {m.group(1)}") from None
+    prefix = int(m.group(2))
+    if not PREFIX_MIN <= prefix <= PREFIX_MAX:
+        raise Exit(1, f"prefix length needs to be {PREFIX_MIN}-{PREFIX_MAX}")
+    net = ipaddress.IPv4Network(f"{addr}/{prefix}", strict=False)
+    if net.network_address != addr:
+        raise Exit(1, "CIDR needs to be a network address like 10.0.2.0/24, not like 10.0.2.100/24")
+    return net
+
+
+def parse_mac(text: str) -> bytes:
+    parts = text.split(":")
+    try:
+        octets = [int(p, 16) for p in parts]
+    except ValueError:
+        octets = []
+    if len(parts) != 6 or len(octets) != 6 or any(not 0 <= b <= 255 or len(p) > 2 for b, p in zip(octets, parts)):
+        raise Exit(1, f'"{text}" is an invalid MAC address.\nmacaddress has to be a valid MAC address '
+                      "(hex string, 6 bytes, each byte separated by a ':').")
+    return bytes(octets)
+
+
+def build_config(o: Options) -> NetConfig:
+    """The NetConfig for these options; Exit(1) for what slirp4netns or slirpy rejects."""
+    network = parse_cidr(o.cidr if o.cidr is not None else DEFAULT_CIDR)
+    if o.enable_ipv6:
+        raise Exit(1, "slirpy: -6/--enable-ipv6: IPv6 is not supported by slirpy yet")
+    if o.outbound_addr6 is not None:
+        raise Exit(1, "slirpy: --outbound-addr6: IPv6 is not supported by slirpy yet")
+    if o.outbound_addr is not None:
+        raise Exit(1, "slirpy: --outbound-addr is not supported by slirpy yet "
+                      "(outbound sockets cannot be bound to a chosen address)")
+    if o.target_type != "netns":
+        raise Exit(1, f"slirpy: --target-type={o.target_type}: only netns is supported")
+    if not MTU_MIN <= o.mtu <= MTU_MAX:
+        raise Exit(1, f"slirpy: MTU {o.mtu} is not supported: must be from {MTU_MIN} to {MTU_MAX}")
+    mac = parse_mac(o.macaddress) if o.macaddress is not None else None
+    if o.api_socket is not None and len(os.fsencode(o.api_socket)) >= SUN_PATH_MAX:
+        raise Exit(1, f"the specified API socket path is too long (>= {SUN_PATH_MAX})")
+    return NetConfig(network=network, mtu=o.mtu, allow_host_loopback=not o.disable_host_loopback,
+                     guest_mac=mac, dns_enabled=not o.disable_dns)
+
+
+def _check_fd(fd: int, what: str) -> None:
+    if fd < 0:
+        return
+    try:
+        os.fstat(fd)
+    except OSError as e:
+        raise Exit(1, f"{what} {fd}: {e.strerror}") from None
+
+
+# ------------------------------------------------------------------ the served target
+
+class AttachedTarget:
+    """What serve_sandbox() needs from "the sandbox", for a namespace we did not create.
+
+    `pidfd` is an epoll fd: it becomes readable when the target process exits (its pidfd),
+    when the exit fd reports any poll event, or when a stop signal arrives (a self-pipe), so the
+    one reader serve_sandbox() installs covers every reason to stop.  `release()` (called once
+    everything is listening) writes the ready fd and takes SIGINT/SIGTERM/SIGHUP as "stop":
+    there is no command to forward them to.
+    """
+
+    def __init__(self, target_pidfd: int | None, exit_fd: int, ready_fd: int) -> None:
+        self._target_pidfd = target_pidfd
+        self._ready_fd = ready_fd
+        self._stop_r, self._stop_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
+        self._epoll = select.epoll()
+        self._epoll.register(self._stop_r, select.EPOLLIN)
+        if target_pidfd is not None:
+            self._epoll.register(target_pidfd, select.EPOLLIN)
+        if exit_fd >= 0:
+            try:
+                self._epoll.register(exit_fd, select.EPOLLIN | select.EPOLLPRI)
+            except OSError as e:
+                self.close()
+                raise Exit(1, f"exit-fd {exit_fd}: cannot wait on it: {e.strerror}") from None
+        self.pidfd = self._epoll.fileno()
+        self.reason: str | None = None
+
+    def release(self) -> None:
+        import asyncio
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            loop.add_signal_handler(sig, self.send_signal, sig)
+        if self._ready_fd >= 0:
+            fd, self._ready_fd = self._ready_fd, -1
+            try:
+                os.write(fd, b"1")
+            except OSError:
+                pass
+            os.close(fd)
+
+    def send_signal(self, sig: int) -> None:
+        try:
+            os.write(self._stop_w, bytes([sig & 0xFF]))
+        except OSError:
+            pass
+
+    def wait(self) -> int:
+        return 0
+
+    def close(self) -> None:
+        for fd in (self._stop_r, self._stop_w, self._target_pidfd):
+            if fd is not None and fd >= 0:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+        self._stop_r = self._stop_w = -1
+        self._target_pidfd = None
+        self._epoll.close()
+
+
+# ------------------------------------------------------------------ main
+
+def _prog(argv0: str | None) -> str:
+    name = os.path.basename(argv0) if argv0 else ""
+    return "slirpy slirp4netns" if not name or name.endswith(".py") else name
+
+
+def run(argv: list[str], prog: str = "slirp4netns") -> int:
+    """The whole command; returns the exit status (prints as slirp4netns does)."""
+    try:
+        o = parse_args(argv, prog)
+        for w in o.warnings:
+            print(w, flush=True)
+        config = build_config(o)
+        _check_fd(o.exit_fd, "exit-fd")
+        _check_fd(o.ready_fd, "ready-fd")
+        api = None
+        if o.api_socket is not None:
+            try:
+                from . import api  # noqa: F401  (the published-ports control API)
+            except ImportError:
+                raise Exit(1, "slirpy: --api-socket: this slirpy has no port-forwarding API yet") from None
+    except Exit as e:
+        if e.err:
+            print(e.err, file=sys.stderr, flush=True)
+        if e.usage:
+            sys.stdout.write(_HELP.format(prog=prog))
+        elif e.code == 0:
+            sys.stdout.write(f"slirp4netns version {COMPAT_VERSION}\nslirpy: {__version__}\n")
+        sys.stdout.flush()
+        return e.code
+    return _serve(o, config, prog)
+
+
+def _serve(o: Options, config: NetConfig, prog: str) -> int:
+    import uvloop
+
+    from .runtime import Runtime, serve_sandbox
+    from .sandbox import AttachOptions, SandboxError, attach_tap
+
+    def fail(msg: str) -> int:
+        print(f"{prog}: {msg}", file=sys.stderr, flush=True)
+        return 1
+
+    pidfd = None
+    if o.pid is not None:
+        try:
+            pidfd = os.pidfd_open(o.pid)     # before attaching: the PID cannot be reused under us
+        except OSError as e:
+            return fail(f"process {o.pid}: {e.strerror}")
+    try:
+        tap = attach_tap(AttachOptions(tap_name=o.tap_name, net=config, configure=o.configure, pid=o.pid,
+                                       netns_path=None if o.pid is not None else o.target,
+                                       userns_path=o.userns_path))
+    except SandboxError as e:
+        if pidfd is not None:
+            os.close(pidfd)
+        return fail(str(e))
+    try:
+        target = AttachedTarget(pidfd, o.exit_fd, o.ready_fd)
+    except Exit as e:
+        os.close(tap.fd)
+        return fail(e.err)
+    try:
+        if tap.fallback_reason:
+            print(f"{prog}: notice: TAP offloads unavailable ({tap.fallback_reason}); running without them",
+                  file=sys.stderr, flush=True)
+        _print_banner(o, config)
+        runtime = Runtime(config, tap.fd, vnet_hdr=tap.vnet_hdr, offload=tap.offload)
+        runtime.linger = 0.0       # the target decides when flows end; do not outlive it
+        return uvloop.run(serve_sandbox(runtime, target, None))
+    finally:
+        target.close()
+        os.close(tap.fd)
+
+
+def _print_banner(o: Options, config: NetConfig) -> None:
+    lines = [
+        "Starting slirpy (slirp4netns mode)",
+        f"* MTU:             {config.mtu}",
+        f"* Network:         {config.network.network_address}",
+        f"* Netmask:         {config.network.netmask}",
+        f"* Gateway:         {config.gateway}",
+        f"* DNS:             {config.dns if config.dns_enabled else 'disabled'}",
+        f"* Recommended IP:  {config.guest}",
+    ]
+    if o.api_socket is not None:
+        lines.append(f"* API Socket:      {o.api_socket}")
+    if config.guest_mac is not None:
+        lines.append("* MAC address:     " + ":".join(f"{b:02x}" for b in config.guest_mac))
+    if config.allow_host_loopback:
+        lines.append(f"WARNING: 127.0.0.1:* on the host is reachable as {config.gateway} "
+                     "(--disable-host-loopback refuses it)")
+    print("\n".join(lines), flush=True)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console script `slirpy-slirp4netns`."""
+    if argv is None:
+        argv = sys.argv[1:]
+    sys.exit(run(list(argv), _prog(sys.argv[0])))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
