@@ -6,7 +6,8 @@ holds one entry per flow, at `timer_at`; when that entry comes due the stack com
 `last_active` and either re-arms it or expires the flow, so datagrams never touch the heap.
 
 A `TcpFlow` ties one `TcpConnection` to its addresses, the prebuilt parts of every frame it
-emits, and the bookkeeping the stack needs (half-open, host reads paused, timer). The
+emits, and the bookkeeping the stack needs (half-open, host reads paused, timer, whether a
+host client of a published port opened it: `inbound`). The
 `DeadlineHeap` gives the stack a single next deadline for all flows without scanning them:
 entries are (deadline, flow id); an entry whose deadline no longer matches the flow's current
 one is stale and skipped. The heap is rebuilt when stale entries outnumber live flows, so it
@@ -42,7 +43,7 @@ class TcpFlow:
         self.guest_port = guest_port
         self.host_ip = host_ip
         self.host_port = host_port
-        self.eth_prefix = eth_prefix
+        self.eth_prefix = eth_prefix      # None until the guest's MAC is known (inbound flows)
         # Sum of the IPv4 header fields that never change for this flow (version/IHL, DF,
         # TTL/protocol, addresses): per frame only total length and ident are added.
         self.ip_base_sum = 0x4500 + 0x4000 + ((64 << 8) | _PROTO_TCP) + sum16(host_ip + guest_ip)
@@ -64,7 +65,7 @@ class DatagramFlow:
     __slots__ = (
         "flow_id", "key", "proto", "guest_ip", "guest_port", "host_ip", "host_port",
         "dns", "last_head", "last_active", "replied", "timer_at", "opened_at",
-        "datagrams_in", "datagrams_out", "pseudo_base",
+        "datagrams_in", "datagrams_out", "pseudo_base", "inbound",
     )
 
     def __init__(self, flow_id: int, key: tuple, proto: int, guest_ip: bytes, guest_port: int,
@@ -86,6 +87,17 @@ class DatagramFlow:
         self.datagrams_out = 0            # host -> guest
         # Pseudo-header sum (host -> guest) without the length, for UDP checksums.
         self.pseudo_base = sum16(host_ip + guest_ip) + proto
+        self.inbound = False              # opened by a host client of a published port
+
+
+class Deadline:
+    """A bare deadline record for a `DeadlineHeap` (e.g. an inbound SYN's give-up time)."""
+
+    __slots__ = ("flow_id", "timer_at")
+
+    def __init__(self, flow_id: int, timer_at: float):
+        self.flow_id = flow_id
+        self.timer_at: float | None = timer_at
 
 
 class DeadlineHeap:

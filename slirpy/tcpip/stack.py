@@ -46,7 +46,27 @@ runtime sends the echoes from an unprivileged ICMP socket and returns replies wi
 Errors the host learns about a UDP or echo flow come back as ICMP errors quoting the guest's
 last packet on that flow.
 
-Not implemented here (yet): IPv6, IP fragments (dropped, counted), inbound (published) flows.
+Inbound (published ports): the runtime accepts a host client on a published port and calls
+`tcp_inbound_open(client_ip, client_port, guest_port, now)`; the stack makes an active-open
+`TcpConnection` whose SYN reaches the guest *from the client's own address and port*, so the
+guest sees the real peer. The guest's answers go to its default route (the gateway), which
+is us. A client the guest could not route back to (host loopback, IPv6, an address inside
+the sandbox network, multicast, "this network") appears as the gateway instead, with its own
+port when that 4-tuple is free. From then on the flow is an ordinary TCP flow: the same
+events (`TcpDataReceived`, `TcpFlowClosed`, ...) and the same host inputs. A guest RST
+(nothing listening) closes the flow with `reset=True`; a SYN the guest never answers gives up
+after `Limits.tcp_inbound_timeout`, also with `reset=True`. UDP likewise:
+`udp_inbound_open(...)` makes a `DatagramFlow` (marked `inbound`) for one client address:port;
+`udp_host_datagram` delivers the client's datagrams; the guest's replies come out as
+`UdpDatagramReceived` for the runtime to send through the listening socket; idle expiry as
+for outbound UDP. Flow tables are keyed by the guest-side 4-tuple (guest ip, guest port,
+peer ip, peer port) for both directions, exactly as the guest kernel sees its sockets, so an
+inbound flow can never share a key with an outbound one: an inbound open whose key is taken
+(not by a flow in TIME-WAIT) picks another gateway port, or fails for a real client address
+(`tcp.inbound.drop.tuple_in_use`). Until the guest's MAC is known (a guest that only
+listens has sent nothing yet) inbound frames wait and the stack ARPs for the guest.
+
+Not implemented here (yet): IPv6, IP fragments (dropped, counted).
 """
 
 from __future__ import annotations
@@ -62,7 +82,7 @@ from . import icmp as _icmp
 from .checksum import finish, sum16
 from .errors import MalformedPacket
 from .ethernet import ETH_HDR, ETH_HLEN, ETHERTYPE_ARP, ETHERTYPE_IPV4
-from .flows import DatagramFlow, DeadlineHeap, TcpFlow
+from .flows import DatagramFlow, Deadline, DeadlineHeap, TcpFlow
 from .ipv4 import IPV4_HDR, IPV4_HLEN, PROTO_ICMP, PROTO_TCP, PROTO_UDP
 from .ipv4 import build_header as build_ipv4_header
 from .tcp import ACK, FIN, RST, SYN, TCP_HDR, TcpSegment
@@ -89,6 +109,10 @@ _QUOTE_MAX = _icmp.ERROR_QUOTE_MAX              # head of a guest packet kept fo
 _ECHO_ID_SEQ = struct.Struct("!HH")
 _DNS_PORT = 53
 _DNS_HLEN = 12
+_BROADCAST_MAC = b"\xff" * 6
+_GUEST_ARP_INTERVAL = 0.5        # seconds between ARP requests for a silent guest
+_UDP_AWAIT_MAC_MAX = 64          # inbound datagrams held while the guest's MAC is unknown
+_REMAP_TRIES = 32                # gateway ports tried when a client's own port is taken
 
 
 # --- events for the runtime -------------------------------------------------------------
@@ -222,6 +246,12 @@ class Stack:
         self._dgram_timers = DeadlineHeap()
         self._frames: list = []                      # frames ready for the TAP
         self._events: deque = deque()
+        # Inbound (published-port) flows: SYN give-up deadlines, flows waiting for the guest MAC.
+        self._inbound_syn: dict[int, Deadline] = {}
+        self._inbound_timers = DeadlineHeap()
+        self._await_mac: dict[int, TcpFlow] = {}
+        self._udp_await_mac: deque = deque()
+        self._guest_arp_at: float | None = None
 
         if vnet_hdr:
             self._vnet_plain = bytes(VNET_HDR_LEN)
@@ -269,6 +299,7 @@ class Stack:
             self._service(flow, now)
         self._timers.compact(self._tcp_by_id)
         self._dgram_timers.compact(self._dgram_by_id)
+        self._inbound_timers.compact(self._inbound_syn)
         frames, self._frames = self._frames, []
         return frames
 
@@ -278,11 +309,12 @@ class Stack:
         return self._events.popleft() if self._events else None
 
     def next_deadline(self) -> float | None:
-        t = self._timers.next_deadline(self._tcp_by_id)
-        d = self._dgram_timers.next_deadline(self._dgram_by_id)
-        if t is None:
-            return d
-        return t if d is None or t <= d else d
+        best = self._timers.next_deadline(self._tcp_by_id)
+        for d in (self._dgram_timers.next_deadline(self._dgram_by_id),
+                  self._inbound_timers.next_deadline(self._inbound_syn)):
+            if d is not None and (best is None or d < best):
+                best = d
+        return best
 
     def handle_timer(self, now: float) -> None:
         for flow in list(self._timers.pop_due(now, self._tcp_by_id)):
@@ -296,6 +328,11 @@ class Stack:
                 heap.push(expires, flow.flow_id)
             else:
                 self._close_dgram(flow, "expired")
+        for rec in list(self._inbound_timers.pop_due(now, self._inbound_syn)):
+            self._inbound_syn.pop(rec.flow_id, None)
+            flow = self._tcp_by_id.get(rec.flow_id)
+            if flow is not None and flow.half_open:
+                self._inbound_give_up(flow, now)
 
     def tcp_host_connected(self, flow_id: int, now: float) -> None:
         flow = self._tcp_by_id.get(flow_id)
@@ -369,6 +406,151 @@ class Stack:
     def flows(self) -> list[TcpFlow]:
         return list(self._tcp_by_id.values())
 
+    # ------------------------------------------------------------------ public: inbound (published ports)
+
+    def probe_guest(self, now: float) -> None:
+        """ARP for the guest now, so that its MAC is known before the first inbound flow."""
+        if self._guest_mac is None:
+            self._arp_for_guest(now)
+
+    def tcp_inbound_open(self, client_ip: str, client_port: int, guest_port: int,
+                         now: float) -> int | None:
+        """A host client connected to a port published to `guest_port`: open a flow whose SYN
+        reaches the guest from the client's address (or the gateway's, see the module doc).
+        Returns the flow id, or None when the flow cannot be opened (counted): the runtime
+        then resets the client."""
+        c = self.counters
+        limits = self.limits
+        if not 0 < guest_port < 65536 or not 0 < client_port < 65536:
+            c["tcp.inbound.drop.port_zero"] += 1
+            return None
+        if len(self._tcp_by_id) >= limits.max_tcp_flows:
+            c["tcp.inbound.drop.flow_limit"] += 1
+            return None
+        if self._half_open >= limits.max_half_open:
+            c["tcp.inbound.drop.half_open_limit"] += 1
+            return None
+        key = self._inbound_key(client_ip, client_port, guest_port, self._tcp_by_key, "tcp")
+        if key is None:
+            return None
+        _, _, src, sport = key
+        flow_id = self._next_flow_id
+        self._next_flow_id += 1
+        conn = TcpConnection.active(self._rng.getrandbits(32), now, self._tcp_params)
+        mac = self._guest_mac
+        prefix = ETH_HDR.pack(mac, self._gw_mac, ETHERTYPE_IPV4) if mac is not None else None
+        flow = TcpFlow(flow_id, key, conn, self.guest_ip, guest_port, src, sport, prefix, now,
+                       inbound=True)
+        self._tcp_by_key[key] = flow
+        self._tcp_by_id[flow_id] = flow
+        self._half_open += 1
+        c["tcp.flows.opened"] += 1
+        c["tcp.inbound.opened"] += 1
+        rec = Deadline(flow_id, now + limits.tcp_inbound_timeout)
+        self._inbound_syn[flow_id] = rec
+        self._inbound_timers.push(rec.timer_at, flow_id)
+        self._dirty[flow_id] = flow
+        return flow_id
+
+    def udp_inbound_open(self, client_ip: str, client_port: int, guest_port: int,
+                         now: float) -> int | None:
+        """A new host client (address:port) sent to a UDP port published to `guest_port`:
+        make its flow (deliver its datagrams with `udp_host_datagram`). Returns the flow id,
+        or None (counted)."""
+        c = self.counters
+        if not 0 < guest_port < 65536 or not 0 < client_port < 65536:
+            c["udp.inbound.drop.port_zero"] += 1
+            return None
+        key = self._inbound_key(client_ip, client_port, guest_port, self._udp, "udp")
+        if key is None:
+            return None
+        table = self._udp
+        if len(table) >= self.limits.max_udp_flows:
+            self._close_dgram(next(iter(table.values())), "evicted")
+        _, _, src, sport = key
+        flow = self._new_dgram(key, PROTO_UDP, self.guest_ip, guest_port, src, sport, now, False)
+        flow.inbound = True
+        table[key] = flow
+        c["udp.inbound.opened"] += 1
+        return flow.flow_id
+
+    def inbound_source(self, client_ip: str) -> bytes:
+        """The address the guest sees for a host client at `client_ip`: the client's own when
+        the guest can route back to it through the gateway, else the gateway's."""
+        try:
+            ip = ipaddress.ip_address(client_ip.split("%", 1)[0])
+        except ValueError:
+            return self.gateway_ip
+        if ip.version == 6:
+            ip = ip.ipv4_mapped
+            if ip is None:
+                return self.gateway_ip
+        packed = ip.packed
+        d = int.from_bytes(packed, "big")
+        first = d >> 24
+        if (first == 127 or first == 0 or first >= 224 or (d & self._net_mask) == self._net_lo):
+            return self.gateway_ip
+        return packed
+
+    def _inbound_key(self, client_ip: str, client_port: int, guest_port: int, table,
+                     proto: str) -> tuple | None:
+        c = self.counters
+        src = self.inbound_source(client_ip)
+        mapped = src == self.gateway_ip
+        if mapped:
+            c[proto + ".inbound.via_gateway"] += 1
+        sport = client_port
+        for attempt in range(_REMAP_TRIES):
+            key = (self.guest_ip, guest_port, src, sport)
+            old = table.get(key)
+            if old is None:
+                return key
+            if proto == "tcp" and old.conn.state is TcpState.TIME_WAIT:
+                self._forget(old)                    # a new incarnation of the 4-tuple
+                c["tcp.time_wait.reused"] += 1
+                return key
+            if not mapped:
+                break
+            sport = 1024 + self._rng.randrange(65536 - 1024)
+            c[proto + ".inbound.port_remapped"] += 1
+        c[proto + ".inbound.drop.tuple_in_use"] += 1
+        return None
+
+    def _inbound_give_up(self, flow: TcpFlow, now: float) -> None:
+        """The guest never completed an inbound handshake: RST it if needed, reset the client."""
+        self.counters["tcp.inbound.timeout"] += 1
+        conn = flow.conn
+        conn.abort(now)
+        if flow.eth_prefix is not None:
+            segments = conn.segments_to_send(now)
+            if segments:
+                self._emit_segments(flow, conn, segments)
+        self._forget(flow)
+        self._events.append(TcpFlowClosed(flow.flow_id, True))
+
+    def _arp_for_guest(self, now: float) -> None:
+        last = self._guest_arp_at
+        if last is not None and now - last < _GUEST_ARP_INTERVAL:
+            return
+        self._guest_arp_at = now
+        req = _arp.ArpPacket(_arp.OP_REQUEST, self._gw_mac, self.gateway_ip, bytes(6), self.guest_ip)
+        self._frames.append(self._vnet_plain + ETH_HDR.pack(_BROADCAST_MAC, self._gw_mac, ETHERTYPE_ARP)
+                            + req.pack())
+        self.counters["arp.tx.request"] += 1
+
+    def _guest_mac_learned(self, mac: bytes) -> None:
+        if self._await_mac:
+            prefix = ETH_HDR.pack(mac, self._gw_mac, ETHERTYPE_IPV4)
+            for fid, flow in self._await_mac.items():
+                if fid in self._tcp_by_id:
+                    flow.eth_prefix = prefix
+                    self._dirty[fid] = flow
+            self._await_mac.clear()
+        held = self._udp_await_mac
+        while held:
+            fid, data, now = held.popleft()
+            self.udp_host_datagram(fid, data, now)
+
     def udp_flows(self) -> list[DatagramFlow]:
         return list(self._udp.values())
 
@@ -390,7 +572,12 @@ class Stack:
             return
         mac = self._guest_mac
         if mac is None:
-            c["tx.drop.no_guest_mac"] += 1
+            if flow.inbound and len(self._udp_await_mac) < _UDP_AWAIT_MAC_MAX:
+                self._udp_await_mac.append((flow_id, bytes(data), now))
+                self._arp_for_guest(now)
+                c["udp.inbound.await_mac"] += 1
+            else:
+                c["tx.drop.no_guest_mac"] += 1
             return
         flow.replied = True
         flow.last_active = now
@@ -523,6 +710,8 @@ class Stack:
         table[ip] = mac
         if ip == self.guest_ip:
             self._guest_mac = mac
+            if self._await_mac or self._udp_await_mac:
+                self._guest_mac_learned(mac)
 
     # ------------------------------------------------------------------ IPv4
 
@@ -824,11 +1013,25 @@ class Stack:
     def _service(self, flow: TcpFlow, now: float) -> None:
         """Emit a flow's pending segments, pass on its events, re-arm its timer."""
         conn = flow.conn
-        segments = conn.segments_to_send(now)
-        if segments:
-            self._emit_segments(flow, conn, segments)
-        events = self._events
         fid = flow.flow_id
+        if flow.eth_prefix is None:
+            if conn.state is not TcpState.CLOSED:
+                # An inbound flow to a guest whose MAC we do not know yet: hold its segments
+                # (they stay pending in the connection) and ask for the MAC.
+                self._await_mac[fid] = flow
+                self._arp_for_guest(now)
+                t = conn.get_timer()
+                if t != flow.timer_at:
+                    flow.timer_at = t
+                    if t is not None:
+                        self._timers.push(t, fid)
+                return
+            conn.segments_to_send(now)           # nothing was ever sent: nothing to reset
+        else:
+            segments = conn.segments_to_send(now)
+            if segments:
+                self._emit_segments(flow, conn, segments)
+        events = self._events
         closed = reset = False
         while True:
             ev = conn.next_event()
@@ -843,6 +1046,8 @@ class Stack:
                 if flow.half_open:
                     flow.half_open = False
                     self._half_open -= 1
+                    if flow.inbound:
+                        self._inbound_syn.pop(fid, None)
                 self.counters["tcp.flows.established"] += 1
             elif t is Reset:
                 self.counters["tcp.flows.reset." + ev.reason] += 1
@@ -866,6 +1071,9 @@ class Stack:
         self._tcp_by_key.pop(flow.key, None)
         self._tcp_by_id.pop(flow.flow_id, None)
         self._dirty.pop(flow.flow_id, None)
+        self._await_mac.pop(flow.flow_id, None)
+        if flow.inbound:
+            self._inbound_syn.pop(flow.flow_id, None)
         flow.timer_at = None
         if flow.half_open:
             flow.half_open = False
