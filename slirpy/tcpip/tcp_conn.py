@@ -51,8 +51,10 @@ What it implements
 
 What it deliberately does not do
 --------------------------------
-Sender-side SACK (SACK blocks the peer sends are read but not used: recovery of what *we*
-send is NewReno), timestamps (so no PAWS and no RTTM on retransmissions), ECN, urgent data (URG is
+RFC 6675's full pipe accounting (sender-side SACK here is simpler: during fast recovery the
+holes below the highest SACKed byte are resent one segment per duplicate ACK, NewReno
+otherwise), RACK-TLP and limited transmit (a loss with few segments in flight waits for
+the RTO), timestamps (so no PAWS and no RTTM on retransmissions), ECN, urgent data (URG is
 ignored), data carried on SYNs (ignored; the peer retransmits it), delayed ACKs, Nagle,
 keep-alives, challenge-ACK rate limiting (RFC 5961 §7: the per-flush coalescing bounds it),
 a LISTEN state (the stack demultiplexes SYNs itself; ``TcpState.LISTEN`` exists for names
@@ -78,6 +80,7 @@ from dataclasses import dataclass
 from .seqnum import seq_add, seq_between, seq_ge, seq_gt, seq_le, seq_lt, seq_sub
 from .tcp import ACK, FIN, PSH, RST, SYN, TcpOptions, TcpSegment
 
+SACK_SCOREBOARD_MAX = 32        # SACKed ranges remembered from the peer
 MAX_DUPACKS_PER_FLUSH = 16      # duplicate ACKs emitted for one batch of out-of-order arrivals
 OOO_MAX_SEGMENTS = 256        # out-of-order entries kept; more are dropped (the peer resends)
 DEFAULT_MSS = 536             # RFC 9293 §3.7.1 when the SYN carries no MSS option
@@ -189,6 +192,7 @@ class TcpConnection:
         "_rto_at", "_persist_at", "_tw_at", "_syn_at",
         "_accepted", "_syn_pending", "_ws_ok", "_ack_needed", "_rst_out",
         "_ooo", "_rcv_fin_seq", "_events", "_ooo_acks", "_sack_ok", "_sack_last",
+        "_sacked", "_high_rxt", "_rxt_budget",
     )
 
     def __init__(self, iss: int, now: float, params: TcpParams) -> None:
@@ -239,6 +243,9 @@ class TcpConnection:
         self._ooo_acks = 0                 # out-of-order arrivals since the last flush
         self._sack_ok = False              # both SYNs carried SACK-permitted (RFC 2018)
         self._sack_last = 0                # start of the most recent out-of-order arrival
+        self._sacked: list | None = None   # scoreboard: merged [start, end) the peer SACKed
+        self._high_rxt = 0                 # holes below this were retransmitted (RFC 6675 HighRxt)
+        self._rxt_budget = 0               # hole retransmissions allowed now (one per dup ACK)
         self._rst_out: tuple | None = None
         self._ooo: list | None = None
         self._rcv_fin_seq: int | None = None
@@ -475,6 +482,72 @@ class TcpConnection:
         ordered = [blocks[first]] + blocks[:first] + blocks[first + 1:]
         return TcpOptions(sack_blocks=tuple((s, e) for s, e in ordered[:4])).pack()
 
+    def _update_scoreboard(self, blocks, ack: int) -> None:
+        """Merge the peer's SACK blocks (RFC 2018) into the scoreboard; bounded, and only
+        blocks above the cumulative ACK and below SND.MAX count (RFC 6675 §5, D-SACK ignored)."""
+        board = self._sacked or []
+        snd_max = self._snd_max
+        for left, right in blocks:
+            if not (seq_lt(ack, right) and seq_le(right, snd_max) and seq_lt(left, right)):
+                continue
+            if seq_lt(left, ack):
+                left = ack
+            board.append([left, right])
+        if not board:
+            self._sacked = None
+            return
+        board.sort(key=lambda r: seq_sub(r[0], ack))
+        merged = [board[0]]
+        for left, right in board[1:]:
+            last = merged[-1]
+            if seq_le(left, last[1]):
+                if seq_gt(right, last[1]):
+                    last[1] = right
+            else:
+                merged.append([left, right])
+        self._sacked = merged[-SACK_SCOREBOARD_MAX:]
+
+    def _emit_holes(self, out: list, now: float, rcv_nxt: int, wnd_field: int, mv, buf_seq: int,
+                    blen: int) -> bool:
+        """Retransmit up to `_rxt_budget` un-SACKed segments between HighRxt and the highest
+        SACKed byte; a pending retransmission stays pending while budget and holes remain."""
+        una = self.snd_una
+        board = self._sacked
+        mss = self.snd_mss
+        # drop what the cumulative ACK has passed
+        while board and seq_le(board[0][1], una):
+            board.pop(0)
+        if not board:
+            self._sacked = None
+            return False
+        h = self._high_rxt
+        if seq_lt(h, una):
+            h = una
+        sent = False
+        top = board[-1][1]
+        i = 0
+        while self._rxt_budget > 0 and seq_lt(h, top):
+            while i < len(board) and seq_le(board[i][1], h):
+                i += 1
+            if i < len(board) and seq_le(board[i][0], h):
+                h = board[i][1]                         # inside a SACKed block: skip it
+                continue
+            hole_end = board[i][0] if i < len(board) else top
+            n = min(seq_sub(hole_end, h), mss)
+            off = seq_sub(h, buf_seq)
+            if n <= 0 or off < 0 or off + n > blen:
+                break
+            out.append((h, rcv_nxt, ACK, wnd_field, b"", mv[off:off + n].tobytes()))
+            sent = True
+            h = seq_add(h, n)
+            self._rxt_budget -= 1
+        self._high_rxt = h
+        if sent:
+            self._rtt_seq = None                        # Karn: never time a retransmission
+            if self._rto_at is None:
+                self._rto_at = now + self._rto
+        return sent
+
     def _emit_data(self, out: list, now: float, rcv_nxt: int, wnd_field: int, fin_ok: bool) -> bool:
         """Append retransmissions, probes and new data; return whether anything went out."""
         buf = self._sndbuf
@@ -486,8 +559,13 @@ class TcpConnection:
         sent = False
         mv = memoryview(buf)
         try:
+            # With a SACK scoreboard: retransmit the holes below the highest SACKed byte, one
+            # segment per duplicate ACK (a simple form of RFC 6675's NextSeg rule 1).
+            if self._rexmit_pending and self._sacked:
+                self._rexmit_pending = False
+                sent = self._emit_holes(out, now, rcv_nxt, wnd_field, mv, buf_seq, blen)
             # Fast retransmit / NewReno partial ACK: one SMSS at SND.UNA (RFC 5681 §3.2, RFC 6582).
-            if self._rexmit_pending:
+            elif self._rexmit_pending:
                 self._rexmit_pending = False
                 off = seq_sub(una, buf_seq)
                 n = min(blen - off, mss)
@@ -611,6 +689,8 @@ class TcpConnection:
                 self._dupacks = 0
                 self._recover = self._snd_max                    # RFC 6582 §3.2 step 4
                 self._rexmit_pending = False
+                self._sacked = None                              # RFC 6675 §5.1: start over
+                self._rxt_budget = 0
                 self.snd_nxt = una
                 if self.snd_wnd == 0:
                     self._rto_at = None                          # closed window: persist instead
@@ -813,6 +893,8 @@ class TcpConnection:
         mss = self.snd_mss
         if self._persist_at is not None:
             self._retries = 0                       # the peer answers our probes: it is alive
+        if self._sack_ok and seg.options.sack_blocks:
+            self._update_scoreboard(seg.options.sack_blocks, ack)
         if seq_gt(ack, una):
             acked = seq_sub(ack, una)
             self.snd_una = ack
@@ -840,9 +922,11 @@ class TcpConnection:
                     flight = seq_sub(self._snd_max, ack)
                     self._cwnd = min(self._ssthresh, max(flight, mss) + mss)
                     self._in_recovery = False
+                    self._rxt_budget = 0
                 else:
                     # Partial ACK: retransmit the next hole, deflate (RFC 6582 §3.2 step 4).
                     self._rexmit_pending = True
+                    self._rxt_budget += 1
                     self._cwnd = max(self._cwnd - acked + mss, mss)
             else:
                 if self._cwnd < self._ssthresh:
@@ -875,6 +959,9 @@ class TcpConnection:
                 self._dupacks += 1
                 if self._in_recovery:
                     self._cwnd += mss                        # inflate (RFC 5681 §3.2 step 4)
+                    self._rxt_budget += 1                    # one segment left the network
+                    if self._sacked:
+                        self._rexmit_pending = True
                 elif self._dupacks == 3 and seq_gt(ack, self._recover):
                     flight = seq_sub(self._snd_max, una)
                     self._ssthresh = max(flight // 2, 2 * mss)
@@ -882,6 +969,8 @@ class TcpConnection:
                     self._recover = self._snd_max
                     self._in_recovery = True
                     self._rexmit_pending = True
+                    self._high_rxt = una
+                    self._rxt_budget = 1
                     self._rtt_seq = None
         # Window update (§3.10.7.4 fifth, SND.WL1/SND.WL2).
         seq = seg.seq

@@ -855,3 +855,38 @@ def test_no_sack_blocks_unless_the_peer_offered_sack():
     c.receive_segment(seg(IRS + 21, ISS + 1, ACK, 0xFFFF, b"B" * 10), 1.0)
     [ack] = c.segments_to_send(1.0)
     assert ack[4] == b""
+
+
+def test_sack_scoreboard_retransmits_only_the_holes():
+    """Sender side: with SACK, fast recovery resends the un-SACKed holes (one segment per
+    duplicate ACK), never the SACKed data, and NewReno's single resend at SND.UNA is not used."""
+    syn = seg(IRS, 0, SYN, 0xFFFF, options=TcpOptions(mss=100, wscale=7, sack_permitted=True))
+    c = TcpConnection.passive(syn, ISS, 0.0, P)
+    c.accept(0.0)
+    c.segments_to_send(0.0)
+    c.receive_segment(seg(IRS + 1, ISS + 1, ACK, 0xFFFF), 0.0)
+    c.segments_to_send(0.0)
+    data = bytes(range(256)) * 4                    # 1024 bytes: segments of 100
+    c.send(data)
+    sent = c.segments_to_send(0.0)
+    base = ISS + 1
+    # initial window 10 * SMSS: ten 100-byte segments
+    assert [(o[0] - base, len(o[5])) for o in sent] == [(off, 100) for off in range(0, 1000, 100)]
+    # segments at offsets 0 and 300 are lost; the peer SACKs 100..300 and 400..700
+    def dup(blocks):
+        opts = TcpOptions(sack_blocks=tuple((base + a, base + b) for a, b in blocks))
+        c.receive_segment(seg(IRS + 1, base, ACK, 0xFFFF, options=opts), 1.0)
+    dup([(100, 200)])
+    dup([(100, 300)])
+    dup([(400, 500), (100, 300)])
+    out = c.segments_to_send(1.0)
+    assert [(o[0] - base, len(o[5])) for o in out if o[5]][:1] == [(0, 100)]
+    dup([(400, 600), (100, 300)])
+    out = c.segments_to_send(1.0)
+    resent = [(o[0] - base, len(o[5])) for o in out if o[5] and seq_lt_ok(o[0], base + 700)]
+    assert resent == [(300, 100)]          # the second hole, not the SACKed 100..300
+    assert bytes(out[0][5]) == data[300:400]
+
+
+def seq_lt_ok(a, b):
+    return ((b - a) & 0xFFFFFFFF) < (1 << 31) and a != b
