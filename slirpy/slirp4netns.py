@@ -346,12 +346,8 @@ def run(argv: list[str], prog: str = "slirp4netns") -> int:
         config = build_config(o)
         _check_fd(o.exit_fd, "exit-fd")
         _check_fd(o.ready_fd, "ready-fd")
-        api = None
-        if o.api_socket is not None:
-            try:
-                from . import api  # noqa: F401  (the published-ports control API)
-            except ImportError:
-                raise Exit(1, "slirpy: --api-socket: this slirpy has no port-forwarding API yet") from None
+        if o.api_socket is not None and not api_available():
+            raise Exit(1, "slirpy: --api-socket: this slirpy has no port-forwarding API yet")
     except Exit as e:
         if e.err:
             print(e.err, file=sys.stderr, flush=True)
@@ -362,6 +358,12 @@ def run(argv: list[str], prog: str = "slirp4netns") -> int:
         sys.stdout.flush()
         return e.code
     return _serve(o, config, prog)
+
+
+def api_available() -> bool:
+    """Whether the runtime can serve the JSON API (slirpy/api.py through Runtime.prepare_ports)."""
+    from .runtime import Runtime
+    return hasattr(Runtime, "prepare_ports") and hasattr(Runtime, "start_control")
 
 
 def _serve(o: Options, config: NetConfig, prog: str) -> int:
@@ -400,7 +402,14 @@ def _serve(o: Options, config: NetConfig, prog: str) -> int:
         _print_banner(o, config)
         runtime = Runtime(config, tap.fd, vnet_hdr=tap.vnet_hdr, offload=tap.offload)
         runtime.linger = 0.0       # the target decides when flows end; do not outlive it
-        return uvloop.run(serve_sandbox(runtime, target, None))
+        setup = None
+        if o.api_socket is not None:
+            try:
+                runtime.prepare_ports((), api_socket=o.api_socket)
+            except OSError as e:
+                return fail(f"cannot listen on the API socket {o.api_socket}: {e.strerror or e}")
+            setup = runtime.start_control          # listening before the ready fd is written
+        return uvloop.run(serve_sandbox(runtime, target, setup))
     finally:
         target.close()
         os.close(tap.fd)

@@ -328,3 +328,29 @@ def test_dns_at_network_plus_3(target, slirpy, tmp_path):
         assert ("udp", "a.test", 1) in server.queries
     finally:
         server.close()
+
+
+needs_api = pytest.mark.skipif(not __import__("slirpy.slirp4netns", fromlist=["x"]).api_available(),
+                               reason="the port-forwarding API (slirpy/api.py) has not landed yet")
+
+
+@needs_api
+def test_api_socket_in_a_missing_directory_fails_at_start(target, slirpy, tmp_path):
+    s = slirpy("-c", "-a", str(tmp_path / "no-such-dir" / "api.sock"), str(target.pid), "tap0")
+    assert s.wait_ready() == b""             # EOF without "1": never became ready
+    assert s.wait() == 1
+    assert "cannot listen on the API socket" in s.output()
+
+
+@needs_api
+def test_api_socket_forwards_a_host_port_before_ready(target, slirpy, tmp_path):
+    import socket as _socket
+    path = str(tmp_path / "api.sock")
+    s = slirpy("-c", "-a", path, str(target.pid), "tap0")
+    assert s.wait_ready() == b"1"            # the API is listening once ready is written
+    with _socket.socket(_socket.AF_UNIX) as c:
+        c.connect(path)
+        c.sendall(b'{"execute": "list_hostfwd"}')
+        c.shutdown(_socket.SHUT_WR)
+        reply = json.loads(c.recv(4096))
+    assert reply == {"entries": []}, reply
