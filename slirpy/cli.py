@@ -131,5 +131,15 @@ def selfcheck(size, mtu, no_offload):
     sys.exit(run_selfcheck(config, size << 20))
 
 
+@main.command("slirp4netns", add_help_option=False,
+              context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def slirp4netns_cmd(args):
+    """Drop-in for slirp4netns 1.2: serve a namespace someone else created (try: --help)."""
+    from .slirp4netns import run as run_slirp4netns
+
+    sys.exit(run_slirp4netns(list(args), "slirpy slirp4netns"))
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()
