@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import signal
 import sys
 
 import click
 
 from . import __version__
-from .config import (DEFAULT_CIDR, DEFAULT_MTU, ConfigError, NetConfig, parse_cidr,
-                     parse_dns_upstream, parse_mtu)
+from .config import (DEFAULT_CIDR, DEFAULT_MTU, PORT_SPEC_SYNTAX, ConfigError, NetConfig,
+                     parse_cidr, parse_dns_upstream, parse_mtu, parse_port_spec)
 
 
 def _fail(message: str, code: int = 1) -> "NoReturn":  # noqa: F821
@@ -19,9 +21,11 @@ def _fail(message: str, code: int = 1) -> "NoReturn":  # noqa: F821
 
 def build_config(mtu: str, cidr: str, offload: bool, allow_host_loopback: bool, *,
                  dns: bool = True, dns_upstream: str | None = None,
-                 resolv_conf: str = "/etc/resolv.conf") -> NetConfig:
+                 resolv_conf: str = "/etc/resolv.conf", publish=()) -> NetConfig:
     try:
+        ports = tuple(p for text in publish for p in parse_port_spec(text))
         return NetConfig(
+            ports=ports,
             network=parse_cidr(cidr),
             mtu=parse_mtu(mtu),
             offload=offload,
@@ -36,7 +40,7 @@ def build_config(mtu: str, cidr: str, offload: bool, allow_host_loopback: bool, 
 
 def run_sandbox(config: NetConfig, argv: list[str], *, map_subuids: bool = False,
                 stats_file: str | None = None, quiet: bool = False, setup=None,
-                impair=None) -> int:
+                impair=None, api_socket: str | None = None) -> int:
     """Start the sandbox, serve it until the command exits, return the command's exit code."""
     import uvloop
 
@@ -58,6 +62,19 @@ def run_sandbox(config: NetConfig, argv: list[str], *, map_subuids: bool = False
                        "running without them (slower)", err=True)
         runtime = Runtime(config, sandbox.tap_fd, vnet_hdr=sandbox.vnet_hdr, offload=sandbox.offload,
                           impair=impair)
+        from .ports import PortError, host_port_text
+        try:
+            published = runtime.prepare_ports(config.ports, api_socket)
+        except (PortError, OSError) as e:
+            sandbox.send_signal(signal.SIGKILL)
+            sandbox.wait()
+            if isinstance(e, PortError):
+                _fail(str(e), 1)
+            _fail(f"cannot create the API socket {api_socket}: {e.strerror or e}", 1)
+        for asked, spec in zip(config.ports, published):
+            if asked.host_port == 0 and not quiet:
+                click.echo(f"slirpy: published {host_port_text(spec.host_addr, spec.host_port)} -> "
+                           f"container port {spec.guest_port}/{spec.proto}", err=True)
         code = uvloop.run(serve_sandbox(runtime, sandbox, setup))
         if stats_file:
             runtime.write_stats(stats_file)
@@ -91,15 +108,20 @@ def main() -> None:
 @click.option("--impair", metavar="SPEC",
               help="Fault injection between tap0 and the stack, both directions: "
                    "loss=P%,reorder=P%,dup=P%,corrupt=P%,delay=MS,seed=N.")
+@click.option("-p", "--publish", "publish", multiple=True, metavar="SPEC",
+              help=f"Publish a sandbox port on the host: {PORT_SPEC_SYNTAX}; ranges and "
+                   "[IPv6]:host:container work; repeatable. The sandbox sees each client's address.")
+@click.option("--api-socket", type=click.Path(dir_okay=False),
+              help="Serve slirp4netns's JSON API (add_hostfwd, list_hostfwd, remove_hostfwd) here.")
 @click.option("--debug", is_flag=True, help="Debug logging.")
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
 def run(mtu, cidr, no_offload, allow_host_loopback, map_subuids, disable_dns, dns_upstream,
-        resolv_conf, stats_file, impair, debug, command):
+        resolv_conf, stats_file, impair, publish, api_socket, debug, command):
     """Run COMMAND in a new network namespace with internet access through slirpy."""
     if debug:
         logging.basicConfig(level=logging.DEBUG, format="slirpy: %(levelname)s %(message)s")
     config = build_config(mtu, cidr, not no_offload, allow_host_loopback, dns=not disable_dns,
-                          dns_upstream=dns_upstream, resolv_conf=resolv_conf)
+                          dns_upstream=dns_upstream, resolv_conf=resolv_conf, publish=publish)
     impair_spec = None
     if impair:
         from .impair import parse_impair
@@ -108,7 +130,82 @@ def run(mtu, cidr, no_offload, allow_host_loopback, map_subuids, disable_dns, dn
         except ValueError as e:
             _fail(str(e), 2)
     sys.exit(run_sandbox(config, list(command), map_subuids=map_subuids, stats_file=stats_file,
-                         impair=impair_spec))
+                         impair=impair_spec, api_socket=api_socket))
+
+
+# ------------------------------------------------------------------ slirpy port add|ls|rm
+
+_api_socket_option = click.option("--api-socket", required=True, type=click.Path(dir_okay=False),
+                                  help="API socket of a running `slirpy run --api-socket`.")
+
+
+def _api_call(path: str, obj: dict) -> dict:
+    from .api import ApiError, request
+
+    try:
+        reply = request(path, obj)
+    except (OSError, ApiError) as e:
+        _fail(f"API socket {path}: {getattr(e, 'strerror', None) or e}", 1)
+    if not isinstance(reply, dict):
+        _fail(f"API socket {path}: unexpected reply {reply!r}", 1)
+    if "error" in reply:
+        desc = reply["error"].get("desc") if isinstance(reply["error"], dict) else reply["error"]
+        _fail(str(desc), 1)
+    return reply
+
+
+@main.group()
+def port():
+    """Publish, list and unpublish ports of a running sandbox (its --api-socket)."""
+
+
+@port.command("add")
+@_api_socket_option
+@click.argument("specs", nargs=-1, required=True, metavar="SPEC...")
+def port_add(api_socket, specs):
+    """Publish SPEC ([IP:]HOST_PORT:CONTAINER_PORT[/tcp|/udp], ranges allowed); prints the ids."""
+    parsed = []
+    for text in specs:
+        try:
+            one = parse_port_spec(text)
+        except ConfigError as e:
+            _fail(str(e), 2)
+        if any(p.host_port == 0 for p in one):
+            _fail(f"invalid port spec {text!r}: needs a host port ({PORT_SPEC_SYNTAX} with HOST_PORT)", 2)
+        parsed.extend(one)
+    for p in parsed:
+        reply = _api_call(api_socket, {"execute": "add_hostfwd", "arguments": {
+            "proto": p.proto, "host_addr": p.host_addr, "host_port": p.host_port,
+            "guest_port": p.guest_port}})
+        click.echo(reply.get("return", {}).get("id"))
+
+
+@port.command("ls")
+@_api_socket_option
+@click.option("--json", "as_json", is_flag=True, help="Print the API's entries as JSON.")
+def port_ls(api_socket, as_json):
+    """List the published ports."""
+    reply = _api_call(api_socket, {"execute": "list_hostfwd"})
+    # slirp4netns answers {"entries": [...]}; accept a {"return": {...}} wrapper too.
+    entries = reply.get("entries", reply.get("return", {}).get("entries", []))
+    if as_json:
+        click.echo(json.dumps(entries))
+        return
+    from .ports import host_port_text
+
+    click.echo(f"{'ID':>4}  {'PROTO':5}  {'HOST':<28}  GUEST")
+    for e in entries:
+        click.echo(f"{e['id']:>4}  {e['proto']:5}  {host_port_text(e['host_addr'], e['host_port']):<28}  "
+                   f"{e['guest_addr']}:{e['guest_port']}")
+
+
+@port.command("rm")
+@_api_socket_option
+@click.argument("ids", nargs=-1, required=True, type=int)
+def port_rm(api_socket, ids):
+    """Unpublish the ports with these ids (existing connections continue)."""
+    for fid in ids:
+        _api_call(api_socket, {"execute": "remove_hostfwd", "arguments": {"id": fid}})
 
 
 @main.command()

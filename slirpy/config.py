@@ -94,6 +94,7 @@ class Limits:
     dns_timeout: float = 10.0          # idle expiry of a UDP flow to the DNS forwarder
     max_icmp_flows: int = 256          # ICMP echo flows (guest ident, destination)
     icmp_timeout: float = 30.0         # seconds idle before an echo flow expires
+    tcp_inbound_timeout: float = 20.0  # a published-port SYN the guest never answers: give up
 
 
 @dataclass(frozen=True)
@@ -107,6 +108,7 @@ class NetConfig:
     dns_enabled: bool = True              # forward DNS at network+3 (UDP and TCP port 53)
     dns_upstream: tuple[str, int] | None = None   # override the host's resolv.conf nameservers
     resolv_conf: str = "/etc/resolv.conf"  # the host file the upstreams and search lines come from
+    ports: tuple["PortSpec", ...] = ()    # published ports (-p), in command-line order
 
     @property
     def gateway(self) -> ipaddress.IPv4Address:
@@ -132,3 +134,109 @@ class NetConfig:
     def guest_mss(self) -> int:
         """Largest TCP payload in one IPv4 packet at this MTU (no options)."""
         return self.mtu - 40
+
+
+# --- published ports -----------------------------------------------------------------------
+
+PORT_PROTOS = ("tcp", "udp")
+DEFAULT_HOST_ADDR = "0.0.0.0"
+PORT_SPEC_SYNTAX = "[IP:][HOST_PORT:]CONTAINER_PORT[/tcp|/udp]"
+
+
+@dataclass(frozen=True)
+class PortSpec:
+    """One published port: host `host_addr:host_port` -> the guest's `guest_port`.
+
+    `host_port` 0 means "any free port" (docker's `-p 80`); the listener picks one.
+    `host_addr` is an IPv4 or IPv6 address in canonical text form.
+    """
+
+    proto: str
+    host_addr: str
+    host_port: int
+    guest_port: int
+
+    def __str__(self) -> str:
+        addr = f"[{self.host_addr}]" if ":" in self.host_addr else self.host_addr
+        return f"{addr}:{self.host_port}:{self.guest_port}/{self.proto}"
+
+
+def _port_range(text: str, what: str, spec: str, allow_zero: bool = False) -> range:
+    def one(t: str) -> int:
+        if not t.isdigit():
+            raise ConfigError(f"invalid port spec {spec!r}: {what} {t!r} is not a number "
+                              f"(expected {PORT_SPEC_SYNTAX})")
+        n = int(t)
+        if not 1 <= n <= 65535:
+            raise ConfigError(f"invalid port spec {spec!r}: {what} {n} must be from 1 to 65535")
+        return n
+
+    lo_s, sep, hi_s = text.partition("-")
+    lo = one(lo_s)
+    hi = one(hi_s) if sep else lo
+    if hi < lo:
+        raise ConfigError(f"invalid port spec {spec!r}: {what} range {text} ends before it starts")
+    return range(lo, hi + 1)
+
+
+def parse_port_spec(value: str) -> list[PortSpec]:
+    """docker/podman `-p` syntax: `[IP:][HOST_PORT:]CONTAINER_PORT[/tcp|/udp]`.
+
+    Ports may be ranges (`8000-8010:8000-8010`, equal lengths); an IPv6 host address is
+    bracketed (`[::1]:8080:80`). Without HOST_PORT every container port gets a free host
+    port (0). Returns one PortSpec per port.
+    """
+    spec = value
+    text = value.strip()
+    if not text:
+        raise ConfigError(f"invalid port spec {spec!r}: empty (expected {PORT_SPEC_SYNTAX})")
+    proto = "tcp"
+    if "/" in text:
+        text, proto = text.rsplit("/", 1)
+        proto = proto.lower()
+        if proto not in PORT_PROTOS:
+            raise ConfigError(f"invalid port spec {spec!r}: protocol {proto!r} must be tcp or udp")
+    addr = DEFAULT_HOST_ADDR
+    if text.startswith("["):
+        end = text.find("]")
+        if end < 0:
+            raise ConfigError(f"invalid port spec {spec!r}: missing ']' after the IPv6 address")
+        addr_text, rest = text[1:end], text[end + 1:]
+        if not rest.startswith(":"):
+            raise ConfigError(f"invalid port spec {spec!r}: expected ':' after ']' "
+                              f"(expected {PORT_SPEC_SYNTAX})")
+        parts = [addr_text] + rest[1:].split(":")
+        if len(parts) != 3:
+            raise ConfigError(f"invalid port spec {spec!r}: expected [IPv6]:HOST_PORT:CONTAINER_PORT")
+        try:
+            addr = str(ipaddress.IPv6Address(addr_text))
+        except ValueError:
+            raise ConfigError(f"invalid port spec {spec!r}: {addr_text!r} is not an IPv6 address") from None
+        host_text, guest_text = parts[1], parts[2]
+    else:
+        parts = text.split(":")
+        if len(parts) > 3:
+            raise ConfigError(f"invalid port spec {spec!r}: too many ':' (an IPv6 address must be "
+                              f"bracketed, e.g. [::1]:8080:80)")
+        if len(parts) == 3:
+            addr_text, host_text, guest_text = parts
+            if addr_text:
+                try:
+                    addr = str(ipaddress.IPv4Address(addr_text))
+                except ValueError:
+                    raise ConfigError(f"invalid port spec {spec!r}: {addr_text!r} is not an IPv4 "
+                                      f"address") from None
+        elif len(parts) == 2:
+            host_text, guest_text = parts
+        else:
+            host_text, guest_text = "", parts[0]
+    guest = _port_range(guest_text, "container port", spec)
+    if host_text:
+        host = _port_range(host_text, "host port", spec)
+        if len(host) != len(guest):
+            raise ConfigError(f"invalid port spec {spec!r}: host range {host_text} and container "
+                              f"range {guest_text} differ in length")
+        pairs = zip(host, guest)
+    else:
+        pairs = ((0, g) for g in guest)
+    return [PortSpec(proto, addr, h, g) for h, g in pairs]

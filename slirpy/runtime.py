@@ -25,6 +25,7 @@ import sys
 import time
 
 from . import doctor
+from . import ports as _ports
 from .proxy import icmp as icmp_proxy
 from .proxy import tcp as tcp_proxy
 from .proxy import udp as udp_proxy
@@ -72,6 +73,41 @@ class Runtime:
         self._timer_at: float | None = None
         self.tap_gone = False          # the TAP device went away (its namespace was torn down)
         self.linger = 5.0              # seconds to let flows finish after the command exited
+        self.ports = _ports.PortManager(self)
+        self.api = None
+        self._pending_listeners: list = []
+        self._pending_api = None       # (path, bound socket)
+
+    # -------------------------------------------------------------- published ports / API
+
+    def prepare_ports(self, specs=(), api_socket: str | None = None) -> list:
+        """Bind the published ports' listeners and the API socket now, before the loop runs
+        (and after the sandbox was forked: it must not inherit them). Returns the specs as
+        bound (free host ports filled in). Raises ports.PortError, or OSError for the API
+        socket; nothing stays bound then."""
+        bound = _ports.bind_all(specs)
+        if api_socket is not None:
+            from . import api as _api
+            try:
+                self._pending_api = (api_socket, _api.bind_socket(api_socket))
+            except OSError:
+                for _, sock in bound:
+                    sock.close()
+                raise
+        self._pending_listeners = bound
+        return [spec for spec, _ in bound]
+
+    async def start_control(self) -> None:
+        """Serve the listeners and the API socket bound by `prepare_ports`."""
+        pending, self._pending_listeners = self._pending_listeners, []
+        for spec, sock in pending:
+            await self.ports.adopt(spec, sock)
+        if self._pending_api is not None:
+            from . import api as _api
+            path, sock = self._pending_api
+            self._pending_api = None
+            self.api = _api.ApiServer(self.ports, path)
+            await self.api.start(sock)
 
     # -------------------------------------------------------------- loop wiring
 
@@ -89,6 +125,9 @@ class Runtime:
         self._loop = loop
         os.set_blocking(self.tap_fd, False)
         loop.add_reader(self.tap_fd, self._on_tap_readable)
+        # Learn the guest's MAC before a published port's first client needs it.
+        self.stack.probe_guest(time.monotonic())
+        self.request_flush()
 
     def busy(self) -> bool:
         """Whether some flow may still carry data: the guest has not finished sending on it,
@@ -115,6 +154,10 @@ class Runtime:
         loop.remove_reader(self.tap_fd)
         if self._timer is not None:
             self._timer.cancel()
+        if self.api is not None:
+            self.api.close()
+            self.api = None
+        self.ports.close_all()
         for task in list(self.connecting.values()):
             task.cancel()
         finished = {f.flow_id for f in self.stack.flows() if f.conn.state not in _GUEST_MAY_SEND}
@@ -291,7 +334,8 @@ class Runtime:
         return {
             "counters": dict(sorted(self.counters.items())),
             "flows": {"tcp": len(self.stack.flows()), "tcp_half_open": self.stack.half_open,
-                      "udp": len(self.udp_flows), "icmp_echo": len(self.echo_flows)},
+                      "udp": len(self.udp_flows), "icmp_echo": len(self.echo_flows),
+                      "forwards": len(self.ports.forwards)},
         }
 
     def write_stats(self, path: str) -> None:
@@ -319,6 +363,7 @@ async def serve_sandbox(runtime: Runtime, sandbox, setup=None) -> int:
     """
     loop = asyncio.get_running_loop()
     runtime.attach(loop)
+    await runtime.start_control()
     if setup is not None:
         await setup()
     exited = loop.create_future()

@@ -1,0 +1,301 @@
+"""Control socket: slirp4netns's JSON API on a UNIX socket, byte for byte.
+
+Protocol (as slirp4netns 1.2 speaks it, checked against the real binary): one request per
+connection. The client writes one JSON object and (usually) shuts down its write side; the
+server answers with one compact JSON object, no newline, and closes. Requests:
+
+    {"execute": "add_hostfwd", "arguments": {"proto": "tcp", "host_addr": "0.0.0.0",
+     "host_port": 8080, "guest_addr": "10.0.2.100", "guest_port": 80}}  -> {"return":{"id":1}}
+    {"execute": "list_hostfwd"}  -> {"entries":[{"id":1,"proto":"tcp","host_addr":"0.0.0.0",
+                                    "host_port":8080,"guest_addr":"10.0.2.100","guest_port":80}]}
+    {"execute": "remove_hostfwd", "arguments": {"id": 1}}  -> {"return":{}}
+
+(`list_hostfwd` answers without a "return" wrapper: that is what slirp4netns sends.) Errors
+are {"error":{"desc":"bad request: ..."}} with slirp4netns's descriptions; where slirp4netns
+says only "slirp_add_hostfwd failed", we say why (address in use, privileged port, ...).
+Ids count from 1 and are never reused. host_addr defaults to 0.0.0.0 and may also be IPv6
+(an extension); guest_addr defaults to, and must be, the sandbox's address.
+
+The server knows only a small `Controller` (add / list / remove forwards), never the Stack.
+Each "execute" name maps to one handler function in `HANDLERS`; adding a request (a future
+`stats` or `flows`) is one function and one entry there.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import json
+import os
+import socket
+import stat
+from typing import Awaitable, Callable, Protocol
+
+from .config import PortSpec
+
+MAX_REQUEST = 4096          # slirp4netns's buffer: a request this long is "too large message"
+REQUEST_TIMEOUT = 5.0       # seconds to wait for a complete request
+
+
+class Controller(Protocol):
+    guest_addr: str
+
+    async def add_forward(self, spec: PortSpec) -> int:
+        """Publish `spec`; return its id. Raise an exception whose str() says why not."""
+
+    def list_forwards(self) -> list[tuple[int, PortSpec]]: ...
+
+    def remove_forward(self, forward_id: int) -> bool: ...
+
+
+class ApiError(Exception):
+    """A request that gets an {"error": {"desc": ...}} reply."""
+
+
+def encode(obj) -> bytes:
+    return json.dumps(obj, separators=(",", ":")).encode()
+
+
+def error_reply(desc: str) -> dict:
+    return {"error": {"desc": desc}}
+
+
+def _number(args: dict, name: str) -> int:
+    """slirp4netns's json_object_dotget_number + (int): non-numbers read as 0."""
+    v = args.get(name)
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return 0
+    try:
+        return int(v)
+    except (OverflowError, ValueError):
+        return 0
+
+
+def _string(args: dict, name: str) -> str | None:
+    v = args.get(name)
+    return v if isinstance(v, str) else None
+
+
+# ------------------------------------------------------------------ handlers
+
+
+async def _add_hostfwd(ctl: Controller, req: dict) -> dict:
+    def bad(what: str) -> ApiError:
+        return ApiError(f"bad request: add_hostfwd: bad arguments.{what}")
+
+    args = req.get("arguments")
+    if not isinstance(args, dict):
+        args = {}
+    proto = _string(args, "proto")
+    if proto not in ("tcp", "udp"):
+        raise bad("proto")
+    host_addr = _string(args, "host_addr") or "0.0.0.0"
+    try:
+        host_addr = str(ipaddress.ip_address(host_addr))
+    except ValueError:
+        raise bad("host_addr") from None
+    host_port = _number(args, "host_port")
+    if not 0 < host_port < 65536:
+        raise bad("host_port")
+    guest_addr = _string(args, "guest_addr") or ctl.guest_addr
+    try:
+        ok = ipaddress.ip_address(guest_addr) == ipaddress.ip_address(ctl.guest_addr)
+    except ValueError:
+        ok = False
+    if not ok:
+        raise bad("guest_addr")
+    guest_port = _number(args, "guest_port")
+    if not 0 < guest_port < 65536:
+        raise bad("guest_port")
+    try:
+        fid = await ctl.add_forward(PortSpec(proto, host_addr, host_port, guest_port))
+    except Exception as e:          # the controller's reason, e.g. PortError
+        raise ApiError(f"bad request: add_hostfwd: {e}") from None
+    return {"return": {"id": fid}}
+
+
+async def _list_hostfwd(ctl: Controller, req: dict) -> dict:
+    guest = ctl.guest_addr
+    return {"entries": [
+        {"id": fid, "proto": s.proto, "host_addr": s.host_addr, "host_port": s.host_port,
+         "guest_addr": guest, "guest_port": s.guest_port}
+        for fid, s in ctl.list_forwards()
+    ]}
+
+
+async def _remove_hostfwd(ctl: Controller, req: dict) -> dict:
+    args = req.get("arguments")
+    fid = _number(args, "id") if isinstance(args, dict) else 0
+    if not ctl.remove_forward(fid):
+        raise ApiError("bad request: remove_hostfwd: bad arguments.id")
+    return {"return": {}}
+
+
+Handler = Callable[[Controller, dict], Awaitable[dict]]
+
+HANDLERS: dict[str, Handler] = {
+    "add_hostfwd": _add_hostfwd,
+    "list_hostfwd": _list_hostfwd,
+    "remove_hostfwd": _remove_hostfwd,
+}
+
+
+def parse_request(raw: bytes) -> dict:
+    """The request object, or ApiError with slirp4netns's description. Like its JSON parser,
+    text after the first complete value is ignored."""
+    try:
+        text = raw.decode()
+        obj, _ = json.JSONDecoder().raw_decode(text.lstrip())
+    except (UnicodeDecodeError, ValueError):
+        raise ApiError("bad request: cannot parse JSON") from None
+    if not isinstance(obj, dict):
+        raise ApiError("bad request: json_object() failed")
+    if not isinstance(obj.get("execute"), str):
+        raise ApiError("bad request: no execute found")
+    return obj
+
+
+async def handle(ctl: Controller, raw: bytes, handlers: dict[str, Handler] = HANDLERS) -> bytes:
+    """One request's bytes in, the reply's bytes out."""
+    try:
+        if len(raw) >= MAX_REQUEST:
+            raise ApiError("bad request: too large message")
+        req = parse_request(raw)
+        handler = handlers.get(req["execute"])
+        if handler is None:
+            raise ApiError("bad request: unknown execute")
+        reply = await handler(ctl, req)
+    except ApiError as e:
+        reply = error_reply(str(e))
+    return encode(reply)
+
+
+def _complete(raw: bytes) -> bool:
+    try:
+        json.JSONDecoder().raw_decode(raw.decode().lstrip())
+    except (UnicodeDecodeError, ValueError):
+        return False
+    return True
+
+
+# ------------------------------------------------------------------ server
+
+
+class _ApiConnection(asyncio.Protocol):
+    def __init__(self, server: "ApiServer"):
+        self.server = server
+        self.buf = bytearray()
+        self.transport: asyncio.Transport | None = None
+        self.done = False
+        self.timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+        self.timer = asyncio.get_running_loop().call_later(REQUEST_TIMEOUT, self._answer)
+
+    def data_received(self, data: bytes) -> None:
+        if self.done:
+            return
+        self.buf += data
+        if len(self.buf) >= MAX_REQUEST or _complete(bytes(self.buf)):
+            self._answer()
+
+    def eof_received(self) -> bool:
+        self._answer()
+        return True
+
+    def connection_lost(self, exc) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+        self.done = True
+
+    def _answer(self) -> None:
+        if self.done:
+            return
+        self.done = True
+        if self.timer is not None:
+            self.timer.cancel()
+        self.server.spawn(self._reply(bytes(self.buf)))
+
+    async def _reply(self, raw: bytes) -> None:
+        reply = await handle(self.server.controller, raw, self.server.handlers)
+        t = self.transport
+        if t is not None and not t.is_closing():
+            t.write(reply)
+            t.close()
+
+
+def bind_socket(path: str) -> socket.socket:
+    """Bind the API socket (replacing a stale socket file, as slirp4netns does; never any
+    other kind of file). Raises OSError."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        pass
+    else:
+        if not stat.S_ISSOCK(st.st_mode):
+            raise FileExistsError(17, f"{path} exists and is not a socket")
+        os.unlink(path)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+    try:
+        sock.bind(path)
+        sock.listen(64)
+    except OSError:
+        sock.close()
+        raise
+    sock.setblocking(False)
+    return sock
+
+
+class ApiServer:
+    """Serves `controller` on a bound UNIX socket (see `bind_socket`)."""
+
+    def __init__(self, controller: Controller, path: str, handlers: dict[str, Handler] | None = None):
+        self.controller = controller
+        self.path = path
+        self.handlers = dict(HANDLERS if handlers is None else handlers)
+        self._server: asyncio.AbstractServer | None = None
+        self._tasks: set[asyncio.Task] = set()
+
+    async def start(self, sock: socket.socket) -> None:
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_unix_server(lambda: _ApiConnection(self), sock=sock)
+
+    def spawn(self, coro) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            self._server = None
+            try:
+                os.unlink(self.path)
+            except OSError:
+                pass
+        for task in list(self._tasks):
+            task.cancel()
+
+
+# ------------------------------------------------------------------ client
+
+
+def request(path: str, obj: dict, timeout: float = 10.0) -> dict:
+    """Send one request to an API socket (ours or slirp4netns's) and return the decoded reply."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(timeout)
+        s.connect(path)
+        s.sendall(json.dumps(obj).encode())
+        s.shutdown(socket.SHUT_WR)
+        chunks = []
+        while True:
+            b = s.recv(65536)
+            if not b:
+                break
+            chunks.append(b)
+    raw = b"".join(chunks)
+    try:
+        return json.loads(raw)
+    except ValueError:
+        raise ApiError(f"unreadable reply from {path}: {raw[:200]!r}") from None

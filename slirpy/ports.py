@@ -1,0 +1,339 @@
+"""Published ports: host listeners whose clients become inward flows through the Stack.
+
+One `Forward` per published port (`-p`, or `add_hostfwd` on the API socket):
+
+* TCP: an ordinary listening socket served by the loop (`create_server`). Each accepted
+  client becomes `Stack.tcp_inbound_open(client_ip, client_port, guest_port)`: the guest sees
+  a SYN from the client's own address and port. The client's socket is then driven by
+  `InboundTcpProtocol`, the same protocol and the same Stack events as an outbound flow.
+  The guest refusing (RST) or never answering resets the client at once.
+* UDP: one socket, read with `add_reader`. Each client address:port is one Stack flow
+  (`udp_inbound_open`); the guest's replies leave through the listening socket to that
+  client (`InboundUdpFlow.send`); the Stack expires idle flows as it does outbound ones.
+
+Listening sockets are ordinary sockets of the user who runs slirpy, so the host firewall
+applies to them. They are bound synchronously (`bind_listener`), so that every error — port
+in use, privileged port, address not on this host — is reported at once with the address and
+port it concerns. Removing a forward closes its listener; TCP connections already accepted
+go on until they finish. (A UDP forward's flows go with its socket.)
+
+`PortManager` implements the API's `Controller` protocol (add / list / remove); api.py knows
+nothing else about it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import errno
+import socket
+import struct
+import time
+from typing import TYPE_CHECKING
+
+from .config import PortSpec
+from .proxy.tcp import HostTcpProtocol
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .runtime import Runtime
+
+_now = time.monotonic
+
+UNPRIVILEGED_PORT_SYSCTL = "/proc/sys/net/ipv4/ip_unprivileged_port_start"
+_BACKLOG = 1024
+_UDP_READ_BATCH = 64
+_UDP_RECV_SIZE = 65536
+_LINGER_RESET = struct.pack("ii", 1, 0)
+
+
+class PortError(Exception):
+    """A published port cannot be opened; the message names the address, port and cause."""
+
+
+def host_port_text(addr: str, port: int, proto: str | None = None) -> str:
+    a = f"[{addr}]" if ":" in addr else addr
+    return f"{a}:{port}" + (f"/{proto}" if proto else "")
+
+
+def unprivileged_port_start(path: str = UNPRIVILEGED_PORT_SYSCTL) -> int:
+    try:
+        with open(path) as f:
+            return int(f.read().strip())
+    except (OSError, ValueError):
+        return 1024
+
+
+def describe_bind_error(spec: PortSpec, err: OSError, port_start: int | None = None) -> str:
+    """One line: which address and port, and what is wrong (with the fix where there is one)."""
+    where = host_port_text(spec.host_addr, spec.host_port, spec.proto)
+    code = err.errno
+    if code == errno.EADDRINUSE:
+        return f"cannot publish {where}: address already in use (another program listens there)"
+    if code in (errno.EACCES, errno.EPERM):
+        start = unprivileged_port_start() if port_start is None else port_start
+        if 0 < spec.host_port < start:
+            return (f"cannot publish {where}: port {spec.host_port} is privileged: this host's "
+                    f"sysctl net.ipv4.ip_unprivileged_port_start is {start}, so unprivileged users "
+                    f"may bind ports from {start} up. Publish a higher host port (e.g. "
+                    f"-p {max(start, 8000)}:{spec.guest_port}/{spec.proto}), or lower the sysctl as root: "
+                    f"sysctl -w net.ipv4.ip_unprivileged_port_start={spec.host_port}")
+        return f"cannot publish {where}: permission denied"
+    if code == errno.EADDRNOTAVAIL:
+        return f"cannot publish {where}: address {spec.host_addr} is not an address of this host"
+    if code == errno.EAFNOSUPPORT:
+        return f"cannot publish {where}: IPv6 is not available on this host"
+    return f"cannot publish {where}: {err.strerror or err}"
+
+
+def bind_listener(spec: PortSpec) -> tuple[PortSpec, socket.socket]:
+    """Bind (and for TCP, listen on) the host socket of `spec`. Returns the spec with its
+    actual host port (a free one when it asked for 0) and the non-blocking socket.
+    Raises PortError."""
+    family = socket.AF_INET6 if ":" in spec.host_addr else socket.AF_INET
+    kind = socket.SOCK_STREAM if spec.proto == "tcp" else socket.SOCK_DGRAM
+    try:
+        sock = socket.socket(family, kind | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC)
+    except OSError as e:
+        raise PortError(describe_bind_error(spec, e)) from None
+    try:
+        if kind == socket.SOCK_STREAM:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((spec.host_addr, spec.host_port))
+        if kind == socket.SOCK_STREAM:
+            sock.listen(_BACKLOG)
+    except OSError as e:
+        sock.close()
+        raise PortError(describe_bind_error(spec, e)) from None
+    port = sock.getsockname()[1]
+    if port != spec.host_port:
+        spec = dataclasses.replace(spec, host_port=port)
+    return spec, sock
+
+
+def bind_all(specs) -> list[tuple[PortSpec, socket.socket]]:
+    """Bind every spec; on the first error close what was bound and raise PortError."""
+    bound: list[tuple[PortSpec, socket.socket]] = []
+    seen: dict[tuple, PortSpec] = {}
+    try:
+        for spec in specs:
+            key = (spec.proto, spec.host_addr, spec.host_port)
+            if spec.host_port and key in seen:
+                raise PortError(f"cannot publish {host_port_text(spec.host_addr, spec.host_port, spec.proto)}"
+                                f" twice (to container ports {seen[key].guest_port} and {spec.guest_port})")
+            seen[key] = spec
+            bound.append(bind_listener(spec))
+    except PortError:
+        for _, s in bound:
+            s.close()
+        raise
+    return bound
+
+
+# ------------------------------------------------------------------ TCP
+
+
+class InboundTcpProtocol(HostTcpProtocol):
+    """An accepted client of a published TCP port; its flow is opened towards the guest."""
+
+    __slots__ = ("guest_port",)
+
+    def __init__(self, runtime: "Runtime", guest_port: int):
+        super().__init__(runtime, 0)
+        self.guest_port = guest_port
+
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+        runtime = self.runtime
+        peer = transport.get_extra_info("peername")
+        fid = None
+        if peer:
+            fid = self.stack.tcp_inbound_open(peer[0], peer[1], self.guest_port, _now())
+        if fid is None:
+            self.closed = True
+            runtime.counters["ports.tcp.refused"] += 1
+            transport.abort()
+            return
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            try:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            except OSError:
+                pass
+        transport.set_write_buffer_limits(high=1 << 20, low=256 << 10)
+        self.flow_id = fid
+        runtime.host_flows[fid] = self
+        runtime.counters["ports.tcp.accepted"] += 1
+        runtime.request_flush()
+
+    def close(self, reset: bool) -> None:
+        # The guest refused or reset the connection: the client gets a real RST
+        # (SO_LINGER 0), not a FIN that looks like an empty answer.
+        if reset and not self.closed and self.transport is not None:
+            sock = self.transport.get_extra_info("socket")
+            if sock is not None:
+                try:
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
+                except OSError:
+                    pass
+        super().close(reset)
+
+
+# ------------------------------------------------------------------ UDP
+
+
+class InboundUdpFlow:
+    """One client of a published UDP port, as the runtime's UDP flow object for the Stack's
+    events: `send` answers the client through the listening socket."""
+
+    __slots__ = ("listener", "flow_id", "addr", "closed")
+
+    def __init__(self, listener: "UdpListener", flow_id: int, addr: tuple):
+        self.listener = listener
+        self.flow_id = flow_id
+        self.addr = addr
+        self.closed = False
+
+    def send(self, data) -> None:
+        listener = self.listener
+        if listener.closed:
+            listener.runtime.counters["ports.udp.tx.drop.closed"] += 1
+            return
+        try:
+            listener.sock.sendto(data, self.addr)
+        except (BlockingIOError, InterruptedError):
+            listener.runtime.counters["ports.udp.tx.drop.full"] += 1
+        except OSError:
+            listener.runtime.counters["ports.udp.tx.error"] += 1
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self.listener.clients.pop(self.addr, None)
+
+
+class UdpListener:
+    __slots__ = ("runtime", "sock", "fd", "guest_port", "clients", "closed")
+
+    def __init__(self, runtime: "Runtime", sock: socket.socket, guest_port: int):
+        self.runtime = runtime
+        self.sock = sock
+        self.fd = sock.fileno()
+        self.guest_port = guest_port
+        self.clients: dict[tuple, InboundUdpFlow] = {}
+        self.closed = False
+        runtime.loop.add_reader(self.fd, self.on_readable)
+
+    def on_readable(self) -> None:
+        runtime = self.runtime
+        stack = runtime.stack
+        recvfrom = self.sock.recvfrom
+        clients = self.clients
+        now = _now()
+        for _ in range(_UDP_READ_BATCH):
+            try:
+                data, addr = recvfrom(_UDP_RECV_SIZE)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError:
+                runtime.counters["ports.udp.rx.error"] += 1
+                break
+            flow = clients.get(addr)
+            if flow is None:
+                fid = stack.udp_inbound_open(addr[0], addr[1], self.guest_port, now)
+                if fid is None:
+                    runtime.counters["ports.udp.refused"] += 1
+                    continue
+                flow = InboundUdpFlow(self, fid, addr)
+                clients[addr] = flow
+                runtime.udp_flows[fid] = flow
+            stack.udp_host_datagram(flow.flow_id, data, now)
+        runtime.request_flush()
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        try:
+            self.runtime.loop.remove_reader(self.fd)
+        except (ValueError, OSError, RuntimeError):
+            pass
+        self.sock.close()
+
+
+# ------------------------------------------------------------------ the forwards
+
+
+class Forward:
+    __slots__ = ("id", "spec", "server", "udp")
+
+    def __init__(self, fid: int, spec: PortSpec):
+        self.id = fid
+        self.spec = spec
+        self.server: asyncio.AbstractServer | None = None
+        self.udp: UdpListener | None = None
+
+    def close(self) -> None:
+        if self.server is not None:
+            self.server.close()          # listening socket only; accepted clients go on
+            self.server = None
+        if self.udp is not None:
+            self.udp.close()
+            self.udp = None
+
+
+class PortManager:
+    """The runtime's published ports; the API's Controller."""
+
+    def __init__(self, runtime: "Runtime"):
+        self.runtime = runtime
+        self.forwards: dict[int, Forward] = {}
+        self._next_id = 1
+
+    @property
+    def guest_addr(self) -> str:
+        return str(self.runtime.config.guest)
+
+    async def adopt(self, spec: PortSpec, sock: socket.socket) -> Forward:
+        """Serve an already bound listener (from `bind_listener`)."""
+        runtime = self.runtime
+        fwd = Forward(self._next_id, spec)
+        try:
+            if spec.proto == "tcp":
+                guest_port = spec.guest_port
+                fwd.server = await runtime.loop.create_server(
+                    lambda: InboundTcpProtocol(runtime, guest_port), sock=sock, backlog=_BACKLOG)
+            else:
+                fwd.udp = UdpListener(runtime, sock, spec.guest_port)
+        except OSError as e:
+            sock.close()
+            raise PortError(describe_bind_error(spec, e)) from None
+        self._next_id += 1
+        self.forwards[fwd.id] = fwd
+        return fwd
+
+    # Controller protocol (api.py)
+
+    async def add_forward(self, spec: PortSpec) -> int:
+        for f in self.forwards.values():
+            s = f.spec
+            if (s.proto, s.host_addr, s.host_port) == (spec.proto, spec.host_addr, spec.host_port):
+                raise PortError(f"cannot publish {host_port_text(spec.host_addr, spec.host_port, spec.proto)}: "
+                                f"already published (id {f.id})")
+        spec, sock = bind_listener(spec)
+        fwd = await self.adopt(spec, sock)
+        return fwd.id
+
+    def list_forwards(self) -> list[tuple[int, PortSpec]]:
+        return [(f.id, f.spec) for f in self.forwards.values()]
+
+    def remove_forward(self, forward_id: int) -> bool:
+        fwd = self.forwards.pop(forward_id, None)
+        if fwd is None:
+            return False
+        fwd.close()
+        return True
+
+    def close_all(self) -> None:
+        for fwd in self.forwards.values():
+            fwd.close()
+        self.forwards.clear()
