@@ -1,0 +1,459 @@
+"""Hostile frames from inside the sandbox: an AF_PACKET socket on tap0 (the guest is root of
+its own user namespace, so it has CAP_NET_RAW there) writes arbitrary Ethernet frames to
+slirpy, and sniffs what comes back.
+
+Runs inside ``slirpy run`` as ``python rawframes.py '<json ops>'`` and prints one JSON line
+(a list, one result per op), like util.py. Standard library only (plus util.py next to it);
+frames are built with struct here so that each malformation is explicit.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import random
+import select
+import socket
+import struct
+import sys
+import threading
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import util  # noqa: E402  (guest side of the shared helpers)
+
+ETH_P_ALL = 0x0003
+ETH_P_IP = 0x0800
+ETH_P_ARP = 0x0806
+PACKET_OUTGOING = 4
+IFACE = "tap0"
+
+SYN, RST, PSH, ACK, FIN = 0x02, 0x04, 0x08, 0x10, 0x01
+
+
+# --------------------------------------------------------------------------- frame builders
+
+def csum(data: bytes) -> int:
+    if len(data) & 1:
+        data += b"\0"
+    s = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    while s >> 16:
+        s = (s & 0xFFFF) + (s >> 16)
+    return ~s & 0xFFFF
+
+
+def mac_of(iface: str = IFACE) -> bytes:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        ifr = fcntl.ioctl(s, 0x8927, struct.pack("16s16x", iface.encode()))   # SIOCGIFHWADDR
+    return ifr[18:24]
+
+
+def ip_mac(ip: str) -> bytes:
+    return b"\x52\x55" + socket.inet_aton(ip)
+
+
+def ipv4(src: str, dst: str, proto: int, payload: bytes, *, ihl: int = 5, total: int | None = None,
+         version: int = 4, flags_frag: int = 0x4000, ttl: int = 64, bad_csum: bool = False,
+         options: bytes = b"") -> bytes:
+    hdr_len = 20 + len(options)
+    if total is None:
+        total = hdr_len + len(payload)
+    hdr = struct.pack("!BBHHHBBH4s4s", (version << 4) | ihl, 0, total, 0x1234, flags_frag, ttl, proto, 0,
+                      socket.inet_aton(src), socket.inet_aton(dst)) + options
+    c = csum(hdr)
+    if bad_csum:
+        c ^= 0x5A5A
+    return hdr[:10] + struct.pack("!H", c) + hdr[12:] + payload
+
+
+def tcp(src: str, dst: str, sport: int, dport: int, seq: int, ack: int, flags: int, payload: bytes = b"",
+        *, window: int = 65535, options: bytes = b"", doff: int | None = None, bad_csum: bool = False) -> bytes:
+    if doff is None:
+        doff = (20 + len(options)) // 4
+    hdr = struct.pack("!HHIIBBHHH", sport, dport, seq & 0xFFFFFFFF, ack & 0xFFFFFFFF, doff << 4, flags,
+                      window, 0, 0) + options
+    seg = hdr + payload
+    pseudo = socket.inet_aton(src) + socket.inet_aton(dst) + struct.pack("!BBH", 0, 6, len(seg))
+    c = csum(pseudo + seg)
+    if bad_csum:
+        c ^= 0x0F0F
+    return seg[:16] + struct.pack("!H", c) + seg[18:]
+
+
+def udp(src: str, dst: str, sport: int, dport: int, payload: bytes, *, length: int | None = None,
+        bad_csum: bool = False) -> bytes:
+    if length is None:
+        length = 8 + len(payload)
+    seg = struct.pack("!HHHH", sport, dport, length, 0) + payload
+    pseudo = socket.inet_aton(src) + socket.inet_aton(dst) + struct.pack("!BBH", 0, 17, len(seg))
+    c = csum(pseudo + seg) or 0xFFFF
+    if bad_csum:
+        c ^= 0x0F0F
+    return seg[:6] + struct.pack("!H", c) + seg[8:]
+
+
+def icmp_echo(ident: int, seq: int, payload: bytes, *, bad_csum: bool = False) -> bytes:
+    msg = struct.pack("!BBHHH", 8, 0, 0, ident, seq) + payload
+    c = csum(msg)
+    if bad_csum:
+        c ^= 0x0F0F
+    return msg[:2] + struct.pack("!H", c) + msg[4:]
+
+
+def arp(op: int, sha: bytes, spa: str, tha: bytes, tpa: str, *, ptype: int = 0x0800) -> bytes:
+    return struct.pack("!HHBBH6s4s6s4s", 1, ptype, 6, 4, op, sha, socket.inet_aton(spa), tha,
+                       socket.inet_aton(tpa))
+
+
+class Guest:
+    """Addresses and a packet socket bound to tap0."""
+
+    def __init__(self, guest: str = util.GUEST_ADDR, gateway: str = util.GATEWAY_ADDR):
+        self.ip = guest
+        self.gw = gateway
+        self.mac = mac_of()
+        self.gw_mac = ip_mac(gateway)
+        self.sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
+        self.sock.bind((IFACE, ETH_P_ALL))
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
+        self.sent = 0
+
+    def eth(self, payload: bytes, ethertype: int = ETH_P_IP, dst: bytes | None = None,
+            src: bytes | None = None) -> bytes:
+        return (dst or self.gw_mac) + (src or self.mac) + struct.pack("!H", ethertype) + payload
+
+    def send(self, frame: bytes) -> None:
+        for _ in range(200):
+            try:
+                self.sock.send(frame)
+                self.sent += 1
+                return
+            except BlockingIOError:
+                time.sleep(0.001)
+            except OSError as e:
+                if e.errno != 105:       # ENOBUFS: the qdisc is full; wait and retry
+                    raise
+                time.sleep(0.001)
+        raise OSError("packet socket send kept failing")
+
+    def sniff(self, match, duration: float) -> list[tuple[int, bytes]]:
+        """Frames (pkttype, bytes) for which match(frame, pkttype) holds, for `duration` s."""
+        got = []
+        deadline = time.monotonic() + duration
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return got
+            r, _, _ = select.select([self.sock], [], [], left)
+            if not r:
+                continue
+            data, addr = self.sock.recvfrom(70000)
+            if match(data, addr[2]):
+                got.append((addr[2], data))
+
+    def flush_rx(self) -> None:
+        self.sock.setblocking(False)
+        try:
+            while True:
+                self.sock.recv(70000)
+        except BlockingIOError:
+            pass
+        finally:
+            self.sock.setblocking(True)
+
+
+def parse_tcp(frame: bytes):
+    """(src, dst, sport, dport, seq, ack, flags, payload_len) of an IPv4/TCP frame, or None."""
+    if len(frame) < 54 or frame[12:14] != b"\x08\x00" or frame[23] != 6:
+        return None
+    ihl = (frame[14] & 15) * 4
+    total = struct.unpack_from("!H", frame, 16)[0]
+    t = 14 + ihl
+    sport, dport, seq, ack, off, flags = struct.unpack_from("!HHIIBB", frame, t)
+    return (socket.inet_ntoa(frame[26:30]), socket.inet_ntoa(frame[30:34]), sport, dport, seq, ack,
+            flags, total - ihl - (off >> 4) * 4)
+
+
+# --------------------------------------------------------------------------- malformed frames
+
+def malformed_kinds(g: Guest, host: str) -> dict[str, bytes | list[bytes]]:
+    """Every kind of broken frame, by name -> frame(s). The names are the test's keys."""
+    me = g.ip
+    ok_syn = lambda **kw: tcp(me, host, 41000, 9, 1, 0, SYN, **kw)   # noqa: E731
+    udp_ok = udp(me, host, 41001, 9, b"x" * 16)
+    kinds = {
+        "ipv4_empty": g.eth(b""),
+        "ipv4_short": g.eth(ipv4(me, host, 6, b"")[:12]),
+        "ipv4_version6": g.eth(ipv4(me, host, 6, ok_syn(), version=6)),
+        "ipv4_ihl_4": g.eth(ipv4(me, host, 6, ok_syn(), ihl=4)),
+        "ipv4_ihl_past_end": g.eth(ipv4(me, host, 6, b"", ihl=15)[:20] + b"\0" * 8),
+        "ipv4_total_too_long": g.eth(ipv4(me, host, 6, ok_syn(), total=1400)),
+        "ipv4_total_below_ihl": g.eth(ipv4(me, host, 6, ok_syn(), total=12)),
+        "ipv4_bad_checksum": g.eth(ipv4(me, host, 6, ok_syn(), bad_csum=True)),
+        "ipv4_fragment_mf": g.eth(ipv4(me, host, 17, udp_ok, flags_frag=0x2000)),
+        "ipv4_fragment_offset": g.eth(ipv4(me, host, 17, udp_ok[:8], flags_frag=0x0003)),
+        "ipv4_proto_gre": g.eth(ipv4(me, host, 47, b"\0" * 8)),
+        "tcp_short": g.eth(ipv4(me, host, 6, ok_syn()[:12])),
+        "tcp_doff_3": g.eth(ipv4(me, host, 6, ok_syn(doff=3))),
+        "tcp_doff_past_end": g.eth(ipv4(me, host, 6, ok_syn(doff=15))),
+        "tcp_bad_checksum": g.eth(ipv4(me, host, 6, ok_syn(bad_csum=True))),
+        "tcp_bad_checksum_data": g.eth(ipv4(me, host, 6, tcp(me, host, 41002, 9, 7, 9, ACK | PSH, b"d" * 100,
+                                                            bad_csum=True))),
+        "tcp_option_zero_length": g.eth(ipv4(me, host, 6, ok_syn(options=b"\x02\x00\x05\xb4"))),
+        "tcp_option_len_one": g.eth(ipv4(me, host, 6, ok_syn(options=b"\x08\x01\x00\x00"))),
+        "tcp_option_overrun": g.eth(ipv4(me, host, 6, ok_syn(options=b"\x01\x03\x0a\x07"))),
+        "tcp_option_mss_bad_len": g.eth(ipv4(me, host, 6, ok_syn(options=b"\x02\x03\x05\x00"))),
+        "udp_short": g.eth(ipv4(me, host, 17, b"\x00\x01\x00")),
+        "udp_bad_length": g.eth(ipv4(me, host, 17, udp(me, host, 41003, 9, b"abc", length=200))),
+        "udp_bad_checksum": g.eth(ipv4(me, host, 17, udp(me, host, 41004, 9, b"q" * 20, bad_csum=True))),
+        "icmp_short_gateway": g.eth(ipv4(me, g.gw, 1, b"\x08\x00\x00")),
+        "icmp_bad_checksum_gateway": g.eth(ipv4(me, g.gw, 1, icmp_echo(77, 1, b"p" * 32, bad_csum=True))),
+        "icmp_bad_checksum_remote": g.eth(ipv4(me, host, 1, icmp_echo(78, 1, b"p" * 32, bad_csum=True))),
+        "arp_short": g.eth(arp(1, g.mac, me, b"\0" * 6, g.gw)[:20], ETH_P_ARP),
+        "arp_bad_op": g.eth(arp(9, g.mac, me, b"\0" * 6, g.gw), ETH_P_ARP),
+        "arp_ipv6_ptype": g.eth(arp(1, g.mac, me, b"\0" * 6, g.gw, ptype=0x86DD), ETH_P_ARP),
+        "syn_fin": g.eth(ipv4(me, host, 6, tcp(me, host, 41005, 9, 1, 0, SYN | FIN))),
+        "ethertype_unknown": g.eth(b"\0" * 46, 0x88B5),
+    }
+    return kinds
+
+
+def op_malformed(count: int, host: str = util.HOST_ADDR, pace: float = 0.002) -> dict:
+    g = Guest()
+    kinds = malformed_kinds(g, host)
+    sent = {}
+    for _ in range(count):
+        for name, frame in kinds.items():
+            g.send(frame)
+            sent[name] = sent.get(name, 0) + 1
+            time.sleep(pace)
+    return {"sent": sent}
+
+
+# --------------------------------------------------------------------------- attacks on a live flow
+
+def op_flow_attacks(host: str, port: int) -> dict:
+    """On an established connection to an echo server: out-of-window data, RST and SYN with
+    wrong sequence numbers (RFC 5961); each must draw a challenge ACK and leave the flow
+    alive. Finally an exact-sequence RST, which must kill it (proves our numbers were right)."""
+    g = Guest()
+    s = socket.create_connection((host, port), timeout=10)
+    s.settimeout(10)
+    sport = s.getsockname()[1]
+    me = g.ip
+    res: dict = {"rounds": []}
+
+    def echo(msg: bytes) -> bytes:
+        s.sendall(msg)
+        got = b""
+        while len(got) < len(msg):
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            got += chunk
+        return got
+
+    res["echo_before"] = echo(b"hello before") == b"hello before"
+    # The guest kernel's own last segment of this flow tells us SND.NXT/RCV.NXT.
+    g.flush_rx()
+    mine = lambda f, t: (t == PACKET_OUTGOING and (p := parse_tcp(f)) is not None  # noqa: E731
+                         and p[2] == sport and p[3] == port)
+    s.sendall(b"sync")
+    frames = g.sniff(mine, 0.5)
+    assert echo_tail(s, 4) == b"sync"
+    frames += g.sniff(mine, 0.3)
+    last = parse_tcp(frames[-1][1])
+    snd_nxt, rcv_nxt = last[4] + last[7], last[5]
+    res["snd_nxt"], res["rcv_nxt"] = snd_nxt, rcv_nxt
+
+    theirs = lambda f, t: (t != PACKET_OUTGOING and (p := parse_tcp(f)) is not None  # noqa: E731
+                           and p[2] == port and p[3] == sport)
+    # name -> segment from the current (snd_nxt, rcv_nxt); built per round, as they move
+    attacks = {
+        "out_of_window_data": lambda snd, rcv: tcp(me, host, sport, port, snd + 0x40000000, rcv, ACK | PSH,
+                                                   b"Z" * 200),
+        "old_data": lambda snd, rcv: tcp(me, host, sport, port, snd - 0x10000000, rcv, ACK | PSH, b"O" * 200),
+        "rst_wrong_seq": lambda snd, rcv: tcp(me, host, sport, port, snd + 1000, 0, RST),
+        "rst_ack_wrong_seq": lambda snd, rcv: tcp(me, host, sport, port, snd + 5, rcv, RST | ACK),
+        "syn_wrong_seq": lambda snd, rcv: tcp(me, host, sport, port, snd + 777, 0, SYN),
+        "syn_exact_seq": lambda snd, rcv: tcp(me, host, sport, port, snd, 0, SYN),
+        "ack_of_unsent_data": lambda snd, rcv: tcp(me, host, sport, port, snd, rcv + 0x20000000, ACK),
+        # RFC 5961 §3.2: an RST outside the window is dropped silently (no challenge ACK)
+        "rst_out_of_window": lambda snd, rcv: tcp(me, host, sport, port, snd - 100000, 0, RST),
+    }
+    for name, build in attacks.items():
+        g.flush_rx()
+        g.send(g.eth(ipv4(me, host, 6, build(snd_nxt, rcv_nxt))))
+        replies = [parse_tcp(f) for _, f in g.sniff(theirs, 0.4)]
+        res["rounds"].append({
+            "attack": name,
+            "challenge_acks": sum(1 for p in replies if p[6] == ACK and p[5] == snd_nxt and p[4] == rcv_nxt
+                                  and p[7] == 0),
+            "replies": [(p[6], p[4] - rcv_nxt, p[5] - snd_nxt, p[7]) for p in replies][:8],
+            "echo_after": echo(name.encode()) == name.encode(),
+        })
+        snd_nxt += len(name)
+        rcv_nxt += len(name)
+    # Positive control: the exact RST kills the flow on slirpy's side.
+    g.send(g.eth(ipv4(me, host, 6, tcp(me, host, sport, port, snd_nxt, 0, RST))))
+    time.sleep(0.3)
+    try:
+        s.sendall(b"after exact rst")
+        data = s.recv(100)
+        res["after_exact_rst"] = "data" if data else "eof"
+    except OSError as e:
+        res["after_exact_rst"] = util._errname(e)
+    s.close()
+    return res
+
+
+def echo_tail(s: socket.socket, n: int) -> bytes:
+    got = b""
+    while len(got) < n:
+        chunk = s.recv(n - len(got))
+        if not chunk:
+            break
+        got += chunk
+    return got
+
+
+# --------------------------------------------------------------------------- floods
+
+def op_arp_flood(count: int, guest: str, gateway: str, seed: int = 1, pace_every: int = 50) -> dict:
+    """ARP requests for the gateway from `count` distinct in-subnet senders (random unicast
+    MACs), never the guest's own address or the virtual ones."""
+    g = Guest(guest=guest, gateway=gateway)
+    rng = random.Random(seed)
+    base = struct.unpack("!I", socket.inet_aton(g.gw))[0] & 0xFFFF0000
+    avoid = {socket.inet_aton(g.ip), socket.inet_aton(g.gw)}
+    sent = 0
+    i = 1000
+    while sent < count:
+        i += 1
+        ip = struct.pack("!I", base + i)
+        if ip in avoid or ip[3] in (0, 255):
+            continue
+        mac = bytes([rng.randrange(256) & 0xFE | 0x02]) + rng.randbytes(5)
+        g.send(g.eth(arp(1, mac, socket.inet_ntoa(ip), b"\0" * 6, g.gw), ETH_P_ARP,
+                     dst=b"\xff" * 6, src=mac))
+        sent += 1
+        if sent % pace_every == 0:
+            time.sleep(0.002)
+    return {"sent": sent}
+
+
+def op_syn_flood(host: str, port: int, count: int, sport_base: int = 20000, pace_every: int = 100) -> dict:
+    """`count` raw SYNs from distinct source ports; the guest kernel has no socket for them, so
+    it answers any SYN-ACK with RST (that is fine: the flows are meant to be half-open)."""
+    g = Guest()
+    me = g.ip
+    t0 = time.monotonic()
+    for i in range(count):
+        sp = sport_base + i
+        g.send(g.eth(ipv4(me, host, 6, tcp(me, host, sp, port, 0x10000000 + i * 7919, 0, SYN,
+                                         options=b"\x02\x04\x05\xb4"))))
+        if i % pace_every == pace_every - 1:
+            time.sleep(0.001)
+    return {"sent": count, "seconds": time.monotonic() - t0}
+
+
+# --------------------------------------------------------------------------- driver
+
+def op_sleep(seconds: float) -> dict:
+    time.sleep(seconds)
+    return {}
+
+
+def op_tap_stats() -> dict:
+    with open("/proc/net/dev") as f:
+        for line in f:
+            if line.strip().startswith(IFACE + ":"):
+                v = line.split(":", 1)[1].split()
+                return {"rx_packets": int(v[1]), "rx_dropped": int(v[3]), "tx_packets": int(v[9]),
+                        "tx_dropped": int(v[11])}
+    return {}
+
+
+OPS = {
+    "malformed": op_malformed,
+    "flow_attacks": op_flow_attacks,
+    "arp_flood": op_arp_flood,
+    "syn_flood": op_syn_flood,
+    "sleep": op_sleep,
+    "tap_stats": op_tap_stats,
+}
+OPS.update(util.GUEST_OPS)
+
+
+def run_ops(ops: list[dict]) -> list:
+    results = []
+    for op in ops:
+        op = dict(op)
+        fn = OPS[op.pop("op")]
+        try:
+            results.append(fn(**op))
+        except Exception as e:            # report, do not hide: the test asserts on it
+            results.append({"exception": type(e).__name__, "message": str(e)})
+    return results
+
+
+STOP = threading.Event()        # set when the foreground ops are done
+
+
+def op_upload_until(host: str, port: int, seed: int, min_size: int = 1 << 20, pace: float = 0.02) -> dict:
+    """Upload pattern bytes to a sink in 1 MiB chunks until the foreground ops are done (and
+    at least `min_size`), so the transfer really runs alongside them; then read the sink's
+    {"len", "sha"} reply. The host checks it against expected(sent, seed)."""
+    with socket.create_connection((host, port), timeout=10) as s:
+        s.settimeout(util.DEFAULT_TIMEOUT)
+        sent = 0
+        chunks = 0
+        for chunk in util.pattern(1 << 40, seed):
+            s.sendall(chunk)
+            sent += len(chunk)
+            chunks += 1
+            time.sleep(pace)
+            if STOP.is_set() and sent >= min_size:
+                break
+        s.shutdown(socket.SHUT_WR)
+        line = b""
+        while not line.endswith(b"\n"):
+            data = s.recv(4096)
+            if not data:
+                break
+            line += data
+    return {"sent": sent, "chunks": chunks,
+            "server": json.loads(line) if line.endswith(b"\n") else None}
+
+
+OPS["upload_until"] = op_upload_until
+
+
+def main(argv: list[str]) -> int:
+    spec = json.loads(argv[1])
+    # {"background": [ops...], "ops": [ops...]}: each background op runs in its own thread
+    # alongside the foreground ops.
+    background = spec.get("background", [])
+    bg_results: list = [None] * len(background)
+    threads = []
+    for i, op in enumerate(background):
+        def run(i=i, op=op):
+            bg_results[i] = run_ops([op])[0]
+        t = threading.Thread(target=run, daemon=True)
+        t.start()
+        threads.append(t)
+    if threads:
+        time.sleep(spec.get("background_head_start", 0.3))
+    t0 = time.monotonic()
+    results = run_ops(spec.get("ops", []))
+    fg_seconds = time.monotonic() - t0
+    STOP.set()
+    for t in threads:
+        t.join()
+    print(json.dumps({"ops": results, "background": bg_results, "fg_seconds": fg_seconds}), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
