@@ -100,6 +100,10 @@ class Runtime:
     async def start_control(self) -> None:
         """Serve the listeners and the API socket bound by `prepare_ports`."""
         pending, self._pending_listeners = self._pending_listeners, []
+        if pending or self._pending_api is not None:
+            # Learn the guest's MAC before a published port's first client needs it.
+            self.stack.probe_guest(time.monotonic())
+            self.request_flush()
         for spec, sock in pending:
             await self.ports.adopt(spec, sock)
         if self._pending_api is not None:
@@ -125,9 +129,6 @@ class Runtime:
         self._loop = loop
         os.set_blocking(self.tap_fd, False)
         loop.add_reader(self.tap_fd, self._on_tap_readable)
-        # Learn the guest's MAC before a published port's first client needs it.
-        self.stack.probe_guest(time.monotonic())
-        self.request_flush()
 
     def busy(self) -> bool:
         """Whether some flow may still carry data: the guest has not finished sending on it,
