@@ -44,6 +44,8 @@ _BACKLOG = 1024
 _UDP_READ_BATCH = 64
 _UDP_RECV_SIZE = 65536
 _LINGER_RESET = struct.pack("ii", 1, 0)
+IP_PKTINFO = 8
+_PKTINFO_SPACE = socket.CMSG_SPACE(20)
 
 
 class PortError(Exception):
@@ -183,15 +185,17 @@ class InboundTcpProtocol(HostTcpProtocol):
 
 class InboundUdpFlow:
     """One client of a published UDP port, as the runtime's UDP flow object for the Stack's
-    events: `send` answers the client through the listening socket."""
+    events: `send` answers the client through the listening socket, from the address the
+    client sent to (IP_PKTINFO: a wildcard listener would otherwise pick any local address)."""
 
-    __slots__ = ("listener", "flow_id", "addr", "closed")
+    __slots__ = ("listener", "flow_id", "addr", "closed", "ancdata")
 
-    def __init__(self, listener: "UdpListener", flow_id: int, addr: tuple):
+    def __init__(self, listener: "UdpListener", flow_id: int, addr: tuple, ancdata: list):
         self.listener = listener
         self.flow_id = flow_id
         self.addr = addr
         self.closed = False
+        self.ancdata = ancdata
 
     def send(self, data) -> None:
         listener = self.listener
@@ -199,7 +203,7 @@ class InboundUdpFlow:
             listener.runtime.counters["ports.udp.tx.drop.closed"] += 1
             return
         try:
-            listener.sock.sendto(data, self.addr)
+            listener.sock.sendmsg([data], self.ancdata, 0, self.addr)
         except (BlockingIOError, InterruptedError):
             listener.runtime.counters["ports.udp.tx.drop.full"] += 1
         except OSError:
@@ -212,7 +216,7 @@ class InboundUdpFlow:
 
 
 class UdpListener:
-    __slots__ = ("runtime", "sock", "fd", "guest_port", "clients", "closed")
+    __slots__ = ("runtime", "sock", "fd", "guest_port", "clients", "closed", "v6")
 
     def __init__(self, runtime: "Runtime", sock: socket.socket, guest_port: int):
         self.runtime = runtime
@@ -221,17 +225,33 @@ class UdpListener:
         self.guest_port = guest_port
         self.clients: dict[tuple, InboundUdpFlow] = {}
         self.closed = False
+        self.v6 = sock.family == socket.AF_INET6
+        if self.v6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_RECVPKTINFO, 1)
+        else:
+            sock.setsockopt(socket.IPPROTO_IP, IP_PKTINFO, 1)
         runtime.loop.add_reader(self.fd, self.on_readable)
+
+    def _reply_ancdata(self, ancdata) -> list:
+        """Control data that makes replies leave from the address the client sent to."""
+        for level, kind, cdata in ancdata:
+            if not self.v6 and level == socket.IPPROTO_IP and kind == IP_PKTINFO and len(cdata) >= 12:
+                # struct in_pktinfo {int ifindex; in_addr spec_dst; in_addr addr}: addr = header dst
+                return [(socket.IPPROTO_IP, IP_PKTINFO, bytes(4) + cdata[8:12] + bytes(4))]
+            if self.v6 and level == socket.IPPROTO_IPV6 and kind == socket.IPV6_PKTINFO and len(cdata) >= 20:
+                # struct in6_pktinfo {in6_addr addr; unsigned ifindex}
+                return [(socket.IPPROTO_IPV6, socket.IPV6_PKTINFO, cdata[:16] + cdata[16:20])]
+        return []
 
     def on_readable(self) -> None:
         runtime = self.runtime
         stack = runtime.stack
-        recvfrom = self.sock.recvfrom
+        recvmsg = self.sock.recvmsg
         clients = self.clients
         now = _now()
         for _ in range(_UDP_READ_BATCH):
             try:
-                data, addr = recvfrom(_UDP_RECV_SIZE)
+                data, ancdata, _flags, addr = recvmsg(_UDP_RECV_SIZE, _PKTINFO_SPACE)
             except (BlockingIOError, InterruptedError):
                 break
             except OSError:
@@ -243,7 +263,7 @@ class UdpListener:
                 if fid is None:
                     runtime.counters["ports.udp.refused"] += 1
                     continue
-                flow = InboundUdpFlow(self, fid, addr)
+                flow = InboundUdpFlow(self, fid, addr, self._reply_ancdata(ancdata))
                 clients[addr] = flow
                 runtime.udp_flows[fid] = flow
             stack.udp_host_datagram(flow.flow_id, data, now)
