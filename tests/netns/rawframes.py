@@ -430,6 +430,52 @@ def op_upload_until(host: str, port: int, seed: int, min_size: int = 1 << 20, pa
 OPS["upload_until"] = op_upload_until
 
 
+DOWNLOAD_DONE = threading.Event()
+
+
+def op_timed_download(host: str, port: int) -> dict:
+    t0 = time.monotonic()
+    try:
+        r = util.guest_download(host, port)
+    finally:
+        DOWNLOAD_DONE.set()
+    r["seconds"] = time.monotonic() - t0
+    return r
+
+
+def op_slow_download(host: str, port: int, stall: float) -> dict:
+    """Connect, read nothing for `stall` seconds (the host keeps sending), then read to EOF."""
+    with socket.create_connection((host, port), timeout=10) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 << 10)
+        time.sleep(stall)
+        s.settimeout(util.DEFAULT_TIMEOUT)
+        n, sha, _ = util._recv_all(s)
+    return {"len": n, "sha": sha}
+
+
+def op_syn_flood_until(host: str, port: int, max_count: int, sport_base: int = 20000) -> dict:
+    """Raw SYNs from new source ports until a timed_download has finished (or `max_count`)."""
+    g = Guest()
+    me = g.ip
+    i = 0
+    while i < max_count and not DOWNLOAD_DONE.is_set():
+        g.send(g.eth(ipv4(me, host, 6, tcp(me, host, sport_base + i, port, 0x10000000 + i * 7919, 0, SYN,
+                                         options=b"\x02\x04\x05\xb4"))))
+        i += 1
+        if i % 50 == 0:
+            time.sleep(0.001)
+    return {"sent": i}
+
+
+def op_stop() -> dict:
+    STOP.set()
+    return {}
+
+
+OPS.update(stop=op_stop, timed_download=op_timed_download, slow_download=op_slow_download,
+           syn_flood_until=op_syn_flood_until)
+
+
 def main(argv: list[str]) -> int:
     spec = json.loads(argv[1])
     # {"background": [ops...], "ops": [ops...]}: each background op runs in its own thread
