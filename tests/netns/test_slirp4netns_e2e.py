@@ -27,7 +27,7 @@ from tests.netns.util import HOST_ADDR, REPO, UTIL, expected
 
 pytestmark = [pytest.mark.netns, pytest.mark.usefixtures("no_stray_processes")]
 
-S4N = [sys.executable, "-m", "slirpy.slirp4netns"]
+S4N = [sys.executable, "-m", "slirpy", "slirp4netns"]
 REAL_S4N = shutil.which("slirp4netns")
 TIMEOUT = 60.0
 
@@ -67,7 +67,7 @@ class Target:
 
 
 class Slirpy:
-    """`python -m slirpy.slirp4netns OPTIONS TARGET TAP` with a ready pipe on fd 3 (unless told)."""
+    """`python -m slirpy slirp4netns OPTIONS TARGET TAP` with a ready pipe on fd 3 (unless told)."""
 
     def __init__(self, *args: str, ready: bool = True, exit_pipe: bool = False, wrap: list[str] = ()) -> None:
         self.ready_r = self.exit_w = None
