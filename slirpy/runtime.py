@@ -10,6 +10,12 @@ UDP flows and ICMP echo flows get one non-blocking host socket each (proxy/udp.p
 proxy/icmp.py), watched with `add_reader`. Flows the Stack marks `dns` (network+3 port 53)
 are pointed at the upstream resolver: `--dns-upstream`, else the first nameserver of the
 host's resolv.conf, re-read when that file changes (resolvconf.py).
+
+Published ports (ports.py) and the API socket (api.py): `prepare_ports(specs, api_socket)`
+binds them synchronously after the sandbox was forked and before the loop runs (so errors
+come out at start, and the sandbox never inherits a listener); `serve_sandbox` starts serving
+them before the command is released. Their clients become inbound Stack flows whose events
+are dispatched exactly like outbound ones.
 """
 
 from __future__ import annotations
