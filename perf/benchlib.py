@@ -175,6 +175,7 @@ class Metric:
     unit: str
     higher_is_better: bool
     fmt: str = "{:.2f}"
+    compare: bool = True     # print slirpy/peer ratio columns
 
 
 @dataclass
@@ -239,7 +240,12 @@ class TargetResult:
             what = f"{SUBJECT} {self.variant} / {t.baseline_variant}"
         else:
             what = SUBJECT
-        obs = "n/a" if self.observed is None else f"{self.observed:.3g}"
+        if self.observed is None:
+            obs = "n/a"
+        elif abs(self.observed) >= 100:
+            obs = f"{self.observed:.0f}"
+        else:
+            obs = f"{self.observed:.3g}"
         verdict = {True: "met", False: "MISSED", None: "unknown"}[self.met]
         return f"{t.text or t.metric}: {what} {t.op} {t.value:g}: {obs} -> {verdict}"
 
@@ -331,15 +337,18 @@ def format_table(cells: list[Cell], workload: str, metric: Metric, peers: list[s
     if not rows:
         return ""
     present = [p for p in peers if any(r[1][p] != "-" for r in rows)]
-    others = [p for p in present if p != SUBJECT]
+    others = [p for p in present if p != SUBJECT] if metric.compare else []
     head = ["variant", *present, *[f"/{p}" for p in others]]
     body = []
     for variant, texts, ratios in rows:
         body.append([variant, *[texts[p] for p in present],
                      *["-" if ratios[p] is None else f"{ratios[p]:.2f}x" for p in others]])
     widths = [max(len(r[i]) for r in [head, *body]) for i in range(len(head))]
-    lines = [f"{metric.label} [{metric.unit}] ({'higher' if metric.higher_is_better else 'lower'}"
-             f" is better; /peer = {SUBJECT} median / peer median)"]
+    if metric.compare:
+        lines = [f"{metric.label} [{metric.unit}] ({'higher' if metric.higher_is_better else 'lower'}"
+                 f" is better; /peer = {SUBJECT} median / peer median)"]
+    else:
+        lines = [f"{metric.label} [{metric.unit}]"]
     for r in [head, *body]:
         lines.append("  " + "  ".join(x.ljust(w) if i == 0 else x.rjust(w)
                                       for i, (x, w) in enumerate(zip(r, widths))))
