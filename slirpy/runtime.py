@@ -21,11 +21,13 @@ are dispatched exactly like outbound ones.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import errno
 import json
 import logging
 import os
 import random
+import resource
 import signal
 import sys
 import time
@@ -54,8 +56,46 @@ _GUEST_MAY_SEND = frozenset((TcpState.SYN_RECEIVED, TcpState.ESTABLISHED,
                              TcpState.FIN_WAIT_1, TcpState.FIN_WAIT_2))
 
 
+FD_RESERVE = 64     # fds kept for the TAP, pidfd, listeners, the API socket, logging...
+
+
+def raise_nofile_limit() -> int:
+    """Raise the soft RLIMIT_NOFILE to the hard limit; return the soft limit in force."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY:
+        hard = 1 << 20
+    if soft == resource.RLIM_INFINITY or soft >= hard:
+        return min(soft, hard) if soft != resource.RLIM_INFINITY else hard
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        return hard
+    except (ValueError, OSError):
+        return soft
+
+
+def fit_limits_to_fds(limits, nofile: int, reserve: int = FD_RESERVE):
+    """`limits` with the TCP/UDP/ICMP flow caps lowered so their host sockets fit in `nofile`
+    fds minus `reserve` (the same object when they already fit)."""
+    budget = max(nofile - reserve, 16)
+    tcp, udp, icmp = limits.max_tcp_flows, limits.max_udp_flows, limits.max_icmp_flows
+    if tcp + udp + icmp <= budget:
+        return limits
+    icmp = min(icmp, max(budget // 16, 1))
+    udp = min(udp, max(budget // 4, 1))
+    tcp = max(budget - udp - icmp, 1)
+    return dataclasses.replace(limits, max_tcp_flows=tcp, max_udp_flows=udp, max_icmp_flows=icmp,
+                               max_half_open=min(limits.max_half_open, tcp))
+
+
 class Runtime:
     def __init__(self, config, tap_fd: int, *, vnet_hdr: bool, offload: bool, impair=None):
+        # Every flow holds one host fd: raise the soft RLIMIT_NOFILE to the hard one and keep
+        # the flow caps below it, so a flood is refused by our limits, never by EMFILE.
+        nofile = raise_nofile_limit()
+        limits = fit_limits_to_fds(config.limits, nofile)
+        if limits is not config.limits:
+            log.debug("flow limits lowered to fit RLIMIT_NOFILE %d: %s", nofile, limits)
+            config = dataclasses.replace(config, limits=limits)
         self.config = config
         self.tap_fd = tap_fd
         self.stack = Stack(config, vnet_hdr=vnet_hdr, offload=offload,

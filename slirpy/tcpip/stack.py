@@ -104,6 +104,15 @@ EHOSTUNREACH = 113
 ETIMEDOUT = 110
 EACCES = 13
 EPERM = 1
+EMFILE = 24
+ENFILE = 23
+ENOBUFS = 105
+ENOMEM = 12
+EADDRNOTAVAIL = 99
+# Shortages on our side, not facts about the destination: the guest must not be told the
+# host is unreachable. Its SYN is dropped as a server with a full SYN queue would, and the
+# guest's retransmission is a fresh attempt.
+_LOCAL_RESOURCE_ERRORS = frozenset((EMFILE, ENFILE, ENOBUFS, ENOMEM, EADDRNOTAVAIL))
 
 _QUOTE_MAX = _icmp.ERROR_QUOTE_MAX              # head of a guest packet kept for ICMP errors
 _ECHO_ID_SEQ = struct.Struct("!HH")
@@ -232,6 +241,7 @@ class Stack:
             gso_max=_GSO_MAX if self.offload else 0,    # the connection rounds it to its MSS
             time_wait=self.limits.tcp_time_wait,
             syn_timeout=self.limits.tcp_syn_timeout,
+            counters=self.counters,
         )
         self._tcp_by_key: dict[tuple, TcpFlow] = {}
         self._tcp_by_id: dict[int, TcpFlow] = {}
@@ -350,6 +360,11 @@ class Stack:
         if err == ECONNREFUSED:
             c["tcp.connect.refused"] += 1
             flow.conn.refuse()
+        elif err in _LOCAL_RESOURCE_ERRORS:
+            c["tcp.connect.drop.local_resource"] += 1
+            self._forget(flow)
+            self._events.append(TcpFlowClosed(flow_id, False))
+            return
         else:
             code = {
                 ENETUNREACH: _icmp.UNREACH_NET,
@@ -947,6 +962,9 @@ class Stack:
         # No flow for this 4-tuple.
         if flags & RST:
             c["tcp.rx.drop.rst_no_flow"] += 1
+            return
+        if flags & SYN and flags & FIN:
+            c["tcp.rx.drop.syn_fin"] += 1           # never valid; Linux discards it too
             return
         if (flags & (SYN | ACK | FIN)) != SYN:
             c["tcp.rx.no_flow"] += 1

@@ -75,7 +75,7 @@ parsed from; the consumer must use it (or copy it) before that buffer is reused.
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from .seqnum import seq_add, seq_between, seq_ge, seq_gt, seq_le, seq_lt, seq_sub
 from .tcp import ACK, FIN, PSH, RST, SYN, TcpOptions, TcpSegment
@@ -134,6 +134,8 @@ class TcpParams:
     rto_max: float = 60.0
     max_retransmits: int = 12    # consecutive RTO expiries on one segment before Reset('timeout')
     syn_timeout: float = 75.0    # passive open not completed
+    # Where drops and challenge ACKs are counted (the owner's dotted counters), or None.
+    counters: dict | None = field(default=None, compare=False, hash=False, repr=False)
 
 
 # ---------------------------------------------------------------------------------------- events
@@ -482,6 +484,11 @@ class TcpConnection:
         ordered = [blocks[first]] + blocks[:first] + blocks[first + 1:]
         return TcpOptions(sack_blocks=tuple((s, e) for s, e in ordered[:4])).pack()
 
+    def _count(self, name: str) -> None:
+        c = self.params.counters
+        if c is not None:
+            c[name] = c.get(name, 0) + 1
+
     def _update_scoreboard(self, blocks, ack: int) -> None:
         """Merge the peer's SACK blocks (RFC 2018) into the scoreboard; bounded, and only
         blocks above the cumulative ACK and below SND.MAX count (RFC 6675 §5, D-SACK ignored)."""
@@ -769,6 +776,7 @@ class TcpConnection:
         drop_text = False
         if not ok:
             if flags & RST:
+                self._count("tcp.rx.drop.rst_out_of_window")
                 return
             if wnd == 0 and seq == rcv_nxt and not flags & SYN:
                 # A bare FIN at a closed window's edge is taken; a zero-window probe's ACK and
@@ -779,6 +787,7 @@ class TcpConnection:
                     self._ack_needed = True
             if not ok:
                 self._ack_needed = True
+                self._count("tcp.rx.drop.out_of_window")
                 if state is _TIME_WAIT and flags & FIN:
                     self._tw_at = now + self.params.time_wait    # the peer's FIN again (§3.10.7.4)
                 return
@@ -790,11 +799,13 @@ class TcpConnection:
                     self._reset("reset")
             else:
                 self._ack_needed = True             # challenge ACK
+                self._count("tcp.rx.challenge_ack.rst")
             return
 
         # fourth: SYN in a synchronized state (RFC 5961 §4)
         if flags & SYN:
             self._ack_needed = True
+            self._count("tcp.rx.challenge_ack.syn")
             return
 
         # fifth: ACK
@@ -811,8 +822,10 @@ class TcpConnection:
                 return
         if seq_gt(ack, self._snd_max):
             self._ack_needed = True                 # ACK of data never sent (RFC 5961 §5.2)
+            self._count("tcp.rx.challenge_ack.ack")
             return
         if seq_lt(ack, seq_add(self.snd_una, -self._max_snd_wnd)):
+            self._count("tcp.rx.drop.old_ack")
             self._ack_needed = True
             return
         if state is _TIME_WAIT:

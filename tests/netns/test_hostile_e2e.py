@@ -161,16 +161,12 @@ def test_rfc5961_attacks_draw_challenge_acks_and_leave_the_flow_alive(hostile_ru
     assert hostile_run["counters"].get("tcp.flows.reset.reset", 0) >= 1
 
 
-@pytest.mark.xfail(strict=True, reason="SYN+FIN without a flow is answered with RST and counted "
-                   "as tcp.rx.no_flow, not dropped under its own counter")
 def test_syn_fin_is_dropped_with_its_own_counter(hostile_run):
     first, _, second, _ = hostile_run["out"]["ops"]
     n = first["sent"]["syn_fin"] + second["sent"]["syn_fin"]
     assert hostile_run["counters"].get("tcp.rx.drop.syn_fin", 0) == n
 
 
-@pytest.mark.xfail(strict=True, reason="TcpConnection drops out-of-window segments and answers "
-                   "RST/SYN with wrong sequence numbers without counting them")
 def test_rfc5961_drops_are_counted(hostile_run):
     c = hostile_run["counters"]
     assert c.get("tcp.rx.drop.out_of_window", 0) >= 2                # out_of_window_data, old_data

@@ -6,8 +6,8 @@ handshake: a listener whose accept queue is full, so the host kernel drops the S
 slirpy's connects. `net.ipv4.tcp_syn_retries` of the outer test namespace is lowered to 1 for
 the test (restored after), so those connects fail with ETIMEDOUT after ~3 s and the table
 can drain within the test. slirpy's RLIMIT_NOFILE soft limit is raised to the hard limit for
-it, so that Limits.max_half_open (1024), not the fd limit, is what binds; the default-limit
-case is its own (xfail) test. The throughput of a download running alongside, with and
+it (slirpy raises it itself too), so that Limits.max_half_open (1024) binds; the default-limit
+case is its own test. The throughput of a download running alongside, with and
 without the flood, is printed (run with -s), never asserted.
 
 Slow reader: one side stops reading for a few seconds while the other pushes 128 MiB
@@ -189,8 +189,6 @@ def test_syn_flood_half_open_capped_drains_and_transfer_is_byte_exact(host_serve
     assert flows["tcp_half_open"] == 0 and flows["tcp"] == 0, flows
 
 
-@pytest.mark.xfail(strict=True, reason="slirpy keeps RLIMIT_NOFILE's soft limit (1024 here) below "
-                   "Limits.max_half_open: host connects fail with EMFILE during a SYN flood")
 def test_syn_flood_under_the_default_fd_limit_never_hits_emfile():
     """With the soft RLIMIT_NOFILE slirpy was started with (1024 for an ordinary user here),
     1100 half-open flows to a blackhole need more fds than it may open. No host connect may

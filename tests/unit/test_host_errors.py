@@ -21,14 +21,13 @@ EACCES, EPERM   ICMP 3/13 communication administratively     EHOSTUNREACH      t
                 prohibited (a host firewall/LSM said no)
 ECONNRESET,     ICMP 3/1 (connect(2) does not return these on EHOSTUNREACH      tcp.connect.unreachable
 EPIPE           Linux; they fall to the default)
-EMFILE, ENFILE, PROPOSED (xfail today): nothing. The flow is     SYN retransmitted tcp.connect.drop.local_resource
-ENOBUFS,        forgotten and the SYN dropped, as a server   by the guest;
-EADDRNOTAVAIL   with a full SYN queue does; the guest's      succeeds once the
-                kernel retransmits it and the next attempt   resource is back
-                gets a fresh connect. TODAY: ICMP 3/1, which
-                tells the guest "No route to host" about a
-                remote that is fine, for a transient shortage
-                of slirpy's own fds / buffers / ports.
+EMFILE, ENFILE, nothing. The flow is forgotten and the SYN      SYN retransmitted tcp.connect.drop.local_resource
+ENOBUFS,        dropped, as a server with a full SYN queue   by the guest;
+ENOMEM,         does; the guest's kernel retransmits it and  succeeds once the
+EADDRNOTAVAIL   the next attempt gets a fresh connect. (ICMP resource is back
+                3/1 would tell the guest "No route to host"
+                about a remote that is fine, for a transient
+                shortage of slirpy's own fds/buffers/ports.)
 =============== ============================================ ================= ===========
 
 Established phase (`Stack.tcp_host_reset`): ECONNRESET, EPIPE, ETIMEDOUT, EHOSTUNREACH, ...
@@ -157,18 +156,6 @@ def test_connect_error_becomes_icmp_unreachable_quoting_the_syn(err, code):
 LOCAL_RESOURCE = [errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.EADDRNOTAVAIL]
 
 
-@pytest.mark.parametrize("err", LOCAL_RESOURCE, ids=[errno.errorcode[e] for e in LOCAL_RESOURCE])
-def test_local_resource_errors_today_are_host_unreachable(err):
-    """What happens now (kept so that a change is deliberate): ICMP host unreachable."""
-    s = make_stack()
-    fid = open_flow(s)
-    s.tcp_host_connect_failed(fid, err, 0.0)
-    [pkt] = out_packets(s)
-    assert_icmp_unreachable(pkt, 1)
-
-
-@pytest.mark.xfail(strict=True, reason="local resource errors (EMFILE/ENFILE/ENOBUFS/EADDRNOTAVAIL) "
-                   "become ICMP host-unreachable instead of a silent, counted drop")
 @pytest.mark.parametrize("err", LOCAL_RESOURCE, ids=[errno.errorcode[e] for e in LOCAL_RESOURCE])
 def test_local_resource_error_drops_the_syn_so_the_guest_retries(err):
     s = make_stack()
@@ -378,8 +365,6 @@ def test_runtime_maps_create_connection_errors(err, expect):
         rig.close()
 
 
-@pytest.mark.xfail(strict=True, reason="EMFILE from the host connect becomes ICMP host-unreachable "
-                   "instead of a silent, counted drop that lets the guest retry")
 def test_runtime_emfile_drops_the_syn_and_the_retry_succeeds():
     attempts = []
 
@@ -441,3 +426,19 @@ def test_runtime_established_host_error_resets_guest_after_delivering_data(exc):
         assert not transport.aborted        # the host socket is already dead: nothing to abort
     finally:
         rig.close()
+
+
+# ------------------------------------------------------------------ fd budget (issue 7 part 5)
+
+def test_flow_caps_fit_the_fd_limit():
+    from slirpy.config import Limits
+    from slirpy.runtime import FD_RESERVE, fit_limits_to_fds
+
+    roomy = Limits()
+    assert fit_limits_to_fds(roomy, 1 << 20) is roomy
+    for nofile in (1024, 4096, 20000):
+        lim = fit_limits_to_fds(roomy, nofile)
+        total = lim.max_tcp_flows + lim.max_udp_flows + lim.max_icmp_flows
+        assert total <= nofile - FD_RESERVE, (nofile, lim)
+        assert 0 < lim.max_half_open <= lim.max_tcp_flows
+        assert lim.max_tcp_flows >= (nofile - FD_RESERVE) // 2
