@@ -77,6 +77,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 
+from .sendbuf import SendBuffer
 from .seqnum import seq_add, seq_between, seq_ge, seq_gt, seq_le, seq_lt, seq_sub
 from .tcp import ACK, FIN, PSH, RST, SYN, TcpOptions, TcpSegment
 
@@ -216,7 +217,7 @@ class TcpConnection:
         self._seg_cap = DEFAULT_MSS
         self._rcv_adv = 0
         self._rcv_paused = False
-        self._sndbuf = bytearray()
+        self._sndbuf = SendBuffer()
         self._buf_seq = seq_add(self.iss, 1)
         self._fin_queued = False
         self._cwnd = 10 * DEFAULT_MSS
@@ -324,7 +325,7 @@ class TcpConnection:
         """Queue data for the peer. Ignored once the write side is shut or the connection died."""
         if self._fin_queued or self.state not in (_ESTABLISHED, _CLOSE_WAIT, _SYN_SENT, _SYN_RECEIVED):
             return
-        self._sndbuf += data
+        self._sndbuf.append(data)
 
     @property
     def send_buffered(self) -> int:
@@ -386,7 +387,7 @@ class TcpConnection:
             return
         self.state = _CLOSED
         self._rto_at = self._persist_at = self._tw_at = self._syn_at = None
-        self._sndbuf = bytearray()
+        self._sndbuf = SendBuffer()
         self._ooo = None
         self._syn_pending = self._rexmit_pending = self._probe_pending = self._ack_needed = False
         self._rcv_fin_seq = None
@@ -514,7 +515,7 @@ class TcpConnection:
                 merged.append([left, right])
         self._sacked = merged[-SACK_SCOREBOARD_MAX:]
 
-    def _emit_holes(self, out: list, now: float, rcv_nxt: int, wnd_field: int, mv, buf_seq: int,
+    def _emit_holes(self, out: list, now: float, rcv_nxt: int, wnd_field: int, buf_seq: int,
                     blen: int) -> bool:
         """Retransmit up to `_rxt_budget` un-SACKed segments between HighRxt and the highest
         SACKed byte; a pending retransmission stays pending while budget and holes remain."""
@@ -544,7 +545,7 @@ class TcpConnection:
             off = seq_sub(h, buf_seq)
             if n <= 0 or off < 0 or off + n > blen:
                 break
-            out.append((h, rcv_nxt, ACK, wnd_field, b"", mv[off:off + n].tobytes()))
+            out.append((h, rcv_nxt, ACK, wnd_field, b"", self._sndbuf.get(off, n)))
             sent = True
             h = seq_add(h, n)
             self._rxt_budget -= 1
@@ -564,90 +565,86 @@ class TcpConnection:
         mss = self.snd_mss
         fin_ok = fin_ok and self._fin_queued
         sent = False
-        mv = memoryview(buf)
-        try:
-            # With a SACK scoreboard: retransmit the holes below the highest SACKed byte, one
-            # segment per duplicate ACK (a simple form of RFC 6675's NextSeg rule 1).
-            if self._rexmit_pending and self._sacked:
-                self._rexmit_pending = False
-                sent = self._emit_holes(out, now, rcv_nxt, wnd_field, mv, buf_seq, blen)
-            # Fast retransmit / NewReno partial ACK: one SMSS at SND.UNA (RFC 5681 §3.2, RFC 6582).
-            elif self._rexmit_pending:
-                self._rexmit_pending = False
-                off = seq_sub(una, buf_seq)
-                n = min(blen - off, mss)
-                flags = ACK
-                if n > 0:
-                    payload = mv[off:off + n].tobytes()
-                    if fin_ok and off + n == blen and seq_gt(self._snd_max, seq_add(buf_seq, blen)):
-                        flags |= FIN
-                elif fin_ok and off == blen and seq_gt(self._snd_max, seq_add(buf_seq, blen)):
-                    payload = b""
+        # With a SACK scoreboard: retransmit the holes below the highest SACKed byte, one
+        # segment per duplicate ACK (a simple form of RFC 6675's NextSeg rule 1).
+        if self._rexmit_pending and self._sacked:
+            self._rexmit_pending = False
+            sent = self._emit_holes(out, now, rcv_nxt, wnd_field, buf_seq, blen)
+        # Fast retransmit / NewReno partial ACK: one SMSS at SND.UNA (RFC 5681 §3.2, RFC 6582).
+        elif self._rexmit_pending:
+            self._rexmit_pending = False
+            off = seq_sub(una, buf_seq)
+            n = min(blen - off, mss)
+            flags = ACK
+            if n > 0:
+                payload = buf.get(off, n)
+                if fin_ok and off + n == blen and seq_gt(self._snd_max, seq_add(buf_seq, blen)):
                     flags |= FIN
-                else:
-                    flags = 0
-                if flags:
-                    out.append((una, rcv_nxt, flags, wnd_field, b"", payload))
-                    sent = True
-                    self._rtt_seq = None                # Karn: never time a retransmission
-                    if self._rto_at is None:
-                        self._rto_at = now + self._rto
-
-            nxt = self.snd_nxt
-            off = seq_sub(nxt, buf_seq)
-            flight = seq_sub(nxt, una)
-
-            # Zero-window probe: one byte at SND.UNA when nothing is in flight (§3.8.6.1).
-            if self._probe_pending:
-                self._probe_pending = False
-                if flight == 0 and off < blen and off >= 0:
-                    out.append((nxt, rcv_nxt, ACK, wnd_field, b"", mv[off:off + 1].tobytes()))
-                    sent = True
-                    if seq_lt(self._snd_max, seq_add(nxt, 1)):
-                        self._snd_max = seq_add(nxt, 1)
-
-            snd_max = self._snd_max
-            wnd_room_base = seq_sub(una, buf_seq) + self.snd_wnd    # window right edge, as a buffer offset
-            cap = self._seg_cap
-            cwnd = self._cwnd
-            while True:
-                avail = blen - off
-                if avail <= 0:
-                    if fin_ok and avail == 0:           # FIN needs no window (it carries no data)
-                        out.append((nxt, rcv_nxt, ACK | FIN, wnd_field, b"", b""))
-                        sent = True
-                        nxt = seq_add(nxt, 1)
-                    break
-                room = wnd_room_base - off
-                c = cwnd - flight
-                if c < room:
-                    room = c
-                if cap < room:
-                    room = cap
-                n = avail if avail < room else room
-                if n <= 0:
-                    break
-                if n < avail and n < mss and flight > 0:
-                    break                               # sender SWS avoidance (§3.8.6.2.1)
-                seq = seq_add(buf_seq, off)
-                flags = ACK
-                if n == avail:
-                    flags = ACK | PSH
-                    if fin_ok:
-                        flags = ACK | PSH | FIN         # FIN rides on the last data segment
-                out.append((seq, rcv_nxt, flags, wnd_field, b"", mv[off:off + n].tobytes()))
+            elif fin_ok and off == blen and seq_gt(self._snd_max, seq_add(buf_seq, blen)):
+                payload = b""
+                flags |= FIN
+            else:
+                flags = 0
+            if flags:
+                out.append((una, rcv_nxt, flags, wnd_field, b"", payload))
                 sent = True
-                if self._rtt_seq is None and seq == snd_max:
-                    self._rtt_seq = seq_add(seq, n)      # time new data only (Karn)
-                    self._rtt_at = now
-                off += n
-                flight += n
-                nxt = seq_add(nxt, n)
-                if flags & FIN:
+                self._rtt_seq = None                # Karn: never time a retransmission
+                if self._rto_at is None:
+                    self._rto_at = now + self._rto
+
+        nxt = self.snd_nxt
+        off = seq_sub(nxt, buf_seq)
+        flight = seq_sub(nxt, una)
+
+        # Zero-window probe: one byte at SND.UNA when nothing is in flight (§3.8.6.1).
+        if self._probe_pending:
+            self._probe_pending = False
+            if flight == 0 and off < blen and off >= 0:
+                out.append((nxt, rcv_nxt, ACK, wnd_field, b"", buf.get(off, 1)))
+                sent = True
+                if seq_lt(self._snd_max, seq_add(nxt, 1)):
+                    self._snd_max = seq_add(nxt, 1)
+
+        snd_max = self._snd_max
+        wnd_room_base = seq_sub(una, buf_seq) + self.snd_wnd    # window right edge, as a buffer offset
+        cap = self._seg_cap
+        cwnd = self._cwnd
+        while True:
+            avail = blen - off
+            if avail <= 0:
+                if fin_ok and avail == 0:           # FIN needs no window (it carries no data)
+                    out.append((nxt, rcv_nxt, ACK | FIN, wnd_field, b"", b""))
+                    sent = True
                     nxt = seq_add(nxt, 1)
-                    break
-        finally:
-            mv.release()
+                break
+            room = wnd_room_base - off
+            c = cwnd - flight
+            if c < room:
+                room = c
+            if cap < room:
+                room = cap
+            n = avail if avail < room else room
+            if n <= 0:
+                break
+            if n < avail and n < mss and flight > 0:
+                break                               # sender SWS avoidance (§3.8.6.2.1)
+            seq = seq_add(buf_seq, off)
+            flags = ACK
+            if n == avail:
+                flags = ACK | PSH
+                if fin_ok:
+                    flags = ACK | PSH | FIN         # FIN rides on the last data segment
+            out.append((seq, rcv_nxt, flags, wnd_field, b"", buf.get(off, n)))
+            sent = True
+            if self._rtt_seq is None and seq == snd_max:
+                self._rtt_seq = seq_add(seq, n)      # time new data only (Karn)
+                self._rtt_at = now
+            off += n
+            flight += n
+            nxt = seq_add(nxt, n)
+            if flags & FIN:
+                nxt = seq_add(nxt, 1)
+                break
 
         self.snd_nxt = nxt
         if seq_gt(nxt, self._snd_max):
@@ -919,7 +916,7 @@ class TcpConnection:
                 if n > blen:
                     n = blen
                 if n:
-                    del self._sndbuf[:n]
+                    self._sndbuf.consume(n)
                     self._buf_seq = seq_add(self._buf_seq, n)
             if self._retries:
                 # New data acknowledged after a timeout: undo the backoff from SRTT/RTTVAR (as BSD

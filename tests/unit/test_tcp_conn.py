@@ -368,7 +368,9 @@ def test_send_segments_by_mss_psh_on_last():
         (ISS + 1001, IRS + 1, ACK, W, 1000),
         (ISS + 2001, IRS + 1, ACK | PSH, W, 500),
     ]
-    assert all(isinstance(p, bytes) for *_, p in out)
+    # payloads are the queued bytes, zero-copy: bytes or read-only views of immutable chunks
+    assert all(type(p) is bytes or (type(p) is memoryview and p.readonly) for *_, p in out)
+    assert b"".join(bytes(p) for *_, p in out) == b"a" * 2500
     assert c.snd_nxt == ISS + 2501 and c.get_timer() == 2.0
     c.receive_segment(seg(IRS + 1, ISS + 1001, ACK), 1.1)
     assert c.send_buffered == 1500

@@ -54,7 +54,8 @@ class Endpoint:
 def to_segment(t, sport: int, dport: int) -> TcpSegment:
     seq, ack, flags, window, options, payload = t
     assert 0 <= seq < 2**32 and 0 <= ack < 2**32 and 0 <= window <= 0xFFFF
-    assert isinstance(payload, bytes)
+    assert type(payload) is bytes or (type(payload) is memoryview and payload.readonly)
+    payload = bytes(payload)
     opts = TcpOptions.parse(options) if options else NO_OPTIONS
     return TcpSegment(sport, dport, seq, ack, flags, window, 0, opts, payload)
 
