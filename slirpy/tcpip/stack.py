@@ -300,6 +300,10 @@ class Stack:
         except MalformedPacket as e:
             c["rx.drop." + e.reason] += 1
 
+    def has_output(self) -> bool:
+        """Whether frames_to_send would return anything (frames queued or flows to service)."""
+        return bool(self._frames or self._dirty)
+
     def frames_to_send(self, now: float) -> list:
         """Frames for the TAP: each item is `bytes`, or a tuple of buffers for `os.writev`."""
         dirty = self._dirty
