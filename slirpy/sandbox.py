@@ -622,39 +622,63 @@ RESOLV_CONF = "/etc/resolv.conf"
 
 
 def _bind_resolv_conf(text: str, target: str = RESOLV_CONF) -> str | None:  # pragma: no cover
-    """S: put `text` over `target` in the sandbox's own mount namespace; a problem, or None.
+    """S: give the sandbox its own `target` with `text`; a problem, or None. Nothing is
+    written on the host.
 
-    The content goes into a file on a small tmpfs mounted for a moment over a scratch
-    directory (/tmp, else /mnt) of this private mount namespace; the file is bind-mounted
-    over `target` and the tmpfs is lazily unmounted again, so the scratch directory looks as
-    before and nothing is written on the host. mount(2) follows a symlinked target
-    (systemd-resolved's stub-resolv.conf), so the file the link names is the one covered.
-    Known limit: if the host later *renames* a new file over the covered one, the kernel
-    detaches mounts on the replaced dentry in every namespace (Linux >= 3.18), and the
-    sandbox then sees the host's new file; an in-place rewrite is not seen.
+    The sandbox gets its own /etc (as RootlessKit's copy-up does): a small tmpfs in which
+    every entry of the host's /etc is a relative symlink into `.host/`, a bind mount of the
+    host's /etc, except resolv.conf, which is a real file. So later host changes to its
+    other /etc files show through, and a host that *replaces* its resolv.conf (NetworkManager
+    and systemd-resolved write a new file and rename it over the old one) cannot take the
+    sandbox's away: a plain bind mount over the file would be detached by the kernel then
+    (Linux >= 3.18), leaving the sandbox with the host's nameserver, often 127.0.0.53, which
+    it cannot reach. If the copy-up is refused, the file alone is bind-mounted.
     """
-    if not os.path.exists(target):
-        return f"{target} does not exist here; inside, DNS names may not resolve"
+    etc = os.path.dirname(target)
+    name = os.path.basename(target)
+    if not os.path.isdir(etc):
+        return f"{etc} does not exist here; inside, DNS names may not resolve"
     last = "no scratch directory"
     for scratch in ("/tmp", "/mnt", "/run"):
         if not os.path.isdir(scratch):
             continue
         try:
-            _mount("tmpfs", scratch, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+            _mount("tmpfs", scratch, "tmpfs", MS_NOSUID | MS_NODEV)
         except OSError as e:
             last = e.strerror
             continue
         try:
-            path = os.path.join(scratch, "resolv.conf")
+            new_etc = os.path.join(scratch, "etc")
+            os.mkdir(new_etc, 0o755)
+            path = os.path.join(new_etc, name)
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
             try:
                 os.write(fd, text.encode())
             finally:
                 os.close(fd)
+            try:
+                host = os.path.join(new_etc, ".host")
+                os.mkdir(host, 0o755)
+                for entry in os.listdir(etc):
+                    if entry == name or entry == ".host":
+                        continue
+                    orig = os.path.join(etc, entry)
+                    # a symlink is copied as it is (a relative one such as mtab ->
+                    # ../proc/self/mounts must stay relative to /etc); anything else is reached
+                    # through .host, so that it stays the host's live file
+                    link = os.readlink(orig) if os.path.islink(orig) else os.path.join(".host", entry)
+                    os.symlink(link, os.path.join(new_etc, entry))
+                _mount(etc, host, None, MS_BIND | MS_REC)
+                _mount(new_etc, etc, None, MS_BIND | MS_REC)
+                return None
+            except OSError:
+                pass                    # copy-up refused: cover the file alone
+            if not os.path.exists(target):
+                return f"{target} does not exist here; inside, DNS names may not resolve"
             _mount(path, target, None, MS_BIND)
             return None
         except OSError as e:
-            return f"cannot bind-mount the sandbox's {target} ({e.strerror}); DNS names may not resolve"
+            return f"cannot give the sandbox its own {target} ({e.strerror}); DNS names may not resolve"
         finally:
             _libc.umount2(scratch.encode(), MNT_DETACH)
     return f"cannot give the sandbox its own {target} ({last}); DNS names may not resolve"
