@@ -47,6 +47,12 @@ class Controller(Protocol):
 
     def remove_forward(self, forward_id: int) -> bool: ...
 
+    def stats(self) -> dict:
+        """Counters and table sizes (`slirpy stats`)."""
+
+    def flows(self) -> list[dict]:
+        """One row per live flow (`slirpy flows`)."""
+
 
 class ApiError(Exception):
     """A request that gets an {"error": {"desc": ...}} reply."""
@@ -131,12 +137,23 @@ async def _remove_hostfwd(ctl: Controller, req: dict) -> dict:
     return {"return": {}}
 
 
+async def _stats(ctl: Controller, req: dict) -> dict:
+    return {"return": ctl.stats()}
+
+
+async def _flows(ctl: Controller, req: dict) -> dict:
+    return {"return": {"flows": ctl.flows()}}
+
+
 Handler = Callable[[Controller, dict], Awaitable[dict]]
 
 HANDLERS: dict[str, Handler] = {
     "add_hostfwd": _add_hostfwd,
     "list_hostfwd": _list_hostfwd,
     "remove_hostfwd": _remove_hostfwd,
+    # slirpy's own, read-only: not in slirp4netns
+    "stats": _stats,
+    "flows": _flows,
 }
 
 

@@ -209,6 +209,38 @@ def port_rm(api_socket, ids):
 
 
 @main.command()
+@_api_socket_option
+@click.option("--json", "as_json", is_flag=True, help="Print the reply as JSON.")
+def stats(api_socket, as_json):
+    """Print the counters of a running sandbox (every drop has its own dotted name)."""
+    data = _api_call(api_socket, {"execute": "stats"}).get("return", {})
+    if as_json:
+        click.echo(json.dumps(data, indent=1))
+        return
+    for name, value in data.get("flows", {}).items():
+        click.echo(f"flows.{name} {value}")
+    for name, value in data.get("counters", {}).items():
+        click.echo(f"{name} {value}")
+
+
+@main.command()
+@_api_socket_option
+@click.option("--json", "as_json", is_flag=True, help="Print the rows as JSON.")
+def flows(api_socket, as_json):
+    """List the live flows of a running sandbox, like `conntrack -L`."""
+    rows = _api_call(api_socket, {"execute": "flows"}).get("return", {}).get("flows", [])
+    if as_json:
+        click.echo(json.dumps(rows))
+        return
+    click.echo(f"{'PROTO':5} {'DIR':3} {'GUEST':21} {'HOST':21} {'STATE':12} {'TO-HOST':>11} "
+               f"{'TO-GUEST':>11} {'AGE':>7}")
+    for r in rows:
+        unit = "" if r["unit"] == "bytes" else " dg"
+        click.echo(f"{r['proto']:5} {r['direction']:3} {r['guest']:21} {r['host']:21} {r['state']:12} "
+                   f"{str(r['to_host']) + unit:>11} {str(r['to_guest']) + unit:>11} {r['age']:>6}s")
+
+
+@main.command()
 def doctor():
     """Check that this machine lets slirpy run, and say how to fix what does not."""
     from . import doctor as _doctor

@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import errno
+import ipaddress
 import json
 import logging
 import os
@@ -188,7 +189,7 @@ class Runtime:
             from . import api as _api
             path, sock = self._pending_api
             self._pending_api = None
-            self.api = _api.ApiServer(self.ports, path)
+            self.api = _api.ApiServer(RuntimeControl(self), path)
             await self.api.start(sock)
 
     # -------------------------------------------------------------- loop wiring
@@ -428,6 +429,27 @@ class Runtime:
 
     # -------------------------------------------------------------- stats
 
+    def flow_table(self, now: float) -> list[dict]:
+        """Live flows, in the spirit of `conntrack -L`: protocol, direction, guest and host
+        endpoints, state, traffic each way (TCP: payload bytes; UDP/ICMP: datagrams), age."""
+        def ep(ip: bytes, port: int) -> str:
+            return f"{ipaddress.IPv4Address(ip)}:{port}"
+
+        rows = []
+        for f in self.stack.flows():
+            rows.append({"proto": "tcp", "direction": "in" if f.inbound else "out",
+                         "guest": ep(f.guest_ip, f.guest_port), "host": ep(f.host_ip, f.host_port),
+                         "state": f.conn.state.name, "to_host": f.bytes_in, "to_guest": f.bytes_out,
+                         "unit": "bytes", "age": round(now - f.opened_at, 1)})
+        for proto, flows in (("udp", self.stack.udp_flows()), ("icmp", self.stack.echo_flows())):
+            for f in flows:
+                rows.append({"proto": proto, "direction": "in" if f.inbound else "out",
+                             "guest": ep(f.guest_ip, f.guest_port), "host": ep(f.host_ip, f.host_port),
+                             "state": "REPLIED" if f.replied else "UNREPLIED",
+                             "to_host": f.datagrams_in, "to_guest": f.datagrams_out,
+                             "unit": "datagrams", "age": round(now - f.opened_at, 1)})
+        return rows
+
     def snapshot(self) -> dict:
         return {
             "counters": dict(sorted(self.counters.items())),
@@ -451,6 +473,33 @@ def _foreground_on_tty() -> bool:
         except OSError:
             continue
     return False
+
+
+class RuntimeControl:
+    """What the control socket may do: change the port forwards, and read counters and flows."""
+
+    def __init__(self, runtime: Runtime):
+        self._runtime = runtime
+        self._ports = runtime.ports
+
+    @property
+    def guest_addr(self) -> str:
+        return self._ports.guest_addr
+
+    async def add_forward(self, spec) -> int:
+        return await self._ports.add_forward(spec)
+
+    def list_forwards(self):
+        return self._ports.list_forwards()
+
+    def remove_forward(self, forward_id: int) -> bool:
+        return self._ports.remove_forward(forward_id)
+
+    def stats(self) -> dict:
+        return self._runtime.snapshot()
+
+    def flows(self) -> list[dict]:
+        return self._runtime.flow_table(time.monotonic())
 
 
 async def serve_sandbox(runtime: Runtime, sandbox, setup=None) -> int:

@@ -123,14 +123,22 @@ def test_ipv6_host_address_is_accepted_and_canonical():
 
 
 def test_a_new_execute_is_one_handler():
-    async def stats(ctl, req):
+    async def count(ctl, req):
         return {"return": {"forwards": len(ctl.list_forwards())}}
 
-    handlers = dict(api.HANDLERS, stats=stats)
+    handlers = dict(api.HANDLERS, count_forwards=count)
     ctl = FakeController()
     run(ctl, ADD_8080)
-    assert asyncio.run(api.handle(ctl, b'{"execute":"stats"}', handlers)) == b'{"return":{"forwards":1}}'
-    assert run(ctl, '{"execute":"stats"}') == b'{"error":{"desc":"bad request: unknown execute"}}'
+    assert asyncio.run(api.handle(ctl, b'{"execute":"count_forwards"}', handlers)) == b'{"return":{"forwards":1}}'
+    assert run(ctl, '{"execute":"count_forwards"}') == b'{"error":{"desc":"bad request: unknown execute"}}'
+
+
+def test_stats_and_flows_are_read_only_views_of_the_controller():
+    ctl = FakeController()
+    ctl.stats = lambda: {"counters": {"tcp.flows.opened": 3}, "flows": {"tcp": 1}}
+    ctl.flows = lambda: [{"proto": "tcp", "guest": "10.0.2.100:40000"}]
+    assert run(ctl, '{"execute":"stats"}') == b'{"return":{"counters":{"tcp.flows.opened":3},"flows":{"tcp":1}}}'
+    assert run(ctl, '{"execute":"flows"}') == b'{"return":{"flows":[{"proto":"tcp","guest":"10.0.2.100:40000"}]}}'
 
 
 def test_server_over_a_unix_socket_one_request_per_connection(tmp_path):
