@@ -161,7 +161,7 @@ def test_dig_and_glibc_through_the_forwarder(dns_server, resolv, tmp_path):
            "echo TXT=$(dig +short +time=3 txt.test TXT)",
            "echo BIGTXT=$(dig +short +time=3 +noedns bigtxt.test TXT | tr -d ' \"\\n')",
            "echo TCPA=$(dig +short +tcp +time=3 a.test A)",
-           "dig +time=3 +noedns big.test A > /tmp/big.out 2>&1; echo BIGRC=$?; cat /tmp/big.out",
+           "f=$(mktemp); dig +time=3 +noedns big.test A > \"$f\" 2>&1; echo BIGRC=$?; cat \"$f\"; rm -f \"$f\"",
            f"{sys.executable} -c '{GETADDRINFO}' a.test big.test a nosuch.test"),
         timeout=90)
     assert res.returncode == 0, res.describe()
