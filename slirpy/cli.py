@@ -11,7 +11,7 @@ import click
 
 from . import __version__
 from .config import (DEFAULT_CIDR, DEFAULT_MTU, PORT_SPEC_SYNTAX, ConfigError, NetConfig,
-                     parse_cidr, parse_dns_upstream, parse_mtu, parse_port_spec)
+                     parse_cidr, parse_dns_upstream, parse_limits, parse_mtu, parse_port_spec)
 
 
 def _fail(message: str, code: int = 1) -> "NoReturn":  # noqa: F821
@@ -21,10 +21,11 @@ def _fail(message: str, code: int = 1) -> "NoReturn":  # noqa: F821
 
 def build_config(mtu: str, cidr: str, offload: bool, allow_host_loopback: bool, *,
                  dns: bool = True, dns_upstream: str | None = None,
-                 resolv_conf: str = "/etc/resolv.conf", publish=()) -> NetConfig:
+                 resolv_conf: str = "/etc/resolv.conf", publish=(), limits=()) -> NetConfig:
     try:
         ports = tuple(p for text in publish for p in parse_port_spec(text))
         return NetConfig(
+            limits=parse_limits(limits),
             ports=ports,
             network=parse_cidr(cidr),
             mtu=parse_mtu(mtu),
@@ -105,6 +106,10 @@ def main() -> None:
 @click.option("--resolv-conf", default="/etc/resolv.conf", hidden=True,
               help="Host resolv.conf to read upstreams and search domains from (testing).")
 @click.option("--stats-file", type=click.Path(dir_okay=False), help="Write counters as JSON on exit.")
+@click.option("--limit", "limits", metavar="NAME=VALUE", multiple=True,
+              help="Override a bound (repeatable): max_tcp_flows, max_half_open, max_udp_flows, "
+                   "max_icmp_flows, max_neighbours, tcp_rcv_buf, tcp_snd_buf, tcp_time_wait, "
+                   "udp_timeout, ... (see slirpy/config.py Limits).")
 @click.option("--impair", metavar="SPEC",
               help="Fault injection between tap0 and the stack, both directions: "
                    "loss=P%,reorder=P%,dup=P%,corrupt=P%,delay=MS,seed=N.")
@@ -116,12 +121,13 @@ def main() -> None:
 @click.option("--debug", is_flag=True, help="Debug logging.")
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
 def run(mtu, cidr, no_offload, allow_host_loopback, map_subuids, disable_dns, dns_upstream,
-        resolv_conf, stats_file, impair, publish, api_socket, debug, command):
+        resolv_conf, stats_file, limits, impair, publish, api_socket, debug, command):
     """Run COMMAND in a new network namespace with internet access through slirpy."""
     if debug:
         logging.basicConfig(level=logging.DEBUG, format="slirpy: %(levelname)s %(message)s")
     config = build_config(mtu, cidr, not no_offload, allow_host_loopback, dns=not disable_dns,
-                          dns_upstream=dns_upstream, resolv_conf=resolv_conf, publish=publish)
+                          dns_upstream=dns_upstream, resolv_conf=resolv_conf, publish=publish,
+                          limits=limits)
     impair_spec = None
     if impair:
         from .impair import parse_impair

@@ -7,7 +7,7 @@ gateway is N+2, the DNS forwarder N+3 and the guest N+100.
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 
 MTU_MIN = 576           # RFC 791 minimum reassembly size; below it IPv4 is not usable
 MTU_MAX = 65520         # largest MTU a TAP device takes (same limit as slirp4netns)
@@ -79,7 +79,7 @@ def _mac_for(ip: ipaddress.IPv4Address) -> bytes:
 
 @dataclass(frozen=True)
 class Limits:
-    """Every bound the stack enforces. Defaults suit a laptop; all are flags later."""
+    """Every bound the stack enforces. Defaults suit a laptop; `--limit NAME=VALUE` sets any."""
 
     max_tcp_flows: int = 65536
     max_half_open: int = 1024          # guest SYNs waiting for the host connect
@@ -95,6 +95,29 @@ class Limits:
     max_icmp_flows: int = 256          # ICMP echo flows (guest ident, destination)
     icmp_timeout: float = 30.0         # seconds idle before an echo flow expires
     tcp_inbound_timeout: float = 20.0  # a published-port SYN the guest never answers: give up
+
+
+def parse_limits(items, base: Limits | None = None) -> Limits:
+    """Limits from `NAME=VALUE` strings (`--limit max_half_open=64`); ConfigError names the bad one."""
+    base = base or Limits()
+    known = {f.name: f for f in fields(Limits)}
+    changes = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        name = name.strip().replace("-", "_")
+        if not sep or name not in known:
+            raise ConfigError(f"invalid --limit {item!r}: must be NAME=VALUE with NAME one of "
+                              + ", ".join(sorted(known)))
+        kind = type(getattr(base, name))
+        try:
+            v = kind(value)
+        except ValueError:
+            raise ConfigError(f"invalid --limit {item!r}: {name} takes a positive "
+                              f"{'number' if kind is float else 'whole number'}") from None
+        if not v > 0:
+            raise ConfigError(f"invalid --limit {item!r}: {name} must be greater than 0")
+        changes[name] = v
+    return replace(base, **changes) if changes else base
 
 
 @dataclass(frozen=True)

@@ -442,3 +442,15 @@ def test_flow_caps_fit_the_fd_limit():
         assert total <= nofile - FD_RESERVE, (nofile, lim)
         assert 0 < lim.max_half_open <= lim.max_tcp_flows
         assert lim.max_tcp_flows >= (nofile - FD_RESERVE) // 2
+
+
+def test_limits_from_the_command_line():
+    from slirpy.config import ConfigError, Limits, parse_limits
+
+    lim = parse_limits(["max_half_open=64", "tcp-time-wait=0.5"])
+    assert lim.max_half_open == 64 and lim.tcp_time_wait == 0.5
+    assert lim.max_tcp_flows == Limits().max_tcp_flows
+    for bad, why in (("nope=1", "NAME=VALUE"), ("max_half_open", "NAME=VALUE"),
+                     ("max_half_open=x", "whole number"), ("max_half_open=0", "greater than 0")):
+        with pytest.raises(ConfigError, match=why):
+            parse_limits([bad])
