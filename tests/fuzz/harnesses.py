@@ -329,6 +329,99 @@ def stack_corpus() -> list[bytes]:
     return out
 
 
+# ------------------------------------------------------------------ DNS through the stack
+
+def _dns_name(name: str) -> bytes:
+    return b"".join(bytes([len(p)]) + p.encode() for p in name.split(".")) + b"\x00"
+
+
+def dns_corpus() -> list[bytes]:
+    """Well-formed DNS messages (built here, byte for byte as dig sends and servers answer):
+    control byte 0x00 = a query from the guest, 0x01 = an answer from the upstream."""
+    out = []
+    for qid, name, qtype in ((0x1a2b, "a.test", 1), (0x3c4d, "a.test", 28), (0x5e6f, "txt.test", 16),
+                             (0x0101, "big.test", 1)):
+        q = struct.pack("!HHHHHH", qid, 0x0120, 1, 0, 0, 1) + _dns_name(name) + struct.pack("!HH", qtype, 1)
+        q += b"\x00\x00\x29\x04\xd0\x00\x00\x00\x00\x00\x00"          # EDNS0 OPT, as dig adds
+        out.append(b"\x00" + q)
+        rdata = {1: bytes([192, 0, 2, 10]), 28: bytes(15) + b"\x10", 16: b"\x0chello slirpy"}[qtype]
+        a = (struct.pack("!HHHHHH", qid, 0x8580, 1, 1, 0, 0) + _dns_name(name) + struct.pack("!HH", qtype, 1)
+             + b"\xc0\x0c" + struct.pack("!HHIH", qtype, 1, 60, len(rdata)) + rdata)
+        out.append(b"\x01" + a)
+    return out
+
+
+class DnsHarness:
+    """DNS to the forwarder at network+3 through a real `Stack`. Input: a control byte and a
+    DNS message. Even control byte: the message is a query the guest sends from a port chosen
+    by the byte; it must either become a DNS flow datagram with exactly these bytes, or be
+    counted as garbage. Odd: the message is the upstream's answer on an open DNS flow; it must
+    reach the guest as one UDP datagram from network+3:53 with exactly these bytes (or be
+    counted as too big)."""
+
+    def __init__(self, seed: int = 0):
+        self.stack = st.Stack(NetConfig(mtu=1500), vnet_hdr=False, offload=False, rng=random.Random(seed))
+        self.now = 0.0
+        self.dns = NetConfig().dns.packed
+        self.flows: dict[int, int] = {}         # guest port -> flow id
+
+    def _guest_frame(self, sport: int, payload: bytes) -> bytes:
+        from slirpy.tcpip.ipv4 import PROTO_UDP, build_header
+        from slirpy.tcpip.udp import build_datagram
+        udp = build_datagram(A, self.dns, sport, 53, payload)
+        ip = build_header(A, self.dns, PROTO_UDP, len(udp))
+        return (NetConfig().gateway_mac + b"\x02\x00\x00\x00\x00\x64" + b"\x08\x00") + ip + udp
+
+    def _events(self) -> list:
+        evs = []
+        while (ev := self.stack.next_event()) is not None:
+            evs.append(ev)
+        return evs
+
+    def __call__(self, data: bytes) -> None:
+        if not data:
+            return
+        s = self.stack
+        c = s.counters
+        self.now += 0.01
+        ctl, msg = data[0], data[1:]
+        sport = 1024 + (ctl >> 1) * 7
+        if ctl & 1 == 0 or sport not in self.flows:
+            garbage = c["dns.rx.drop.garbage"]
+            s.receive_frame(self._guest_frame(sport, msg), self.now)
+            s.frames_to_send(self.now)
+            evs = self._events()
+            got = [bytes(e.data) for e in evs if isinstance(e, st.UdpDatagramReceived)]
+            for e in evs:
+                if isinstance(e, st.UdpFlowOpened):
+                    assert e.dns and e.port == 53
+                    self.flows[sport] = e.flow_id
+            if got:
+                assert got == [msg]
+            else:
+                assert c["dns.rx.drop.garbage"] == garbage + 1 or len(msg) > 1472 - 8
+            if ctl & 1 == 0:
+                return
+            msg = msg[::-1]                     # then answer with something else
+        fid = self.flows.get(sport)
+        if fid is None:
+            return
+        s.udp_host_datagram(fid, msg, self.now)
+        frames = [f if isinstance(f, bytes) else b"".join(bytes(p) for p in f)
+                  for f in s.frames_to_send(self.now)]
+        self._events()
+        if not frames:
+            assert len(msg) > 1500 - 28, len(msg)
+            return
+        [frame] = frames
+        ip = Ipv4Header.parse(memoryview(frame)[14:], verify_checksum=True)
+        assert ip.src == self.dns and ip.dst == A
+        udp = memoryview(frame)[14 + ip.header_len:14 + ip.total_length]
+        h = UdpHeader.parse(udp, ip.src, ip.dst, verify_checksum=True)
+        assert (h.src_port, h.dst_port) == (53, sport)
+        assert bytes(udp[8:h.length]) == msg
+
+
 HARNESSES = {
     "virtio": (fuzz_virtio, lambda: corpus("virtio")),
     "eth_arp": (fuzz_eth_arp, lambda: corpus("eth_arp")),
@@ -337,9 +430,12 @@ HARNESSES = {
     "udp": (fuzz_udp, lambda: corpus("udp")),
     "tcp": (fuzz_tcp, lambda: corpus("tcp")),
     "stack": (None, stack_corpus),          # target built per run: StackHarness(seed)
+    "dns": (None, dns_corpus),              # target built per run: DnsHarness(seed)
 }
 
 
 def make_target(name: str, seed: int = 0):
     fn, _ = HARNESSES[name]
-    return StackHarness(seed) if fn is None else fn
+    if fn is None:
+        return DnsHarness(seed) if name == "dns" else StackHarness(seed)
+    return fn

@@ -95,3 +95,16 @@ def test_stack_harness_reaches_the_established_flow():
     # aimed frames got past the IP layer into TCP on the flow, and the guest's own flow works
     assert c["tcp.flows.established"] >= 1 and c["tcp.tx.segments"] > 100
     assert c["rx.drop.tcp.bad_option"] + c["rx.drop.tcp.bad_data_offset"] > 0
+
+
+def test_dns_harness_reaches_the_forwarder_both_ways():
+    target = h.DnsHarness(0)
+    for data in h.dns_corpus():
+        target(data)
+    c = target.stack.counters
+    assert c["dns.flows.opened"] >= 1
+    assert c["udp.rx.datagrams"] == 4          # the four queries, forwarded unchanged
+    assert c["udp.tx.datagrams"] == 4          # the four answers, delivered to the guest
+    assert c["dns.rx.drop.garbage"] == 0
+    target(b"\x02" + b"\x00" * 5)              # shorter than a DNS header: garbage, counted
+    assert c["dns.rx.drop.garbage"] == 1
