@@ -11,7 +11,8 @@ import click
 
 from . import __version__
 from .config import (DEFAULT_CIDR, DEFAULT_MTU, PORT_SPEC_SYNTAX, ConfigError, NetConfig,
-                     parse_cidr, parse_dns_upstream, parse_limits, parse_mtu, parse_port_spec)
+                     parse_cidr, parse_dns_upstream, parse_limits, parse_mtu, parse_port_spec,
+                     resolve_outbound_addr)
 
 
 def _fail(message: str, code: int = 1) -> "NoReturn":  # noqa: F821
@@ -21,11 +22,13 @@ def _fail(message: str, code: int = 1) -> "NoReturn":  # noqa: F821
 
 def build_config(mtu: str, cidr: str, offload: bool, allow_host_loopback: bool, *,
                  dns: bool = True, dns_upstream: str | None = None,
-                 resolv_conf: str = "/etc/resolv.conf", publish=(), limits=()) -> NetConfig:
+                 resolv_conf: str = "/etc/resolv.conf", publish=(), limits=(),
+                 outbound_addr: str | None = None) -> NetConfig:
     try:
         ports = tuple(p for text in publish for p in parse_port_spec(text))
         return NetConfig(
             limits=parse_limits(limits),
+            outbound_addr=resolve_outbound_addr(outbound_addr) if outbound_addr else None,
             ports=ports,
             network=parse_cidr(cidr),
             mtu=parse_mtu(mtu),
@@ -106,6 +109,8 @@ def main() -> None:
 @click.option("--resolv-conf", default="/etc/resolv.conf", hidden=True,
               help="Host resolv.conf to read upstreams and search domains from (testing).")
 @click.option("--stats-file", type=click.Path(dir_okay=False), help="Write counters as JSON on exit.")
+@click.option("--outbound-addr", metavar="IPv4|IFNAME",
+              help="Bind outbound host sockets to this address (or this interface's).")
 @click.option("--limit", "limits", metavar="NAME=VALUE", multiple=True,
               help="Override a bound (repeatable): max_tcp_flows, max_half_open, max_udp_flows, "
                    "max_icmp_flows, max_neighbours, tcp_rcv_buf, tcp_snd_buf, tcp_time_wait, "
@@ -121,13 +126,13 @@ def main() -> None:
 @click.option("--debug", is_flag=True, help="Debug logging.")
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
 def run(mtu, cidr, no_offload, allow_host_loopback, map_subuids, disable_dns, dns_upstream,
-        resolv_conf, stats_file, limits, impair, publish, api_socket, debug, command):
+        resolv_conf, stats_file, outbound_addr, limits, impair, publish, api_socket, debug, command):
     """Run COMMAND in a new network namespace with internet access through slirpy."""
     if debug:
         logging.basicConfig(level=logging.DEBUG, format="slirpy: %(levelname)s %(message)s")
     config = build_config(mtu, cidr, not no_offload, allow_host_loopback, dns=not disable_dns,
                           dns_upstream=dns_upstream, resolv_conf=resolv_conf, publish=publish,
-                          limits=limits)
+                          limits=limits, outbound_addr=outbound_addr)
     impair_spec = None
     if impair:
         from .impair import parse_impair

@@ -97,6 +97,32 @@ class Limits:
     tcp_inbound_timeout: float = 20.0  # a published-port SYN the guest never answers: give up
 
 
+def resolve_outbound_addr(value: str) -> str:
+    """`--outbound-addr`: an IPv4 address or an interface name (its first IPv4 address), checked
+    to be bindable here. ConfigError says what is wrong."""
+    import fcntl
+    import socket
+    import struct
+
+    try:
+        addr = str(ipaddress.IPv4Address(value))
+    except ValueError:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            try:
+                raw = fcntl.ioctl(s.fileno(), 0x8915, struct.pack("256s", value.encode()[:15]))  # SIOCGIFADDR
+            except OSError:
+                raise ConfigError(f"invalid --outbound-addr {value!r}: neither an IPv4 address nor "
+                                  "an interface with one") from None
+        addr = socket.inet_ntoa(raw[20:24])
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        try:
+            s.bind((addr, 0))
+        except OSError as e:
+            raise ConfigError(f"invalid --outbound-addr {value!r}: cannot bind {addr} here "
+                              f"({e.strerror})") from None
+    return addr
+
+
 def parse_limits(items, base: Limits | None = None) -> Limits:
     """Limits from `NAME=VALUE` strings (`--limit max_half_open=64`); ConfigError names the bad one."""
     base = base or Limits()
@@ -131,6 +157,14 @@ class NetConfig:
     dns_enabled: bool = True              # forward DNS at network+3 (UDP and TCP port 53)
     dns_upstream: tuple[str, int] | None = None   # override the host's resolv.conf nameservers
     resolv_conf: str = "/etc/resolv.conf"  # the host file the upstreams and search lines come from
+    outbound_addr: str | None = None      # bind outbound host sockets to this IPv4 address
+
+    def bind_address_for(self, host: str) -> str | None:
+        """The local address an outbound host socket to `host` binds to, or None. Loopback
+        destinations (host loopback, a loopback DNS upstream) are never bound to it."""
+        if self.outbound_addr is None or host.startswith("127.") or ":" in host:
+            return None
+        return self.outbound_addr
     ports: tuple["PortSpec", ...] = ()    # published ports (-p), in command-line order
 
     @property

@@ -15,8 +15,8 @@ target process exits, when the exit fd reports any poll event (typically: its wr
 or on SIGINT/SIGTERM/SIGHUP.
 
 Deliberate differences from slirp4netns (every one is an error at start, never silent):
-IPv6 (`-6`, `--outbound-addr6`), `--outbound-addr`, `--target-type=bess` and MTUs outside
-576..65520 are not supported yet.  See README.md for the full table of options.
+IPv6 (`-6`, `--outbound-addr6`), `--target-type=bess` and MTUs outside 576..65520 are not
+supported yet.  See README.md for the full table of options.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ import sys
 from dataclasses import dataclass, field
 
 from . import __version__
-from .config import MTU_MAX, MTU_MIN, NetConfig
+from .config import MTU_MAX, MTU_MIN, ConfigError, NetConfig, resolve_outbound_addr
 
 COMPAT_VERSION = "1.2.0"            # the slirp4netns release whose interface this follows
 DEFAULT_MTU = 1500                  # slirp4netns's default (slirpy run uses 65520)
@@ -64,7 +64,7 @@ User-mode networking for unprivileged network namespaces (slirpy, slirp4netns-co
 --userns-path=PATH       user namespace to join (default: the one of PID)
 --enable-sandbox         accepted; slirpy changes nothing for it (see README)
 --enable-seccomp         accepted; slirpy installs no seccomp filter (see README)
---outbound-addr=IPv4     bind outbound sockets to this address (not supported yet: an error)
+--outbound-addr=IPv4     bind outbound sockets to this IPv4 address or interface
 --outbound-addr6=IPv6    bind outbound IPv6 sockets (not supported yet: an error)
 --disable-dns            no DNS forwarder at network+3 (10.0.2.3 by default)
 --macaddress=MAC         MAC address of TAPNAME (only valid with -c)
@@ -244,9 +244,12 @@ def build_config(o: Options) -> NetConfig:
         raise Exit(1, "slirpy: -6/--enable-ipv6: IPv6 is not supported by slirpy yet")
     if o.outbound_addr6 is not None:
         raise Exit(1, "slirpy: --outbound-addr6: IPv6 is not supported by slirpy yet")
+    outbound = None
     if o.outbound_addr is not None:
-        raise Exit(1, "slirpy: --outbound-addr is not supported by slirpy yet "
-                      "(outbound sockets cannot be bound to a chosen address)")
+        try:
+            outbound = resolve_outbound_addr(o.outbound_addr)
+        except ConfigError as e:
+            raise Exit(1, f"slirpy: {e}") from None
     if o.target_type != "netns":
         raise Exit(1, f"slirpy: --target-type={o.target_type}: only netns is supported")
     if not MTU_MIN <= o.mtu <= MTU_MAX:
@@ -255,7 +258,7 @@ def build_config(o: Options) -> NetConfig:
     if o.api_socket is not None and len(os.fsencode(o.api_socket)) >= SUN_PATH_MAX:
         raise Exit(1, f"the specified API socket path is too long (>= {SUN_PATH_MAX})")
     return NetConfig(network=network, mtu=o.mtu, allow_host_loopback=not o.disable_host_loopback,
-                     guest_mac=mac, dns_enabled=not o.disable_dns)
+                     guest_mac=mac, dns_enabled=not o.disable_dns, outbound_addr=outbound)
 
 
 def _check_fd(fd: int, what: str) -> None:

@@ -119,6 +119,9 @@ def open_flow(runtime: "Runtime", flow_id: int, host: str) -> HostEchoFlow:
     try:
         sock.setsockopt(socket.IPPROTO_IP, IP_RECVERR, 1)
         sock.setsockopt(socket.IPPROTO_IP, IP_RECVTTL, 1)
+        local = runtime.config.bind_address_for(host)
+        if local is not None:
+            sock.bind((local, 0))
         sock.connect((host, 0))
     except OSError:
         sock.close()

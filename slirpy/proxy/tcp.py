@@ -91,7 +91,11 @@ async def connect(runtime: "Runtime", flow_id: int, host: str, port: int) -> Non
     proto = HostTcpProtocol(runtime, flow_id)
     runtime.host_flows[flow_id] = proto
     try:
-        await loop.create_connection(lambda: proto, host, port)
+        local = runtime.config.bind_address_for(host)
+        if local is None:
+            await loop.create_connection(lambda: proto, host, port)
+        else:
+            await loop.create_connection(lambda: proto, host, port, local_addr=(local, 0))
     except asyncio.CancelledError:
         runtime.host_flows.pop(flow_id, None)
         raise

@@ -151,6 +151,9 @@ def open_flow(runtime: "Runtime", flow_id: int, host: str, port: int) -> HostUdp
             sock.setsockopt(socket.IPPROTO_IP, IP_RECVERR, 1)
         else:
             sock.setsockopt(socket.IPPROTO_IPV6, IPV6_RECVERR, 1)
+        local = runtime.config.bind_address_for(host)
+        if local is not None:
+            sock.bind((local, 0))
         sock.connect((host, port))
     except OSError:
         sock.close()

@@ -204,7 +204,8 @@ def test_help_names_every_option_rootlesskit_and_podman_probe():
 @pytest.mark.parametrize("args, message", [
     (["-6", "1", "tap0"], "IPv6 is not supported"),
     (["--outbound-addr6=::1", "1", "tap0"], "IPv6 is not supported"),
-    (["--outbound-addr=127.0.0.1", "1", "tap0"], "--outbound-addr is not supported"),
+    (["--outbound-addr=nosuchif0", "1", "tap0"], "neither an IPv4 address nor an interface"),
+    (["--outbound-addr=192.0.2.77", "1", "tap0"], "cannot bind 192.0.2.77 here"),
     (["--target-type=bess", "1", "tap0"], "only netns"),
     (["--mtu=100", "1", "tap0"], "MTU 100 is not supported"),
     (["-a", "/tmp/" + "s" * 103, "1", "tap0"], "the specified API socket path is too long (>= 108)"),
