@@ -26,10 +26,10 @@ def test_parse_systemd_stub():
 def test_parse_skips_comments_garbage_and_keeps_order():
     text = ("; comment\n#nameserver 192.0.2.1\nnameserver   192.0.2.53 # trailing\n"
             "nameserver not-an-ip\nnameserver\nnameserver 2001:db8::53\nnameserver fe80::1%eth0\n"
-            "domain example.org\nsortlist 130.155.160.0\nunknown words\n")
+            "domain corp.test\nsortlist 130.155.160.0\nunknown words\n")
     servers, keep = parse(text)
     assert servers == ["192.0.2.53", "2001:db8::53", "fe80::1%eth0"]
-    assert keep == ["domain example.org"]
+    assert keep == ["domain corp.test"]
 
 
 def test_sandbox_text_points_at_the_forwarder_with_the_hosts_search_lines():
