@@ -32,7 +32,8 @@ import time
 from typing import TYPE_CHECKING
 
 from .config import PortSpec
-from .proxy.tcp import HostTcpProtocol
+from .proxy.tcp import HostTcpProtocol, tune_transport
+from .proxy.udp import WatchedSocket
 
 if TYPE_CHECKING:  # pragma: no cover
     from .runtime import Runtime
@@ -155,13 +156,7 @@ class InboundTcpProtocol(HostTcpProtocol):
             runtime.counters["ports.tcp.refused"] += 1
             transport.abort()
             return
-        sock = transport.get_extra_info("socket")
-        if sock is not None:
-            try:
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            except OSError:
-                pass
-        transport.set_write_buffer_limits(high=1 << 20, low=256 << 10)
+        tune_transport(transport)
         self.flow_id = fid
         runtime.host_flows[fid] = self
         runtime.counters["ports.tcp.accepted"] += 1
@@ -215,16 +210,13 @@ class InboundUdpFlow:
             self.listener.clients.pop(self.addr, None)
 
 
-class UdpListener:
-    __slots__ = ("runtime", "sock", "fd", "guest_port", "clients", "closed", "v6")
+class UdpListener(WatchedSocket):
+    __slots__ = ("guest_port", "clients", "v6")
 
     def __init__(self, runtime: "Runtime", sock: socket.socket, guest_port: int):
-        self.runtime = runtime
-        self.sock = sock
-        self.fd = sock.fileno()
+        super().__init__(runtime, sock)
         self.guest_port = guest_port
         self.clients: dict[tuple, InboundUdpFlow] = {}
-        self.closed = False
         self.v6 = sock.family == socket.AF_INET6
         if self.v6:
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_RECVPKTINFO, 1)
@@ -268,16 +260,6 @@ class UdpListener:
                 runtime.udp_flows[fid] = flow
             stack.udp_host_datagram(flow.flow_id, data, now)
         runtime.request_flush()
-
-    def close(self) -> None:
-        if self.closed:
-            return
-        self.closed = True
-        try:
-            self.runtime.loop.remove_reader(self.fd)
-        except (ValueError, OSError, RuntimeError):
-            pass
-        self.sock.close()
 
 
 # ------------------------------------------------------------------ the forwards

@@ -16,7 +16,7 @@ import struct
 import time
 from typing import TYPE_CHECKING
 
-from .udp import SO_EE_ORIGIN_ICMP, drain_error_queue
+from .udp import SO_EE_ORIGIN_ICMP, WatchedSocket, drain_error_queue
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..runtime import Runtime
@@ -34,17 +34,14 @@ _READ_BATCH = 64
 _CMSG_SPACE = socket.CMSG_SPACE(4)
 
 
-class HostEchoFlow:
-    __slots__ = ("runtime", "stack", "flow_id", "sock", "fd", "ttl", "closed")
+class HostEchoFlow(WatchedSocket):
+    __slots__ = ("stack", "flow_id", "ttl")
 
     def __init__(self, runtime: "Runtime", flow_id: int, sock: socket.socket):
-        self.runtime = runtime
+        super().__init__(runtime, sock)
         self.stack = runtime.stack
         self.flow_id = flow_id
-        self.sock = sock
-        self.fd = sock.fileno()
         self.ttl = 64
-        self.closed = False
 
     def send(self, seq: int, ttl: int, data) -> None:
         if ttl != self.ttl:
@@ -99,16 +96,6 @@ class HostEchoFlow:
                 reported = True
         if not reported and err:
             self.runtime.counters["icmp.host.error.errno"] += 1
-
-    def close(self) -> None:
-        if self.closed:
-            return
-        self.closed = True
-        try:
-            self.runtime.loop.remove_reader(self.fd)
-        except (ValueError, OSError, RuntimeError):
-            pass
-        self.sock.close()
 
 
 def open_flow(runtime: "Runtime", flow_id: int, host: str) -> HostEchoFlow:

@@ -20,6 +20,18 @@ if TYPE_CHECKING:  # pragma: no cover
 _now = time.monotonic
 
 
+def tune_transport(transport) -> None:
+    """No Nagle (the guest's own stack already decided segment sizes), and modest write
+    buffering: the guest's window is the real buffer."""
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError:
+            pass
+    transport.set_write_buffer_limits(high=1 << 20, low=256 << 10)
+
+
 class HostTcpProtocol(asyncio.Protocol):
     __slots__ = ("runtime", "stack", "flow_id", "transport", "closed")
 
@@ -32,14 +44,7 @@ class HostTcpProtocol(asyncio.Protocol):
 
     def connection_made(self, transport) -> None:
         self.transport = transport
-        sock = transport.get_extra_info("socket")
-        if sock is not None:
-            try:
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            except OSError:
-                pass
-        # Write buffering: the guest's window is the real buffer; keep ours modest.
-        transport.set_write_buffer_limits(high=1 << 20, low=256 << 10)
+        tune_transport(transport)
         self.stack.tcp_host_connected(self.flow_id, _now())
         self.runtime.request_flush()
 

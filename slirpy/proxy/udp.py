@@ -76,16 +76,34 @@ def drain_error_queue(sock: socket.socket) -> list[HostError]:
     return errors
 
 
-class HostUdpFlow:
-    __slots__ = ("runtime", "stack", "flow_id", "sock", "fd", "closed")
+class WatchedSocket:
+    """A non-blocking socket the loop watches with add_reader; closing it stops the watch."""
+    __slots__ = ("runtime", "sock", "fd", "closed")
 
-    def __init__(self, runtime: "Runtime", flow_id: int, sock: socket.socket):
+    def __init__(self, runtime: "Runtime", sock: socket.socket):
         self.runtime = runtime
-        self.stack = runtime.stack
-        self.flow_id = flow_id
         self.sock = sock
         self.fd = sock.fileno()
         self.closed = False
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        try:
+            self.runtime.loop.remove_reader(self.fd)
+        except (ValueError, OSError, RuntimeError):
+            pass
+        self.sock.close()
+
+
+class HostUdpFlow(WatchedSocket):
+    __slots__ = ("stack", "flow_id")
+
+    def __init__(self, runtime: "Runtime", flow_id: int, sock: socket.socket):
+        super().__init__(runtime, sock)
+        self.stack = runtime.stack
+        self.flow_id = flow_id
 
     def on_readable(self) -> None:
         recv = self.sock.recv
@@ -129,16 +147,6 @@ class HostUdpFlow:
             reported = True
         if not reported and err:
             self.stack.udp_host_error(self.flow_id, err, now)
-
-    def close(self) -> None:
-        if self.closed:
-            return
-        self.closed = True
-        try:
-            self.runtime.loop.remove_reader(self.fd)
-        except (ValueError, OSError, RuntimeError):
-            pass
-        self.sock.close()
 
 
 def open_flow(runtime: "Runtime", flow_id: int, host: str, port: int) -> HostUdpFlow:
