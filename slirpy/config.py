@@ -88,6 +88,7 @@ class Limits:
     tcp_snd_buf: int = 4 << 20         # bytes buffered host -> guest before host reads pause
     tcp_time_wait: float = 2.0         # seconds
     tcp_syn_timeout: float = 75.0      # give up on a guest that never finishes the handshake
+    tcp_ack_delay: float = 0.001       # seconds an in-order small segment's ACK waits for data; 0: none
     max_udp_flows: int = 4096          # UDP flows (one host socket each); oldest idle evicted
     udp_timeout: float = 30.0          # seconds idle before a UDP flow without a reply expires
     udp_timeout_replied: float = 180.0  # ... once the host side has answered at least once
@@ -123,6 +124,9 @@ def resolve_outbound_addr(value: str) -> str:
     return addr
 
 
+_MAY_BE_ZERO = frozenset({"tcp_ack_delay"})     # limits where 0 means "off"
+
+
 def parse_limits(items, base: Limits | None = None) -> Limits:
     """Limits from `NAME=VALUE` strings (`--limit max_half_open=64`); ConfigError names the bad one."""
     base = base or Limits()
@@ -140,7 +144,10 @@ def parse_limits(items, base: Limits | None = None) -> Limits:
         except ValueError:
             raise ConfigError(f"invalid --limit {item!r}: {name} takes a positive "
                               f"{'number' if kind is float else 'whole number'}") from None
-        if not v > 0:
+        if name in _MAY_BE_ZERO:
+            if v < 0:
+                raise ConfigError(f"invalid --limit {item!r}: {name} must be 0 or more")
+        elif not v > 0:
             raise ConfigError(f"invalid --limit {item!r}: {name} must be greater than 0")
         changes[name] = v
     return replace(base, **changes) if changes else base

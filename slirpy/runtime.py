@@ -316,6 +316,12 @@ class Runtime:
         writev = os.writev
         for _ in range(64):
             frames = stack.frames_to_send(now)
+            # Host-side work first: a guest's request reaches the host socket before we spend
+            # time writing ACKs or other frames to the TAP.
+            ev = stack.next_event()
+            while ev is not None:
+                self._dispatch(ev)
+                ev = stack.next_event()
             for f in frames:
                 try:
                     if type(f) is bytes:
@@ -327,10 +333,6 @@ class Runtime:
                 except OSError as e:
                     self.counters["tap.tx.error"] += 1
                     log.debug("TAP write failed: %s", e)
-            ev = stack.next_event()
-            while ev is not None:
-                self._dispatch(ev)
-                ev = stack.next_event()
             if not stack.has_output():
                 break
         deadline = stack.next_deadline()

@@ -101,15 +101,22 @@ class Deadline:
 
 
 class DeadlineHeap:
-    """(deadline, flow id) entries for any flow records with `flow_id` and `timer_at`."""
+    """(deadline, flow id) entries for any flow records with `flow_id` and `timer_at`.
 
-    __slots__ = ("_heap",)
+    Stale entries (a flow's timer moved, or the flow is gone) stay until popped; `push`
+    rebuilds the heap from the live flows when it grows past 4 entries per flow (+64)."""
+
+    __slots__ = ("_heap", "_check_at")
 
     def __init__(self) -> None:
         self._heap: list[tuple[float, int]] = []
+        self._check_at = 64
 
-    def push(self, deadline: float, flow_id: int) -> None:
-        heapq.heappush(self._heap, (deadline, flow_id))
+    def push(self, deadline: float, flow_id: int, flows: dict) -> None:
+        heap = self._heap
+        heapq.heappush(heap, (deadline, flow_id))
+        if len(heap) > self._check_at:
+            self._compact(flows)
 
     def pop_due(self, now: float, flows: dict) -> Iterable:
         """Yield each flow whose current deadline is <= now (once), clearing its timer."""
@@ -131,10 +138,12 @@ class DeadlineHeap:
             heapq.heappop(heap)
         return None
 
-    def compact(self, flows: dict) -> None:
-        if len(self._heap) > 4 * len(flows) + 64:
+    def _compact(self, flows: dict) -> None:
+        limit = 4 * len(flows) + 64
+        if len(self._heap) > limit:
             self._heap = [(f.timer_at, f.flow_id) for f in flows.values() if f.timer_at is not None]
             heapq.heapify(self._heap)
+        self._check_at = max(limit, 2 * len(self._heap))
 
     def __len__(self) -> int:
         return len(self._heap)

@@ -126,9 +126,12 @@ class TcpOptions:
 NO_OPTIONS = TcpOptions()
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class TcpSegment:
-    """A validated TCP segment. `window` is the raw 16-bit field, not yet scaled."""
+    """A validated TCP segment. `window` is the raw 16-bit field, not yet scaled.
+
+    Not frozen: one is built per received segment, and a frozen dataclass's __init__ costs
+    about twice as much. Treat it as read-only."""
 
     src_port: int
     dst_port: int

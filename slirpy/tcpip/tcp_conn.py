@@ -40,7 +40,9 @@ What it implements
   segment's own payload object, or a memoryview slice of it when trimmed); out-of-order data
   is copied into a small queue bounded by the advertised window and by
   ``OOO_MAX_SEGMENTS``, and delivered when the hole fills. Every arrival that carries data
-  is acknowledged (no delayed-ACK timer); each out-of-order arrival gets its own duplicate
+  is acknowledged, at once or, with ``params.ack_delay``, after that delay when it was
+  in-order, under two full-sized segments and no FIN (so a request's ACK rides on the
+  host's answer instead of costing a frame of its own); each out-of-order arrival gets its own duplicate
   ACK (RFC 5681 §4.2), carrying SACK blocks (RFC 2018) when both SYNs offered SACK, so the
   guest's kernel repairs losses within a round trip. ``set_receive_paused`` freezes the
   right edge so the window drains to zero while the consumer is saturated.
@@ -55,7 +57,7 @@ RFC 6675's full pipe accounting (sender-side SACK here is simpler: during fast r
 holes below the highest SACKed byte are resent one segment per duplicate ACK, NewReno
 otherwise), RACK-TLP and limited transmit (a loss with few segments in flight waits for
 the RTO), timestamps (so no PAWS and no RTTM on retransmissions), ECN, urgent data (URG is
-ignored), data carried on SYNs (ignored; the peer retransmits it), delayed ACKs, Nagle,
+ignored), data carried on SYNs (ignored; the peer retransmits it), Nagle,
 keep-alives, challenge-ACK rate limiting (RFC 5961 §7: the per-flush coalescing bounds it),
 a LISTEN state (the stack demultiplexes SYNs itself; ``TcpState.LISTEN`` exists for names
 only), and ``FIN_WAIT_2`` timeouts (the flow table's idle expiry covers an absent peer).
@@ -88,6 +90,8 @@ DEFAULT_MSS = 536             # RFC 9293 §3.7.1 when the SYN carries no MSS opt
 MIN_MSS = 64                  # a hostile MSS of 1 would make every segment a byte
 MAX_WSCALE = 14               # RFC 7323 §2.3
 _CWND_MAX = 1 << 30
+_MASK = 0xFFFFFFFF            # sequence arithmetic inlined in the per-segment paths (seqnum.py)
+_HALF = 1 << 31
 _SSTHRESH_INITIAL = 1 << 30
 
 
@@ -103,6 +107,10 @@ class TcpState(enum.Enum):
     CLOSING = "CLOSING"
     LAST_ACK = "LAST-ACK"
     TIME_WAIT = "TIME-WAIT"
+
+    # Members are singletons compared by identity: hash them the same way, in C. (Enum's own
+    # __hash__ is Python code, and every `state in _SEND_STATES` paid for it.)
+    __hash__ = object.__hash__
 
 
 _CLOSED = TcpState.CLOSED
@@ -135,6 +143,9 @@ class TcpParams:
     rto_max: float = 60.0
     max_retransmits: int = 12    # consecutive RTO expiries on one segment before Reset('timeout')
     syn_timeout: float = 75.0    # passive open not completed
+    # >0: an in-order data segment is acknowledged this much later (RFC 9293 §3.8.6.3 / RFC 1122
+    # §4.2.3.2), so that the answer the host sends back meanwhile carries the ACK; 0: at once.
+    ack_delay: float = 0.0
     # Where drops and challenge ACKs are counted (the owner's dotted counters), or None.
     counters: dict | None = field(default=None, compare=False, hash=False, repr=False)
 
@@ -147,7 +158,7 @@ class Established:
     """The three-way handshake completed."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class DataReceived:
     """In-order payload from the peer (zero-copy: the segment's payload object or a view of it)."""
 
@@ -195,7 +206,7 @@ class TcpConnection:
         "_rto_at", "_persist_at", "_tw_at", "_syn_at",
         "_accepted", "_syn_pending", "_ws_ok", "_ack_needed", "_rst_out",
         "_ooo", "_rcv_fin_seq", "_events", "_ooo_acks", "_sack_ok", "_sack_last",
-        "_sacked", "_high_rxt", "_rxt_budget",
+        "_sacked", "_high_rxt", "_rxt_budget", "_delack_at", "_rcv_acked",
     )
 
     def __init__(self, iss: int, now: float, params: TcpParams) -> None:
@@ -250,6 +261,8 @@ class TcpConnection:
         self._high_rxt = 0                 # holes below this were retransmitted (RFC 6675 HighRxt)
         self._rxt_budget = 0               # hole retransmissions allowed now (one per dup ACK)
         self._rst_out: tuple | None = None
+        self._delack_at: float | None = None   # a delayed ACK is due then
+        self._rcv_acked = 0                    # RCV.NXT as carried by the last segment we sent
         self._ooo: list | None = None
         self._rcv_fin_seq: int | None = None
         self._events: list = []
@@ -375,18 +388,29 @@ class TcpConnection:
         events = self._events
         return events.pop(0) if events else None
 
+    def take_events(self) -> list:
+        """All pending events, oldest first (the same as calling `next_event` until None)."""
+        events = self._events
+        if events:
+            self._events = []
+        return events
+
     def get_timer(self) -> float | None:
-        best = None
-        for t in (self._rto_at, self._persist_at, self._tw_at, self._syn_at):
-            if t is not None and (best is None or t < best):
-                best = t
+        best = self._rto_at
+        t = self._delack_at
+        if t is not None and (best is None or t < best):
+            best = t
+        if self._persist_at is not None or self._tw_at is not None or self._syn_at is not None:
+            for t in (self._persist_at, self._tw_at, self._syn_at):
+                if t is not None and (best is None or t < best):
+                    best = t
         return best
 
     def _close(self) -> None:
         if self.state is _CLOSED:
             return
         self.state = _CLOSED
-        self._rto_at = self._persist_at = self._tw_at = self._syn_at = None
+        self._rto_at = self._persist_at = self._tw_at = self._syn_at = self._delack_at = None
         self._sndbuf = SendBuffer()
         self._ooo = None
         self._syn_pending = self._rexmit_pending = self._probe_pending = self._ack_needed = False
@@ -400,15 +424,21 @@ class TcpConnection:
     def _window_field(self) -> int:
         """The window field for a non-SYN segment; moves the advertised right edge, never left."""
         shift = self._rcv_wscale
-        cur = seq_sub(self._rcv_adv, self.rcv_nxt)
+        rcv_nxt = self.rcv_nxt
+        adv = self._rcv_adv
+        cur = ((adv - rcv_nxt + _HALF) & _MASK) - _HALF       # seq_sub, inlined: a hot path
         if cur < 0:
             cur = 0
-        wnd = cur if self._rcv_paused else max(cur, self.params.rcv_buf)
+        wnd = cur
+        if not self._rcv_paused:
+            buf = self.params.rcv_buf
+            if buf > cur:
+                wnd = buf
         field = (wnd + (1 << shift) - 1) >> shift
         if field > 0xFFFF:
             field = 0xFFFF
-        edge = seq_add(self.rcv_nxt, field << shift)
-        if seq_gt(edge, self._rcv_adv):
+        edge = (rcv_nxt + (field << shift)) & _MASK
+        if edge != adv and ((edge - adv) & _MASK) < _HALF:    # seq_gt(edge, adv)
             self._rcv_adv = edge
         return field
 
@@ -433,6 +463,7 @@ class TcpConnection:
                                       sack_permitted=self._sack_ok).pack()
                     out.append((self.iss, self.rcv_nxt, SYN | ACK, min(params.rcv_buf, 0xFFFF), opts, b""))
                 self.snd_nxt = self._snd_max = seq_add(self.iss, 1)
+                self._rcv_acked = self.rcv_nxt
                 if self._rto_at is None:
                     self._rto_at = now + self._rto
             elif self._ack_needed:
@@ -458,6 +489,11 @@ class TcpConnection:
                 out.extend([ack] * min(dups, MAX_DUPACKS_PER_FLUSH))
             elif not sent:
                 out.append((self._snd_max, rcv_nxt, ACK, wnd_field, self._sack_option(), b""))
+            sent = True
+        if sent:
+            # Whatever went out carries RCV.NXT: no delayed ACK is owed any more.
+            self._rcv_acked = rcv_nxt
+            self._delack_at = None
         return out
 
     def _sack_option(self) -> bytes:
@@ -593,8 +629,8 @@ class TcpConnection:
                     self._rto_at = now + self._rto
 
         nxt = self.snd_nxt
-        off = seq_sub(nxt, buf_seq)
-        flight = seq_sub(nxt, una)
+        off = ((nxt - buf_seq + _HALF) & _MASK) - _HALF       # seq_sub, inlined: a hot path
+        flight = ((nxt - una + _HALF) & _MASK) - _HALF
 
         # Zero-window probe: one byte at SND.UNA when nothing is in flight (§3.8.6.1).
         if self._probe_pending:
@@ -606,7 +642,7 @@ class TcpConnection:
                     self._snd_max = seq_add(nxt, 1)
 
         snd_max = self._snd_max
-        wnd_room_base = seq_sub(una, buf_seq) + self.snd_wnd    # window right edge, as a buffer offset
+        wnd_room_base = (((una - buf_seq + _HALF) & _MASK) - _HALF) + self.snd_wnd   # right edge, as a buffer offset
         cap = self._seg_cap
         cwnd = self._cwnd
         while True:
@@ -628,7 +664,7 @@ class TcpConnection:
                 break
             if n < avail and n < mss and flight > 0:
                 break                               # sender SWS avoidance (§3.8.6.2.1)
-            seq = seq_add(buf_seq, off)
+            seq = (buf_seq + off) & _MASK
             flags = ACK
             if n == avail:
                 flags = ACK | PSH
@@ -637,17 +673,17 @@ class TcpConnection:
             out.append((seq, rcv_nxt, flags, wnd_field, b"", buf.get(off, n)))
             sent = True
             if self._rtt_seq is None and seq == snd_max:
-                self._rtt_seq = seq_add(seq, n)      # time new data only (Karn)
+                self._rtt_seq = (seq + n) & _MASK    # time new data only (Karn)
                 self._rtt_at = now
             off += n
             flight += n
-            nxt = seq_add(nxt, n)
+            nxt = (nxt + n) & _MASK
             if flags & FIN:
-                nxt = seq_add(nxt, 1)
+                nxt = (nxt + 1) & _MASK
                 break
 
         self.snd_nxt = nxt
-        if seq_gt(nxt, self._snd_max):
+        if nxt != snd_max and ((nxt - snd_max) & _MASK) < _HALF:     # seq_gt(nxt, snd_max)
             self._snd_max = nxt
         if sent and self._rto_at is None and nxt != una:
             self._rto_at = now + self._rto
@@ -671,6 +707,9 @@ class TcpConnection:
         if self._syn_at is not None and now >= self._syn_at and self.state is _SYN_RECEIVED:
             self._reset("syn_timeout")
             return
+        if self._delack_at is not None and now >= self._delack_at:
+            self._delack_at = None
+            self._ack_needed = True
         if self._rto_at is not None and now >= self._rto_at:
             self._retries += 1
             if self._retries > params.max_retransmits:
@@ -763,13 +802,15 @@ class TcpConnection:
             wnd = 0
 
         # first: sequence number acceptability (§3.10.7.4)
-        if seg_len == 0:
-            ok = seq == rcv_nxt if wnd == 0 else seq_between(rcv_nxt, seq, seq_add(rcv_nxt, wnd))
+        if seq == rcv_nxt:                          # the common case, decided at once
+            ok = seg_len == 0 or wnd > 0
+        elif seg_len == 0:
+            ok = wnd > 0 and ((seq - rcv_nxt) & 0xFFFFFFFF) < wnd
         elif wnd == 0:
             ok = False
         else:
-            end = seq_add(rcv_nxt, wnd)
-            ok = seq_between(rcv_nxt, seq, end) or seq_between(rcv_nxt, seq_add(seq, seg_len - 1), end)
+            ok = (((seq - rcv_nxt) & 0xFFFFFFFF) < wnd
+                  or ((seq + seg_len - 1 - rcv_nxt) & 0xFFFFFFFF) < wnd)
         drop_text = False
         if not ok:
             if flags & RST:
@@ -905,25 +946,27 @@ class TcpConnection:
             self._retries = 0                       # the peer answers our probes: it is alive
         if self._sack_ok and seg.options.sack_blocks:
             self._update_scoreboard(seg.options.sack_blocks, ack)
-        if seq_gt(ack, una):
-            acked = seq_sub(ack, una)
+        acked = ((ack - una + _HALF) & _MASK) - _HALF         # seq_sub, inlined: a hot path
+        if acked > 0:
             self.snd_una = ack
-            if seq_lt(self.snd_nxt, ack):
+            nxt = self.snd_nxt
+            if nxt != ack and ((ack - nxt) & _MASK) < _HALF:   # seq_lt(snd_nxt, ack)
                 self.snd_nxt = ack
-            n = seq_sub(ack, self._buf_seq)
+            n = ((ack - self._buf_seq + _HALF) & _MASK) - _HALF
             if n > 0:
                 blen = len(self._sndbuf)
                 if n > blen:
                     n = blen
                 if n:
                     self._sndbuf.consume(n)
-                    self._buf_seq = seq_add(self._buf_seq, n)
+                    self._buf_seq = (self._buf_seq + n) & _MASK
             if self._retries:
                 # New data acknowledged after a timeout: undo the backoff from SRTT/RTTVAR (as BSD
                 # and Linux do) rather than keep it until the next Karn-valid sample.
                 self._retries = 0
                 self._rto = self._rto_from_estimate()
-            if self._rtt_seq is not None and seq_ge(ack, self._rtt_seq):
+            rtt_seq = self._rtt_seq
+            if rtt_seq is not None and ((ack - rtt_seq) & _MASK) < _HALF:   # seq_ge(ack, rtt_seq)
                 self._rtt_sample(now - self._rtt_at)
                 self._rtt_seq = None
             if self._in_recovery:
@@ -985,7 +1028,8 @@ class TcpConnection:
         # Window update (§3.10.7.4 fifth, SND.WL1/SND.WL2).
         seq = seg.seq
         wl1 = self._snd_wl1
-        if seq_lt(wl1, seq) or (wl1 == seq and seq_le(self._snd_wl2, ack)):
+        if (((seq - wl1) & _MASK) < _HALF and wl1 != seq) or (
+                wl1 == seq and ((ack - self._snd_wl2) & _MASK) < _HALF):
             wnd = seg.window << self._snd_wscale
             self.snd_wnd = wnd
             self._snd_wl1 = seq
@@ -997,9 +1041,19 @@ class TcpConnection:
                 self._persist_backoff = 0
 
     def _receive_text(self, seq: int, payload, plen: int, fin: int, now: float) -> None:
-        """Seventh and eighth steps of §3.10.7.4: deliver, queue out of order, FIN."""
-        self._ack_needed = True
+        """Seventh and eighth steps of §3.10.7.4: deliver, queue out of order, FIN.
+
+        The ACK goes out at once, except with ``params.ack_delay`` for in-order data that
+        leaves less than two full-sized segments unacknowledged, no hole and no FIN (RFC 1122
+        §4.2.3.2, RFC 5681 §4.2): then it waits that long for data to ride on."""
         rcv_nxt = self.rcv_nxt
+        delay = self.params.ack_delay
+        if (delay and not fin and seq == rcv_nxt and self._ooo is None
+                and ((rcv_nxt + plen - self._rcv_acked) & 0xFFFFFFFF) < 2 * self.params.mss):
+            if self._delack_at is None:
+                self._delack_at = now + delay
+        else:
+            self._ack_needed = True
         start = seq_sub(seq, rcv_nxt)
         end = start + plen
         wnd = seq_sub(self._rcv_adv, rcv_nxt)
@@ -1103,7 +1157,7 @@ class TcpConnection:
 
     def _enter_time_wait(self, now: float) -> None:
         self.state = _TIME_WAIT
-        self._rto_at = self._persist_at = None
+        self._rto_at = self._persist_at = self._delack_at = None
         self._rexmit_pending = self._probe_pending = False
         self._tw_at = now + self.params.time_wait
 

@@ -451,6 +451,8 @@ def test_limits_from_the_command_line():
     assert lim.max_half_open == 64 and lim.tcp_time_wait == 0.5
     assert lim.max_tcp_flows == Limits().max_tcp_flows
     for bad, why in (("nope=1", "NAME=VALUE"), ("max_half_open", "NAME=VALUE"),
-                     ("max_half_open=x", "whole number"), ("max_half_open=0", "greater than 0")):
+                     ("max_half_open=x", "whole number"), ("max_half_open=0", "greater than 0"),
+                     ("tcp_ack_delay=-1", "0 or more")):
         with pytest.raises(ConfigError, match=why):
             parse_limits([bad])
+    assert parse_limits(["tcp_ack_delay=0"]).tcp_ack_delay == 0      # 0: delayed ACKs off

@@ -176,6 +176,33 @@ def test_host_data_leaves_as_one_gso_super_frame():
     assert s.counters["tcp.tx.gso_frames"] >= 1
 
 
+def test_a_request_ack_rides_on_the_answer_or_leaves_when_the_delay_is_up():
+    s = make_stack()
+    _open(s)
+    [ev] = events(s)
+    s.tcp_host_connected(ev.flow_id, 0.0)
+    [(_, synack)] = out_frames(s)
+    iss = synack[TCP].seq
+    s.receive_frame(wire(s, guest_tcp(flags="A", seq=1001, ack=iss + 1, window=65535)), 0.0)
+    out_frames(s)
+    # request 1: no pure ACK; the host's answer carries it
+    s.receive_frame(wire(s, guest_tcp(flags="PA", seq=1001, ack=iss + 1, window=65535) / b"GET"), 1.0)
+    assert out_frames(s, 1.0) == []
+    assert [bytes(e.data) for e in events(s)] == [b"GET"]
+    assert s.next_deadline() == pytest.approx(1.0 + s.limits.tcp_ack_delay)
+    s.tcp_host_data(ev.flow_id, b"OK", 1.0002)
+    [(_, answer)] = out_frames(s, 1.0002)
+    assert bytes(answer[TCP].payload) == b"OK" and answer[TCP].ack == 1004
+    # request 2: the host stays silent, so the ACK leaves on its own when the timer fires
+    s.receive_frame(wire(s, guest_tcp(flags="PA", seq=1004, ack=iss + 3, window=65535) / b"MORE"), 2.0)
+    assert out_frames(s, 2.0) == []
+    due = s.next_deadline()
+    assert due == pytest.approx(2.0 + s.limits.tcp_ack_delay)
+    s.handle_timer(due)
+    [(_, ack)] = out_frames(s, due)
+    assert ack[TCP].flags == "A" and ack[TCP].ack == 1008 and not bytes(ack[TCP].payload)
+
+
 def test_without_offload_segments_fit_the_mss_and_carry_full_checksums():
     s = make_stack(vnet=False, offload=False, mtu=1500)
     _open(s)

@@ -258,6 +258,58 @@ def test_data_in_order_zero_copy_and_one_coalesced_ack():
     assert c.segments_to_send(1.0) == []
 
 
+D = TcpParams(rto_min=1.0, ack_delay=0.002)      # delayed ACKs on (the Stack's default is 1 ms)
+
+
+def test_delayed_ack_rides_on_the_answer():
+    c = established(params=D)
+    c.receive_segment(seg(IRS + 1, ISS + 1, ACK | PSH, 0xFFFF, b"request"), 1.0)
+    assert events(c) == [DataReceived(b"request")]
+    assert c.segments_to_send(1.0) == []                 # no pure ACK of its own ...
+    assert c.get_timer() == 1.002
+    c.send(b"answer")
+    assert c.segments_to_send(1.0005) == [(ISS + 1, IRS + 8, ACK | PSH, W, b"", b"answer")]
+    assert c.get_timer() == 1.0005 + 1.0                 # ... the answer carried it: only the RTO
+    c.handle_timer(1.002)
+    assert c.segments_to_send(1.002) == []
+
+
+def test_delayed_ack_sent_when_its_timer_fires():
+    c = established(params=D)
+    c.receive_segment(seg(IRS + 1, ISS + 1, ACK | PSH, 0xFFFF, b"abc"), 1.0)
+    c.receive_segment(seg(IRS + 4, ISS + 1, ACK | PSH, 0xFFFF, b"def"), 1.001)
+    assert c.segments_to_send(1.001) == []
+    assert c.get_timer() == 1.002                        # from the first unacknowledged segment
+    c.handle_timer(1.0019)
+    assert c.segments_to_send(1.0019) == []              # not due yet
+    c.handle_timer(1.002)
+    assert c.segments_to_send(1.002) == [(ISS + 1, IRS + 7, ACK, W, b"", b"")]
+    assert c.get_timer() is None
+
+
+@pytest.mark.parametrize("why", ["two_full_segments", "out_of_order", "fin", "hole_filled"])
+def test_ack_not_delayed(why):
+    c = established(params=D)
+    if why == "two_full_segments":                       # RFC 5681 §4.2: every second full segment
+        c.receive_segment(seg(IRS + 1, ISS + 1, ACK, 0xFFFF, b"a" * 1460), 1.0)
+        assert c.segments_to_send(1.0) == []
+        c.receive_segment(seg(IRS + 1461, ISS + 1, ACK, 0xFFFF, b"b" * 1460), 1.0)
+        expect = [(ISS + 1, IRS + 2921, ACK, W, b"", b"")]
+    elif why == "out_of_order":
+        c.receive_segment(seg(IRS + 11, ISS + 1, ACK, 0xFFFF, b"late"), 1.0)
+        expect = [(ISS + 1, IRS + 1, ACK, W, b"", b"")]
+    elif why == "fin":
+        c.receive_segment(seg(IRS + 1, ISS + 1, ACK | FIN, 0xFFFF, b"bye"), 1.0)
+        expect = [(ISS + 1, IRS + 5, ACK, W, b"", b"")]
+    else:
+        c.receive_segment(seg(IRS + 4, ISS + 1, ACK, 0xFFFF, b"def"), 1.0)
+        c.segments_to_send(1.0)                          # its duplicate ACK
+        c.receive_segment(seg(IRS + 1, ISS + 1, ACK, 0xFFFF, b"abc"), 1.0)
+        expect = [(ISS + 1, IRS + 7, ACK, W, b"", b"")]
+    assert c.segments_to_send(1.0) == expect
+    assert c.get_timer() is None
+
+
 def test_retransmitted_overlap_is_trimmed():
     c = established()
     c.receive_segment(seg(IRS + 1, ISS + 1, ACK, 0xFFFF, b"abcd"), 1.0)
