@@ -225,12 +225,19 @@ class Target:
     text: str = ""
 
 
+REFERENCES = ("loopback", "veth")     # kernel references: the same ratio, for context
+
+
 @dataclass(frozen=True)
 class TargetResult:
     target: Target
     variant: str
     observed: float | None
     met: bool | None        # None: cannot tell (a cell is missing)
+    # For a ratio against another variant: the same ratio for the kernel references run
+    # alongside (e.g. loopback's own 100-stream/1-stream), so a fall the kernel shows too
+    # can be told apart from one of ours.
+    references: tuple = ()
 
     def describe(self) -> str:
         t = self.target
@@ -247,7 +254,10 @@ class TargetResult:
         else:
             obs = f"{self.observed:.3g}"
         verdict = {True: "met", False: "MISSED", None: "unknown"}[self.met]
-        return f"{t.text or t.metric}: {what} {t.op} {t.value:g}: {obs} -> {verdict}"
+        line = f"{t.text or t.metric}: {what} {t.op} {t.value:g}: {obs} -> {verdict}"
+        if self.references:
+            line += " (same ratio for " + ", ".join(f"{p} {r:.3g}" for p, r in self.references) + ")"
+        return line
 
 
 def _compare(op: str, observed: float, value: float) -> bool:
@@ -284,8 +294,17 @@ def evaluate_targets(cells: list[Cell], targets: list[Target]) -> list[TargetRes
                 observed = ratio(s, base.summary(t.metric) if base else None)
             else:
                 observed = s.median if s else None
+            refs = []
+            if t.baseline_variant is not None:
+                for p in REFERENCES:
+                    here = index.get((t.workload, v, p))
+                    there = index.get((t.workload, t.baseline_variant, p))
+                    if here is not None and there is not None:
+                        r = ratio(here.summary(t.metric), there.summary(t.metric))
+                        if r is not None:
+                            refs.append((p, r))
             met = None if observed is None else _compare(t.op, observed, t.value)
-            out.append(TargetResult(t, v, observed, met))
+            out.append(TargetResult(t, v, observed, met, tuple(refs)))
     return out
 
 

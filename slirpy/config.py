@@ -86,6 +86,9 @@ class Limits:
     max_neighbours: int = 256          # ARP table entries
     tcp_rcv_buf: int = 4 << 20         # bytes: window we advertise (guest -> host in flight)
     tcp_snd_buf: int = 4 << 20         # bytes buffered host -> guest before host reads pause
+    # ... over all flows: each flow with data queued gets an equal share (64 KiB at least,
+    # tcp_snd_buf at most), so many busy flows do not each hold tcp_snd_buf.
+    tcp_snd_buf_total: int = 64 << 20
     tcp_time_wait: float = 2.0         # seconds
     tcp_syn_timeout: float = 75.0      # give up on a guest that never finishes the handshake
     tcp_ack_delay: float = 0.001       # seconds an in-order small segment's ACK waits for data; 0: none

@@ -30,7 +30,7 @@ class TcpFlow:
     __slots__ = (
         "flow_id", "key", "conn", "guest_ip", "guest_port", "host_ip", "host_port",
         "eth_prefix", "ip_base_sum", "pseudo_base", "syn_head", "half_open",
-        "read_paused", "timer_at", "inbound", "bytes_in", "bytes_out", "opened_at",
+        "read_paused", "timer_at", "inbound", "bytes_in", "bytes_out", "opened_at", "queued",
     )
 
     def __init__(self, flow_id: int, key: tuple, conn, guest_ip: bytes, guest_port: int,
@@ -52,6 +52,7 @@ class TcpFlow:
         self.syn_head = syn_head          # start of the guest's SYN packet, quoted in ICMP errors
         self.half_open = True
         self.read_paused = False
+        self.queued = 0                   # host -> guest bytes queued, as last accounted by the Stack
         self.timer_at: float | None = None
         self.inbound = inbound
         self.bytes_in = 0                 # guest -> host payload bytes

@@ -5,8 +5,9 @@ buffer whenever one that was trimmed from the front must grow (its logical start
 back to the allocation's start): with a few MB queued that is ~250 us per host read, and it
 grew with the number of flows. Here host reads are appended as they are (uvloop hands us
 `bytes`), acknowledged bytes are dropped by moving an offset, and a segment inside one chunk
-is a zero-copy `memoryview` of it that goes straight to `os.writev`. Only a segment that
-spans chunks is joined. Tiny writes are merged into the last chunk so that the chunk list
+is a zero-copy `memoryview` of it that goes straight to `os.writev`. A segment that spans
+chunks is a `Gather` of the chunks' views, which `os.writev` also takes as they are (joining
+them cost a copy of most of the data once many flows made host reads small). Tiny writes are merged into the last chunk so that the chunk list
 stays short (bounded by the queued bytes / `_MERGE_BELOW`).
 
 `get(offset, n)` is called in increasing offsets for new data, so a cursor (the chunk where
@@ -16,6 +17,37 @@ the last read ended) makes it O(1) amortized; a retransmission from the front re
 from __future__ import annotations
 
 _MERGE_BELOW = 4096
+
+
+class Gather:
+    """`n` bytes that span chunks, kept as the chunks' memoryviews (`parts`) for a writev.
+
+    Sized like the bytes it stands for; `bytes(g)` joins them; compares equal to equal bytes."""
+
+    __slots__ = ("parts", "_n")
+
+    def __init__(self, parts: list, n: int) -> None:
+        self.parts = parts
+        self._n = n
+
+    def __len__(self) -> int:
+        return self._n
+
+    def __bytes__(self) -> bytes:
+        return b"".join(self.parts)
+
+    def __eq__(self, other) -> bool:
+        if isinstance(other, Gather):
+            other = bytes(other)
+        try:
+            return bytes(self) == bytes(other)
+        except TypeError:
+            return NotImplemented
+
+    __hash__ = None
+
+    def __repr__(self) -> str:
+        return f"Gather({len(self.parts)} parts, {self._n} bytes)"
 
 
 class SendBuffer:
@@ -83,7 +115,8 @@ class SendBuffer:
         self._cur_idx = self._cur_start = 0
 
     def get(self, offset: int, n: int):
-        """`n` bytes from `offset` (0 = the first unacknowledged byte); bytes or memoryview."""
+        """`n` bytes from `offset` (0 = the first unacknowledged byte): bytes or a memoryview
+        inside one chunk, a `Gather` across chunks."""
         if n <= 0:
             return b""
         chunks = self._chunks
@@ -114,4 +147,4 @@ class SendBuffer:
             parts.append(memoryview(c)[:left])
             left -= len(c)
             i += 1
-        return b"".join(parts)
+        return Gather(parts, n)

@@ -84,6 +84,7 @@ from .checksum import finish, sum16
 from .errors import MalformedPacket
 from .ethernet import ETH_HDR, ETH_HLEN, ETHERTYPE_ARP, ETHERTYPE_IPV4
 from .flows import DatagramFlow, Deadline, DeadlineHeap, TcpFlow
+from .sendbuf import Gather
 from .ipv4 import IPV4_HDR, IPV4_HLEN, PROTO_ICMP, PROTO_TCP, PROTO_UDP
 from .ipv4 import build_header as build_ipv4_header
 from .tcp import ACK, FIN, RST, SYN, TCP_HDR, TcpSegment
@@ -128,6 +129,7 @@ _REMAP_TRIES = 32                # gateway ports tried when a client's own port 
 # --- events for the runtime -------------------------------------------------------------
 
 _PORT_PAIR = struct.Struct("!HH")
+_SND_SHARE_MIN = 64 << 10      # a flow's share of tcp_snd_buf_total never falls below this
 
 
 def _ntoa(ip: bytes) -> str:
@@ -259,6 +261,8 @@ class Stack:
         self._next_flow_id = 1
         self._half_open = 0
         self._dirty: dict[int, TcpFlow] = {}         # insertion-ordered set of flows to service
+        self._snd_total = 0                          # host -> guest bytes queued, all flows
+        self._snd_active = 0                         # flows with some of it
         self._timers = DeadlineHeap()
         # UDP and ICMP echo flows: tables in least-recently-active order, one id space with TCP.
         self._udp: OrderedDict[tuple, DatagramFlow] = OrderedDict()
@@ -393,6 +397,31 @@ class Stack:
             return
         self._dirty[flow_id] = flow
 
+    def _account_queued(self, flow: TcpFlow, queued: int) -> None:
+        """Keep the total of host -> guest bytes queued, and how many flows hold some."""
+        old = flow.queued
+        if queued != old:
+            self._snd_total += queued - old
+            if not old:
+                self._snd_active += 1
+            elif not queued:
+                self._snd_active -= 1
+            flow.queued = queued
+
+    def snd_share(self) -> int:
+        """Bytes a flow may queue towards the guest before its host reads pause: an equal share
+        of `tcp_snd_buf_total` among the flows holding data, within [64 KiB, tcp_snd_buf]."""
+        limits = self.limits
+        share = limits.tcp_snd_buf_total // (self._snd_active or 1)
+        if share > limits.tcp_snd_buf:
+            return limits.tcp_snd_buf
+        return share if share > _SND_SHARE_MIN else _SND_SHARE_MIN
+
+    @property
+    def snd_queued(self) -> int:
+        """Host -> guest bytes queued over all TCP flows (sent-but-unacknowledged included)."""
+        return self._snd_total
+
     def tcp_host_data(self, flow_id: int, data: bytes, now: float) -> None:
         flow = self._tcp_by_id.get(flow_id)
         if flow is None:
@@ -400,7 +429,9 @@ class Stack:
         conn = flow.conn
         conn.send(data)
         flow.bytes_out += len(data)
-        if not flow.read_paused and conn.send_buffered >= self.limits.tcp_snd_buf:
+        queued = conn.send_buffered
+        self._account_queued(flow, queued)
+        if not flow.read_paused and queued >= self.snd_share():
             flow.read_paused = True
             self.counters["tcp.host.read_paused"] += 1
             self._events.append(TcpHostReadPaused(flow_id, True))
@@ -1095,7 +1126,10 @@ class Stack:
             self._forget(flow)
             events.append(TcpFlowClosed(fid, reset))
             return
-        if flow.read_paused and conn.send_buffered <= self.limits.tcp_snd_buf // 2:
+        queued = conn.send_buffered
+        if queued != flow.queued:
+            self._account_queued(flow, queued)
+        if flow.read_paused and queued <= self.snd_share() // 2:
             flow.read_paused = False
             events.append(TcpHostReadPaused(fid, False))
         t = conn.get_timer()
@@ -1105,6 +1139,7 @@ class Stack:
                 self._timers.push(t, fid, self._tcp_by_id)
 
     def _forget(self, flow: TcpFlow) -> None:
+        self._account_queued(flow, 0)
         self._tcp_by_key.pop(flow.key, None)
         self._tcp_by_id.pop(flow.flow_id, None)
         self._dirty.pop(flow.flow_id, None)
@@ -1154,11 +1189,15 @@ class Stack:
                 else:
                     hdr = self._vnet_csum
             else:
+                if type(payload) is Gather:
+                    payload = bytes(payload)            # summed below: one contiguous buffer
                 tcp = pack_tcp(sport, dport, seq, ack, thlen << 2, flags, window, 0, 0) + options
                 csum = finish(sum16(payload, sum16(tcp, p))) if plen else finish(sum16(tcp, p))
                 tcp = tcp[:16] + csum.to_bytes(2, "big") + tcp[18:]
                 hdr = self._vnet_plain
-            if plen:
+            if type(payload) is Gather:
+                frames.append((hdr + eth_prefix + ip + tcp, *payload.parts))
+            elif plen:
                 frames.append((hdr + eth_prefix + ip + tcp, payload))
             else:
                 frames.append(hdr + eth_prefix + ip + tcp)

@@ -86,6 +86,7 @@ class Guest:
 
     def segment_frame(self, seq: int, ack: int, flags: int, window: int, options: bytes,
                       payload: bytes) -> bytes:
+        payload = bytes(payload)                 # a view of the send buffer, or a Gather
         tcp = build_tcp_header(self.sport, self.dport, seq, ack, flags, window, options)
         tcp_len = len(tcp) + len(payload)
         s = sum16(payload, sum16(tcp, pseudo_header_sum(GUEST_IP, self.dst, PROTO_TCP, tcp_len)))

@@ -199,6 +199,8 @@ def _cells() -> list[Cell]:
         cell("pp", "x", "slirp4netns", [40.0], "avg_us"),
         cell("streams", "up/P1", "slirpy", [5.0]),
         cell("streams", "up/P100", "slirpy", [4.0]),
+        cell("streams", "up/P1", "loopback", [20.0]),
+        cell("streams", "up/P100", "loopback", [15.0]),
         cell("idle", "idle", "slirpy", [36.0], "rss_mib"),
     ]
 
@@ -227,6 +229,8 @@ def test_targets_met_missed_and_unknown():
     assert res[("avg_us", "x", "slirp4netns")].met is True              # 30/40 <= 1
     streams = res[("gbps", "up/P100", None)]
     assert streams.observed == pytest.approx(0.8) and streams.met is False
+    assert streams.references == (("loopback", 0.75),)                   # the kernel's own fall
+    assert "same ratio for loopback 0.75" in streams.describe()
     assert ("gbps", "up/P1", None) not in res                            # baseline itself
     assert res[("rss_mib", "idle", None)].met is True
     text = res[("gbps", "65520/up", "pasta")].describe()

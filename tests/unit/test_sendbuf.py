@@ -6,7 +6,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from slirpy.tcpip.sendbuf import SendBuffer
+from slirpy.tcpip.sendbuf import Gather, SendBuffer
 
 ops = st.lists(st.one_of(
     st.tuples(st.just("append"), st.integers(0, 20000)),
@@ -55,8 +55,10 @@ def test_chunk_sized_reads_are_zero_copy_views():
     buf.append(chunk)
     first = buf.get(0, 65536)
     assert type(first) is memoryview and first.obj is chunk
-    across = buf.get(len(chunk) - 10, 20)           # spans two chunks: joined
-    assert type(across) is bytes and across == chunk[-10:] + chunk[:10]
+    across = buf.get(len(chunk) - 10, 20)           # spans two chunks: views of both, no copy
+    assert type(across) is Gather and len(across) == 20
+    assert [p.obj for p in across.parts] == [chunk, chunk]
+    assert bytes(across) == chunk[-10:] + chunk[:10] and across == chunk[-10:] + chunk[:10]
     buf.consume(len(chunk) + 5)
     assert bytes(buf.get(0, 3)) == chunk[5:8]
 

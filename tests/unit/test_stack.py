@@ -176,6 +176,34 @@ def test_host_data_leaves_as_one_gso_super_frame():
     assert s.counters["tcp.tx.gso_frames"] >= 1
 
 
+@pytest.mark.parametrize("offload", [True, False])
+def test_a_segment_spanning_host_reads_leaves_without_a_copy(offload):
+    s = make_stack(vnet=offload, offload=offload, mtu=1500 if not offload else 65520)
+    _open(s)
+    [ev] = events(s)
+    s.tcp_host_connected(ev.flow_id, 0.0)
+    [(_, synack)] = out_frames(s)
+    s.receive_frame(wire(s, guest_tcp(flags="A", seq=1001, ack=synack[TCP].seq + 1, window=65535)), 0.0)
+    out_frames(s)
+    reads = [random.Random(i).randbytes(n) for i, n in enumerate((5000, 7000))]
+    for r in reads:
+        s.tcp_host_data(ev.flow_id, r, 0.0)
+    raw = s.frames_to_send(0.0)
+    if offload:
+        # one GSO frame: its header, then views of both host reads as they are (os.writev parts)
+        [frame] = raw
+        assert type(frame) is tuple and len(frame) == 3
+        assert [p.obj for p in frame[1:]] == reads
+    pkts = [Ether(flat(f)[VNET_HDR_LEN if offload else 0:]) for f in raw]
+    assert b"".join(bytes(p[TCP].payload) for p in pkts) == b"".join(reads)
+    if not offload:                                  # full checksums over the joined bytes
+        for p in pkts:
+            assert IP(bytes(p[IP])).chksum == p[IP].chksum
+            again = IP(bytes(p[IP]))
+            del again[TCP].chksum
+            assert IP(bytes(again))[TCP].chksum == p[TCP].chksum
+
+
 def test_a_request_ack_rides_on_the_answer_or_leaves_when_the_delay_is_up():
     s = make_stack()
     _open(s)
@@ -307,6 +335,40 @@ def test_host_read_pauses_when_the_guest_queue_is_full_and_resumes_after_acks():
     # resumed only once at most half of the limit is still queued
     assert s.flows()[0].conn.send_buffered <= 50_000
     assert 120_000 - acked <= 50_000
+
+
+def test_many_busy_flows_share_one_host_to_guest_budget():
+    from slirpy.config import Limits
+    s = make_stack(limits=Limits(tcp_snd_buf=1 << 20, tcp_snd_buf_total=1 << 20))
+    flows = []
+    for i in range(4):
+        s.receive_frame(wire(s, guest_tcp(
+            sport=40000 + i, flags="S", seq=1000, options=[("MSS", 1460), ("WScale", 7)])), 0.0)
+        [ev] = events(s)
+        s.tcp_host_connected(ev.flow_id, 0.0)
+        [(_, synack)] = out_frames(s)
+        s.receive_frame(wire(s, guest_tcp(sport=40000 + i, flags="A", seq=1001,
+                                          ack=synack[TCP].seq + 1, window=0)), 0.0)
+        out_frames(s)
+        flows.append(ev.flow_id)
+    assert s.snd_share() == 1 << 20                  # nothing queued yet: the whole per-flow cap
+    # the guest's window is closed, so everything stays queued
+    s.tcp_host_data(flows[0], bytes(300_000), 0.0)
+    assert s.snd_share() == 1 << 20 and events(s) == []
+    s.tcp_host_data(flows[1], bytes(300_000), 0.0)
+    assert s.snd_share() == 1 << 19 and events(s) == []   # 2 flows hold data: half each
+    s.tcp_host_data(flows[2], bytes(300_000), 0.0)
+    # three flows: a share of 349,525 bytes; the next read of flow 0 passes it and pauses it
+    assert s.snd_share() == (1 << 20) // 3
+    s.tcp_host_data(flows[0], bytes(60_000), 0.0)
+    assert events(s) == [st.TcpHostReadPaused(flows[0], True)]
+    assert s.snd_queued == 960_000
+    # a flow that closes gives its share back
+    s.receive_frame(wire(s, guest_tcp(sport=40001, flags="R", seq=1001)), 0.0)
+    out_frames(s)
+    assert s.snd_queued == 660_000 and s.snd_share() == 1 << 19
+    # the share never falls below 64 KiB, however many flows hold data
+    assert make_stack(limits=Limits(tcp_snd_buf_total=1)).snd_share() == 64 << 10
 
 
 def test_timer_drives_syn_ack_retransmission():

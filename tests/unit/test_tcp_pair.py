@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
+from slirpy.tcpip.sendbuf import Gather
 from slirpy.tcpip.tcp import NO_OPTIONS, TcpOptions, TcpSegment
 from slirpy.tcpip.tcp_conn import (
     Closed,
@@ -54,7 +55,8 @@ class Endpoint:
 def to_segment(t, sport: int, dport: int) -> TcpSegment:
     seq, ack, flags, window, options, payload = t
     assert 0 <= seq < 2**32 and 0 <= ack < 2**32 and 0 <= window <= 0xFFFF
-    assert type(payload) is bytes or (type(payload) is memoryview and payload.readonly)
+    assert type(payload) is bytes or (type(payload) is memoryview and payload.readonly) or (
+        type(payload) is Gather and all(type(p) is memoryview and p.readonly for p in payload.parts))
     payload = bytes(payload)
     opts = TcpOptions.parse(options) if options else NO_OPTIONS
     return TcpSegment(sport, dport, seq, ack, flags, window, 0, opts, payload)
