@@ -457,7 +457,8 @@ class Runtime:
             "counters": dict(sorted(self.counters.items())),
             "flows": {"tcp": len(self.stack.flows()), "tcp_half_open": self.stack.half_open,
                       "udp": len(self.udp_flows), "icmp_echo": len(self.echo_flows),
-                      "forwards": len(self.ports.forwards)},
+                      "forwards": len(self.ports.forwards),
+                      "tcp_bytes_queued_to_guest": self.stack.snd_queued},
         }
 
     def write_stats(self, path: str) -> None:

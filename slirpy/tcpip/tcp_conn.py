@@ -40,12 +40,13 @@ What it implements
   segment's own payload object, or a memoryview slice of it when trimmed); out-of-order data
   is copied into a small queue bounded by the advertised window and by
   ``OOO_MAX_SEGMENTS``, and delivered when the hole fills. Every arrival that carries data
-  is acknowledged, at once or, with ``params.ack_delay``, after that delay when it was
-  in-order, under two full-sized segments and no FIN (so a request's ACK rides on the
-  host's answer instead of costing a frame of its own); each out-of-order arrival gets its own duplicate
-  ACK (RFC 5681 §4.2), carrying SACK blocks (RFC 2018) when both SYNs offered SACK, so the
-  guest's kernel repairs losses within a round trip. ``set_receive_paused`` freezes the
-  right edge so the window drains to zero while the consumer is saturated.
+  is acknowledged: at once, or with ``params.ack_delay`` after that delay when it was
+  in order, left less than two full-sized segments unacknowledged and carried no FIN (so a
+  request's ACK rides on the host's answer instead of costing a frame of its own). Each
+  out-of-order arrival gets its own duplicate ACK (RFC 5681 §4.2), carrying SACK blocks
+  (RFC 2018) when both SYNs offered SACK, so the guest's kernel repairs losses within a
+  round trip. ``set_receive_paused`` freezes the right edge so the window drains to zero
+  while the consumer is saturated.
 * Sender-side silly-window avoidance (RFC 9293 §3.8.6.2.1): a short segment is held back
   while data is in flight.
 * GSO: with ``params.gso_max`` a data segment may carry up to ``gso_max`` bytes (rounded
@@ -805,12 +806,12 @@ class TcpConnection:
         if seq == rcv_nxt:                          # the common case, decided at once
             ok = seg_len == 0 or wnd > 0
         elif seg_len == 0:
-            ok = wnd > 0 and ((seq - rcv_nxt) & 0xFFFFFFFF) < wnd
+            ok = wnd > 0 and ((seq - rcv_nxt) & _MASK) < wnd
         elif wnd == 0:
             ok = False
         else:
-            ok = (((seq - rcv_nxt) & 0xFFFFFFFF) < wnd
-                  or ((seq + seg_len - 1 - rcv_nxt) & 0xFFFFFFFF) < wnd)
+            ok = (((seq - rcv_nxt) & _MASK) < wnd
+                  or ((seq + seg_len - 1 - rcv_nxt) & _MASK) < wnd)
         drop_text = False
         if not ok:
             if flags & RST:
@@ -1049,7 +1050,7 @@ class TcpConnection:
         rcv_nxt = self.rcv_nxt
         delay = self.params.ack_delay
         if (delay and not fin and seq == rcv_nxt and self._ooo is None
-                and ((rcv_nxt + plen - self._rcv_acked) & 0xFFFFFFFF) < 2 * self.params.mss):
+                and ((rcv_nxt + plen - self._rcv_acked) & _MASK) < 2 * self.params.mss):
             if self._delack_at is None:
                 self._delack_at = now + delay
         else:

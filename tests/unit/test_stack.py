@@ -128,6 +128,20 @@ def _open(s: st.Stack, dst=REMOTE, dport=80, seq=1000, now=0.0):
                                       options=[("MSS", 1460), ("WScale", 7)])), now)
 
 
+def _established(s: st.Stack, sport=40000, window=65535) -> tuple[int, int]:
+    """A guest flow from `sport` to REMOTE:80 through the handshake: (flow id, our ISS)."""
+    s.receive_frame(wire(s, guest_tcp(sport=sport, flags="S", seq=1000,
+                                      options=[("MSS", 1460), ("WScale", 7)])), 0.0)
+    [ev] = events(s)
+    s.tcp_host_connected(ev.flow_id, 0.0)
+    [(_, synack)] = out_frames(s)
+    iss = synack[TCP].seq
+    s.receive_frame(wire(s, guest_tcp(sport=sport, flags="A", seq=1001, ack=iss + 1,
+                                      window=window)), 0.0)
+    out_frames(s)
+    return ev.flow_id, iss
+
+
 def test_syn_asks_the_runtime_to_connect_and_syn_ack_waits_for_it():
     s = make_stack()
     _open(s)
@@ -159,14 +173,9 @@ def test_syn_asks_the_runtime_to_connect_and_syn_ack_waits_for_it():
 
 def test_host_data_leaves_as_one_gso_super_frame():
     s = make_stack()
-    _open(s)
-    [ev] = events(s)
-    s.tcp_host_connected(ev.flow_id, 0.0)
-    [(_, synack)] = out_frames(s)
-    s.receive_frame(wire(s, guest_tcp(flags="A", seq=1001, ack=synack[TCP].seq + 1, window=65535)), 0.0)
-    out_frames(s)
+    flow_id, _ = _established(s)
     data = random.Random(3).randbytes(50000)
-    s.tcp_host_data(ev.flow_id, data, 0.0)
+    s.tcp_host_data(flow_id, data, 0.0)
     frames = out_frames(s)
     payload = b"".join(bytes(p[TCP].payload) for _, p in frames)
     assert payload == data[:len(payload)] and len(payload) > 1460
@@ -179,15 +188,10 @@ def test_host_data_leaves_as_one_gso_super_frame():
 @pytest.mark.parametrize("offload", [True, False])
 def test_a_segment_spanning_host_reads_leaves_without_a_copy(offload):
     s = make_stack(vnet=offload, offload=offload, mtu=1500 if not offload else 65520)
-    _open(s)
-    [ev] = events(s)
-    s.tcp_host_connected(ev.flow_id, 0.0)
-    [(_, synack)] = out_frames(s)
-    s.receive_frame(wire(s, guest_tcp(flags="A", seq=1001, ack=synack[TCP].seq + 1, window=65535)), 0.0)
-    out_frames(s)
+    flow_id, _ = _established(s)
     reads = [random.Random(i).randbytes(n) for i, n in enumerate((5000, 7000))]
     for r in reads:
-        s.tcp_host_data(ev.flow_id, r, 0.0)
+        s.tcp_host_data(flow_id, r, 0.0)
     raw = s.frames_to_send(0.0)
     if offload:
         # one GSO frame: its header, then views of both host reads as they are (os.writev parts)
@@ -206,19 +210,13 @@ def test_a_segment_spanning_host_reads_leaves_without_a_copy(offload):
 
 def test_a_request_ack_rides_on_the_answer_or_leaves_when_the_delay_is_up():
     s = make_stack()
-    _open(s)
-    [ev] = events(s)
-    s.tcp_host_connected(ev.flow_id, 0.0)
-    [(_, synack)] = out_frames(s)
-    iss = synack[TCP].seq
-    s.receive_frame(wire(s, guest_tcp(flags="A", seq=1001, ack=iss + 1, window=65535)), 0.0)
-    out_frames(s)
+    flow_id, iss = _established(s)
     # request 1: no pure ACK; the host's answer carries it
     s.receive_frame(wire(s, guest_tcp(flags="PA", seq=1001, ack=iss + 1, window=65535) / b"GET"), 1.0)
     assert out_frames(s, 1.0) == []
     assert [bytes(e.data) for e in events(s)] == [b"GET"]
     assert s.next_deadline() == pytest.approx(1.0 + s.limits.tcp_ack_delay)
-    s.tcp_host_data(ev.flow_id, b"OK", 1.0002)
+    s.tcp_host_data(flow_id, b"OK", 1.0002)
     [(_, answer)] = out_frames(s, 1.0002)
     assert bytes(answer[TCP].payload) == b"OK" and answer[TCP].ack == 1004
     # request 2: the host stays silent, so the ACK leaves on its own when the timer fires
@@ -314,21 +312,15 @@ def test_half_open_limit_resets_new_syns():
 def test_host_read_pauses_when_the_guest_queue_is_full_and_resumes_after_acks():
     from slirpy.config import Limits
     s = make_stack(limits=Limits(tcp_snd_buf=100_000))
-    _open(s)
-    [ev] = events(s)
-    s.tcp_host_connected(ev.flow_id, 0.0)
-    [(_, synack)] = out_frames(s)
-    iss = synack[TCP].seq
-    s.receive_frame(wire(s, guest_tcp(flags="A", seq=1001, ack=iss + 1, window=65535)), 0.0)
-    out_frames(s)
-    s.tcp_host_data(ev.flow_id, bytes(120_000), 0.0)
-    assert st.TcpHostReadPaused(ev.flow_id, True) in events(s)
+    flow_id, iss = _established(s)
+    s.tcp_host_data(flow_id, bytes(120_000), 0.0)
+    assert st.TcpHostReadPaused(flow_id, True) in events(s)
     acked = 0
     resumed = False
     for _ in range(50):                  # the guest acknowledges whatever arrives
         acked += sum(len(bytes(p[TCP].payload)) for _, p in out_frames(s))
         s.receive_frame(wire(s, guest_tcp(flags="A", seq=1001, ack=iss + 1 + acked, window=65535)), 0.0)
-        if st.TcpHostReadPaused(ev.flow_id, False) in events(s):
+        if st.TcpHostReadPaused(flow_id, False) in events(s):
             resumed = True
             break
     assert resumed
@@ -342,15 +334,7 @@ def test_many_busy_flows_share_one_host_to_guest_budget():
     s = make_stack(limits=Limits(tcp_snd_buf=1 << 20, tcp_snd_buf_total=1 << 20))
     flows = []
     for i in range(4):
-        s.receive_frame(wire(s, guest_tcp(
-            sport=40000 + i, flags="S", seq=1000, options=[("MSS", 1460), ("WScale", 7)])), 0.0)
-        [ev] = events(s)
-        s.tcp_host_connected(ev.flow_id, 0.0)
-        [(_, synack)] = out_frames(s)
-        s.receive_frame(wire(s, guest_tcp(sport=40000 + i, flags="A", seq=1001,
-                                          ack=synack[TCP].seq + 1, window=0)), 0.0)
-        out_frames(s)
-        flows.append(ev.flow_id)
+        flows.append(_established(s, sport=40000 + i, window=0)[0])
     assert s.snd_share() == 1 << 20                  # nothing queued yet: the whole per-flow cap
     # the guest's window is closed, so everything stays queued
     s.tcp_host_data(flows[0], bytes(300_000), 0.0)
