@@ -229,8 +229,9 @@ def stats(api_socket, as_json):
     if as_json:
         click.echo(json.dumps(data, indent=1))
         return
-    for name, value in data.get("flows", {}).items():
-        click.echo(f"flows.{name} {value}")
+    for section in ("flows", "buffers"):
+        for name, value in data.get(section, {}).items():
+            click.echo(f"{section}.{name} {value}")
     for name, value in data.get("counters", {}).items():
         click.echo(f"{name} {value}")
 

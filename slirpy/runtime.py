@@ -134,6 +134,7 @@ class Runtime:
             self.stack = ImpairedStack(self.stack, Impairment(impair, vnet_hdr=vnet_hdr,
                                                               counters=self.stack.counters))
         self.host_flows: dict[int, tcp_proxy.HostTcpProtocol] = {}
+        self.recv_blocks = tcp_proxy.RecvBlocks()     # where host TCP reads land
         self.connecting: dict[int, asyncio.Task] = {}
         self.udp_flows: dict[int, udp_proxy.HostUdpFlow] = {}
         self.echo_flows: dict[int, icmp_proxy.HostEchoFlow] = {}
@@ -457,8 +458,10 @@ class Runtime:
             "counters": dict(sorted(self.counters.items())),
             "flows": {"tcp": len(self.stack.flows()), "tcp_half_open": self.stack.half_open,
                       "udp": len(self.udp_flows), "icmp_echo": len(self.echo_flows),
-                      "forwards": len(self.ports.forwards),
-                      "tcp_bytes_queued_to_guest": self.stack.snd_queued},
+                      "forwards": len(self.ports.forwards)},
+            "buffers": {"tcp_bytes_queued_to_guest": self.stack.snd_queued,
+                        "recv_blocks_made": self.recv_blocks.allocated,
+                        "recv_blocks_reused": self.recv_blocks.reused},
         }
 
     def write_stats(self, path: str) -> None:

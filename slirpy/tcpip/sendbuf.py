@@ -3,12 +3,13 @@
 A `bytearray` trimmed from the front on every ACK looks cheap, but CPython copies the whole
 buffer whenever one that was trimmed from the front must grow (its logical start is moved
 back to the allocation's start): with a few MB queued that is ~250 us per host read, and it
-grew with the number of flows. Here host reads are appended as they are (uvloop hands us
-`bytes`), acknowledged bytes are dropped by moving an offset, and a segment inside one chunk
-is a zero-copy `memoryview` of it that goes straight to `os.writev`. A segment that spans
-chunks is a `Gather` of the chunks' views, which `os.writev` also takes as they are (joining
-them cost a copy of most of the data once many flows made host reads small). Tiny writes are merged into the last chunk so that the chunk list
-stays short (bounded by the queued bytes / `_MERGE_BELOW`).
+grew with the number of flows. Here host reads are appended as they are (`bytes`, or a
+read-only `memoryview` whose owner never writes those bytes again: proxy/tcp.py RecvBlocks),
+acknowledged bytes are dropped by moving an offset, and a segment inside one chunk is a
+zero-copy `memoryview` of it that goes straight to `os.writev`. A segment that spans chunks
+is a `Gather` of the chunks' views, which `os.writev` also takes as they are (joining them
+would copy those bytes once more). Tiny writes are merged into the last chunk so that the
+chunk list stays short (bounded by the queued bytes / `_MERGE_BELOW`).
 
 `get(offset, n)` is called in increasing offsets for new data, so a cursor (the chunk where
 the last read ended) makes it O(1) amortized; a retransmission from the front rescans.
@@ -71,16 +72,16 @@ class SendBuffer:
         n = len(data)
         if not n:
             return
-        if type(data) is not bytes:
-            data = bytes(data)
+        if type(data) is not bytes and not (type(data) is memoryview and data.readonly):
+            data = bytes(data)          # a read-only view is kept: its owner never rewrites it
         chunks = self._chunks
         if n < _MERGE_BELOW and len(chunks) > self._first and len(chunks[-1]) < _MERGE_BELOW:
             last = len(chunks) - 1
             if last == self._first and self._head:
-                chunks[last] = chunks[last][self._head:] + data
+                chunks[last] = bytes(chunks[last][self._head:]) + data
                 self._head = 0
             else:
-                chunks[last] = chunks[last] + data
+                chunks[last] = bytes(chunks[last]) + data
             if self._cur_idx > last:
                 self._cur_idx, self._cur_start = self._first, 0
         else:

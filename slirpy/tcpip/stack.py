@@ -422,10 +422,13 @@ class Stack:
         """Host -> guest bytes queued over all TCP flows (sent-but-unacknowledged included)."""
         return self._snd_total
 
-    def tcp_host_data(self, flow_id: int, data: bytes, now: float) -> None:
+    def tcp_host_data(self, flow_id: int, data: bytes, now: float) -> bool:
+        """Host bytes for the guest. True when the host reads must stop now: the event loop may
+        read the same socket again before the TcpHostReadPaused event is dispatched (libuv
+        reads up to 32 times per readable socket), so the caller stops them at once."""
         flow = self._tcp_by_id.get(flow_id)
         if flow is None:
-            return
+            return False
         conn = flow.conn
         conn.send(data)
         flow.bytes_out += len(data)
@@ -436,6 +439,7 @@ class Stack:
             self.counters["tcp.host.read_paused"] += 1
             self._events.append(TcpHostReadPaused(flow_id, True))
         self._dirty[flow_id] = flow
+        return flow.read_paused
 
     def tcp_host_eof(self, flow_id: int, now: float) -> None:
         flow = self._tcp_by_id.get(flow_id)

@@ -66,6 +66,9 @@ def test_stats_and_flows_of_a_running_sandbox(tmp_path):
         assert s.returncode == 0, s.stderr
         data = json.loads(s.stdout)
         assert data["flows"]["tcp"] == 1
+        # the host's 3 bytes were one small read: copied out of the first (and only) block
+        assert (data["buffers"]["recv_blocks_made"], data["buffers"]["recv_blocks_reused"]) == (1, 0)
+        assert "buffers.recv_blocks_made 1" in cli("stats", "--api-socket", api).stdout.splitlines()
         assert data["counters"]["tcp.flows.opened"] == 1
         assert data["counters"]["tcp.flows.established"] == 1
         plain = cli("stats", "--api-socket", api)

@@ -313,7 +313,7 @@ def test_host_read_pauses_when_the_guest_queue_is_full_and_resumes_after_acks():
     from slirpy.config import Limits
     s = make_stack(limits=Limits(tcp_snd_buf=100_000))
     flow_id, iss = _established(s)
-    s.tcp_host_data(flow_id, bytes(120_000), 0.0)
+    assert s.tcp_host_data(flow_id, bytes(120_000), 0.0) is True     # stop reading at once
     assert st.TcpHostReadPaused(flow_id, True) in events(s)
     acked = 0
     resumed = False
@@ -337,14 +337,14 @@ def test_many_busy_flows_share_one_host_to_guest_budget():
         flows.append(_established(s, sport=40000 + i, window=0)[0])
     assert s.snd_share() == 1 << 20                  # nothing queued yet: the whole per-flow cap
     # the guest's window is closed, so everything stays queued
-    s.tcp_host_data(flows[0], bytes(300_000), 0.0)
+    assert s.tcp_host_data(flows[0], bytes(300_000), 0.0) is False
     assert s.snd_share() == 1 << 20 and events(s) == []
     s.tcp_host_data(flows[1], bytes(300_000), 0.0)
     assert s.snd_share() == 1 << 19 and events(s) == []   # 2 flows hold data: half each
     s.tcp_host_data(flows[2], bytes(300_000), 0.0)
     # three flows: a share of 349,525 bytes; the next read of flow 0 passes it and pauses it
     assert s.snd_share() == (1 << 20) // 3
-    s.tcp_host_data(flows[0], bytes(60_000), 0.0)
+    assert s.tcp_host_data(flows[0], bytes(60_000), 0.0) is True
     assert events(s) == [st.TcpHostReadPaused(flows[0], True)]
     assert s.snd_queued == 960_000
     # a flow that closes gives its share back
