@@ -107,10 +107,6 @@ class RecvBlocks:
         self._ro = self._mv.toreadonly()
         self._off = 0
 
-    def clear(self) -> None:
-        """Forget the retired blocks (they are freed as their last views go)."""
-        self._retired.clear()
-
 
 def tune_transport(transport) -> None:
     """Modest write buffering: the guest's window is the real buffer. (Nagle is already off:
