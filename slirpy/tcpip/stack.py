@@ -148,7 +148,7 @@ class TcpConnectRequested:
     dns: bool = False        # to the DNS forwarder: host/port are the guest's; use the upstream
 
 
-@dataclass(slots=True)
+@dataclass(slots=True)        # not frozen, unlike the other events: one per data segment
 class TcpDataReceived:
     """Bytes the guest sent on a flow, for the host socket."""
     flow_id: int

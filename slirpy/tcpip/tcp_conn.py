@@ -11,8 +11,8 @@ explicit ``now``, then drains three outputs:
   ready to be wrapped in IP headers. Call it once per batch of inputs: the pure ACK for
   everything received in the batch is coalesced into at most one segment, and into none when
   a data segment already carries it.
-* ``next_event()`` -- `Established`, `DataReceived`, `EofReceived`, `Reset`, `Closed`
-  (always exactly once, always last).
+* ``next_event()``, or ``take_events()`` for all of them at once -- `Established`,
+  `DataReceived`, `EofReceived`, `Reset`, `Closed` (always exactly once, always last).
 * ``get_timer()`` -- the earliest deadline; call ``handle_timer(now)`` when it is reached.
 
 What it implements
@@ -159,8 +159,8 @@ class Established:
     """The three-way handshake completed."""
 
 
-@dataclass(slots=True)
-class DataReceived:
+@dataclass(slots=True)        # not frozen, unlike the other events: one per data segment, and a
+class DataReceived:          # frozen dataclass's __init__ costs about twice as much
     """In-order payload from the peer (zero-copy: the segment's payload object or a view of it)."""
 
     data: bytes | memoryview
