@@ -87,8 +87,10 @@ class Limits:
     tcp_rcv_buf: int = 4 << 20         # bytes: window we advertise (guest -> host in flight)
     tcp_snd_buf: int = 4 << 20         # bytes buffered host -> guest before host reads pause
     # ... over all flows: each flow with data queued gets an equal share (64 KiB at least,
-    # tcp_snd_buf at most), so many busy flows do not each hold tcp_snd_buf.
-    tcp_snd_buf_total: int = 64 << 20
+    # tcp_snd_buf at most), and host reads stop at the total, so many busy flows do not each
+    # hold tcp_snd_buf. 16 MiB: at 100 host->sandbox streams 64 MiB moved no more data, but
+    # queued 2.3x its size in cold memory and made the host retransmit 4-5x as often.
+    tcp_snd_buf_total: int = 16 << 20
     tcp_time_wait: float = 2.0         # seconds
     tcp_syn_timeout: float = 75.0      # give up on a guest that never finishes the handshake
     tcp_ack_delay: float = 0.001       # seconds an in-order small segment's ACK waits for data; 0: none

@@ -131,7 +131,9 @@ class HostTcpProtocol(asyncio.BufferedProtocol):
         self.runtime.request_flush()
 
     def get_buffer(self, sizehint: int) -> memoryview:
-        return self.runtime.recv_blocks.room()
+        room = self.runtime.recv_blocks.room()
+        allowed = self.stack.tcp_host_allowance(self.flow_id)
+        return room if allowed >= len(room) else room[:allowed]
 
     def buffer_updated(self, nbytes: int) -> None:
         if self.stack.tcp_host_data(self.flow_id, self.runtime.recv_blocks.take(nbytes), _now()):

@@ -60,9 +60,13 @@ class _Transport:
 
 
 class _Stack:
-    def __init__(self, pause: bool):
+    def __init__(self, pause: bool, allowance: int = 1 << 30):
         self.pause = pause
+        self.allowance = allowance
         self.got = []
+
+    def tcp_host_allowance(self, flow_id):
+        return self.allowance
 
     def tcp_host_data(self, flow_id, data, now):
         self.got.append(bytes(data))
@@ -91,6 +95,14 @@ def test_reads_pause_at_once_when_the_stack_says_so():
         proto.buffer_updated(50_000)
         assert rt.stack.got == [b"z" * 50_000] and rt.flushes == 1
         assert proto.transport.paused is pause
+
+
+def test_a_read_takes_no_more_than_the_stack_allows():
+    rt = _Runtime(_Stack(False, allowance=20_000))
+    proto = HostTcpProtocol(rt, 7)
+    assert len(proto.get_buffer(-1)) == 20_000
+    rt.stack.allowance = 1 << 30
+    assert len(proto.get_buffer(-1)) == len(rt.recv_blocks.room()) > 20_000
 
 
 def test_module_constants_are_consistent():

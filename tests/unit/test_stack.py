@@ -355,6 +355,24 @@ def test_many_busy_flows_share_one_host_to_guest_budget():
     assert make_stack(limits=Limits(tcp_snd_buf_total=1)).snd_share() == 64 << 10
 
 
+def test_host_reads_stop_at_the_total_budget_and_are_sized_by_the_share_left():
+    from slirpy.config import Limits
+    s = make_stack(limits=Limits(tcp_snd_buf=1 << 20, tcp_snd_buf_total=1 << 20))
+    a = _established(s, sport=40000, window=0)[0]
+    b = _established(s, sport=40001, window=0)[0]
+    assert s.tcp_host_allowance(a) == 1 << 20            # nothing queued: the whole share
+    assert s.tcp_host_data(a, bytes(900_000), 0.0) is False
+    assert s.tcp_host_allowance(a) == (1 << 20) - 900_000
+    # b's 160,000 bytes are well under its share (half the budget), but the total is reached
+    assert s.tcp_host_data(b, bytes(160_000), 0.0) is True
+    assert events(s) == [st.TcpHostReadPaused(b, True)]
+    assert s.snd_queued == 1_060_000
+    # a is over its share now; its next read may still take the minimum, so it always moves
+    assert s.snd_share() == 1 << 19
+    assert s.tcp_host_allowance(a) == 16 << 10
+    assert s.tcp_host_allowance(12345) == 16 << 10       # unknown flow: the minimum
+
+
 def test_timer_drives_syn_ack_retransmission():
     s = make_stack()
     _open(s)
