@@ -123,6 +123,7 @@ _DNS_HLEN = 12
 _BROADCAST_MAC = b"\xff" * 6
 _GUEST_ARP_INTERVAL = 0.5        # seconds between ARP requests for a silent guest
 _UDP_AWAIT_MAC_MAX = 64          # inbound datagrams held while the guest's MAC is unknown
+_INBOUND_SRC_CACHE = 1024       # client addresses whose inbound source is remembered
 _REMAP_TRIES = 32                # gateway ports tried when a client's own port is taken
 
 
@@ -264,6 +265,7 @@ class Stack:
         self._dirty: dict[int, TcpFlow] = {}         # insertion-ordered set of flows to service
         self._snd_total = 0                          # host -> guest bytes queued, all flows
         self._snd_active = 0                         # flows with some of it
+        self._inbound_src: dict[str, bytes] = {}     # inbound_source, by client address
         self._timers = DeadlineHeap()
         # UDP and ICMP echo flows: tables in least-recently-active order, one id space with TCP.
         self._udp: OrderedDict[tuple, DatagramFlow] = OrderedDict()
@@ -551,7 +553,17 @@ class Stack:
 
     def inbound_source(self, client_ip: str) -> bytes:
         """The address the guest sees for a host client at `client_ip`: the client's own when
-        the guest can route back to it through the gateway, else the gateway's."""
+        the guest can route back to it through the gateway, else the gateway's. Remembered
+        per address string (clients come from few addresses; parsing one costs a few us)."""
+        cache = self._inbound_src
+        src = cache.get(client_ip)
+        if src is None:
+            if len(cache) >= _INBOUND_SRC_CACHE:
+                cache.clear()
+            src = cache[client_ip] = self._parse_inbound_source(client_ip)
+        return src
+
+    def _parse_inbound_source(self, client_ip: str) -> bytes:
         try:
             ip = ipaddress.ip_address(client_ip.split("%", 1)[0])
         except ValueError:

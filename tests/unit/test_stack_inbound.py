@@ -70,11 +70,22 @@ def test_inbound_syn_comes_from_the_clients_own_address_and_port():
     assert s.flows()[0].inbound and s.counters["tcp.inbound.opened"] == 1
 
 
+def test_remembered_inbound_sources_are_bounded():
+    s = make_stack()
+    for i in range(st._INBOUND_SRC_CACHE + 10):
+        assert s.inbound_source(f"198.51.{i >> 8}.{i & 255}") == bytes([198, 51, i >> 8, i & 255])
+        assert len(s._inbound_src) <= st._INBOUND_SRC_CACHE
+
+
 def test_clients_the_guest_cannot_route_to_appear_as_the_gateway():
     s = make_stack()
     for client in ("127.0.0.1", "::1", "10.0.2.50", "0.0.0.0", "224.0.0.9", "fe80::1%lo"):
         assert s.inbound_source(client) == bytes([10, 0, 2, 2]), client
     assert s.inbound_source("::ffff:203.0.113.9") == bytes([203, 0, 113, 9])
+    assert s.inbound_source(CLIENT) == bytes([198, 51, 100, 7])
+    # asked again (now from the remembered answers), the same
+    for client in ("127.0.0.1", "::1", "10.0.2.50", "0.0.0.0", "224.0.0.9", "fe80::1%lo"):
+        assert s.inbound_source(client) == bytes([10, 0, 2, 2]), client
     assert s.inbound_source(CLIENT) == bytes([198, 51, 100, 7])
     s.tcp_inbound_open("127.0.0.1", 41000, 80, 0.0)
     syn = _syn(s)
