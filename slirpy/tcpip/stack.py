@@ -421,14 +421,21 @@ class Stack:
         return share if share > _SND_SHARE_MIN else _SND_SHARE_MIN
 
     def tcp_host_allowance(self, flow_id: int) -> int:
-        """How many bytes the next host read of this flow may take: what is left of its share,
-        but at least _HOST_READ_MIN so that every flow moves. Together with the pause at the
-        total (tcp_host_data) this keeps the queue near `tcp_snd_buf_total`; a read sized by
-        the socket alone (256 KiB) let 100 busy flows queue 2.3 times the budget."""
+        """How many bytes the next host read of this flow may take: what is left of its share
+        and of `tcp_snd_buf_total` (but up to _SND_SHARE_MIN past the total, and at least
+        _HOST_READ_MIN, so that every flow moves). With the pause in tcp_host_data (a flow
+        holding _SND_SHARE_MIN stops once the total is reached) the total queued stays within
+        the budget plus 2 * _SND_SHARE_MIN per flow; reads sized by the socket alone (256 KiB)
+        let 100 busy flows queue 2.3 times the budget."""
         flow = self._tcp_by_id.get(flow_id)
         if flow is None:
             return _HOST_READ_MIN
         room = self.snd_share() - flow.queued
+        total_room = self.limits.tcp_snd_buf_total - self._snd_total
+        if total_room < _SND_SHARE_MIN:
+            total_room = _SND_SHARE_MIN
+        if total_room < room:
+            room = total_room
         return room if room > _HOST_READ_MIN else _HOST_READ_MIN
 
     @property

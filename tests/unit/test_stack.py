@@ -360,6 +360,7 @@ def test_host_reads_stop_at_the_total_budget_and_are_sized_by_the_share_left():
     s = make_stack(limits=Limits(tcp_snd_buf=1 << 20, tcp_snd_buf_total=1 << 20))
     a = _established(s, sport=40000, window=0)[0]
     b = _established(s, sport=40001, window=0)[0]
+    c = _established(s, sport=40002, window=0)[0]
     assert s.tcp_host_allowance(a) == 1 << 20            # nothing queued: the whole share
     assert s.tcp_host_data(a, bytes(900_000), 0.0) is False
     assert s.tcp_host_allowance(a) == (1 << 20) - 900_000
@@ -370,6 +371,8 @@ def test_host_reads_stop_at_the_total_budget_and_are_sized_by_the_share_left():
     # a is over its share now; its next read may still take the minimum, so it always moves
     assert s.snd_share() == 1 << 19
     assert s.tcp_host_allowance(a) == 16 << 10
+    # c holds nothing and its share is half the budget, but past the total a read takes 64 KiB
+    assert s.tcp_host_allowance(c) == 64 << 10
     assert s.tcp_host_allowance(12345) == 16 << 10       # unknown flow: the minimum
 
 
