@@ -113,8 +113,8 @@ def main() -> None:
               help="Bind outbound host sockets to this address (or this interface's).")
 @click.option("--limit", "limits", metavar="NAME=VALUE", multiple=True,
               help="Override a bound (repeatable): max_tcp_flows, max_half_open, max_udp_flows, "
-                   "max_icmp_flows, max_neighbours, tcp_rcv_buf, tcp_snd_buf, tcp_snd_buf_total, "
-                   "tcp_ack_delay (0: off), tcp_time_wait, "
+                   "max_icmp_flows, max_neighbours, tcp_rcv_buf, tcp_rcv_buf_total, tcp_snd_buf, "
+                   "tcp_snd_buf_total, tcp_ack_delay (0: off), tcp_time_wait, "
                    "udp_timeout, ... (see slirpy/config.py Limits).")
 @click.option("--impair", metavar="SPEC",
               help="Fault injection between tap0 and the stack, both directions: "

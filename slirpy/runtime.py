@@ -460,6 +460,7 @@ class Runtime:
                       "udp": len(self.udp_flows), "icmp_echo": len(self.echo_flows),
                       "forwards": len(self.ports.forwards)},
             "buffers": {"tcp_bytes_queued_to_guest": self.stack.snd_queued,
+                        "tcp_receive_window_share": self.stack.rcv_share,
                         "recv_blocks_made": self.recv_blocks.allocated,
                         "recv_blocks_reused": self.recv_blocks.reused},
         }

@@ -199,7 +199,7 @@ class TcpConnection:
         "params", "state", "iss", "irs",
         "snd_una", "snd_nxt", "snd_wnd", "snd_mss", "rcv_nxt",
         "_snd_max", "_snd_wl1", "_snd_wl2", "_max_snd_wnd", "_snd_wscale", "_rcv_wscale",
-        "_seg_cap", "_rcv_adv", "_rcv_paused",
+        "_seg_cap", "_rcv_adv", "_rcv_paused", "_rcv_wnd",
         "_sndbuf", "_buf_seq", "_fin_queued",
         "_cwnd", "_ssthresh", "_cwnd_acc", "_dupacks", "_recover", "_in_recovery",
         "_rexmit_pending", "_probe_pending",
@@ -229,6 +229,7 @@ class TcpConnection:
         self._seg_cap = DEFAULT_MSS
         self._rcv_adv = 0
         self._rcv_paused = False
+        self._rcv_wnd = params.rcv_buf      # what we advertise past RCV.NXT (set_receive_window)
         self._sndbuf = SendBuffer()
         self._buf_seq = seq_add(self.iss, 1)
         self._fin_queued = False
@@ -383,6 +384,13 @@ class TcpConnection:
         if not paused and self.state in _RECV_STATES:
             self._ack_needed = True                   # window update at once
 
+    def set_receive_window(self, size: int) -> None:
+        """Advertise at most `size` bytes past RCV.NXT from now on, within [1, params.rcv_buf]
+        (the window scale was chosen for rcv_buf). A smaller size never moves the advertised
+        right edge left (RFC 9293 §3.8.6.2.2): the window narrows as data arrives."""
+        cap = self.params.rcv_buf
+        self._rcv_wnd = size if 0 < size < cap else cap
+
     # ------------------------------------------------------------------------------- outputs
 
     def next_event(self) -> object | None:
@@ -432,7 +440,7 @@ class TcpConnection:
             cur = 0
         wnd = cur
         if not self._rcv_paused:
-            buf = self.params.rcv_buf
+            buf = self._rcv_wnd
             if buf > cur:
                 wnd = buf
         field = (wnd + (1 << shift) - 1) >> shift

@@ -1,6 +1,9 @@
 """The host->guest budget (`tcp_snd_buf_total`) holds for real sockets: host servers that send
 as fast as they can to a guest that does not read must not make slirpy queue more than the
-budget plus a little per flow, and every flow moves again once the guest reads."""
+budget plus a little per flow, and every flow moves again once the guest reads.
+
+The guest->host budget (`tcp_rcv_buf_total`) shows in the guest kernel's own view of our
+window (TCP_INFO's tcpi_snd_wnd) while several uploads run at once."""
 
 from __future__ import annotations
 
@@ -11,7 +14,9 @@ import sys
 import threading
 import time
 
-from .util import HOST_ADDR, REPO, slirpy_argv
+import pytest
+
+from .util import HOST_ADDR, REPO, HostServer, slirpy_argv
 
 FLOWS = 8
 BUDGET = 1 << 20
@@ -109,3 +114,59 @@ def test_host_to_guest_queue_stays_near_the_budget_and_every_flow_resumes(tmp_pa
         for c in conns:
             c.close()
         srv.close()
+
+
+UPLOAD_GUEST = r"""
+import json, socket, struct, sys, threading, time
+host, port, flows, seconds = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
+results = [None] * flows
+start = threading.Barrier(flows)
+
+def upload(i):
+    s = socket.create_connection((host, port), timeout=30)
+    start.wait()
+    chunk = bytes(256 << 10)
+    t0 = time.monotonic()
+    sent = max_wnd = samples = 0
+    while (now := time.monotonic()) < t0 + seconds:
+        s.sendall(chunk)
+        sent += len(chunk)
+        if now > t0 + seconds / 2:          # the windows have had time to settle
+            info = s.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 232)
+            max_wnd = max(max_wnd, struct.unpack_from("I", info, 228)[0])   # tcpi_snd_wnd
+            samples += 1
+    s.shutdown(socket.SHUT_WR)
+    reply = s.makefile().readline()
+    results[i] = {"sent": sent, "max_wnd": max_wnd, "samples": samples, "reply": json.loads(reply)}
+
+threads = [threading.Thread(target=upload, args=(i,)) for i in range(flows)]
+for t in threads: t.start()
+for t in threads: t.join()
+print(json.dumps(results), flush=True)
+"""
+
+
+@pytest.mark.parametrize("total", [1, None], ids=["budget-floor", "default"])
+def test_concurrent_uploads_see_their_share_of_the_receive_budget(total):
+    """With tcp_rcv_buf_total at 1 byte every flow gets the floor, 128 KiB (two 64 KiB GSO
+    frames); by default 8 flows share 16 MiB, so each may be offered 2 MiB. Either way the
+    bytes arrive whole."""
+    flows = 8
+    sink = HostServer("sink")
+    options = ("--limit", f"tcp_rcv_buf_total={total}") if total else ()
+    try:
+        r = subprocess.run(slirpy_argv(*options) + [sys.executable, "-c", UPLOAD_GUEST, HOST_ADDR,
+                                                    str(sink.port), str(flows), "1.2"],
+                           capture_output=True, text=True, timeout=120, cwd=REPO)
+        assert r.returncode == 0, r.stderr
+        results = json.loads(r.stdout.splitlines()[-1])
+        done = sink.wait_results(flows)
+    finally:
+        sink.close()
+    assert sorted(c.received for c in done) == sorted(x["sent"] for x in results)
+    assert all(x["reply"]["len"] == x["sent"] and x["samples"] > 0 for x in results), results
+    widest = max(x["max_wnd"] for x in results)
+    if total:
+        assert widest <= (128 << 10) + 128, results   # + one unit of our window scale (7)
+    else:
+        assert widest > 1 << 20, results

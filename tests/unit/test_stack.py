@@ -376,6 +376,60 @@ def test_host_reads_stop_at_the_total_budget_and_are_sized_by_the_share_left():
     assert s.tcp_host_allowance(12345) == 16 << 10       # unknown flow: the minimum
 
 
+def _send_guest_data(s: st.Stack, sport: int, seq: int, iss: int, n: int, now: float) -> int:
+    """The guest sends n bytes at `seq` on its flow from `sport`; returns the window we then
+    advertise past the ACK, in bytes (our scale read from the SYN-ACK is 5 for 1 MiB)."""
+    s.receive_frame(wire(s, guest_tcp(sport=sport, flags="PA", seq=seq, ack=iss + 1, window=65535)
+                         / bytes(n)), now)
+    [(_, ack)] = [f for f in out_frames(s, now) if f[1][TCP].dport == sport]
+    assert sum(len(e.data) for e in events(s)) == n
+    assert ack[TCP].ack == seq + n
+    return ack[TCP].window << 5
+
+
+def test_flows_bringing_data_share_one_receive_window_budget():
+    from slirpy.config import Limits
+    s = make_stack(limits=Limits(tcp_rcv_buf=1 << 20, tcp_rcv_buf_total=1 << 20, tcp_ack_delay=0))
+    flows = [_established(s, sport=40000 + i) for i in range(4)]
+    seq = {40000 + i: 1001 for i in range(4)}
+
+    def send(sport, n, now):
+        _, iss = flows[sport - 40000]
+        wnd = _send_guest_data(s, sport, seq[sport], iss, n, now)
+        seq[sport] += n
+        return wnd
+
+    assert s.rcv_share == 1 << 20
+    assert send(40000, 1000, 0.0) == 1 << 20          # alone: the whole rcv_buf
+    for sport in seq:                                 # then all four bring data in one epoch
+        send(sport, 1000, 0.01)
+    assert s.rcv_share == 1 << 20                     # counted when the epoch ends ...
+    wnd = send(40001, 1000, 0.06)
+    assert s.rcv_share == 1 << 18                     # ... a quarter each
+    # the edge already offered stays (never pulled left; the field rounds up to the scale) ...
+    assert (1 << 20) - 1000 <= wnd < (1 << 20) - 1000 + 32
+    wnds = []
+    while wnd > 1 << 18:                              # ... and the window narrows as data arrives
+        wnd = send(40001, 60000, 0.07)
+        wnds.append(wnd)
+    assert wnds == sorted(wnds, reverse=True) and len(wnds) == 14
+    assert send(40001, 60000, 0.07) == 1 << 18        # past the old edge: the share
+    # a flow opened now starts with the share
+    new, iss = _established(s, sport=40009)
+    assert _send_guest_data(s, 40009, 1001, iss, 500, 0.08) == 1 << 18
+    # the others fall silent: one flow alone gets the whole rcv_buf back an epoch later
+    send(40002, 1000, 0.2)
+    assert s.rcv_share == (1 << 20) // 3               # 40001, 40009, 40002 brought data since
+    send(40002, 1000, 0.3)
+    assert s.rcv_share == 1 << 20
+    assert send(40002, 1000, 0.31) == 1 << 20
+    # however many flows bring data, a window holds two 64 KiB super-frames at least
+    t = make_stack(limits=Limits(tcp_rcv_buf_total=1, tcp_ack_delay=0))
+    _, iss = _established(t)
+    _send_guest_data(t, 40000, 1001, iss, 10, 0.0)
+    assert t.rcv_share == 128 << 10
+
+
 def test_timer_drives_syn_ack_retransmission():
     s = make_stack()
     _open(s)

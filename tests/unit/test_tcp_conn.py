@@ -399,6 +399,29 @@ def test_scaled_window_never_shrinks_right_edge():
     assert events(c)
 
 
+def test_a_smaller_receive_window_narrows_as_data_arrives_and_never_pulls_the_edge_left():
+    c = established(params=TcpParams(rcv_buf=8192))          # shift 0
+    c.receive_segment(seg(IRS + 1, ISS + 1, ACK, 0xFFFF, b"a" * 1000), 1.0)
+    assert c.segments_to_send(1.0) == [(ISS + 1, IRS + 1001, ACK, 8192, b"", b"")]
+    edge = IRS + 1001 + 8192
+    c.set_receive_window(2048)
+    # the edge already offered stays: the window shrinks only by what arrives
+    c.receive_segment(seg(IRS + 1001, ISS + 1, ACK, 0xFFFF, b"b" * 3000), 1.1)
+    assert c.segments_to_send(1.1) == [(ISS + 1, IRS + 4001, ACK, edge - (IRS + 4001), b"", b"")]
+    c.receive_segment(seg(IRS + 4001, ISS + 1, ACK, 0xFFFF, b"c" * 4500), 1.2)
+    # edge - RCV.NXT is now 692 < 2048: the edge moves right again, to RCV.NXT + 2048
+    assert c.segments_to_send(1.2) == [(ISS + 1, IRS + 8501, ACK, 2048, b"", b"")]
+    assert [type(e) for e in events(c)] == [DataReceived] * 3
+
+
+@pytest.mark.parametrize("size", [1 << 20, 0, -5])
+def test_a_receive_window_above_rcv_buf_or_not_positive_means_rcv_buf(size):
+    c = established(params=TcpParams(rcv_buf=8192))          # the scale was chosen for 8192
+    c.set_receive_window(size)
+    c.receive_segment(seg(IRS + 1, ISS + 1, ACK, 0xFFFF, b"a" * 100), 1.0)
+    assert c.segments_to_send(1.0) == [(ISS + 1, IRS + 101, ACK, 8192, b"", b"")]
+
+
 def test_window_scale_choice():
     from slirpy.tcpip.tcp_conn import _choose_wscale
     assert _choose_wscale(65535) == 0
