@@ -321,8 +321,11 @@ class Runtime:
             # time writing ACKs or other frames to the TAP.
             ev = stack.next_event()
             while ev is not None:
-                self._dispatch(ev)
-                ev = stack.next_event()
+                if type(ev) is TcpDataReceived:
+                    ev = self._write_host(ev)
+                else:
+                    self._dispatch(ev)
+                    ev = stack.next_event()
             for f in frames:
                 try:
                     if type(f) is bytes:
@@ -345,6 +348,27 @@ class Runtime:
                 self._timer.cancel()
             self._timer_at = deadline
             self._timer = self._loop.call_later(max(0.0, deadline - time.monotonic()), self._on_timer)
+
+    def _write_host(self, ev: TcpDataReceived):
+        """Write `ev` and the data events right after it for the same flow (one per guest
+        segment, about ten per TAP batch in a bulk upload) to the host socket together, as
+        one writev instead of a send each. Returns the first event not written."""
+        next_event = self.stack.next_event
+        fid = ev.flow_id
+        nxt = next_event()
+        parts = None
+        while type(nxt) is TcpDataReceived and nxt.flow_id == fid:
+            if parts is None:
+                parts = [ev.data]
+            parts.append(nxt.data)
+            nxt = next_event()
+        proto = self.host_flows.get(fid)
+        if proto is not None and proto.transport is not None and not proto.closed:
+            if parts is None:
+                proto.transport.write(ev.data)
+            else:
+                proto.transport.writelines(parts)
+        return nxt
 
     def _dispatch(self, ev) -> None:
         t = type(ev)

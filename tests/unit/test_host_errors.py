@@ -246,6 +246,7 @@ class FakeTransport(asyncio.Transport):
     def __init__(self):
         super().__init__()
         self.written = bytearray()
+        self.calls: list = []           # ("write", bytes) / ("writelines", [bytes]) / ("eof",)
         self.eof = False
         self.closed = self.aborted = False
         self.paused = False
@@ -261,12 +262,19 @@ class FakeTransport(asyncio.Transport):
 
     def write(self, data):
         self.written += data
+        self.calls.append(("write", bytes(data)))
+
+    def writelines(self, list_of_data):
+        parts = [bytes(d) for d in list_of_data]
+        self.written += b"".join(parts)
+        self.calls.append(("writelines", parts))
 
     def can_write_eof(self):
         return True
 
     def write_eof(self):
         self.eof = True
+        self.calls.append(("eof",))
 
     def pause_reading(self):
         self.paused = True
@@ -424,6 +432,46 @@ def test_runtime_established_host_error_resets_guest_after_delivering_data(exc):
         assert rig.runtime.counters["tcp.host.reset"] == 1
         assert rig.runtime.stack.flows() == [] and rig.runtime.host_flows == {}
         assert not transport.aborted        # the host socket is already dead: nothing to abort
+    finally:
+        rig.close()
+
+
+def test_runtime_writes_a_batch_of_guest_segments_to_the_host_socket_at_once():
+    """Segments of one flow that arrive in one TAP batch reach the host socket as one
+    writelines (one writev), in order, and the guest's FIN after them."""
+    made = []
+
+    async def connect(factory, host, port):
+        proto = factory()
+        transport = FakeTransport()
+        proto.connection_made(transport)
+        made.append(transport)
+        return transport, proto
+
+    rig = RuntimeRig(connect)
+    try:
+        arp_then_syn(rig, 6666)
+        synack = rig.recv()
+        iss = synack[TCP].seq
+
+        def seg(seq, flags, payload=b""):
+            return (Ether(src=GUEST_MAC, dst=GW_MAC) / IP(src=GUEST, dst=REMOTE) /
+                    TCP(sport=40000, dport=6666, flags=flags, seq=seq, ack=iss + 1, window=65535) /
+                    payload)
+        rig.send(seg(GUEST_ISS + 1, "A"))
+        rig.send(seg(GUEST_ISS + 1, "PA", b"lone-"))
+        rig.settle()
+        [transport] = made
+        assert transport.calls == [("write", b"lone-")]          # a lone segment: a plain write
+        parts = [b"first-", b"second-", b"third"]
+        seq = GUEST_ISS + 6
+        for p in parts:                      # queued on the TAP before the loop runs again
+            rig.send(seg(seq, "PA", p))
+            seq += len(p)
+        rig.send(seg(seq, "FA"))
+        rig.settle()
+        assert transport.calls[1:] == [("writelines", parts), ("eof",)]
+        assert bytes(transport.written) == b"lone-first-second-third"
     finally:
         rig.close()
 
