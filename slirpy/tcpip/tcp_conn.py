@@ -41,8 +41,9 @@ What it implements
   is copied into a small queue bounded by the advertised window and by
   ``OOO_MAX_SEGMENTS``, and delivered when the hole fills. Every arrival that carries data
   is acknowledged: at once, or with ``params.ack_delay`` after that delay when it was
-  in order, left less than two full-sized segments unacknowledged and carried no FIN (so a
-  request's ACK rides on the host's answer instead of costing a frame of its own). Each
+  in order, left less than two full-sized segments unacknowledged and carried no FIN, or a
+  FIN that found us ESTABLISHED (so a request's ACK rides on the host's answer, and the ACK
+  of a peer's FIN on our own FIN, instead of costing a frame of its own). Each
   out-of-order arrival gets its own duplicate ACK (RFC 5681 §4.2), carrying SACK blocks
   (RFC 2018) when both SYNs offered SACK, so the guest's kernel repairs losses within a
   round trip. ``set_receive_paused`` freezes the right edge so the window drains to zero
@@ -1053,11 +1054,12 @@ class TcpConnection:
         """Seventh and eighth steps of §3.10.7.4: deliver, queue out of order, FIN.
 
         The ACK goes out at once, except with ``params.ack_delay`` for in-order data that
-        leaves less than two full-sized segments unacknowledged, no hole and no FIN (RFC 1122
-        §4.2.3.2, RFC 5681 §4.2): then it waits that long for data to ride on."""
+        leaves less than two full-sized segments unacknowledged and no hole (RFC 1122
+        §4.2.3.2, RFC 5681 §4.2), and carries no FIN unless the FIN finds us ESTABLISHED:
+        then it waits that long for data, or our own FIN, to ride on."""
         rcv_nxt = self.rcv_nxt
         delay = self.params.ack_delay
-        if (delay and not fin and seq == rcv_nxt and self._ooo is None
+        if (delay and (not fin or self.state is _ESTABLISHED) and seq == rcv_nxt and self._ooo is None
                 and ((rcv_nxt + plen - self._rcv_acked) & _MASK) < 2 * self.params.mss):
             if self._delack_at is None:
                 self._delack_at = now + delay
@@ -1154,12 +1156,22 @@ class TcpConnection:
         self.rcv_nxt = seq_add(self.rcv_nxt, 1)
         self._rcv_fin_seq = None
         self._ooo = None
-        self._ack_needed = True
         self._events.append(EofReceived())
         state = self.state
         if state is _ESTABLISHED:
             self.state = _CLOSE_WAIT
-        elif state is _FIN_WAIT_1:
+            delay = self.params.ack_delay
+            if delay and not self._ack_needed:
+                # The peer closed first (a server after its answer, `Connection: close`). Like
+                # Linux in CLOSE-WAIT, wait ack_delay for our FIN: the host side usually closes
+                # within it, and FIN+ACK is then one frame instead of two.
+                if self._delack_at is None:
+                    self._delack_at = now + delay
+            else:
+                self._ack_needed = True
+            return
+        self._ack_needed = True
+        if state is _FIN_WAIT_1:
             self.state = _CLOSING                   # our FIN not yet acknowledged: simultaneous close
         elif state is _FIN_WAIT_2:
             self._enter_time_wait(now)

@@ -287,7 +287,23 @@ def test_delayed_ack_sent_when_its_timer_fires():
     assert c.get_timer() is None
 
 
-@pytest.mark.parametrize("why", ["two_full_segments", "out_of_order", "fin", "hole_filled"])
+def test_a_fin_that_finds_us_established_waits_for_our_fin_to_carry_its_ack():
+    c = established(params=D)
+    c.receive_segment(seg(IRS + 1, ISS + 1, ACK | FIN, 0xFFFF, b"bye"), 1.0)
+    assert events(c) == [DataReceived(b"bye"), EofReceived()]
+    assert c.state is TcpState.CLOSE_WAIT
+    assert c.segments_to_send(1.0) == [] and c.get_timer() == 1.002
+    c.shutdown_write(1.0005)                             # the host side closes too
+    assert c.segments_to_send(1.0005) == [(ISS + 1, IRS + 5, ACK | FIN, W, b"", b"")]
+    assert c.get_timer() == 1.0005 + 1.0                 # the FIN's RTO; no delayed ACK owed
+    # without our FIN, the ACK leaves on its own when the delay is up
+    c = established(params=D)
+    c.receive_segment(seg(IRS + 1, ISS + 1, ACK | FIN, 0xFFFF, b""), 1.0)
+    c.handle_timer(1.002)
+    assert c.segments_to_send(1.002) == [(ISS + 1, IRS + 2, ACK, W, b"", b"")]
+
+
+@pytest.mark.parametrize("why", ["two_full_segments", "out_of_order", "fin_after_ours", "hole_filled"])
 def test_ack_not_delayed(why):
     c = established(params=D)
     if why == "two_full_segments":                       # RFC 5681 §4.2: every second full segment
@@ -298,16 +314,20 @@ def test_ack_not_delayed(why):
     elif why == "out_of_order":
         c.receive_segment(seg(IRS + 11, ISS + 1, ACK, 0xFFFF, b"late"), 1.0)
         expect = [(ISS + 1, IRS + 1, ACK, W, b"", b"")]
-    elif why == "fin":
-        c.receive_segment(seg(IRS + 1, ISS + 1, ACK | FIN, 0xFFFF, b"bye"), 1.0)
-        expect = [(ISS + 1, IRS + 5, ACK, W, b"", b"")]
+    elif why == "fin_after_ours":                        # we closed first: nothing left to ride on
+        c.shutdown_write(1.0)
+        assert c.segments_to_send(1.0) == [(ISS + 1, IRS + 1, ACK | FIN, W, b"", b"")]
+        c.receive_segment(seg(IRS + 1, ISS + 2, ACK | FIN, 0xFFFF, b"bye"), 1.0)
+        assert c.state is TcpState.TIME_WAIT
+        expect = [(ISS + 2, IRS + 5, ACK, W, b"", b"")]
     else:
         c.receive_segment(seg(IRS + 4, ISS + 1, ACK, 0xFFFF, b"def"), 1.0)
         c.segments_to_send(1.0)                          # its duplicate ACK
         c.receive_segment(seg(IRS + 1, ISS + 1, ACK, 0xFFFF, b"abc"), 1.0)
         expect = [(ISS + 1, IRS + 7, ACK, W, b"", b"")]
     assert c.segments_to_send(1.0) == expect
-    assert c.get_timer() is None
+    # no delayed ACK pending (TIME-WAIT has its own timer)
+    assert c.get_timer() == (1.0 + D.time_wait if why == "fin_after_ours" else None)
 
 
 def test_retransmitted_overlap_is_trimmed():
