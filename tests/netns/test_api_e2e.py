@@ -65,7 +65,11 @@ def _slirp4netns_replies(tmp_path) -> list[bytes]:
     target = subprocess.Popen(["unshare", "--user", "--map-root-user", "--net", "sleep", "60"])
     s4 = None
     try:
-        time.sleep(0.3)
+        deadline = time.monotonic() + 10
+        own = os.readlink("/proc/self/ns/net")
+        while os.readlink(f"/proc/{target.pid}/ns/net") == own:     # unshare has not run yet
+            assert time.monotonic() < deadline, "unshare did not make its namespace"
+            time.sleep(0.02)
         s4 = subprocess.Popen(["slirp4netns", "--configure", "--api-socket", path, str(target.pid), "tap0"],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 10
