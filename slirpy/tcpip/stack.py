@@ -138,6 +138,15 @@ _RCV_SHARE_MIN = 128 << 10
 _RCV_EPOCH = 0.05             # seconds: how often the receiving flows are counted again
 
 
+def _equal_share(total: int, flows: int, floor: int, cap: int) -> int:
+    """One flow's part of a budget shared equally among `flows` busy flows: `total // flows`,
+    at most `cap` (the per-flow limit) and at least `floor` (so that every flow moves)."""
+    share = total // (flows or 1)
+    if share > cap:
+        return cap
+    return share if share > floor else floor
+
+
 def _ntoa(ip: bytes) -> str:
     """Dotted quad of a 4-byte address (what str(IPv4Address(ip)) gives, several times faster)."""
     return "%d.%d.%d.%d" % (ip[0], ip[1], ip[2], ip[3])
@@ -422,10 +431,8 @@ class Stack:
         """Bytes a flow may queue towards the guest before its host reads pause: an equal share
         of `tcp_snd_buf_total` among the flows holding data, within [64 KiB, tcp_snd_buf]."""
         limits = self.limits
-        share = limits.tcp_snd_buf_total // (self._snd_active or 1)
-        if share > limits.tcp_snd_buf:
-            return limits.tcp_snd_buf
-        return share if share > _SND_SHARE_MIN else _SND_SHARE_MIN
+        return _equal_share(limits.tcp_snd_buf_total, self._snd_active, _SND_SHARE_MIN,
+                            limits.tcp_snd_buf)
 
     def _rcv_epoch(self, now: float) -> None:
         """The flows that brought data in the epoch now ending share `tcp_rcv_buf_total`
@@ -436,12 +443,8 @@ class Stack:
         about 1 MiB to keep the pipe full."""
         seen = self._rcv_seen
         limits = self.limits
-        share = limits.tcp_rcv_buf_total // (len(seen) or 1)
-        if share > limits.tcp_rcv_buf:
-            share = limits.tcp_rcv_buf
-        elif share < _RCV_SHARE_MIN:
-            share = _RCV_SHARE_MIN
-        self._rcv_share = share
+        share = self._rcv_share = _equal_share(limits.tcp_rcv_buf_total, len(seen), _RCV_SHARE_MIN,
+                                               limits.tcp_rcv_buf)
         for flow in seen.values():
             flow.conn.set_receive_window(share)
         self._rcv_seen = {}
