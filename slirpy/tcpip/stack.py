@@ -397,8 +397,7 @@ class Stack:
             flow.conn.refuse()
         elif err in _LOCAL_RESOURCE_ERRORS:
             c["tcp.connect.drop.local_resource"] += 1
-            self._forget(flow)
-            self._events.append(TcpFlowClosed(flow_id, False))
+            self._forget(flow, False)
             return
         else:
             code = {
@@ -411,8 +410,7 @@ class Stack:
             # quotes its SYN; no RST, so that it reports the right error.
             self._send_icmp_error(flow.host_ip, flow.guest_ip,
                                   _icmp.build_dest_unreachable(code, flow.syn_head))
-            self._forget(flow)
-            self._events.append(TcpFlowClosed(flow_id, False))
+            self._forget(flow, False)
             return
         self._dirty[flow_id] = flow
 
@@ -636,7 +634,7 @@ class Stack:
             if old is None:
                 return key
             if proto == "tcp" and old.conn.state is TcpState.TIME_WAIT:
-                self._forget(old)                    # a new incarnation of the 4-tuple
+                self._forget(old, False)             # a new incarnation of the 4-tuple
                 c["tcp.time_wait.reused"] += 1
                 return key
             if not mapped:
@@ -655,8 +653,7 @@ class Stack:
             segments = conn.segments_to_send(now)
             if segments:
                 self._emit_segments(flow, conn, segments)
-        self._forget(flow)
-        self._events.append(TcpFlowClosed(flow.flow_id, True))
+        self._forget(flow, True)
 
     def _arp_for_guest(self, now: float) -> None:
         last = self._guest_arp_at
@@ -1065,9 +1062,19 @@ class Stack:
         flags = seg.flags
         if flow is not None:
             conn = flow.conn
+            if (flags & (SYN | ACK | RST)) == SYN and conn.state is TcpState.CLOSED:
+                # The flow ended earlier in this batch (the guest's RST, say) and waits to be
+                # serviced: finish it now, so that a new SYN from the same port right behind
+                # it opens a new flow instead of meeting the dead one (the guest would retry
+                # only after its 1 s SYN timeout).
+                self._dirty.pop(flow.flow_id, None)
+                self._service(flow, now)
+                flow = self._tcp_by_key.get(key)
+        if flow is not None:
+            conn = flow.conn
             if (flags & (SYN | ACK | RST)) == SYN and conn.state is TcpState.TIME_WAIT:
                 # A new incarnation of the 4-tuple (RFC 9293 §3.10.7.4 / RFC 6191): let the old go.
-                self._forget(flow)
+                self._forget(flow, False)
                 c["tcp.time_wait.reused"] += 1
             else:
                 n = len(seg.payload)
@@ -1201,8 +1208,7 @@ class Stack:
             elif t is Closed:
                 closed = True
         if closed:
-            self._forget(flow)
-            events.append(TcpFlowClosed(fid, reset))
+            self._forget(flow, reset)
             return
         queued = conn.send_buffered
         if queued != flow.queued:
@@ -1216,7 +1222,11 @@ class Stack:
             if t is not None:
                 self._timers.push(t, fid, self._tcp_by_id)
 
-    def _forget(self, flow: TcpFlow) -> None:
+    def _forget(self, flow: TcpFlow, reset: bool) -> None:
+        """The one way a TCP flow ends, whatever ended it: it leaves every table and the
+        runtime is told to close its host socket (abort it if `reset`). A flow dropped from
+        the tables without that event would keep its host socket open for good."""
+        self._events.append(TcpFlowClosed(flow.flow_id, reset))
         self._account_queued(flow, 0)
         self._tcp_by_key.pop(flow.key, None)
         self._tcp_by_id.pop(flow.flow_id, None)

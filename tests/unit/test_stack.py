@@ -441,3 +441,91 @@ def test_timer_drives_syn_ack_retransmission():
     s.handle_timer(deadline)
     [(_, again)] = out_frames(s, deadline)
     assert again[TCP].flags == "SA" and again[TCP].seq == first[TCP].seq
+
+
+def _to_time_wait(s: st.Stack, fid: int, iss: int, sport: int = 40000, now: float = 0.0) -> None:
+    """The host closes first (our FIN), the guest acknowledges it with its own FIN: the flow
+    ends in TIME-WAIT on our side."""
+    s.tcp_host_eof(fid, now)
+    [(_, fin)] = out_frames(s, now)
+    assert fin[TCP].flags.F and fin[TCP].seq == iss + 1
+    s.receive_frame(wire(s, guest_tcp(sport=sport, flags="FA", seq=1001, ack=iss + 2)), now)
+    out_frames(s, now)
+    assert [type(e) for e in events(s)] == [st.TcpEofReceived]
+    assert s._tcp_by_id[fid].conn.state.name == "TIME_WAIT"
+
+
+def test_a_new_syn_on_a_time_wait_tuple_closes_the_old_flows_host_socket():
+    """A guest that reuses its source port at once (it closed second, so it has no TIME-WAIT
+    of its own) replaces our TIME-WAIT flow: the old flow's host socket must be closed then,
+    not left open with no flow to own it (issue 13: one leaked fd per reuse)."""
+    s = make_stack()
+    fid, iss = _established(s)
+    _to_time_wait(s, fid, iss)
+    s.receive_frame(wire(s, guest_tcp(flags="S", seq=5000, options=[("MSS", 1460)])), 0.5)
+    evs = events(s)
+    assert evs[0] == st.TcpFlowClosed(fid, False)
+    assert isinstance(evs[1], st.TcpConnectRequested) and evs[1].flow_id != fid and len(evs) == 2
+    assert s.counters["tcp.time_wait.reused"] == 1
+    assert [f.flow_id for f in s.flows()] == [evs[1].flow_id]
+
+
+def test_every_flow_that_ends_tells_the_runtime_once():
+    """Whatever ends a flow (TIME-WAIT expiry, reuse, RST either way, refused or failed
+    connects), each opened flow gets exactly one TcpFlowClosed."""
+    s = make_stack()
+    opened: list[int] = []
+    closed: list[int] = []
+
+    def collect():
+        out_frames(s, now)                           # dirty flows are processed here
+        for ev in events(s):
+            if isinstance(ev, st.TcpConnectRequested):
+                opened.append(ev.flow_id)
+            elif isinstance(ev, st.TcpFlowClosed):
+                closed.append(ev.flow_id)
+
+    now = 0.0
+    fid, iss = _established(s, sport=41000)          # TIME-WAIT, expires at the end
+    opened.append(fid)
+    _to_time_wait(s, fid, iss, sport=41000)
+    fid, iss = _established(s, sport=41001)          # TIME-WAIT, then reuse
+    opened.append(fid)
+    _to_time_wait(s, fid, iss, sport=41001, now=now)
+    s.receive_frame(wire(s, guest_tcp(sport=41001, flags="S", seq=7000)), now)
+    collect()
+    s.tcp_host_connect_failed(opened[-1], 111, now)  # ECONNREFUSED: RST to the guest
+    collect()
+    fid, _ = _established(s, sport=41002)            # guest RST
+    opened.append(fid)
+    s.receive_frame(wire(s, guest_tcp(sport=41002, flags="R", seq=1001)), now)
+    collect()
+    fid, _ = _established(s, sport=41003)            # host RST
+    opened.append(fid)
+    s.tcp_host_reset(fid, now)
+    collect()
+    _open(s, dport=81, now=now)                      # unreachable: ICMP to the guest
+    collect()
+    s.tcp_host_connect_failed(opened[-1], 113, now)
+    collect()
+    now = 100.0
+    s.handle_timer(now)
+    collect()
+    assert s.flows() == []
+    assert sorted(closed) == sorted(opened) and len(set(closed)) == len(closed), (opened, closed)
+
+
+def test_a_syn_right_behind_the_guests_rst_opens_a_new_flow():
+    """The guest aborts a connection (RST) and connects again from the same port; both
+    frames arrive in one TAP batch, before the dead flow was serviced. The SYN must open a
+    new flow at once (it used to meet the dead one and be ignored: the guest's connect then
+    took its 1 s SYN retransmission), and the old host socket is aborted, as after any RST."""
+    s = make_stack()
+    fid, iss = _established(s)
+    s.receive_frame(wire(s, guest_tcp(flags="R", seq=1001)), 0.1)
+    s.receive_frame(wire(s, guest_tcp(flags="S", seq=9000, options=[("MSS", 1460)])), 0.1)
+    evs = events(s)
+    assert evs[0] == st.TcpFlowClosed(fid, True)
+    assert isinstance(evs[1], st.TcpConnectRequested) and evs[1].flow_id != fid and len(evs) == 2
+    assert s.counters["tcp.flows.reset.reset"] == 1
+    assert [f.flow_id for f in s.flows()] == [evs[1].flow_id]
