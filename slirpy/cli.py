@@ -229,9 +229,11 @@ def stats(api_socket, as_json):
     if as_json:
         click.echo(json.dumps(data, indent=1))
         return
-    for section in ("flows", "buffers"):
+    for section in ("flows", "host_sockets", "buffers"):
         for name, value in data.get(section, {}).items():
             click.echo(f"{section}.{name} {value}")
+    if data.get("fds") is not None:
+        click.echo(f"fds {data['fds']}")
     for name, value in data.get("counters", {}).items():
         click.echo(f"{name} {value}")
 

@@ -147,6 +147,7 @@ class InboundTcpProtocol(HostTcpProtocol):
     def connection_made(self, transport) -> None:
         self.transport = transport
         runtime = self.runtime
+        runtime.host_tcp_open += 1
         peer = transport.get_extra_info("peername")
         fid = None
         if peer:

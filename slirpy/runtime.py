@@ -134,6 +134,7 @@ class Runtime:
             self.stack = ImpairedStack(self.stack, Impairment(impair, vnet_hdr=vnet_hdr,
                                                               counters=self.stack.counters))
         self.host_flows: dict[int, tcp_proxy.HostTcpProtocol] = {}
+        self.host_tcp_open = 0          # host TCP sockets open: connection_made .. connection_lost
         self.recv_blocks = tcp_proxy.RecvBlocks()     # where host TCP reads land
         self.connecting: dict[int, asyncio.Task] = {}
         self.udp_flows: dict[int, udp_proxy.HostUdpFlow] = {}
@@ -483,6 +484,12 @@ class Runtime:
             "flows": {"tcp": len(self.stack.flows()), "tcp_half_open": self.stack.half_open,
                       "udp": len(self.udp_flows), "icmp_echo": len(self.echo_flows),
                       "forwards": len(self.ports.forwards)},
+            # What the process holds, counted from the sockets themselves rather than from
+            # the flow tables, so that a socket no flow owns any more shows up here.
+            "host_sockets": {"tcp": self.host_tcp_open, "tcp_connecting": len(self.connecting),
+                             "udp": len(self.udp_flows), "icmp_echo": len(self.echo_flows),
+                             "listeners": len(self.ports.forwards)},
+            "fds": open_fds(),
             "buffers": {"tcp_bytes_queued_to_guest": self.stack.snd_queued,
                         "tcp_receive_window_share": self.stack.rcv_share,
                         "recv_blocks_made": self.recv_blocks.allocated,
@@ -494,6 +501,14 @@ class Runtime:
         with open(tmp, "w") as f:
             json.dump(self.snapshot(), f, indent=1)
         os.replace(tmp, path)
+
+
+def open_fds() -> int | None:
+    """How many file descriptors this process has open (None where /proc is not mounted)."""
+    try:
+        return len(os.listdir("/proc/self/fd")) - 1      # minus the one listdir itself holds
+    except OSError:
+        return None
 
 
 def _foreground_on_tty() -> bool:

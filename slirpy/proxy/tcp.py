@@ -126,6 +126,12 @@ class HostTcpProtocol(asyncio.BufferedProtocol):
 
     def connection_made(self, transport) -> None:
         self.transport = transport
+        self.runtime.host_tcp_open += 1
+        if self.closed:
+            # The flow ended while the connect was in flight (close() found no transport):
+            # this socket has no flow left to serve.
+            transport.abort()
+            return
         tune_transport(transport)
         self.stack.tcp_host_connected(self.flow_id, _now())
         self.runtime.request_flush()
@@ -146,6 +152,7 @@ class HostTcpProtocol(asyncio.BufferedProtocol):
         return True  # keep the transport: the guest may still send (half-close)
 
     def connection_lost(self, exc) -> None:
+        self.runtime.host_tcp_open -= 1         # the transport has closed the socket
         if self.closed:
             return
         self.closed = True

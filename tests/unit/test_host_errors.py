@@ -476,6 +476,41 @@ def test_runtime_writes_a_batch_of_guest_segments_to_the_host_socket_at_once():
         rig.close()
 
 
+def test_runtime_closes_a_host_socket_whose_connect_completes_after_its_flow_ended():
+    """The guest gives up (RST) while the host connect is in flight: the flow ends and the
+    connect task is cancelled, but asyncio may still hand the protocol its transport (the
+    socket had connected, connection_made was already scheduled). That socket has no flow
+    left: it is closed at once, not kept open (issue 13)."""
+    made = []
+    gate = asyncio.Event()
+
+    async def connect(factory, host, port):
+        proto = factory()
+        transport = FakeTransport()
+        try:
+            await gate.wait()
+        except asyncio.CancelledError:
+            proto.connection_made(transport)     # as asyncio does for a socket that connected
+            made.append(transport)
+            raise
+        return transport, proto
+
+    rig = RuntimeRig(connect)
+    try:
+        arp_then_syn(rig, 7777)
+        rig.settle()
+        assert len(rig.runtime.connecting) == 1
+        rig.send(Ether(src=GUEST_MAC, dst=GW_MAC) / IP(src=GUEST, dst=REMOTE) /
+                 TCP(sport=40000, dport=7777, flags="R", seq=GUEST_ISS + 1))
+        rig.settle()
+        [transport] = made
+        assert transport.aborted
+        assert rig.runtime.host_flows == {} and rig.runtime.connecting == {}
+        assert rig.runtime.stack.flows() == []
+    finally:
+        rig.close()
+
+
 # ------------------------------------------------------------------ fd budget (issue 7 part 5)
 
 def test_flow_caps_fit_the_fd_limit():

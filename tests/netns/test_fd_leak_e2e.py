@@ -1,0 +1,158 @@
+"""Host sockets do not outlive their flows (issue 13).
+
+A sandbox makes a few thousand short outbound connections, and a few thousand clients reach
+its published port, ended every way (FIN from either side first, RST from either side; see
+churn.py), several at once. Afterwards, once slirpy's short TIME-WAIT has passed, the
+event-loop process's fd count is back at its baseline (within a small constant) and
+`slirpy stats` counts no open host TCP socket.
+
+The workers keep their source port, so slirpy meets each 4-tuple again while its side of
+the previous connection is in TIME-WAIT: before the fix, every such reuse leaked the old
+flow's host socket (the flow left the table without telling the runtime), and this test
+ended with hundreds of fds over the baseline.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from .churn import churn, serve
+from .util import HOST_ADDR, REPO, kill_session, slirpy_argv
+
+pytestmark = [pytest.mark.netns, pytest.mark.usefixtures("no_stray_processes")]
+
+CHURN = str(Path(__file__).resolve().parent / "churn.py")
+SLACK = 4                  # fds the process may hold over its baseline (logging, a cached socket)
+TIME_WAIT = 2.0            # Limits.tcp_time_wait
+PER_STYLE = 500            # connections per way of ending them, each direction
+
+
+def fd_count(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def stats(api: str) -> dict:
+    out = subprocess.run([sys.executable, "-m", "slirpy", "stats", "--api-socket", api, "--json"],
+                         capture_output=True, text=True, timeout=30, cwd=REPO)
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout)
+
+
+def settle(pid: int, baseline: int, timeout: float) -> tuple[int, list[int]]:
+    """Poll the fd count until it is within SLACK of `baseline` (or `timeout`): TIME-WAIT
+    flows close their host sockets when it ends. Returns (last count, samples)."""
+    deadline = time.monotonic() + timeout
+    samples = []
+    while True:
+        n = fd_count(pid)
+        samples.append(n)
+        if n <= baseline + SLACK or time.monotonic() >= deadline:
+            return n, samples
+        time.sleep(0.25)
+
+
+class Sandbox:
+    """`slirpy run -p PUBLISH --api-socket ... -- python churn.py GUEST_PORT`: a churn server
+    in the guest; `churn(**kw)` runs a churn from the guest."""
+
+    def __init__(self, tmp: Path, published: int, guest_port: int):
+        self.api = str(tmp / "api.sock")
+        args = slirpy_argv("-p", f"{published}:{guest_port}", "--api-socket", self.api) + [
+            sys.executable, CHURN, str(guest_port)]
+        self.proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, text=True, start_new_session=True,
+                                     cwd=REPO)
+        self.pid = self.proc.pid          # the event loop runs in slirpy's first process
+        self.line("READY")
+
+    def line(self, prefix: str) -> str:
+        while True:
+            line = self.proc.stdout.readline()
+            if not line:
+                self.proc.wait(10)
+                raise AssertionError(f"guest exited before {prefix!r}: {self.proc.stderr.read()[-3000:]}")
+            if line.startswith(prefix):
+                return line[len(prefix):].strip()
+
+    def churn(self, **kw) -> dict:
+        self.proc.stdin.write(json.dumps(kw) + "\n")
+        self.proc.stdin.flush()
+        return json.loads(self.line("CHURN "))
+
+    def finish(self) -> None:
+        if not self.proc.stdin.closed:
+            self.proc.stdin.close()
+        try:
+            self.proc.wait(60)
+        except subprocess.TimeoutExpired:
+            kill_session(self.proc)
+            self.proc.wait()
+        assert self.proc.returncode == 0, self.proc.stderr.read()[-3000:]
+
+
+@pytest.fixture
+def host_churn_server():
+    ls = socket.socket()
+    ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    ls.bind((HOST_ADDR, 0))
+    ls.listen(512)
+    serve(ls)
+    yield ls.getsockname()[1]
+    ls.close()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_short_connections_both_ways_leave_no_host_socket_behind(tmp_path, host_churn_server):
+    published = free_port()
+    box = Sandbox(tmp_path, published, 7000)
+    try:
+        # A few connections first: whatever the loop opens once and keeps is in the baseline.
+        warm = box.churn(host=HOST_ADDR, port=host_churn_server, count=2, workers=1)
+        assert warm["ok"] == 8, warm
+        baseline, _ = settle(box.pid, 0, 3 * TIME_WAIT)
+        # Outbound: the guest's workers keep their source ports.
+        out = box.churn(host=HOST_ADDR, port=host_churn_server, count=PER_STYLE, workers=8,
+                        fixed_ports=21000)
+        assert out["errors"] == {} and out["bad"] == 0 and out["ok"] == 4 * PER_STYLE, out
+        c = stats(box.api)["counters"]
+        reused_out = c.get("tcp.time_wait.reused", 0)
+        n_out, samples_out = settle(box.pid, baseline, 5 * TIME_WAIT)
+        # Inbound: loopback clients (they appear as the gateway with their own port), each
+        # worker on one port from ever new 127.77.x.y addresses.
+        res = churn("127.0.0.1", published, PER_STYLE, workers=8, fixed_ports=22000,
+                    addr_base="127.77")
+        assert res["errors"] == {} and res["bad"] == 0 and res["ok"] == 4 * PER_STYLE, res
+        n_in, samples_in = settle(box.pid, baseline, 5 * TIME_WAIT)
+        s = stats(box.api)
+        c = s["counters"]
+        print(f"\nbaseline {baseline} fds; outbound {out}: {samples_out[0]} fds when it ended, "
+              f"{n_out} after {len(samples_out)} polls; inbound {res}: {samples_in[0]} fds when it ended, "
+              f"{n_in} after {len(samples_in)} polls; "
+              f"stats host_sockets {s['host_sockets']} fds {s['fds']}; TIME-WAIT reused "
+              f"{reused_out} outbound, {c.get('tcp.time_wait.reused', 0) - reused_out} inbound")
+        # the churn really met slirpy's TIME-WAIT flows, the case that leaked, both ways
+        assert reused_out >= PER_STYLE // 2, c
+        assert c.get("tcp.time_wait.reused", 0) - reused_out >= PER_STYLE // 2, c
+        assert c.get("ports.tcp.accepted", 0) == 4 * PER_STYLE, c
+        assert n_out <= baseline + SLACK, samples_out
+        assert n_in <= baseline + SLACK, samples_in
+        assert s["host_sockets"]["tcp"] == 0 and s["host_sockets"]["tcp_connecting"] == 0, s
+        assert s["flows"]["tcp"] == 0, s["flows"]
+        # the process's own count agrees with what we see from outside (give or take the
+        # control connection that asked)
+        assert abs(s["fds"] - fd_count(box.pid)) <= SLACK, (s["fds"], fd_count(box.pid))
+    finally:
+        box.finish()
