@@ -474,19 +474,6 @@ def op_upload_until(host: str, port: int, seed: int, min_size: int = 1 << 20, pa
 OPS["upload_until"] = op_upload_until
 
 
-DOWNLOAD_DONE = threading.Event()
-
-
-def op_timed_download(host: str, port: int) -> dict:
-    t0 = time.monotonic()
-    try:
-        r = util.guest_download(host, port)
-    finally:
-        DOWNLOAD_DONE.set()
-    r["seconds"] = time.monotonic() - t0
-    return r
-
-
 def op_slow_download(host: str, port: int, stall: float) -> dict:
     """Connect, read nothing for `stall` seconds (the host keeps sending), then read to EOF."""
     with socket.create_connection((host, port), timeout=10) as s:
@@ -497,18 +484,134 @@ def op_slow_download(host: str, port: int, stall: float) -> dict:
     return {"len": n, "sha": sha}
 
 
-def op_syn_flood_until(host: str, port: int, max_count: int, sport_base: int = 20000) -> dict:
-    """Raw SYNs from new source ports until a timed_download has finished (or `max_count`)."""
-    g = Guest()
-    me = g.ip
-    i = 0
-    while i < max_count and not DOWNLOAD_DONE.is_set():
-        g.send(g.eth(ipv4(me, host, 6, tcp(me, host, sport_base + i, port, 0x10000000 + i * 7919, 0, SYN,
-                                         options=b"\x02\x04\x05\xb4"))))
-        i += 1
-        if i % 50 == 0:
-            time.sleep(0.001)
-    return {"sent": i}
+SOL_PACKET = 263
+PACKET_IGNORE_OUTGOING = 23
+SO_TIMESTAMPNS = 35
+
+
+def flood_reply_filter(g: Guest, port: int) -> None:
+    """Let the socket queue only what slirpy sends about the flood (classic BPF): TCP from
+    `port` (its RSTs over the half-open cap) and ICMP (its unreachables when a flood flow's
+    host connect times out). Our own frames are not queued at all (PACKET_IGNORE_OUTGOING)."""
+    g.sock.setsockopt(SOL_PACKET, PACKET_IGNORE_OUTGOING, 1)
+    drop, accept = 11, 10
+    prog = [
+        (0x28, 0, 0, 12),                   # ldh [12]            ethertype
+        (0x15, 0, drop - 2, ETH_P_IP),      # jeq #IPv4
+        (0x30, 0, 0, 23),                   # ldb [23]            protocol
+        (0x15, accept - 4, 0, 1),           # jeq #ICMP           accept
+        (0x15, 0, drop - 5, 6),             # jeq #TCP
+        (0x28, 0, 0, 20),                   # ldh [20]            flags + fragment offset
+        (0x45, drop - 7, 0, 0x1FFF),        # jset #0x1fff        a later fragment
+        (0xB1, 0, 0, 14),                   # ldxb 4*([14]&0xf)   IPv4 header length
+        (0x48, 0, 0, 14),                   # ldh [x+14]          source port
+        (0x15, accept - 10, drop - 10, port),
+        (0x06, 0, 0, 0x40000),              # ret #256K           accept
+        (0x06, 0, 0, 0),                    # ret #0              drop
+    ]
+    code = ctypes.create_string_buffer(b"".join(struct.pack("HBBI", *ins) for ins in prog))
+    g.sock.setsockopt(socket.SOL_SOCKET, 26, struct.pack("HL", len(prog), ctypes.addressof(code)))
+    g.sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+    g.flush_rx()
+
+
+def op_flood_download(host: str, port: int, flood_port: int | None = None, burst: int = 2048,
+                      pace_every: int = 10, sport_base: int = 20000, max_count: int = 45000,
+                      cap_timeout: float = 20.0, drain_timeout: float = 30.0) -> dict:
+    """A 128 MiB download with the half-open cap held full the whole time it runs, whatever
+    the speed of the machine (issue 12).
+
+    1. connect the download (established before the cap fills: the cap refuses new flows),
+       read nothing yet;
+    2. start the flood: `burst` raw SYNs from new source ports (more than max_half_open),
+       then more, paced, until told to stop, so that the cap is refilled as flows drain;
+    3. wait until slirpy answers a flood SYN with RST: proof that the cap is full;
+    4. only then read the whole download, timed;
+    5. count the SYNs sent and the RSTs received (kernel timestamps) during the read;
+    6. stop the flood and wait until every flood flow has drained, i.e. until an ICMP
+       unreachable (its host connect timed out) arrived for every SYN not answered by RST.
+    Without `flood_port`: steps 1 and 4 only (the baseline)."""
+    dl = socket.create_connection((host, port), timeout=10)
+    dl.settimeout(util.DEFAULT_TIMEOUT)
+    res: dict = {}
+    stop = threading.Event()
+    first_rst = threading.Event()
+    syns = [0]
+    rst_ns: list[int] = []
+    icmp = [0]
+    threads = []
+    if flood_port is not None:
+        g = Guest()
+        sniffer = Guest()
+        flood_reply_filter(sniffer, flood_port)
+        me = g.ip
+        quote = struct.pack("!H", flood_port)
+
+        def flood():
+            i = 0
+            while i < max_count and not stop.is_set():
+                g.send(g.eth(ipv4(me, host, 6, tcp(me, host, sport_base + i, flood_port, 0x10000000 + i * 7919,
+                                                 0, SYN, options=b"\x02\x04\x05\xb4"))))
+                i += 1
+                syns[0] = i
+                if i % (50 if i < burst else pace_every) == 0:
+                    time.sleep(0.001)
+            res["flood_exhausted"] = i >= max_count
+
+        def sniff():
+            sock = sniffer.sock
+            while not stop.is_set() or drain_pending():
+                if not select.select([sock], [], [], 0.1)[0]:
+                    continue
+                data, anc, _, _ = sock.recvmsg(2048, 64)
+                ts = time.time_ns()
+                for level, kind, value in anc:
+                    if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS:
+                        sec, nsec = struct.unpack("qq", value[:16])
+                        ts = sec * 1_000_000_000 + nsec
+                p = parse_tcp(data)
+                if p is not None:
+                    if p[2] == flood_port and p[6] & RST:
+                        rst_ns.append(ts)
+                        first_rst.set()
+                elif len(data) >= 14 + 20 + 8 + 20 + 4 and data[23] == 1 and data[34] == 3:
+                    inner = 14 + (data[14] & 15) * 4 + 8           # the quoted IPv4 header
+                    q = inner + (data[inner] & 15) * 4
+                    if data[inner + 9] == 6 and data[q + 2:q + 4] == quote:
+                        icmp[0] += 1
+
+        drain_deadline = [float("inf")]
+
+        def drain_pending():
+            return (time.monotonic() < drain_deadline[0]
+                    and icmp[0] < syns[0] - len(rst_ns))
+
+        threads = [threading.Thread(target=flood, daemon=True), threading.Thread(target=sniff, daemon=True)]
+        for t in threads:
+            t.start()
+        t0 = time.monotonic()
+        res["cap_reached"] = first_rst.wait(cap_timeout)
+        res["cap_seconds"] = time.monotonic() - t0
+    # the read, with the flood (if any) still refilling the cap
+    syn0, ns0, t0 = syns[0], time.time_ns(), time.monotonic()
+    with dl:
+        n, sha, _ = util._recv_all(dl)
+    syn1, ns1, t1 = syns[0], time.time_ns(), time.monotonic()
+    res.update({"len": n, "sha": sha, "seconds": t1 - t0})
+    if flood_port is not None:
+        # RSTs stamped by the kernel before the read began, and during it
+        rst_before = sum(1 for ts in list(rst_ns) if ts < ns0)
+        rst_during = sum(1 for ts in list(rst_ns) if ns0 <= ts <= ns1)
+        drain_deadline[0] = time.monotonic() + drain_timeout
+        stop.set()
+        for t in threads:
+            t.join()
+        res.update({"syn_before_read": syn0, "syn_during_read": syn1 - syn0, "syn_total": syns[0],
+                    "rst_before_read": rst_before, "rst_during_read": rst_during,
+                    "rst_total": len(rst_ns), "icmp_unreachable": icmp[0],
+                    "drained": icmp[0] >= syns[0] - len(rst_ns),
+                    "drain_seconds": time.monotonic() - t1, "sniff_drops": sniffer.rx_drops()})
+    return res
 
 
 def op_stop() -> dict:
@@ -516,8 +619,7 @@ def op_stop() -> dict:
     return {}
 
 
-OPS.update(stop=op_stop, timed_download=op_timed_download, slow_download=op_slow_download,
-           syn_flood_until=op_syn_flood_until)
+OPS.update(stop=op_stop, slow_download=op_slow_download, flood_download=op_flood_download)
 
 
 def main(argv: list[str]) -> int:
