@@ -22,6 +22,7 @@ import json
 import os
 import resource
 import socket
+import struct
 import subprocess
 import sys
 import tempfile
@@ -121,7 +122,12 @@ class BlackholePort:
             except BlockingIOError:
                 pass
             self.fillers.append(c)
-        time.sleep(0.1)
+        # Wait until the accept queue really holds a connection (a listener's tcpi_unacked is
+        # its accept queue length), rather than sleeping and hoping.
+        deadline = time.monotonic() + 10
+        while struct.unpack_from("I", self.lsock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 104), 24)[0] < 1:
+            assert time.monotonic() < deadline, "the blackhole's accept queue did not fill"
+            time.sleep(0.01)
 
     def close(self):
         for c in self.fillers:
@@ -202,14 +208,16 @@ def test_syn_flood_under_the_default_fd_limit_never_hits_emfile():
     hole = BlackholePort()
     try:
         slirpy = Slirpy(["--mtu", "1500"], {"ops": [
-            {"op": "syn_flood", "host": HOST_ADDR, "port": hole.port, "count": 1100},
-            {"op": "sleep", "seconds": 1.0},
+            {"op": "syn_flood", "host": HOST_ADDR, "port": hole.port, "count": 1100, "await_last_rst": 30.0},
+            {"op": "sleep", "seconds": 1.0},        # room for a (wrong) late connect failure
         ]}, nofile=1024, timeout=60)
         out, stats = slirpy.wait()
     finally:
         hole.close()
     c = stats["counters"]
     assert out["ops"][0]["sent"] == 1100
+    # slirpy had handled every SYN (the last one, over the cap, drew its RST) before we looked
+    assert out["ops"][0]["last_refused"] is True, out
     assert c.get("tcp.connect.unreachable", 0) == 0, {k: v for k, v in c.items() if "tcp" in k}
 
 
