@@ -159,6 +159,23 @@ class Guest:
                         deadline = self.first_match_at + duration
                 got.append((addr[2], data))
 
+    def sniff_until(self, match, done, timeout: float) -> list[tuple[int, bytes]]:
+        """Frames (pkttype, bytes) for which match(frame, pkttype) holds, until done(frames)
+        holds; TimeoutError after `timeout` s (a deadline, not a window: it only bounds a
+        failure)."""
+        got: list[tuple[int, bytes]] = []
+        deadline = time.monotonic() + timeout
+        while not done(got):
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError(f"sniffed {len(got)} matching frames in {timeout}s, not the ones awaited")
+            if not select.select([self.sock], [], [], left)[0]:
+                continue
+            data, addr = self.sock.recvfrom(70000)
+            if match(data, addr[2]):
+                got.append((addr[2], data))
+        return got
+
     def only_tcp_port(self, port: int) -> None:
         """Let the kernel queue only IPv4/TCP frames to or from `port` on this socket (classic
         BPF). Otherwise a transfer running alongside fills the socket's receive buffer
@@ -292,17 +309,19 @@ def op_flow_attacks(host: str, port: int) -> dict:
         return got
 
     res["echo_before"] = echo(b"hello before") == b"hello before"
-    # The guest kernel's own last segment of this flow tells us SND.NXT/RCV.NXT.
+    # The 4 bytes "sync" each way tell us SND.NXT (end of ours) and RCV.NXT (end of the echo):
+    # wait for both segments themselves, not for a fixed time (a delayed ACK could come late).
     g.only_tcp_port(sport)
     g.rx_drops()
-    mine = lambda f, t: (t == PACKET_OUTGOING and (p := parse_tcp(f)) is not None  # noqa: E731
-                         and p[2] == sport and p[3] == port)
+    flow = lambda f, t: ((p := parse_tcp(f)) is not None and p[7] == 4  # noqa: E731
+                         and (p[2], p[3]) == ((sport, port) if t == PACKET_OUTGOING else (port, sport)))
+    both = lambda frames: {t == PACKET_OUTGOING for t, _ in frames} == {True, False}  # noqa: E731
     s.sendall(b"sync")
-    frames = g.sniff(mine, 0.5)
+    frames = g.sniff_until(flow, both, 10.0)
     assert echo_tail(s, 4) == b"sync"
-    frames += g.sniff(mine, 0.3)
-    last = parse_tcp(frames[-1][1])
-    snd_nxt, rcv_nxt = last[4] + last[7], last[5]
+    ours = next(parse_tcp(f) for t, f in frames if t == PACKET_OUTGOING)
+    echo_seg = next(parse_tcp(f) for t, f in frames if t != PACKET_OUTGOING)
+    snd_nxt, rcv_nxt = ours[4] + 4, echo_seg[4] + 4
     res["snd_nxt"], res["rcv_nxt"] = snd_nxt, rcv_nxt
 
     theirs = lambda f, t: (t != PACKET_OUTGOING and (p := parse_tcp(f)) is not None  # noqa: E731
@@ -387,11 +406,17 @@ def op_arp_flood(count: int, guest: str, gateway: str, seed: int = 1, pace_every
     return {"sent": sent}
 
 
-def op_syn_flood(host: str, port: int, count: int, sport_base: int = 20000, pace_every: int = 100) -> dict:
+def op_syn_flood(host: str, port: int, count: int, sport_base: int = 20000, pace_every: int = 100,
+                 await_last_rst: float = 0.0) -> dict:
     """`count` raw SYNs from distinct source ports; the guest kernel has no socket for them, so
-    it answers any SYN-ACK with RST (that is fine: the flows are meant to be half-open)."""
+    it answers any SYN-ACK with RST (that is fine: the flows are meant to be half-open).
+    With `await_last_rst` (a deadline in s), then wait for slirpy's RST to the last SYN (sent
+    when count > max_half_open): slirpy handles frames in order, so it has handled them all."""
     g = Guest()
     me = g.ip
+    if await_last_rst:
+        sniffer = Guest()
+        flood_reply_filter(sniffer, port)
     t0 = time.monotonic()
     for i in range(count):
         sp = sport_base + i
@@ -399,7 +424,16 @@ def op_syn_flood(host: str, port: int, count: int, sport_base: int = 20000, pace
                                          options=b"\x02\x04\x05\xb4"))))
         if i % pace_every == pace_every - 1:
             time.sleep(0.001)
-    return {"sent": count, "seconds": time.monotonic() - t0}
+    res = {"sent": count, "seconds": time.monotonic() - t0}
+    if await_last_rst:
+        last = sport_base + count - 1
+        is_last_rst = lambda f, t: (p := parse_tcp(f)) is not None and p[3] == last and p[6] & RST  # noqa: E731
+        try:
+            sniffer.sniff_until(is_last_rst, lambda got: bool(got), await_last_rst)
+            res["last_refused"] = True
+        except TimeoutError:
+            res["last_refused"] = False
+    return res
 
 
 # --------------------------------------------------------------------------- driver
@@ -443,20 +477,35 @@ def run_ops(ops: list[dict]) -> list:
 
 
 STOP = threading.Event()        # set when the foreground ops are done
+FG_START = threading.Event()    # set when they begin (every background op is ready by then)
+_bg = threading.local()
+
+
+def signal_ready() -> None:
+    """A background op calls this once it really runs alongside (connected, data moving);
+    main() starts the foreground ops only when every background op has called it (or ended)."""
+    event = getattr(_bg, "ready", None)
+    if event is not None:
+        event.set()
 
 
 def op_upload_until(host: str, port: int, seed: int, min_size: int = 1 << 20, pace: float = 0.02) -> dict:
     """Upload pattern bytes to a sink in 1 MiB chunks until the foreground ops are done (and
     at least `min_size`), so the transfer really runs alongside them; then read the sink's
-    {"len", "sha"} reply. The host checks it against expected(sent, seed)."""
+    {"len", "sha"} reply. The host checks it against expected(sent, seed). Ready once the
+    first chunk is sent; `chunks_during_ops` counts those sent while the foreground ran."""
     with socket.create_connection((host, port), timeout=10) as s:
         s.settimeout(util.DEFAULT_TIMEOUT)
         sent = 0
         chunks = 0
+        during = 0
         for chunk in util.pattern(1 << 40, seed):
+            running = FG_START.is_set() and not STOP.is_set()
             s.sendall(chunk)
             sent += len(chunk)
             chunks += 1
+            during += running
+            signal_ready()
             time.sleep(pace)
             if STOP.is_set() and sent >= min_size:
                 break
@@ -467,24 +516,48 @@ def op_upload_until(host: str, port: int, seed: int, min_size: int = 1 << 20, pa
             if not data:
                 break
             line += data
-    return {"sent": sent, "chunks": chunks,
+    return {"sent": sent, "chunks": chunks, "chunks_during_ops": during,
             "server": json.loads(line) if line.endswith(b"\n") else None}
 
 
+def op_download_until(host: str, port: int, size: int, reserve: int = 1 << 20, pace: float = 0.02) -> dict:
+    """Download `size` bytes from a source server alongside the foreground ops, however fast
+    the machine: read in paced 256 KiB steps, but never past `size - reserve` before the
+    foreground ops are done, so the transfer is still open (data queued in slirpy) when they
+    end; then read the rest to EOF. Ready once the first bytes have arrived."""
+    import hashlib
+    h = hashlib.sha256()
+    got = during = 0
+    buf = bytearray(256 * 1024)
+    with socket.create_connection((host, port), timeout=10) as s:
+        s.settimeout(util.DEFAULT_TIMEOUT)
+        while not STOP.is_set():
+            room = size - reserve - got
+            if room <= 0:
+                STOP.wait(0.05)
+                continue
+            running = FG_START.is_set()
+            n = s.recv_into(buf, min(len(buf), room))
+            if n == 0:
+                break
+            h.update(memoryview(buf)[:n])
+            got += n
+            if running:
+                during += n
+            signal_ready()
+            time.sleep(pace)
+        at_stop = got
+        while True:
+            n = s.recv_into(buf)
+            if n == 0:
+                break
+            h.update(memoryview(buf)[:n])
+            got += n
+    return {"len": got, "sha": h.hexdigest(), "read_during_ops": during, "read_at_stop": at_stop}
+
+
+OPS["download_until"] = op_download_until
 OPS["upload_until"] = op_upload_until
-
-
-DOWNLOAD_DONE = threading.Event()
-
-
-def op_timed_download(host: str, port: int) -> dict:
-    t0 = time.monotonic()
-    try:
-        r = util.guest_download(host, port)
-    finally:
-        DOWNLOAD_DONE.set()
-    r["seconds"] = time.monotonic() - t0
-    return r
 
 
 def op_slow_download(host: str, port: int, stall: float) -> dict:
@@ -497,18 +570,134 @@ def op_slow_download(host: str, port: int, stall: float) -> dict:
     return {"len": n, "sha": sha}
 
 
-def op_syn_flood_until(host: str, port: int, max_count: int, sport_base: int = 20000) -> dict:
-    """Raw SYNs from new source ports until a timed_download has finished (or `max_count`)."""
-    g = Guest()
-    me = g.ip
-    i = 0
-    while i < max_count and not DOWNLOAD_DONE.is_set():
-        g.send(g.eth(ipv4(me, host, 6, tcp(me, host, sport_base + i, port, 0x10000000 + i * 7919, 0, SYN,
-                                         options=b"\x02\x04\x05\xb4"))))
-        i += 1
-        if i % 50 == 0:
-            time.sleep(0.001)
-    return {"sent": i}
+SOL_PACKET = 263
+PACKET_IGNORE_OUTGOING = 23
+SO_TIMESTAMPNS = 35
+
+
+def flood_reply_filter(g: Guest, port: int) -> None:
+    """Let the socket queue only what slirpy sends about the flood (classic BPF): TCP from
+    `port` (its RSTs over the half-open cap) and ICMP (its unreachables when a flood flow's
+    host connect times out). Our own frames are not queued at all (PACKET_IGNORE_OUTGOING)."""
+    g.sock.setsockopt(SOL_PACKET, PACKET_IGNORE_OUTGOING, 1)
+    drop, accept = 11, 10
+    prog = [
+        (0x28, 0, 0, 12),                   # ldh [12]            ethertype
+        (0x15, 0, drop - 2, ETH_P_IP),      # jeq #IPv4
+        (0x30, 0, 0, 23),                   # ldb [23]            protocol
+        (0x15, accept - 4, 0, 1),           # jeq #ICMP           accept
+        (0x15, 0, drop - 5, 6),             # jeq #TCP
+        (0x28, 0, 0, 20),                   # ldh [20]            flags + fragment offset
+        (0x45, drop - 7, 0, 0x1FFF),        # jset #0x1fff        a later fragment
+        (0xB1, 0, 0, 14),                   # ldxb 4*([14]&0xf)   IPv4 header length
+        (0x48, 0, 0, 14),                   # ldh [x+14]          source port
+        (0x15, accept - 10, drop - 10, port),
+        (0x06, 0, 0, 0x40000),              # ret #256K           accept
+        (0x06, 0, 0, 0),                    # ret #0              drop
+    ]
+    code = ctypes.create_string_buffer(b"".join(struct.pack("HBBI", *ins) for ins in prog))
+    g.sock.setsockopt(socket.SOL_SOCKET, 26, struct.pack("HL", len(prog), ctypes.addressof(code)))
+    g.sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+    g.flush_rx()
+
+
+def op_flood_download(host: str, port: int, flood_port: int | None = None, burst: int = 2048,
+                      pace_every: int = 10, sport_base: int = 20000, max_count: int = 45000,
+                      cap_timeout: float = 20.0, drain_timeout: float = 30.0) -> dict:
+    """A 128 MiB download with the half-open cap held full the whole time it runs, whatever
+    the speed of the machine (issue 12).
+
+    1. connect the download (established before the cap fills: the cap refuses new flows),
+       read nothing yet;
+    2. start the flood: `burst` raw SYNs from new source ports (more than max_half_open),
+       then more, paced, until told to stop, so that the cap is refilled as flows drain;
+    3. wait until slirpy answers a flood SYN with RST: proof that the cap is full;
+    4. only then read the whole download, timed;
+    5. count the SYNs sent and the RSTs received (kernel timestamps) during the read;
+    6. stop the flood and wait until every flood flow has drained, i.e. until an ICMP
+       unreachable (its host connect timed out) arrived for every SYN not answered by RST.
+    Without `flood_port`: steps 1 and 4 only (the baseline)."""
+    dl = socket.create_connection((host, port), timeout=10)
+    dl.settimeout(util.DEFAULT_TIMEOUT)
+    res: dict = {}
+    stop = threading.Event()
+    first_rst = threading.Event()
+    syns = [0]
+    rst_ns: list[int] = []
+    icmp = [0]
+    threads = []
+    if flood_port is not None:
+        g = Guest()
+        sniffer = Guest()
+        flood_reply_filter(sniffer, flood_port)
+        me = g.ip
+        quote = struct.pack("!H", flood_port)
+
+        def flood():
+            i = 0
+            while i < max_count and not stop.is_set():
+                g.send(g.eth(ipv4(me, host, 6, tcp(me, host, sport_base + i, flood_port, 0x10000000 + i * 7919,
+                                                 0, SYN, options=b"\x02\x04\x05\xb4"))))
+                i += 1
+                syns[0] = i
+                if i % (50 if i < burst else pace_every) == 0:
+                    time.sleep(0.001)
+            res["flood_exhausted"] = i >= max_count
+
+        def sniff():
+            sock = sniffer.sock
+            while not stop.is_set() or drain_pending():
+                if not select.select([sock], [], [], 0.1)[0]:
+                    continue
+                data, anc, _, _ = sock.recvmsg(2048, 64)
+                ts = time.time_ns()
+                for level, kind, value in anc:
+                    if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS:
+                        sec, nsec = struct.unpack("qq", value[:16])
+                        ts = sec * 1_000_000_000 + nsec
+                p = parse_tcp(data)
+                if p is not None:
+                    if p[2] == flood_port and p[6] & RST:
+                        rst_ns.append(ts)
+                        first_rst.set()
+                elif len(data) >= 14 + 20 + 8 + 20 + 4 and data[23] == 1 and data[34] == 3:
+                    inner = 14 + (data[14] & 15) * 4 + 8           # the quoted IPv4 header
+                    q = inner + (data[inner] & 15) * 4
+                    if data[inner + 9] == 6 and data[q + 2:q + 4] == quote:
+                        icmp[0] += 1
+
+        drain_deadline = [float("inf")]
+
+        def drain_pending():
+            return (time.monotonic() < drain_deadline[0]
+                    and icmp[0] < syns[0] - len(rst_ns))
+
+        threads = [threading.Thread(target=flood, daemon=True), threading.Thread(target=sniff, daemon=True)]
+        for t in threads:
+            t.start()
+        t0 = time.monotonic()
+        res["cap_reached"] = first_rst.wait(cap_timeout)
+        res["cap_seconds"] = time.monotonic() - t0
+    # the read, with the flood (if any) still refilling the cap
+    syn0, ns0, t0 = syns[0], time.time_ns(), time.monotonic()
+    with dl:
+        n, sha, _ = util._recv_all(dl)
+    syn1, ns1, t1 = syns[0], time.time_ns(), time.monotonic()
+    res.update({"len": n, "sha": sha, "seconds": t1 - t0})
+    if flood_port is not None:
+        # RSTs stamped by the kernel before the read began, and during it
+        rst_before = sum(1 for ts in list(rst_ns) if ts < ns0)
+        rst_during = sum(1 for ts in list(rst_ns) if ns0 <= ts <= ns1)
+        drain_deadline[0] = time.monotonic() + drain_timeout
+        stop.set()
+        for t in threads:
+            t.join()
+        res.update({"syn_before_read": syn0, "syn_during_read": syn1 - syn0, "syn_total": syns[0],
+                    "rst_before_read": rst_before, "rst_during_read": rst_during,
+                    "rst_total": len(rst_ns), "icmp_unreachable": icmp[0],
+                    "drained": icmp[0] >= syns[0] - len(rst_ns),
+                    "drain_seconds": time.monotonic() - t1, "sniff_drops": sniffer.rx_drops()})
+    return res
 
 
 def op_stop() -> dict:
@@ -516,32 +705,44 @@ def op_stop() -> dict:
     return {}
 
 
-OPS.update(stop=op_stop, timed_download=op_timed_download, slow_download=op_slow_download,
-           syn_flood_until=op_syn_flood_until)
+OPS.update(stop=op_stop, slow_download=op_slow_download, flood_download=op_flood_download)
 
 
 def main(argv: list[str]) -> int:
     spec = json.loads(argv[1])
     # {"background": [ops...], "ops": [ops...]}: each background op runs in its own thread
-    # alongside the foreground ops.
+    # alongside the foreground ops, which start once every background op is ready.
     background = spec.get("background", [])
     bg_results: list = [None] * len(background)
     threads = []
+    ready = []
     for i, op in enumerate(background):
-        def run(i=i, op=op):
-            bg_results[i] = run_ops([op])[0]
+        event = threading.Event()
+
+        def run(i=i, op=op, event=event):
+            _bg.ready = event
+            try:
+                bg_results[i] = run_ops([op])[0]
+            finally:
+                event.set()             # an op that never signals is ready when it ends
         t = threading.Thread(target=run, daemon=True)
         t.start()
         threads.append(t)
-    if threads:
-        time.sleep(spec.get("background_head_start", 0.3))
+        ready.append(event)
+    # Wait for every background op to really run (not a fixed head start: issue 12).
+    deadline = time.monotonic() + spec.get("background_ready_timeout", 60.0)
+    for event in ready:
+        event.wait(max(0.0, deadline - time.monotonic()))
+    all_ready = all(event.is_set() for event in ready)
+    FG_START.set()
     t0 = time.monotonic()
     results = run_ops(spec.get("ops", []))
     fg_seconds = time.monotonic() - t0
     STOP.set()
     for t in threads:
         t.join()
-    print(json.dumps({"ops": results, "background": bg_results, "fg_seconds": fg_seconds}), flush=True)
+    print(json.dumps({"ops": results, "background": bg_results, "fg_seconds": fg_seconds,
+                      "background_ready": all_ready}), flush=True)
     return 0
 
 

@@ -8,7 +8,8 @@ options, fragments, SYN+FIN, ARP garbage; then attacks a live TCP flow with out-
 data, RSTs and SYNs with wrong sequence numbers (RFC 5961: each must draw a challenge ACK,
 sniffed on the same packet socket) and finally an exact RST as positive control.
 All the while an upload runs alongside (until the attacks are done) plus a 64 MiB
-download; both must stay byte-exact. Counters come from --stats-file after exit.
+download, held open until they are done; both are running before the attacks begin (no head
+start guessed), must move data during them, and must stay byte-exact. Counters come from --stats-file after exit.
 
 The ARP flood runs in a /16 (`--cidr`): in the default /24 there are fewer possible senders
 than `Limits.max_neighbours`, so the bound could never be reached.
@@ -96,7 +97,7 @@ def hostile_run(request):
         out, stats = run_raw(CONFIGS[request.param], {
             "background": [
                 {"op": "upload_until", "host": HOST_ADDR, "port": sink.port, "seed": 70, "min_size": 8 * MiB},
-                {"op": "download", "host": HOST_ADDR, "port": source.port},
+                {"op": "download_until", "host": HOST_ADDR, "port": source.port, "size": 64 * MiB + 5},
             ],
             "ops": [
                 {"op": "malformed", "count": REPEAT},
@@ -116,10 +117,14 @@ def test_slirpy_survives_and_the_transfers_alongside_stay_byte_exact(hostile_run
     out = hostile_run["out"]
     up, down = out["background"]
     assert "exception" not in up and "exception" not in down, out["background"]
+    # both were running before the attacks began (rawframes waits for them) ...
+    assert out["background_ready"] is True, out
     # the upload ran until the attacks were over, and more than one chunk long
-    assert up["chunks"] >= 8, up
+    assert up["chunks"] >= 8 and up["chunks_during_ops"] > 0, up
     assert up["server"] == {"len": up["sent"], "sha": expected(up["sent"], 70)}, up
-    assert down == {"len": 64 * MiB + 5, "sha": expected(64 * MiB + 5, 71)}
+    # the download moved data during the attacks and was still open when they ended
+    assert down["read_during_ops"] > 0 and down["read_at_stop"] < 64 * MiB + 5, down
+    assert (down["len"], down["sha"]) == (64 * MiB + 5, expected(64 * MiB + 5, 71)), down
     (c,) = hostile_run["sink"]
     assert (c.received, c.error) == (up["sent"], None)
 
@@ -186,13 +191,16 @@ def test_arp_flood_keeps_the_neighbour_table_bounded(host_server):
     n = 2000
     src = host_server("source", size=32 * MiB + 1, seed=80)
     out, stats = run_raw(ARP_CIDR, {
-        "background": [{"op": "download", "host": HOST_ADDR, "port": src.port}],
+        "background": [{"op": "download_until", "host": HOST_ADDR, "port": src.port, "size": 32 * MiB + 1}],
         "ops": [{"op": "arp_flood", "count": n, "guest": "10.9.0.100", "gateway": "10.9.0.2"}],
     }, timeout=120)
     [flood] = out["ops"]
     assert flood == {"sent": n}, flood
     [down] = out["background"]
-    assert down == {"len": 32 * MiB + 1, "sha": expected(32 * MiB + 1, 80)}
+    assert out["background_ready"] is True, out
+    # the download moved data during the flood and was still open when it ended
+    assert down.get("read_during_ops", 0) > 0 and down["read_at_stop"] < 32 * MiB + 1, down
+    assert (down["len"], down["sha"]) == (32 * MiB + 1, expected(32 * MiB + 1, 80)), down
     c = stats["counters"]
     assert c.get("arp.neighbour.evicted", 0) >= n - 255, c
     assert c.get("arp.tx.reply", 0) >= n

@@ -22,6 +22,7 @@ import json
 import os
 import resource
 import socket
+import struct
 import subprocess
 import sys
 import tempfile
@@ -121,7 +122,12 @@ class BlackholePort:
             except BlockingIOError:
                 pass
             self.fillers.append(c)
-        time.sleep(0.1)
+        # Wait until the accept queue really holds a connection (a listener's tcpi_unacked is
+        # its accept queue length), rather than sleeping and hoping.
+        deadline = time.monotonic() + 10
+        while struct.unpack_from("I", self.lsock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 104), 24)[0] < 1:
+            assert time.monotonic() < deadline, "the blackhole's accept queue did not fill"
+            time.sleep(0.01)
 
     def close(self):
         for c in self.fillers:
@@ -140,19 +146,16 @@ def short_host_syn_retries():
         Path(path).write_text(old + "\n")
 
 
-def flood_run(source_port: int, flood_port: int | None, *, nofile: int | None, drain: float):
-    # The download connects first (0.3 s head start), then the flood runs until it is done:
-    # the cap protects established flows; a *new* connection during the flood is refused
-    # like any SYN over the cap.
-    ops = [{"op": "sleep", "seconds": 0}]
+def flood_run(source_port: int, flood_port: int | None, *, nofile: int | None):
+    # One guest op (rawframes.op_flood_download): the download connects first (the cap
+    # refuses *new* connections; it protects established ones), then the flood fills the cap
+    # and keeps refilling it; only once slirpy has refused a flood SYN with RST (the cap is
+    # full) is the download read, and the op counts what the flood did while it was read.
+    # At the end it waits for every flood flow to drain (host connect timed out, ~3 s).
+    op = {"op": "flood_download", "host": HOST_ADDR, "port": source_port}
     if flood_port is not None:
-        ops = [{"op": "syn_flood_until", "host": HOST_ADDR, "port": flood_port, "max_count": 40000}]
-    spec = {
-        "background": [{"op": "timed_download", "host": HOST_ADDR, "port": source_port}],
-        "background_head_start": 0.3,
-        "ops": ops + [{"op": "sleep", "seconds": drain}, {"op": "tap_stats"}],
-    }
-    return Slirpy(["--mtu", "1500"], spec, nofile=nofile).wait()
+        op.update(flood_port=flood_port, burst=2 * MAX_HALF_OPEN)
+    return Slirpy(["--mtu", "1500"], {"ops": [op, {"op": "tap_stats"}]}, nofile=nofile).wait()
 
 
 def test_syn_flood_half_open_capped_drains_and_transfer_is_byte_exact(host_server, short_host_syn_retries):
@@ -161,27 +164,34 @@ def test_syn_flood_half_open_capped_drains_and_transfer_is_byte_exact(host_serve
     hole = BlackholePort()
     try:
         hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
-        base_out, _ = flood_run(src.port, None, nofile=hard, drain=0)
-        out, stats = flood_run(src.port, hole.port, nofile=hard, drain=6.0)
+        base_out, _ = flood_run(src.port, None, nofile=hard)
+        out, stats = flood_run(src.port, hole.port, nofile=hard)
     finally:
         hole.close()
-    [base] = base_out["background"]
-    [dl] = out["background"]
-    flood = out["ops"][0]
-    assert base["len"] == size and base["sha"] == expected(size, 90)
+    base, tap = base_out["ops"][0], out["ops"][1]
+    dl = out["ops"][0]
+    assert base["len"] == size and base["sha"] == expected(size, 90), base
     assert dl.get("len") == size and dl.get("sha") == expected(size, 90), dl
     c = stats["counters"]
     flows = stats["flows"]
-    sent = flood["sent"]
     flood_flows = c.get("tcp.flows.opened", 0) - 1            # minus the download
-    print(f"\nSYN flood: {sent} SYNs while downloading {size >> 20} MiB; download "
-          f"{base['seconds']:.2f}s alone, {dl['seconds']:.2f}s under flood "
-          f"(throughput ratio {base['seconds'] / dl['seconds']:.2f}); flows opened by the flood "
-          f"{flood_flows}, refused at the half-open cap {c.get('tcp.rx.drop.half_open_limit', 0)}, "
-          f"host connects timed out {c.get('tcp.connect.unreachable', 0)}; tap0 {out['ops'][2]}")
-    assert sent > MAX_HALF_OPEN
-    # the cap was reached: SYNs beyond it were refused (RST) and counted
-    assert c.get("tcp.rx.drop.half_open_limit", 0) > 0, c
+    print(f"\nSYN flood: {dl['syn_total']} SYNs ({dl['syn_before_read']} before the read, "
+          f"{dl['syn_during_read']} during it; cap full after {dl['cap_seconds']:.2f}s); download of "
+          f"{size >> 20} MiB {base['seconds']:.2f}s alone, {dl['seconds']:.2f}s under flood "
+          f"(throughput ratio {base['seconds'] / dl['seconds']:.2f}); RSTs seen {dl['rst_before_read']} "
+          f"before / {dl['rst_during_read']} during the read, {dl['rst_total']} in all; flows opened by "
+          f"the flood {flood_flows}, refused at the half-open cap {c.get('tcp.rx.drop.half_open_limit', 0)}, "
+          f"host connects timed out {c.get('tcp.connect.unreachable', 0)}, drained in "
+          f"{dl['drain_seconds']:.1f}s ({dl['icmp_unreachable']} ICMP unreachables seen, sniffer "
+          f"drops {dl['sniff_drops']}); tap0 {tap}")
+    # the flood filled the cap before the transfer was read: more SYNs than the cap, and
+    # slirpy refused one of them with RST
+    assert dl["syn_before_read"] > MAX_HALF_OPEN, dl
+    assert dl["cap_reached"] and dl["rst_before_read"] > 0, dl
+    # and held it full while the transfer ran: SYNs went on, and were refused, during the read
+    assert dl["syn_during_read"] > 0 and dl["rst_during_read"] > 0, dl
+    # SYNs beyond the cap were refused (RST) and counted; every RST we saw was one of them
+    assert c.get("tcp.rx.drop.half_open_limit", 0) >= dl["rst_total"] > 0, c
     assert c.get("tcp.tx.rst", 0) >= c["tcp.rx.drop.half_open_limit"]
     # every flood flow ended when its host connect timed out (ETIMEDOUT -> ICMP), none leaked
     assert c.get("tcp.connect.unreachable", 0) == flood_flows, c
@@ -198,14 +208,16 @@ def test_syn_flood_under_the_default_fd_limit_never_hits_emfile():
     hole = BlackholePort()
     try:
         slirpy = Slirpy(["--mtu", "1500"], {"ops": [
-            {"op": "syn_flood", "host": HOST_ADDR, "port": hole.port, "count": 1100},
-            {"op": "sleep", "seconds": 1.0},
+            {"op": "syn_flood", "host": HOST_ADDR, "port": hole.port, "count": 1100, "await_last_rst": 30.0},
+            {"op": "sleep", "seconds": 1.0},        # room for a (wrong) late connect failure
         ]}, nofile=1024, timeout=60)
         out, stats = slirpy.wait()
     finally:
         hole.close()
     c = stats["counters"]
     assert out["ops"][0]["sent"] == 1100
+    # slirpy had handled every SYN (the last one, over the cap, drew its RST) before we looked
+    assert out["ops"][0]["last_refused"] is True, out
     assert c.get("tcp.connect.unreachable", 0) == 0, {k: v for k, v in c.items() if "tcp" in k}
 
 

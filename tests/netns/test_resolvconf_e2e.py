@@ -21,6 +21,7 @@ from .util import REPO, slirpy_argv
 
 SCRIPT = r"""
 cat /etc/resolv.conf; echo ---
+: > "$1"
 i=0; while [ ! -e /etc/.host/renamed-marker ] && [ $i -lt 200 ]; do sleep 0.05; i=$((i+1)); done
 sleep 0.2
 cat /etc/resolv.conf; echo ---
@@ -36,12 +37,17 @@ def test_host_renaming_a_new_resolv_conf_over_its_own_does_not_reach_the_sandbox
     (etc / "resolv.conf").write_text("nameserver 127.0.0.53\nsearch corp.test\n")
     (etc / "motd-test").write_text("before\n")
     os.symlink("../proc/self/mounts", etc / "mtab")
-    inner = shlex.join(slirpy_argv("--resolv-conf", str(etc / "resolv.conf")) + ["sh", "-c", SCRIPT])
+    first_view = tmp_path / "first-view-printed"
+    inner = shlex.join(slirpy_argv("--resolv-conf", str(etc / "resolv.conf"))
+                       + ["sh", "-c", SCRIPT, "sh", str(first_view)])
     proc = subprocess.Popen(
         ["unshare", "-m", "sh", "-c", f"mount --bind {shlex.quote(str(etc))} /etc && exec {inner}"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO, start_new_session=True)
     try:
-        time.sleep(1.5)                              # the sandbox has printed its first view
+        deadline = time.monotonic() + 60             # until the sandbox has printed its first view
+        while not first_view.exists():
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate(timeout=30)
+            time.sleep(0.05)
         new = etc / "resolv.conf.new"
         new.write_text("nameserver 127.0.0.1\nsearch other.test\n")
         os.rename(new, etc / "resolv.conf")          # the host replaces its file, as NM does

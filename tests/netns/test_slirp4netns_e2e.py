@@ -300,7 +300,8 @@ def test_attach_by_path_with_userns_path_and_cidr(target, slirpy):
     assert "default via 10.0.135.130 dev eth7" in target.run("ip", "-4", "route").stdout
     # Path mode has no process to watch: it runs until told to stop.
     target.kill()
-    time.sleep(0.3)
+    time.sleep(0.3)                          # room for a (wrong) exit
+    assert s.proc.poll() is None, s.output()
     s.proc.send_signal(signal.SIGTERM)
     assert s.wait() == 0, s.output()
 

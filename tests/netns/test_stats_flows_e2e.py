@@ -15,7 +15,9 @@ s = socket.create_connection((sys.argv[1], int(sys.argv[2])))
 s.sendall(b"x" * 5000)
 s.recv(3)                      # the host has read our 5000 bytes and sent 3
 open(sys.argv[3], "w").write(str(s.getsockname()[1]))
-time.sleep(30)                 # held open while the test looks
+s.settimeout(120)
+while s.recv(4096):            # held open while the test looks, until the host closes
+    pass
 """
 
 
