@@ -169,9 +169,90 @@ def churn(host: str, port: int, count: int, workers: int = 8, styles: list | tup
     return result
 
 
+def _dns_query(ident: int, name: str) -> bytes:
+    labels = b"".join(bytes([len(p)]) + p.encode() for p in name.split("."))
+    return struct.pack("!HHHHHH", ident, 0x0100, 1, 0, 0, 0) + labels + b"\0" + struct.pack("!HH", 1, 1)
+
+
+def soak(seconds: float, host: str, source_port: int, sink_port: int, churn_port: int,
+         udp_port: int, dns: str, bulk_size: int = 32 << 20) -> dict:
+    """Every kind of traffic at once for `seconds`, from the guest: downloads and uploads of
+    `bulk_size` checked byte for byte, short connections ended every way, UDP from new
+    sockets, DNS through the forwarder, ping. Returns per-kind counts of good and failed."""
+    import subprocess
+    import util                     # the sibling module: only in the guest (see main)
+    deadline = time.monotonic() + seconds
+    counts: dict = {}
+    lock = threading.Lock()
+
+    def count(key: str, n: int = 1) -> None:
+        with lock:
+            counts[key] = counts.get(key, 0) + n
+
+    def download() -> None:
+        r = util.guest_download(host, source_port)
+        count("download.ok" if r["len"] == bulk_size else "download.bad")
+
+    def upload() -> None:
+        seed = int(time.monotonic() * 1000) & 0xFFFF
+        r = util.guest_upload(host, sink_port, bulk_size, seed)
+        good = r["server"] == {"len": bulk_size, "sha": util.expected(bulk_size, seed)}
+        count("upload.ok" if good else "upload.bad")
+
+    def short() -> None:
+        r = churn(host, churn_port, 10, workers=4)
+        count("short.ok", r["ok"])
+        count("short.bad", r["bad"] + sum(r["errors"].values()))
+
+    def udp() -> None:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
+            u.settimeout(2.0)
+            for i in range(10):
+                u.sendto(b"soak %d" % i, (host, udp_port))
+                try:
+                    good = u.recv(100) == b"soak %d" % i
+                except OSError:
+                    good = False
+                count("udp.ok" if good else "udp.lost")
+
+    def dns_query() -> None:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
+            u.settimeout(3.0)
+            ident = int(time.monotonic() * 1e6) & 0xFFFF
+            u.sendto(_dns_query(ident, "soak.test"), (dns, 53))
+            try:
+                good = struct.unpack("!H", u.recv(512)[:2])[0] == ident
+            except OSError:
+                good = False
+            count("dns.ok" if good else "dns.lost")
+
+    def ping() -> None:
+        r = subprocess.run(["ping", "-c", "3", "-i", "0.2", "-W", "2", "-q", host],
+                           capture_output=True, text=True)
+        count("ping.ok" if r.returncode == 0 else "ping.bad")
+
+    def loop(job, pause: float) -> None:
+        while time.monotonic() < deadline:
+            try:
+                job()
+            except OSError as e:
+                count(f"{job.__name__}.error.{errno.errorcode.get(e.errno, e.errno)}")
+            time.sleep(pause)
+
+    jobs = [(download, 0.5), (upload, 0.5), (short, 0.05), (udp, 0.05), (dns_query, 0.05),
+            (ping, 0.2)]
+    threads = [threading.Thread(target=loop, args=job) for job in jobs]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return counts
+
+
 def main(argv: list[str]) -> int:
     """Serve on port argv[1] (all addresses), print READY; then, for each line on stdin (churn
-    keyword arguments as JSON), run that churn and print "CHURN <result json>"; exit at EOF."""
+    keyword arguments as JSON, or {"soak": soak keyword arguments}), run it and print
+    "CHURN <result json>"; exit at EOF."""
     ls = socket.socket()
     ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     ls.bind(("0.0.0.0", int(argv[1])))
@@ -179,7 +260,9 @@ def main(argv: list[str]) -> int:
     serve(ls)
     print("READY", flush=True)
     for line in sys.stdin:
-        print("CHURN " + json.dumps(churn(**json.loads(line))), flush=True)
+        kw = json.loads(line)
+        result = soak(**kw["soak"]) if "soak" in kw else churn(**kw)
+        print("CHURN " + json.dumps(result), flush=True)
     return 0
 
 

@@ -19,10 +19,13 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 import pytest
+
+from slirpy.api import request
 
 from .churn import churn, serve
 from .util import HOST_ADDR, REPO, kill_session, slirpy_argv
@@ -63,9 +66,9 @@ class Sandbox:
     """`slirpy run -p PUBLISH --api-socket ... -- python churn.py GUEST_PORT`: a churn server
     in the guest; `churn(**kw)` runs a churn from the guest."""
 
-    def __init__(self, tmp: Path, published: int, guest_port: int):
+    def __init__(self, tmp: Path, published: int, guest_port: int, options: tuple = ()):
         self.api = str(tmp / "api.sock")
-        args = slirpy_argv("-p", f"{published}:{guest_port}", "--api-socket", self.api) + [
+        args = slirpy_argv(*options, "-p", f"{published}:{guest_port}", "--api-socket", self.api) + [
             sys.executable, CHURN, str(guest_port)]
         self.proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      stderr=subprocess.PIPE, text=True, start_new_session=True,
@@ -156,3 +159,117 @@ def test_short_connections_both_ways_leave_no_host_socket_behind(tmp_path, host_
         assert abs(s["fds"] - fd_count(box.pid)) <= SLACK, (s["fds"], fd_count(box.pid))
     finally:
         box.finish()
+
+
+# --------------------------------------------------------------------------- soak (--long)
+
+SOAK_SECONDS = float(os.environ.get("SLIRPY_SOAK_SECONDS", "600"))
+MiB = 1 << 20
+
+
+def rss(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise AssertionError("no VmRSS")
+
+
+class UdpEcho:
+    def __init__(self) -> None:
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind((HOST_ADDR, 0))
+        self.port = self.sock.getsockname()[1]
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                data, addr = self.sock.recvfrom(2048)
+                self.sock.sendto(data, addr)
+            except OSError:
+                return
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def held(api: str) -> tuple[int, int]:
+    """(fds open, fds that no flow, listener or connect in progress owns), from one
+    snapshot of the event loop (`slirpy stats`), so both counts are of the same instant."""
+    s = request(api, {"execute": "stats"})["return"]
+    return s["fds"], s["fds"] - sum(s["host_sockets"].values())
+
+
+@pytest.mark.long
+def test_mixed_soak_keeps_fds_and_rss_flat(tmp_path, host_server, host_churn_server):
+    """SLIRPY_SOAK_SECONDS (600) of everything at once: bulk both ways, short connections
+    out and in, UDP from new sockets, DNS, ping. Sampled every second: no fd piles up that
+    no flow owns (UDP flows that got replies rightly keep their sockets for
+    udp_timeout_replied, 180 s, like conntrack), the event-loop process's RSS does not climb
+    under constant load, and once the load stops no host TCP socket is left."""
+    from .test_dns_e2e import DnsServer
+
+    bulk = 32 * MiB
+    source = host_server("source", size=bulk, seed=5)
+    sink = host_server("sink")
+    echo = UdpEcho()
+    dns = DnsServer(HOST_ADDR, 5353)
+    published = free_port()
+    box = Sandbox(tmp_path, published, 7000, options=("--dns-upstream", f"{HOST_ADDR}:5353"))
+    samples: list[tuple[float, int, int, int]] = []       # (s, fds, fds not owned, RSS)
+    inbound = {"ok": 0, "bad": 0}
+    try:
+        warm = box.churn(host=HOST_ADDR, port=host_churn_server, count=2, workers=1)
+        assert warm["ok"] == 8, warm
+        settle(box.pid, 0, 3 * TIME_WAIT)
+        _, base_unowned = held(box.api)
+        t0 = time.monotonic()
+        done = threading.Event()
+
+        def sample() -> None:
+            while not done.wait(1.0):
+                fds, unowned = held(box.api)
+                samples.append((time.monotonic() - t0, fds, unowned, rss(box.pid)))
+
+        def clients() -> None:
+            while not done.is_set():
+                r = churn("127.0.0.1", published, 10, workers=4)
+                inbound["ok"] += r["ok"]
+                inbound["bad"] += r["bad"] + sum(r["errors"].values())
+
+        threads = [threading.Thread(target=sample, daemon=True), threading.Thread(target=clients, daemon=True)]
+        for t in threads:
+            t.start()
+        counts = box.churn(soak={"seconds": SOAK_SECONDS, "host": HOST_ADDR, "source_port": source.port,
+                                 "sink_port": sink.port, "churn_port": host_churn_server,
+                                 "udp_port": echo.port, "dns": "10.0.2.3", "bulk_size": bulk})
+        done.set()
+        for t in threads:
+            t.join(30)
+        time.sleep(TIME_WAIT + 1)                   # the last TIME-WAIT flows end
+        s = request(box.api, {"execute": "stats"})["return"]
+        _, unowned_after = held(box.api)
+    finally:
+        box.finish()
+        echo.close()
+        dns.close()
+    n = len(samples)
+    step = max(1, n // 20)
+    print(f"\nsoak {SOAK_SECONDS:.0f}s: guest {counts}; inbound {inbound}; fds not owned by a flow: "
+          f"{base_unowned} before, at most {max(u for _, _, u, _ in samples)} during, {unowned_after} "
+          f"after; host sockets after {s['host_sockets']}; (s, fds, not owned, RSS MiB): "
+          + " ".join(f"{t:.0f}:{f}:{u}:{r / MiB:.0f}" for t, f, u, r in samples[::step]))
+    for kind in ("download", "upload", "short", "udp", "dns", "ping"):
+        assert counts.get(kind + ".ok", 0) > 0, counts
+    assert not [k for k, v in counts.items() if v and (".bad" in k or ".error." in k)], counts
+    assert inbound["ok"] > 0 and inbound["bad"] == 0, inbound
+    assert n >= 30, samples
+    assert max(u for _, _, u, _ in samples) <= base_unowned + 2 * SLACK, samples
+    assert unowned_after <= base_unowned + SLACK, (unowned_after, base_unowned)
+    assert s["host_sockets"]["tcp"] == 0 and s["host_sockets"]["tcp_connecting"] == 0, s["host_sockets"]
+    # RSS: the last third of the run holds no more than the first third after warm-up
+    first = samples[n // 10: n // 3]
+    last = samples[2 * n // 3:]
+    med = lambda xs: sorted(xs)[len(xs) // 2]      # noqa: E731
+    assert med([r for *_, r in last]) <= med([r for *_, r in first]) + 32 * MiB, samples
