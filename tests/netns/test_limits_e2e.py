@@ -196,7 +196,8 @@ def test_syn_flood_half_open_capped_drains_and_transfer_is_byte_exact(host_serve
     # every flood flow ended when its host connect timed out (ETIMEDOUT -> ICMP), none leaked
     assert c.get("tcp.connect.unreachable", 0) == flood_flows, c
     # and the table drained: nothing half-open or open at exit
-    assert flows["tcp_half_open"] == 0 and flows["tcp"] == 0, flows
+    # (the download's own flow may still be in TIME-WAIT, 2 s, when a quick drain ends the run)
+    assert flows["tcp_half_open"] == 0 and flows["tcp"] == flows["tcp_time_wait"] <= 1, flows
 
 
 def test_syn_flood_under_the_default_fd_limit_never_hits_emfile():
