@@ -6,6 +6,7 @@ import json
 import logging
 import signal
 import sys
+from typing import NoReturn
 
 import click
 
@@ -15,7 +16,7 @@ from .config import (DEFAULT_CIDR, DEFAULT_MTU, PORT_SPEC_SYNTAX, ConfigError, N
                      resolve_outbound_addr)
 
 
-def _fail(message: str, code: int = 1) -> "NoReturn":  # noqa: F821
+def _fail(message: str, code: int = 1) -> NoReturn:
     click.echo(f"slirpy: {message}", err=True)
     sys.exit(code)
 

@@ -7,6 +7,7 @@ gateway is N+2, the DNS forwarder N+3 and the guest N+100.
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Iterable
 from dataclasses import dataclass, field, fields, replace
 
 MTU_MIN = 576           # RFC 791 minimum reassembly size; below it IPv4 is not usable
@@ -310,7 +311,7 @@ def parse_port_spec(value: str) -> list[PortSpec]:
         if len(host) != len(guest):
             raise ConfigError(f"invalid port spec {spec!r}: host range {host_text} and container "
                               f"range {guest_text} differ in length")
-        pairs = zip(host, guest)
+        pairs: Iterable[tuple[int, int]] = zip(host, guest)
     else:
         pairs = ((0, g) for g in guest)
     return [PortSpec(proto, addr, h, g) for h, g in pairs]

@@ -258,7 +258,9 @@ class UdpListener(WatchedSocket):
                     continue
                 flow = InboundUdpFlow(self, fid, addr, self._reply_ancdata(ancdata))
                 clients[addr] = flow
-                runtime.udp_flows[fid] = flow
+                # Runtime.udp_flows is annotated HostUdpFlow but holds any UDP flow object
+                # (send, close); its annotation is fixed with the runtime split (issue 14).
+                runtime.udp_flows[fid] = flow  # type: ignore[assignment]
             stack.udp_host_datagram(flow.flow_id, data, now)
         runtime.request_flush()
 
