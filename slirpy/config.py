@@ -138,7 +138,7 @@ def resolve_outbound_addr(value: str) -> str:
 _MAY_BE_ZERO = frozenset({"tcp_ack_delay"})     # limits where 0 means "off"
 
 
-def parse_limits(items, base: Limits | None = None) -> Limits:
+def parse_limits(items: Iterable[str], base: Limits | None = None) -> Limits:
     """Limits from `NAME=VALUE` strings (`--limit max_half_open=64`); ConfigError names the bad one."""
     base = base or Limits()
     known = {f.name: f for f in fields(Limits)}

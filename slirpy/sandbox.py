@@ -249,7 +249,7 @@ class Sandbox:
     def __enter__(self) -> "Sandbox":
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         if self._status is None:
             self.send_signal(signal.SIGKILL)
             self.wait()

@@ -19,7 +19,7 @@ import collections
 import errno
 import sys
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..runtime import Runtime
@@ -110,7 +110,7 @@ class RecvBlocks:
         self._off = 0
 
 
-def tune_transport(transport) -> None:
+def tune_transport(transport: asyncio.WriteTransport) -> None:
     """Modest write buffering: the guest's window is the real buffer. (Nagle is already off:
     uvloop and asyncio set TCP_NODELAY on every TCP transport, so no setsockopt here.)"""
     transport.set_write_buffer_limits(high=1 << 20, low=256 << 10)
@@ -126,8 +126,8 @@ class HostTcpProtocol(asyncio.BufferedProtocol):
         self.transport: asyncio.Transport | None = None
         self.closed = False
 
-    def connection_made(self, transport) -> None:
-        self.transport = transport
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        transport = self.transport = cast(asyncio.Transport, transport)    # a TCP stream's
         self.runtime.host_tcp_open += 1
         if self.closed:
             # The flow ended while the connect was in flight (close() found no transport):
@@ -157,7 +157,7 @@ class HostTcpProtocol(asyncio.BufferedProtocol):
         self.runtime.request_flush()
         return True  # keep the transport: the guest may still send (half-close)
 
-    def connection_lost(self, exc) -> None:
+    def connection_lost(self, exc: Exception | None) -> None:
         self.runtime.host_tcp_open -= 1         # the transport has closed the socket
         if self.closed:
             return
