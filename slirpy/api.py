@@ -29,7 +29,7 @@ import json
 import os
 import socket
 import stat
-from typing import Awaitable, Callable, Protocol
+from typing import Any, Awaitable, Callable, Coroutine, Protocol, cast
 
 from .config import PortSpec
 
@@ -58,7 +58,7 @@ class ApiError(Exception):
     """A request that gets an {"error": {"desc": ...}} reply."""
 
 
-def encode(obj) -> bytes:
+def encode(obj: object) -> bytes:
     return json.dumps(obj, separators=(",", ":")).encode()
 
 
@@ -206,8 +206,8 @@ class _ApiConnection(asyncio.Protocol):
         self.done = False
         self.timer: asyncio.TimerHandle | None = None
 
-    def connection_made(self, transport) -> None:
-        self.transport = transport
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)     # a stream server's
         self.timer = asyncio.get_running_loop().call_later(REQUEST_TIMEOUT, self._answer)
 
     def data_received(self, data: bytes) -> None:
@@ -221,7 +221,7 @@ class _ApiConnection(asyncio.Protocol):
         self._answer()
         return True
 
-    def connection_lost(self, exc) -> None:
+    def connection_lost(self, exc: Exception | None) -> None:
         if self.timer is not None:
             self.timer.cancel()
         self.done = True
@@ -278,7 +278,7 @@ class ApiServer:
         loop = asyncio.get_running_loop()
         self._server = await loop.create_unix_server(lambda: _ApiConnection(self), sock=sock)
 
-    def spawn(self, coro) -> None:
+    def spawn(self, coro: Coroutine[Any, Any, object]) -> None:
         task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)

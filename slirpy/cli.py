@@ -6,6 +6,8 @@ import json
 import logging
 import signal
 import sys
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Awaitable, Callable, NoReturn
 
 import click
 
@@ -14,15 +16,19 @@ from .config import (DEFAULT_CIDR, DEFAULT_MTU, PORT_SPEC_SYNTAX, ConfigError, N
                      parse_cidr, parse_dns_upstream, parse_limits, parse_mtu, parse_port_spec,
                      resolve_outbound_addr)
 
+if TYPE_CHECKING:  # pragma: no cover
+    from .impair import ImpairSpec
 
-def _fail(message: str, code: int = 1) -> "NoReturn":  # noqa: F821
+
+def _fail(message: str, code: int = 1) -> NoReturn:
     click.echo(f"slirpy: {message}", err=True)
     sys.exit(code)
 
 
 def build_config(mtu: str, cidr: str, offload: bool, allow_host_loopback: bool, *,
                  dns: bool = True, dns_upstream: str | None = None,
-                 resolv_conf: str = "/etc/resolv.conf", publish=(), limits=(),
+                 resolv_conf: str = "/etc/resolv.conf", publish: Iterable[str] = (),
+                 limits: Iterable[str] = (),
                  outbound_addr: str | None = None) -> NetConfig:
     try:
         ports = tuple(p for text in publish for p in parse_port_spec(text))
@@ -43,8 +49,9 @@ def build_config(mtu: str, cidr: str, offload: bool, allow_host_loopback: bool, 
 
 
 def run_sandbox(config: NetConfig, argv: list[str], *, map_subuids: bool = False,
-                stats_file: str | None = None, quiet: bool = False, setup=None,
-                impair=None, api_socket: str | None = None) -> int:
+                stats_file: str | None = None, quiet: bool = False,
+                setup: Callable[[], Awaitable[None]] | None = None,
+                impair: ImpairSpec | None = None, api_socket: str | None = None) -> int:
     """Start the sandbox, serve it until the command exits, return the command's exit code."""
     import uvloop
 
@@ -126,8 +133,11 @@ def main() -> None:
               help="Serve slirp4netns's JSON API (add_hostfwd, list_hostfwd, remove_hostfwd) here.")
 @click.option("--debug", is_flag=True, help="Debug logging.")
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
-def run(mtu, cidr, no_offload, allow_host_loopback, map_subuids, disable_dns, dns_upstream,
-        resolv_conf, stats_file, outbound_addr, limits, impair, publish, api_socket, debug, command):
+def run(mtu: str, cidr: str, no_offload: bool, allow_host_loopback: bool, map_subuids: bool,
+        disable_dns: bool, dns_upstream: str | None, resolv_conf: str, stats_file: str | None,
+        outbound_addr: str | None, limits: tuple[str, ...], impair: str | None,
+        publish: tuple[str, ...], api_socket: str | None, debug: bool,
+        command: tuple[str, ...]) -> None:
     """Run COMMAND in a new network namespace with internet access through slirpy."""
     if debug:
         logging.basicConfig(level=logging.DEBUG, format="slirpy: %(levelname)s %(message)s")
@@ -167,14 +177,14 @@ def _api_call(path: str, obj: dict) -> dict:
 
 
 @main.group()
-def port():
+def port() -> None:
     """Publish, list and unpublish ports of a running sandbox (its --api-socket)."""
 
 
 @port.command("add")
 @_api_socket_option
 @click.argument("specs", nargs=-1, required=True, metavar="SPEC...")
-def port_add(api_socket, specs):
+def port_add(api_socket: str, specs: tuple[str, ...]) -> None:
     """Publish SPEC ([IP:]HOST_PORT:CONTAINER_PORT[/tcp|/udp], ranges allowed); prints the ids."""
     parsed = []
     for text in specs:
@@ -195,7 +205,7 @@ def port_add(api_socket, specs):
 @port.command("ls")
 @_api_socket_option
 @click.option("--json", "as_json", is_flag=True, help="Print the API's entries as JSON.")
-def port_ls(api_socket, as_json):
+def port_ls(api_socket: str, as_json: bool) -> None:
     """List the published ports."""
     reply = _api_call(api_socket, {"execute": "list_hostfwd"})
     # slirp4netns answers {"entries": [...]}; accept a {"return": {...}} wrapper too.
@@ -214,7 +224,7 @@ def port_ls(api_socket, as_json):
 @port.command("rm")
 @_api_socket_option
 @click.argument("ids", nargs=-1, required=True, type=int)
-def port_rm(api_socket, ids):
+def port_rm(api_socket: str, ids: tuple[int, ...]) -> None:
     """Unpublish the ports with these ids (existing connections continue)."""
     for fid in ids:
         _api_call(api_socket, {"execute": "remove_hostfwd", "arguments": {"id": fid}})
@@ -223,7 +233,7 @@ def port_rm(api_socket, ids):
 @main.command()
 @_api_socket_option
 @click.option("--json", "as_json", is_flag=True, help="Print the reply as JSON.")
-def stats(api_socket, as_json):
+def stats(api_socket: str, as_json: bool) -> None:
     """Print the counters of a running sandbox (every drop has its own dotted name)."""
     data = _api_call(api_socket, {"execute": "stats"}).get("return", {})
     if as_json:
@@ -241,7 +251,7 @@ def stats(api_socket, as_json):
 @main.command()
 @_api_socket_option
 @click.option("--json", "as_json", is_flag=True, help="Print the rows as JSON.")
-def flows(api_socket, as_json):
+def flows(api_socket: str, as_json: bool) -> None:
     """List the live flows of a running sandbox, like `conntrack -L`."""
     rows = _api_call(api_socket, {"execute": "flows"}).get("return", {}).get("flows", [])
     if as_json:
@@ -256,7 +266,7 @@ def flows(api_socket, as_json):
 
 
 @main.command()
-def doctor():
+def doctor() -> None:
     """Check that this machine lets slirpy run, and say how to fix what does not."""
     from . import doctor as _doctor
 
@@ -267,7 +277,7 @@ def doctor():
 @click.option("--size", default=64, show_default=True, help="MiB to move each way.")
 @click.option("--mtu", default=str(DEFAULT_MTU), show_default=True)
 @click.option("--no-offload", is_flag=True)
-def selfcheck(size, mtu, no_offload):
+def selfcheck(size: int, mtu: str, no_offload: bool) -> None:
     """Serve data on host loopback and move it through a sandbox both ways, checking sha256."""
     from .selfcheck import run_selfcheck
 
@@ -278,7 +288,7 @@ def selfcheck(size, mtu, no_offload):
 @main.command("slirp4netns", add_help_option=False,
               context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
-def slirp4netns_cmd(args):
+def slirp4netns_cmd(args: tuple[str, ...]) -> None:
     """Drop-in for slirp4netns 1.2: serve a namespace someone else created (try: --help)."""
     from .slirp4netns import run as run_slirp4netns
 

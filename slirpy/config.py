@@ -7,6 +7,7 @@ gateway is N+2, the DNS forwarder N+3 and the guest N+100.
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Iterable
 from dataclasses import dataclass, field, fields, replace
 
 MTU_MIN = 576           # RFC 791 minimum reassembly size; below it IPv4 is not usable
@@ -137,7 +138,7 @@ def resolve_outbound_addr(value: str) -> str:
 _MAY_BE_ZERO = frozenset({"tcp_ack_delay"})     # limits where 0 means "off"
 
 
-def parse_limits(items, base: Limits | None = None) -> Limits:
+def parse_limits(items: Iterable[str], base: Limits | None = None) -> Limits:
     """Limits from `NAME=VALUE` strings (`--limit max_half_open=64`); ConfigError names the bad one."""
     base = base or Limits()
     known = {f.name: f for f in fields(Limits)}
@@ -310,7 +311,7 @@ def parse_port_spec(value: str) -> list[PortSpec]:
         if len(host) != len(guest):
             raise ConfigError(f"invalid port spec {spec!r}: host range {host_text} and container "
                               f"range {guest_text} differ in length")
-        pairs = zip(host, guest)
+        pairs: Iterable[tuple[int, int]] = zip(host, guest)
     else:
         pairs = ((0, g) for g in guest)
     return [PortSpec(proto, addr, h, g) for h, g in pairs]

@@ -141,7 +141,7 @@ def explain(exc: BaseException, sysctls: dict[str, str | None] | None = None) ->
         sysctls = _userns_sysctls()
     if isinstance(exc, NamespaceError):
         text = exc.strerror or str(exc)
-        found = userns_blocker(sysctls, exc.errno)
+        found = userns_blocker(sysctls or {}, exc.errno)
         if found is None:
             return _with_fix(text, "") + "; run `slirpy doctor` for details"
         detail, fix = found
@@ -280,7 +280,8 @@ def run_checks() -> list[Finding]:
     sub_u = subid_range("/etc/subuid", user, uid)
     sub_g = subid_range("/etc/subgid", user, uid)
     ok = sub_u is not None and sub_g is not None
-    detail = (f"subuid {sub_u[0]}+{sub_u[1]}, subgid {sub_g[0]}+{sub_g[1]}" if ok else
+    detail = (f"subuid {sub_u[0]}+{sub_u[1]}, subgid {sub_g[0]}+{sub_g[1]}"
+              if sub_u is not None and sub_g is not None else
               f"no entry for {user} in " + " and ".join(
                   p for p, r in (("/etc/subuid", sub_u), ("/etc/subgid", sub_g)) if r is None)
               + " (needed for --map-subuids)")

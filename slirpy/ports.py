@@ -29,7 +29,8 @@ import errno
 import socket
 import struct
 import time
-from typing import TYPE_CHECKING
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, TypeAlias, cast
 
 from .config import PortSpec
 from .proxy.tcp import HostTcpProtocol, tune_transport
@@ -39,6 +40,11 @@ if TYPE_CHECKING:  # pragma: no cover
     from .runtime import Runtime
 
 _now = time.monotonic
+
+# A client's address as recvmsg gives it: (host, port) for IPv4, + (flowinfo, scope) for IPv6.
+SockAddr: TypeAlias = tuple[str, int] | tuple[str, int, int, int]
+# Control messages as sendmsg takes them and recvmsg returns them: (level, type, data).
+Ancillary: TypeAlias = list[tuple[int, int, bytes]]
 
 UNPRIVILEGED_PORT_SYSCTL = "/proc/sys/net/ipv4/ip_unprivileged_port_start"
 _BACKLOG = 1024
@@ -113,10 +119,10 @@ def bind_listener(spec: PortSpec) -> tuple[PortSpec, socket.socket]:
     return spec, sock
 
 
-def bind_all(specs) -> list[tuple[PortSpec, socket.socket]]:
+def bind_all(specs: Iterable[PortSpec]) -> list[tuple[PortSpec, socket.socket]]:
     """Bind every spec; on the first error close what was bound and raise PortError."""
     bound: list[tuple[PortSpec, socket.socket]] = []
-    seen: dict[tuple, PortSpec] = {}
+    seen: dict[tuple[str, str, int], PortSpec] = {}
     try:
         for spec in specs:
             key = (spec.proto, spec.host_addr, spec.host_port)
@@ -144,8 +150,8 @@ class InboundTcpProtocol(HostTcpProtocol):
         super().__init__(runtime, 0)
         self.guest_port = guest_port
 
-    def connection_made(self, transport) -> None:
-        self.transport = transport
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        transport = self.transport = cast(asyncio.Transport, transport)    # a TCP stream's
         runtime = self.runtime
         runtime.host_tcp_open += 1
         peer = transport.get_extra_info("peername")
@@ -186,14 +192,15 @@ class InboundUdpFlow:
 
     __slots__ = ("listener", "flow_id", "addr", "closed", "ancdata")
 
-    def __init__(self, listener: "UdpListener", flow_id: int, addr: tuple, ancdata: list):
+    def __init__(self, listener: UdpListener, flow_id: int, addr: SockAddr,
+                 ancdata: Ancillary) -> None:
         self.listener = listener
         self.flow_id = flow_id
         self.addr = addr
         self.closed = False
         self.ancdata = ancdata
 
-    def send(self, data) -> None:
+    def send(self, data: bytes | bytearray | memoryview) -> None:
         listener = self.listener
         if listener.closed:
             listener.runtime.counters["ports.udp.tx.drop.closed"] += 1
@@ -217,7 +224,7 @@ class UdpListener(WatchedSocket):
     def __init__(self, runtime: "Runtime", sock: socket.socket, guest_port: int):
         super().__init__(runtime, sock)
         self.guest_port = guest_port
-        self.clients: dict[tuple, InboundUdpFlow] = {}
+        self.clients: dict[SockAddr, InboundUdpFlow] = {}
         self.v6 = sock.family == socket.AF_INET6
         if self.v6:
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_RECVPKTINFO, 1)
@@ -225,7 +232,7 @@ class UdpListener(WatchedSocket):
             sock.setsockopt(socket.IPPROTO_IP, IP_PKTINFO, 1)
         runtime.loop.add_reader(self.fd, self.on_readable)
 
-    def _reply_ancdata(self, ancdata) -> list:
+    def _reply_ancdata(self, ancdata: Ancillary) -> Ancillary:
         """Control data that makes replies leave from the address the client sent to."""
         for level, kind, cdata in ancdata:
             if not self.v6 and level == socket.IPPROTO_IP and kind == IP_PKTINFO and len(cdata) >= 12:
@@ -258,7 +265,9 @@ class UdpListener(WatchedSocket):
                     continue
                 flow = InboundUdpFlow(self, fid, addr, self._reply_ancdata(ancdata))
                 clients[addr] = flow
-                runtime.udp_flows[fid] = flow
+                # Runtime.udp_flows is annotated HostUdpFlow but holds any UDP flow object
+                # (send, close); its annotation is fixed with the runtime split (issue 14).
+                runtime.udp_flows[fid] = flow  # type: ignore[assignment]
             stack.udp_host_datagram(flow.flow_id, data, now)
         runtime.request_flush()
 

@@ -249,7 +249,7 @@ class Sandbox:
     def __enter__(self) -> "Sandbox":
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         if self._status is None:
             self.send_signal(signal.SIGKILL)
             self.wait()
@@ -645,7 +645,7 @@ def _bind_resolv_conf(text: str, target: str = RESOLV_CONF) -> str | None:  # pr
         try:
             _mount("tmpfs", scratch, "tmpfs", MS_NOSUID | MS_NODEV)
         except OSError as e:
-            last = e.strerror
+            last = e.strerror or str(e)
             continue
         try:
             new_etc = os.path.join(scratch, "etc")
@@ -727,12 +727,12 @@ def _exec_command(argv: list[str]) -> int:  # pragma: no cover
                 os.execv("/bin/sh", ["/bin/sh", cand, *argv[1:]])   # a script without #!, as execvp(3)
         except OSError as e:
             if "/" in name:
-                reason = e.strerror
+                reason = e.strerror or str(e)
                 code = 127 if e.errno in (errno.ENOENT, errno.ENOTDIR) else 126
                 break
             if e.errno in (errno.ENOENT, errno.ENOTDIR) or (e.errno == errno.EACCES and not os.path.isfile(cand)):
                 continue
-            reason, code = e.strerror, 126
+            reason, code = e.strerror or str(e), 126
             break
     os.write(2, f"slirpy: {name}: {reason}\n".encode(errors="replace"))
     return code

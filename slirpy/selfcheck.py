@@ -15,6 +15,11 @@ import socket
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .config import NetConfig
 
 _CHUNK = 1 << 20
 
@@ -46,7 +51,7 @@ print("up", reply, time.monotonic() - t0, file=out, flush=True)
 """
 
 
-def _payload(size: int):
+def _payload(size: int) -> Iterator[bytes]:
     chunk = bytes(range(256)) * 4096
     left = size
     while left:
@@ -84,7 +89,7 @@ async def _serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, siz
         writer.close()
 
 
-def run_selfcheck(config, size: int) -> int:
+def run_selfcheck(config: NetConfig, size: int) -> int:
     from .cli import run_sandbox
 
     listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)

@@ -43,7 +43,7 @@ class HostEchoFlow(WatchedSocket):
         self.flow_id = flow_id
         self.ttl = 64
 
-    def send(self, seq: int, ttl: int, data) -> None:
+    def send(self, seq: int, ttl: int, data: bytes | bytearray | memoryview) -> None:
         if ttl != self.ttl:
             try:
                 self.sock.setsockopt(socket.IPPROTO_IP, IP_TTL, max(1, min(255, ttl)))

@@ -19,7 +19,7 @@ import collections
 import errno
 import sys
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..runtime import Runtime
@@ -41,6 +41,7 @@ def _free_refcount() -> int:
 
 
 _FREE = _free_refcount()
+_NO_VIEW = memoryview(b"")  # RecvBlocks' views between blocks: they hold none of the old one
 
 
 class RecvBlocks:
@@ -61,10 +62,10 @@ class RecvBlocks:
 
     def __init__(self) -> None:
         self._block: bytearray | None = None
-        self._mv: memoryview | None = None
-        self._ro: memoryview | None = None
-        self._off = BLOCK
-        self._retired: collections.deque = collections.deque()
+        self._mv = _NO_VIEW
+        self._ro = _NO_VIEW
+        self._off = BLOCK           # no room: the first room() takes a block
+        self._retired: collections.deque[bytearray] = collections.deque()
         self.allocated = 0          # blocks made
         self.reused = 0             # retired blocks filled again
 
@@ -73,7 +74,7 @@ class RecvBlocks:
             self._next_block()
         return self._mv[self._off:]
 
-    def take(self, n: int):
+    def take(self, n: int) -> bytes | memoryview:
         off = self._off
         if n < _COPY_BELOW:
             return self._mv[off:off + n].tobytes()
@@ -83,7 +84,8 @@ class RecvBlocks:
     def _next_block(self) -> None:
         retired = self._retired
         old = self._block
-        self._block = self._mv = self._ro = None      # our own views of it go now
+        self._block = None
+        self._mv = self._ro = _NO_VIEW                 # our own views of it go now
         if old is not None:
             retired.append(old)
             del old
@@ -108,7 +110,7 @@ class RecvBlocks:
         self._off = 0
 
 
-def tune_transport(transport) -> None:
+def tune_transport(transport: asyncio.WriteTransport) -> None:
     """Modest write buffering: the guest's window is the real buffer. (Nagle is already off:
     uvloop and asyncio set TCP_NODELAY on every TCP transport, so no setsockopt here.)"""
     transport.set_write_buffer_limits(high=1 << 20, low=256 << 10)
@@ -124,8 +126,8 @@ class HostTcpProtocol(asyncio.BufferedProtocol):
         self.transport: asyncio.Transport | None = None
         self.closed = False
 
-    def connection_made(self, transport) -> None:
-        self.transport = transport
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        transport = self.transport = cast(asyncio.Transport, transport)    # a TCP stream's
         self.runtime.host_tcp_open += 1
         if self.closed:
             # The flow ended while the connect was in flight (close() found no transport):
@@ -142,8 +144,12 @@ class HostTcpProtocol(asyncio.BufferedProtocol):
         return room if allowed >= len(room) else room[:allowed]
 
     def buffer_updated(self, nbytes: int) -> None:
-        if self.stack.tcp_host_data(self.flow_id, self.runtime.recv_blocks.take(nbytes), _now()):
-            self.transport.pause_reading()    # now: before the loop reads this socket again
+        t = self.transport          # set: the loop reads only once connection_made has run
+        data = self.runtime.recv_blocks.take(nbytes)
+        # Stack.tcp_host_data is annotated `bytes` but queues read-only views as they are
+        # (sendbuf.Chunk); its annotation is fixed with the stack split (issue 14).
+        if self.stack.tcp_host_data(self.flow_id, data, _now()) and t is not None:  # type: ignore[arg-type]
+            t.pause_reading()    # now: before the loop reads this socket again
         self.runtime.request_flush()
 
     def eof_received(self) -> bool:
@@ -151,7 +157,7 @@ class HostTcpProtocol(asyncio.BufferedProtocol):
         self.runtime.request_flush()
         return True  # keep the transport: the guest may still send (half-close)
 
-    def connection_lost(self, exc) -> None:
+    def connection_lost(self, exc: Exception | None) -> None:
         self.runtime.host_tcp_open -= 1         # the transport has closed the socket
         if self.closed:
             return

@@ -39,7 +39,8 @@ class HostError:
     """One entry of a socket's error queue."""
     __slots__ = ("errno", "origin", "icmp_type", "icmp_code", "info", "offender")
 
-    def __init__(self, err, origin, icmp_type, icmp_code, info, offender):
+    def __init__(self, err: int, origin: int, icmp_type: int, icmp_code: int, info: int,
+                 offender: bytes | None) -> None:
         self.errno = err
         self.origin = origin
         self.icmp_type = icmp_type
@@ -125,7 +126,7 @@ class HostUdpFlow(WatchedSocket):
             deliver(fid, data, now)
         self.runtime.request_flush()
 
-    def send(self, data) -> None:
+    def send(self, data: bytes | bytearray | memoryview) -> None:
         try:
             self.sock.send(data)
         except (BlockingIOError, InterruptedError):

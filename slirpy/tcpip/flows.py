@@ -17,11 +17,20 @@ stays bounded by a small multiple of the flow table.
 from __future__ import annotations
 
 import heapq
-from typing import Iterable
+from collections.abc import Iterator, Mapping
+from typing import TYPE_CHECKING, Protocol, TypeAlias, TypeVar
 
 from .checksum import sum16
 
+if TYPE_CHECKING:
+    from .tcp_conn import TcpConnection
+
 _PROTO_TCP = 6
+
+# Table keys, in the guest's view: (guest ip, guest port, host ip, host port) for TCP and UDP,
+# (guest ip, echo ident, host ip) for ICMP echo.
+PortKey: TypeAlias = tuple[bytes, int, bytes, int]
+EchoKey: TypeAlias = tuple[bytes, int, bytes]
 
 
 class TcpFlow:
@@ -33,9 +42,9 @@ class TcpFlow:
         "read_paused", "timer_at", "inbound", "bytes_in", "bytes_out", "opened_at", "queued",
     )
 
-    def __init__(self, flow_id: int, key: tuple, conn, guest_ip: bytes, guest_port: int,
-                 host_ip: bytes, host_port: int, eth_prefix: bytes, now: float,
-                 syn_head: bytes = b"", inbound: bool = False):
+    def __init__(self, flow_id: int, key: PortKey, conn: TcpConnection, guest_ip: bytes,
+                 guest_port: int, host_ip: bytes, host_port: int, eth_prefix: bytes | None,
+                 now: float, syn_head: bytes = b"", inbound: bool = False) -> None:
         self.flow_id = flow_id
         self.key = key
         self.conn = conn
@@ -69,8 +78,9 @@ class DatagramFlow:
         "datagrams_in", "datagrams_out", "pseudo_base", "inbound",
     )
 
-    def __init__(self, flow_id: int, key: tuple, proto: int, guest_ip: bytes, guest_port: int,
-                 host_ip: bytes, host_port: int, now: float, dns: bool = False):
+    def __init__(self, flow_id: int, key: PortKey | EchoKey, proto: int, guest_ip: bytes,
+                 guest_port: int, host_ip: bytes, host_port: int, now: float,
+                 dns: bool = False) -> None:
         self.flow_id = flow_id
         self.key = key
         self.proto = proto                # 17 (UDP) or 1 (ICMP echo; ports are the echo ident)
@@ -96,9 +106,18 @@ class Deadline:
 
     __slots__ = ("flow_id", "timer_at")
 
-    def __init__(self, flow_id: int, timer_at: float):
+    def __init__(self, flow_id: int, timer_at: float) -> None:
         self.flow_id = flow_id
         self.timer_at: float | None = timer_at
+
+
+class Timed(Protocol):
+    """What a `DeadlineHeap` needs of a flow record."""
+    flow_id: int
+    timer_at: float | None
+
+
+_T = TypeVar("_T", bound=Timed)
 
 
 class DeadlineHeap:
@@ -113,13 +132,13 @@ class DeadlineHeap:
         self._heap: list[tuple[float, int]] = []
         self._check_at = 64
 
-    def push(self, deadline: float, flow_id: int, flows: dict) -> None:
+    def push(self, deadline: float, flow_id: int, flows: Mapping[int, Timed]) -> None:
         heap = self._heap
         heapq.heappush(heap, (deadline, flow_id))
         if len(heap) > self._check_at:
             self._compact(flows)
 
-    def pop_due(self, now: float, flows: dict) -> Iterable:
+    def pop_due(self, now: float, flows: Mapping[int, _T]) -> Iterator[_T]:
         """Yield each flow whose current deadline is <= now (once), clearing its timer."""
         heap = self._heap
         while heap and heap[0][0] <= now:
@@ -129,7 +148,7 @@ class DeadlineHeap:
                 flow.timer_at = None
                 yield flow
 
-    def next_deadline(self, flows: dict) -> float | None:
+    def next_deadline(self, flows: Mapping[int, Timed]) -> float | None:
         heap = self._heap
         while heap:
             deadline, flow_id = heap[0]
@@ -139,7 +158,7 @@ class DeadlineHeap:
             heapq.heappop(heap)
         return None
 
-    def _compact(self, flows: dict) -> None:
+    def _compact(self, flows: Mapping[int, Timed]) -> None:
         limit = 4 * len(flows) + 64
         if len(self._heap) > limit:
             self._heap = [(f.timer_at, f.flow_id) for f in flows.values() if f.timer_at is not None]

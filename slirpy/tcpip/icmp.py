@@ -65,17 +65,20 @@ class IcmpHeader:
     @property
     def ident(self) -> int:
         """Echo identifier (meaningful for ECHO_REQUEST/ECHO_REPLY)."""
-        return _ECHO_ID_SEQ.unpack(self.rest)[0]
+        ident: int = _ECHO_ID_SEQ.unpack(self.rest)[0]
+        return ident
 
     @property
     def sequence(self) -> int:
         """Echo sequence number (meaningful for ECHO_REQUEST/ECHO_REPLY)."""
-        return _ECHO_ID_SEQ.unpack(self.rest)[1]
+        sequence: int = _ECHO_ID_SEQ.unpack(self.rest)[1]
+        return sequence
 
     @property
     def next_hop_mtu(self) -> int:
         """Next-hop MTU of a DEST_UNREACH/UNREACH_FRAG_NEEDED message (RFC 1191)."""
-        return _FRAG_NEEDED_REST.unpack(self.rest)[0]
+        mtu: int = _FRAG_NEEDED_REST.unpack(self.rest)[0]
+        return mtu
 
     @classmethod
     def parse(cls, buf: bytes | bytearray | memoryview, verify_checksum: bool = True) -> "IcmpHeader":

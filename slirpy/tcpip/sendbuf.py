@@ -17,7 +17,12 @@ the last read ended) makes it O(1) amortized; a retransmission from the front re
 
 from __future__ import annotations
 
+from typing import ClassVar, TypeAlias
+
 _MERGE_BELOW = 4096
+
+# A queued chunk: `bytes`, or a read-only view whose owner never writes those bytes again.
+Chunk: TypeAlias = bytes | memoryview
 
 
 class Gather:
@@ -27,7 +32,7 @@ class Gather:
 
     __slots__ = ("parts", "_n")
 
-    def __init__(self, parts: list, n: int) -> None:
+    def __init__(self, parts: list[memoryview], n: int) -> None:
         self.parts = parts
         self._n = n
 
@@ -37,15 +42,15 @@ class Gather:
     def __bytes__(self) -> bytes:
         return b"".join(self.parts)
 
-    def __eq__(self, other) -> bool:
+    def __eq__(self, other: object) -> bool:
         if isinstance(other, Gather):
             other = bytes(other)
-        try:
+        if isinstance(other, (bytes, bytearray, memoryview)):
             return bytes(self) == bytes(other)
-        except TypeError:
-            return NotImplemented
+        return NotImplemented
 
-    __hash__ = None
+    # Unhashable, like the bytearray it may compare equal to (typeshed's idiom for that).
+    __hash__: ClassVar[None] = None  # type: ignore[assignment]
 
     def __repr__(self) -> str:
         return f"Gather({len(self.parts)} parts, {self._n} bytes)"
@@ -55,7 +60,7 @@ class SendBuffer:
     __slots__ = ("_chunks", "_first", "_head", "_len", "_cur_idx", "_cur_start")
 
     def __init__(self) -> None:
-        self._chunks: list[bytes] = []
+        self._chunks: list[Chunk] = []
         self._first = 0          # index of the first live chunk in _chunks
         self._head = 0           # bytes of the first live chunk already consumed
         self._len = 0            # live bytes
@@ -68,7 +73,7 @@ class SendBuffer:
     def __bool__(self) -> bool:
         return self._len > 0
 
-    def append(self, data) -> None:
+    def append(self, data: bytes | bytearray | memoryview) -> None:
         n = len(data)
         if not n:
             return
@@ -115,7 +120,7 @@ class SendBuffer:
         self._first = self._head = self._len = 0
         self._cur_idx = self._cur_start = 0
 
-    def get(self, offset: int, n: int):
+    def get(self, offset: int, n: int) -> Chunk | Gather:
         """`n` bytes from `offset` (0 = the first unacknowledged byte): bytes or a memoryview
         inside one chunk, a `Gather` across chunks."""
         if n <= 0:

@@ -69,3 +69,11 @@ def test_small_writes_are_merged_so_the_chunk_list_stays_short():
         buf.append(b"x")
     assert len(buf) == 10000
     assert len(buf._chunks) <= 10000 // 4096 + 2
+
+
+def test_gather_equals_bytes_like_only():
+    # It used to compare against bytes(other): a Gather of n zero bytes equalled the int n.
+    g = Gather([memoryview(bytes(3)), memoryview(bytes(2))], 5)
+    assert g == bytes(5) and g == bytearray(5) and g == memoryview(bytes(5))
+    assert g == Gather([memoryview(bytes(5))], 5)
+    assert g != 5 and g != [0, 0, 0, 0, 0] and g != "\0" * 5
