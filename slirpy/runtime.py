@@ -32,6 +32,7 @@ import resource
 import signal
 import sys
 import time
+from typing import Any, Callable
 
 from . import doctor
 from . import ports as _ports
@@ -40,18 +41,20 @@ from .proxy import tcp as tcp_proxy
 from .proxy import udp as udp_proxy
 from .resolvconf import ResolvConf
 from .tcpip.tcp_conn import TcpState
-from .tcpip.stack import (
-    IcmpEchoFlowClosed, IcmpEchoFlowOpened, IcmpEchoRequested, Stack, TcpConnectRequested,
+from .tcpip.events import (
+    IcmpEchoFlowClosed, IcmpEchoFlowOpened, IcmpEchoRequested, StackEvent, TcpConnectRequested,
     TcpDataReceived, TcpEofReceived, TcpFlowClosed, TcpHostReadPaused, UdpDatagramReceived,
     UdpFlowClosed, UdpFlowOpened,
 )
+from .tcpip.fwd import echo_unreach_code
+from .tcpip.icmp import DEST_UNREACH as ICMP_DEST_UNREACH
+from .tcpip.stack import Stack
 
 log = logging.getLogger("slirpy")
 
 _READ_SIZE = 65600          # a whole 64 KB GSO super-frame + headers; never read 256 KB (DESIGN §3)
 _READ_BATCH = 256           # frames per readable event before flushing
 _FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-_UNREACH_CODE = {errno.ENETUNREACH: 0, errno.EHOSTUNREACH: 1}   # errno -> ICMP unreachable code
 # States in which the guest may still send data on a TCP flow.
 _GUEST_MAY_SEND = frozenset((TcpState.SYN_RECEIVED, TcpState.ESTABLISHED,
                              TcpState.FIN_WAIT_1, TcpState.FIN_WAIT_2))
@@ -154,6 +157,7 @@ class Runtime:
         self._timer_at: float | None = None
         self.tap_gone = False          # the TAP device went away (its namespace was torn down)
         self.linger = 5.0              # seconds to let flows finish after the command exited
+        self._dispatch = self._dispatch_table()
         self.ports = _ports.PortManager(self)
         self.api = None
         self._pending_listeners: list = []
@@ -313,6 +317,7 @@ class Runtime:
 
     def flush(self, now: float) -> None:
         stack = self.stack
+        dispatch = self._dispatch
         fd = self.tap_fd
         write = os.write
         writev = os.writev
@@ -325,7 +330,7 @@ class Runtime:
                 if type(ev) is TcpDataReceived:
                     ev = self._write_host(ev)
                 else:
-                    self._dispatch(ev)
+                    dispatch[type(ev)](ev)
                     ev = stack.next_event()
             for f in frames:
                 try:
@@ -371,76 +376,93 @@ class Runtime:
                 proto.transport.writelines(parts)
         return nxt
 
-    def _dispatch(self, ev) -> None:
-        t = type(ev)
-        if t is UdpDatagramReceived:
-            flow = self.udp_flows.get(ev.flow_id)
-            if flow is not None:
-                flow.send(ev.data)
+    def _dispatch_table(self) -> dict[type[StackEvent], Callable[[Any], None]]:
+        """Event type -> handler. TcpDataReceived has none: flush() always routes it to
+        _write_host, which batches a flow's consecutive data events into one write."""
+        return {
+            UdpDatagramReceived: self._on_udp_datagram,
+            UdpFlowOpened: self._on_udp_opened,
+            UdpFlowClosed: self._on_udp_closed,
+            IcmpEchoRequested: self._on_echo_requested,
+            IcmpEchoFlowOpened: self._open_echo,
+            IcmpEchoFlowClosed: self._on_echo_closed,
+            TcpConnectRequested: self._on_tcp_connect,
+            TcpEofReceived: self._on_tcp_eof,
+            TcpHostReadPaused: self._on_tcp_read_paused,
+            TcpFlowClosed: self._on_tcp_closed,
+        }
+
+    def _on_udp_datagram(self, ev: UdpDatagramReceived) -> None:
+        flow = self.udp_flows.get(ev.flow_id)
+        if flow is not None:
+            flow.send(ev.data)
+        else:
+            self.counters["udp.host.tx.drop.no_socket"] += 1
+            err = self.failed_flows.get(ev.flow_id)
+            if err is not None:
+                self.stack.udp_host_error(ev.flow_id, err, time.monotonic())
+
+    def _on_udp_opened(self, ev: UdpFlowOpened) -> None:
+        host, port = self.dns_upstream() if ev.dns else (ev.host, ev.port)
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("udp %s:%d -> %s:%d open", ev.guest, ev.guest_port, host, port)
+        try:
+            self.udp_flows[ev.flow_id] = udp_proxy.open_flow(self, ev.flow_id, host, port)
+        except OSError as e:
+            self.counters["udp.host.open_failed"] += 1
+            self.failed_flows[ev.flow_id] = e.errno or errno.EHOSTUNREACH
+
+    def _on_udp_closed(self, ev: UdpFlowClosed) -> None:
+        self.failed_flows.pop(ev.flow_id, None)
+        flow = self.udp_flows.pop(ev.flow_id, None)
+        if flow is not None:
+            flow.close()
+
+    def _on_echo_requested(self, ev: IcmpEchoRequested) -> None:
+        flow = self.echo_flows.get(ev.flow_id)
+        if flow is not None:
+            flow.send(ev.seq, ev.ttl, ev.data)
+        else:
+            self.stack.icmp_echo_dropped(ev.flow_id, "no_socket", time.monotonic())
+            err = self.failed_flows.get(ev.flow_id)
+            code = None if err is None else echo_unreach_code(err)
+            if code is not None:
+                self.stack.icmp_host_error(ev.flow_id, ICMP_DEST_UNREACH, code, time.monotonic())
+
+    def _on_echo_closed(self, ev: IcmpEchoFlowClosed) -> None:
+        self.failed_flows.pop(ev.flow_id, None)
+        flow = self.echo_flows.pop(ev.flow_id, None)
+        if flow is not None:
+            flow.close()
+
+    def _on_tcp_connect(self, ev: TcpConnectRequested) -> None:
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("tcp %s:%d -> %s:%d connect", ev.guest, ev.guest_port, ev.host, ev.port)
+        host, port = self.dns_upstream() if ev.dns else (ev.host, ev.port)
+        self.connecting[ev.flow_id] = self._loop.create_task(
+            tcp_proxy.connect(self, ev.flow_id, host, port))
+
+    def _on_tcp_eof(self, ev: TcpEofReceived) -> None:
+        proto = self.host_flows.get(ev.flow_id)
+        if proto is not None and proto.transport is not None and not proto.closed:
+            if proto.transport.can_write_eof():
+                proto.transport.write_eof()
+
+    def _on_tcp_read_paused(self, ev: TcpHostReadPaused) -> None:
+        proto = self.host_flows.get(ev.flow_id)
+        if proto is not None and proto.transport is not None and not proto.closed:
+            if ev.paused:
+                proto.transport.pause_reading()
             else:
-                self.counters["udp.host.tx.drop.no_socket"] += 1
-                err = self.failed_flows.get(ev.flow_id)
-                if err is not None:
-                    self.stack.udp_host_error(ev.flow_id, err, time.monotonic())
-        elif t is UdpFlowOpened:
-            host, port = self.dns_upstream() if ev.dns else (ev.host, ev.port)
-            if log.isEnabledFor(logging.DEBUG):
-                log.debug("udp %s:%d -> %s:%d open", ev.guest, ev.guest_port, host, port)
-            try:
-                self.udp_flows[ev.flow_id] = udp_proxy.open_flow(self, ev.flow_id, host, port)
-            except OSError as e:
-                self.counters["udp.host.open_failed"] += 1
-                self.failed_flows[ev.flow_id] = e.errno or errno.EHOSTUNREACH
-        elif t is UdpFlowClosed:
-            self.failed_flows.pop(ev.flow_id, None)
-            flow = self.udp_flows.pop(ev.flow_id, None)
-            if flow is not None:
-                flow.close()
-        elif t is IcmpEchoRequested:
-            flow = self.echo_flows.get(ev.flow_id)
-            if flow is not None:
-                flow.send(ev.seq, ev.ttl, ev.data)
-            else:
-                self.stack.icmp_echo_dropped(ev.flow_id, "no_socket", time.monotonic())
-                code = _UNREACH_CODE.get(self.failed_flows.get(ev.flow_id))
-                if code is not None:
-                    self.stack.icmp_host_error(ev.flow_id, 3, code, time.monotonic())
-        elif t is IcmpEchoFlowOpened:
-            self._open_echo(ev)
-        elif t is IcmpEchoFlowClosed:
-            self.failed_flows.pop(ev.flow_id, None)
-            flow = self.echo_flows.pop(ev.flow_id, None)
-            if flow is not None:
-                flow.close()
-        elif t is TcpDataReceived:
-            proto = self.host_flows.get(ev.flow_id)
-            if proto is not None and proto.transport is not None and not proto.closed:
-                proto.transport.write(ev.data)
-        elif t is TcpConnectRequested:
-            if log.isEnabledFor(logging.DEBUG):
-                log.debug("tcp %s:%d -> %s:%d connect", ev.guest, ev.guest_port, ev.host, ev.port)
-            host, port = self.dns_upstream() if ev.dns else (ev.host, ev.port)
-            self.connecting[ev.flow_id] = self._loop.create_task(
-                tcp_proxy.connect(self, ev.flow_id, host, port))
-        elif t is TcpEofReceived:
-            proto = self.host_flows.get(ev.flow_id)
-            if proto is not None and proto.transport is not None and not proto.closed:
-                if proto.transport.can_write_eof():
-                    proto.transport.write_eof()
-        elif t is TcpHostReadPaused:
-            proto = self.host_flows.get(ev.flow_id)
-            if proto is not None and proto.transport is not None and not proto.closed:
-                if ev.paused:
-                    proto.transport.pause_reading()
-                else:
-                    proto.transport.resume_reading()
-        elif t is TcpFlowClosed:
-            task = self.connecting.pop(ev.flow_id, None)
-            if task is not None:
-                task.cancel()
-            proto = self.host_flows.pop(ev.flow_id, None)
-            if proto is not None:
-                proto.close(ev.reset)
+                proto.transport.resume_reading()
+
+    def _on_tcp_closed(self, ev: TcpFlowClosed) -> None:
+        task = self.connecting.pop(ev.flow_id, None)
+        if task is not None:
+            task.cancel()
+        proto = self.host_flows.pop(ev.flow_id, None)
+        if proto is not None:
+            proto.close(ev.reset)
 
     def _open_echo(self, ev: IcmpEchoFlowOpened) -> None:
         try:

@@ -72,17 +72,25 @@ Not implemented here (yet): IPv6, IP fragments (dropped, counted).
 from __future__ import annotations
 
 import hashlib
-import ipaddress
 import random
 import struct
 from collections import OrderedDict, defaultdict, deque
-from dataclasses import dataclass
 
 from . import arp as _arp
 from . import icmp as _icmp
 from .checksum import finish, sum16
 from .errors import MalformedPacket
+from .fwd import (  # noqa: F401  (re-exported errno names, used by tests)
+    ECONNREFUSED, EHOSTUNREACH, ENETUNREACH, REPLY_PORT_UNREACH, REPLY_RST, ports_valid,
+)
+from .events import (  # re-exported: the runtime-facing events are part of the facade
+    IcmpEchoFlowClosed, IcmpEchoFlowOpened, IcmpEchoRequested, StackEvent, TcpConnectRequested,
+    TcpDataReceived, TcpEofReceived, TcpFlowClosed, TcpHostReadPaused, UdpDatagramReceived,
+    UdpFlowClosed, UdpFlowOpened,
+)
 from .ethernet import ETH_HDR, ETH_HLEN, ETHERTYPE_ARP, ETHERTYPE_IPV4
+from . import fwd as _fwd
+from .addr import Prefix, ntoa as _ntoa
 from .flows import DatagramFlow, Deadline, DeadlineHeap, TcpFlow
 from .sendbuf import Gather
 from .ipv4 import IPV4_HDR, IPV4_HLEN, PROTO_ICMP, PROTO_TCP, PROTO_UDP
@@ -98,32 +106,12 @@ _ETH_IP_HLEN = ETH_HLEN + IPV4_HLEN            # 34: csum_start of a TCP header 
 _GSO_MAX = 65535 - IPV4_HLEN - 60               # payload bytes in one IPv4 super-frame, worst-case options
 _SYN_HEAD_MAX = 576 - 20 - 8                    # what an ICMP error may quote (RFC 1812 §4.3.2.3)
 
-# errno values are Linux's; the pure core names them itself instead of importing errno's table
-# through os. (They are stable ABI.)
-ECONNREFUSED = 111
-ENETUNREACH = 101
-EHOSTUNREACH = 113
-ETIMEDOUT = 110
-EACCES = 13
-EPERM = 1
-EMFILE = 24
-ENFILE = 23
-ENOBUFS = 105
-ENOMEM = 12
-EADDRNOTAVAIL = 99
-# Shortages on our side, not facts about the destination: the guest must not be told the
-# host is unreachable. Its SYN is dropped as a server with a full SYN queue would, and the
-# guest's retransmission is a fresh attempt.
-_LOCAL_RESOURCE_ERRORS = frozenset((EMFILE, ENFILE, ENOBUFS, ENOMEM, EADDRNOTAVAIL))
-
 _QUOTE_MAX = _icmp.ERROR_QUOTE_MAX              # head of a guest packet kept for ICMP errors
 _ECHO_ID_SEQ = struct.Struct("!HH")
-_DNS_PORT = 53
 _DNS_HLEN = 12
 _BROADCAST_MAC = b"\xff" * 6
 _GUEST_ARP_INTERVAL = 0.5        # seconds between ARP requests for a silent guest
 _UDP_AWAIT_MAC_MAX = 64          # inbound datagrams held while the guest's MAC is unknown
-_INBOUND_SRC_CACHE = 1024       # client addresses whose inbound source is remembered
 _REMAP_TRIES = 32                # gateway ports tried when a client's own port is taken
 
 
@@ -147,100 +135,6 @@ def _equal_share(total: int, flows: int, floor: int, cap: int) -> int:
     return share if share > floor else floor
 
 
-def _ntoa(ip: bytes) -> str:
-    """Dotted quad of a 4-byte address (what str(IPv4Address(ip)) gives, several times faster)."""
-    return "%d.%d.%d.%d" % (ip[0], ip[1], ip[2], ip[3])
-
-
-@dataclass(frozen=True, slots=True)
-class TcpConnectRequested:
-    """The guest opened a TCP connection: connect a host socket to host:port."""
-    flow_id: int
-    host: str
-    port: int
-    guest: str
-    guest_port: int
-    dns: bool = False        # to the DNS forwarder: host/port are the guest's; use the upstream
-
-
-@dataclass(slots=True)        # not frozen, unlike the other events: one per data segment
-class TcpDataReceived:
-    """Bytes the guest sent on a flow, for the host socket."""
-    flow_id: int
-    data: memoryview | bytes
-
-
-@dataclass(frozen=True, slots=True)
-class TcpEofReceived:
-    """The guest shut down its sending side: shut down writing on the host socket."""
-    flow_id: int
-
-
-@dataclass(frozen=True, slots=True)
-class TcpHostReadPaused:
-    """Stop (paused=True) or resume reading the host socket: the guest-bound queue is full/drained."""
-    flow_id: int
-    paused: bool
-
-
-@dataclass(frozen=True, slots=True)
-class TcpFlowClosed:
-    """The flow is gone: close the host socket (abort it if `reset`)."""
-    flow_id: int
-    reset: bool
-
-
-@dataclass(frozen=True, slots=True)
-class UdpFlowOpened:
-    """A new UDP flow: open a host UDP socket connected to host:port (for `dns`, the upstream)."""
-    flow_id: int
-    host: str
-    port: int
-    guest: str
-    guest_port: int
-    dns: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class UdpDatagramReceived:
-    """One datagram payload the guest sent on a UDP flow."""
-    flow_id: int
-    data: memoryview | bytes
-
-
-@dataclass(frozen=True, slots=True)
-class UdpFlowClosed:
-    """The UDP flow expired or was evicted: close its host socket."""
-    flow_id: int
-
-
-@dataclass(frozen=True, slots=True)
-class IcmpEchoFlowOpened:
-    """A new echo flow (guest ident -> host): open an unprivileged ICMP socket."""
-    flow_id: int
-    host: str
-    guest: str
-    ident: int
-
-
-@dataclass(frozen=True, slots=True)
-class IcmpEchoRequested:
-    """Send one echo request (sequence `seq`, payload `data`, the guest's `ttl`) on the flow."""
-    flow_id: int
-    seq: int
-    ttl: int
-    data: memoryview | bytes
-
-
-@dataclass(frozen=True, slots=True)
-class IcmpEchoFlowClosed:
-    """The echo flow expired or was evicted: close its ICMP socket."""
-    flow_id: int
-
-
-# ----------------------------------------------------------------------------------------
-
-
 class Stack:
     def __init__(self, config, *, vnet_hdr: bool, offload: bool, rng: random.Random | None = None):
         self.config = config
@@ -249,9 +143,10 @@ class Stack:
         self.offload = offload and vnet_hdr
         self._rng = rng or random.Random(0)
         self._iss_secret = self._rng.randbytes(16)
-        net = config.network
-        self._net_lo = int(net.network_address)
-        self._net_mask = int(net.netmask)
+        self.fwd = _fwd.Forwarder(config)
+        self._net = net = Prefix(config.network)
+        self._net_lo = net.lo
+        self._net_mask = net.mask
         self.gateway_ip = config.gateway.packed
         self.dns_ip = config.dns.packed
         self.guest_ip = config.guest.packed
@@ -281,7 +176,6 @@ class Stack:
         self._rcv_share = self.limits.tcp_rcv_buf    # receive window of each receiving flow
         self._rcv_seen: dict[int, TcpFlow] = {}      # flows that brought data this epoch
         self._rcv_epoch_end = 0.0
-        self._inbound_src: dict[str, bytes] = {}     # inbound_source, by client address
         self._timers = DeadlineHeap()
         # UDP and ICMP echo flows: tables in least-recently-active order, one id space with TCP.
         self._udp: OrderedDict[tuple, DatagramFlow] = OrderedDict()
@@ -392,19 +286,15 @@ class Stack:
         if flow is None:
             return
         c = self.counters
+        code = _fwd.connect_failure(err)
         if err == ECONNREFUSED:
             c["tcp.connect.refused"] += 1
             flow.conn.refuse()
-        elif err in _LOCAL_RESOURCE_ERRORS:
+        elif code is None:
             c["tcp.connect.drop.local_resource"] += 1
             self._forget(flow, False)
             return
         else:
-            code = {
-                ENETUNREACH: _icmp.UNREACH_NET,
-                EACCES: _icmp.UNREACH_ADMIN,
-                EPERM: _icmp.UNREACH_ADMIN,
-            }.get(err, _icmp.UNREACH_HOST)
             c["tcp.connect.unreachable"] += 1
             # The guest's kernel aborts a connect in SYN-SENT on any ICMP unreachable that
             # quotes its SYN; no RST, so that it reports the right error.
@@ -538,7 +428,7 @@ class Stack:
         then resets the client."""
         c = self.counters
         limits = self.limits
-        if not 0 < guest_port < 65536 or not 0 < client_port < 65536:
+        if not ports_valid(guest_port, client_port):
             c["tcp.inbound.drop.port_zero"] += 1
             return None
         if len(self._tcp_by_id) >= limits.max_tcp_flows:
@@ -576,7 +466,7 @@ class Stack:
         make its flow (deliver its datagrams with `udp_host_datagram`). Returns the flow id,
         or None (counted)."""
         c = self.counters
-        if not 0 < guest_port < 65536 or not 0 < client_port < 65536:
+        if not ports_valid(guest_port, client_port):
             c["udp.inbound.drop.port_zero"] += 1
             return None
         key = self._inbound_key(client_ip, client_port, guest_port, self._udp, "udp")
@@ -593,37 +483,13 @@ class Stack:
         return flow.flow_id
 
     def inbound_source(self, client_ip: str) -> bytes:
-        """The address the guest sees for a host client at `client_ip`: the client's own when
-        the guest can route back to it through the gateway, else the gateway's. Remembered
-        per address string (clients come from few addresses; parsing one costs a few us)."""
-        cache = self._inbound_src
-        src = cache.get(client_ip)
-        if src is None:
-            if len(cache) >= _INBOUND_SRC_CACHE:
-                cache.clear()
-            src = cache[client_ip] = self._parse_inbound_source(client_ip)
-        return src
-
-    def _parse_inbound_source(self, client_ip: str) -> bytes:
-        try:
-            ip = ipaddress.ip_address(client_ip.split("%", 1)[0])
-        except ValueError:
-            return self.gateway_ip
-        if ip.version == 6:
-            ip = ip.ipv4_mapped
-            if ip is None:
-                return self.gateway_ip
-        packed = ip.packed
-        d = int.from_bytes(packed, "big")
-        first = d >> 24
-        if (first == 127 or first == 0 or first >= 224 or (d & self._net_mask) == self._net_lo):
-            return self.gateway_ip
-        return packed
+        """The address the guest sees for a host client at `client_ip` (fwd.py decides)."""
+        return self.fwd.inbound_source(client_ip)
 
     def _inbound_key(self, client_ip: str, client_port: int, guest_port: int, table,
                      proto: str) -> tuple | None:
         c = self.counters
-        src = self.inbound_source(client_ip)
+        src = self.fwd.inbound_source(client_ip)
         mapped = src == self.gateway_ip
         if mapped:
             c[proto + ".inbound.via_gateway"] += 1
@@ -738,8 +604,7 @@ class Stack:
         if flow is None or flow.proto != PROTO_UDP:
             return
         if icmp_type is None:
-            code = {ECONNREFUSED: _icmp.UNREACH_PORT, ENETUNREACH: _icmp.UNREACH_NET,
-                    EHOSTUNREACH: _icmp.UNREACH_HOST}.get(err)
+            code = _fwd.datagram_unreach_code(err)
             if code is None:
                 self.counters["udp.host.error.other"] += 1
                 return
@@ -875,19 +740,6 @@ class Stack:
         else:
             c["ipv4.rx.drop.proto"] += 1
 
-    def _destination_allowed(self, dst: bytes) -> str | None:
-        """Why a flow to `dst` may not be proxied, or None. Host loopback is never reachable
-        except through the gateway address with allow_host_loopback."""
-        d = int.from_bytes(dst, "big")
-        if dst == self.gateway_ip:
-            return None if self.config.allow_host_loopback else "host_loopback_denied"
-        if (d & self._net_mask) == self._net_lo:
-            return "local_network"          # .3 other than DNS, the guest itself, others
-        first = d >> 24
-        if first == 127 or first == 0 or first >= 224:
-            return "martian_dst"            # loopback, "this network", multicast, reserved/broadcast
-        return None
-
     def _receive_icmp(self, packet: memoryview, hlen: int, src: bytes, dst: bytes, ttl: int,
                       now: float) -> None:
         c = self.counters
@@ -927,9 +779,9 @@ class Stack:
         if hdr.type != _icmp.ECHO_REQUEST or hdr.code != 0:
             c["icmp.rx.drop.type"] += 1
             return
-        why = self._destination_allowed(dst)
-        if why is not None:
-            c["icmp.rx.drop." + why] += 1
+        verdict = self.fwd.outbound(PROTO_ICMP, src, dst, 0)
+        if verdict.host is None:
+            c["icmp.rx.drop." + verdict.why] += 1
             return
         ident, seq = _ECHO_ID_SEQ.unpack_from(msg, 4)
         key = (src, ident, dst)
@@ -982,25 +834,19 @@ class Stack:
                   now: float) -> DatagramFlow | None:
         c = self.counters
         src, sport, dst, dport = key
-        if sport == 0 or dport == 0:
+        if not ports_valid(sport, dport):
             c["udp.rx.drop.port_zero"] += 1
             return None
-        dns = dst == self.dns_ip and dport == _DNS_PORT
-        if dns:
-            if not self.config.dns_enabled:
-                c["udp.rx.drop.dns_disabled"] += 1
+        verdict = self.fwd.outbound(PROTO_UDP, src, dst, dport)
+        if verdict.host is None:
+            c["udp.rx.drop." + verdict.why] += 1
+            if verdict.reply == REPLY_PORT_UNREACH:
                 self._port_unreachable(packet, src, dst)
-                return None
-            if len(payload) < _DNS_HLEN or payload[2] & 0x80:
-                c["dns.rx.drop.garbage"] += 1
-                return None
-        else:
-            why = self._destination_allowed(dst)
-            if why is not None:
-                c["udp.rx.drop." + why] += 1
-                if dst in self._virtual_macs:
-                    self._port_unreachable(packet, src, dst)
-                return None
+            return None
+        dns = verdict.dns
+        if dns and (len(payload) < _DNS_HLEN or payload[2] & 0x80):
+            c["dns.rx.drop.garbage"] += 1
+            return None
         table = self._udp
         if len(table) >= self.limits.max_udp_flows:
             self._close_dgram(next(iter(table.values())), "evicted")
@@ -1008,10 +854,7 @@ class Stack:
         table[key] = flow
         if dns:
             c["dns.flows.opened"] += 1
-            host = ""
-        else:
-            host = "127.0.0.1" if dst == self.gateway_ip else _ntoa(dst)
-        self._events.append(UdpFlowOpened(flow.flow_id, host, dport,
+        self._events.append(UdpFlowOpened(flow.flow_id, verdict.host, dport,
                                           _ntoa(src), sport, dns))
         return flow
 
@@ -1097,14 +940,14 @@ class Stack:
             c["tcp.rx.no_flow"] += 1
             self._send_rst_for(seg, src, dst)
             return
-        if seg.dst_port == 0 or seg.src_port == 0:
+        if not ports_valid(seg.src_port, seg.dst_port):
             c["tcp.rx.drop.port_zero"] += 1
             return
-        dns = dst == self.dns_ip and seg.dst_port == _DNS_PORT and self.config.dns_enabled
-        why = None if dns else self._destination_allowed(dst)
-        if why is not None:
-            c["tcp.rx.drop." + why] += 1
-            self._send_rst_for(seg, src, dst)
+        verdict = self.fwd.outbound(PROTO_TCP, src, dst, seg.dst_port)
+        if verdict.host is None:
+            c["tcp.rx.drop." + verdict.why] += 1
+            if verdict.reply == REPLY_RST:
+                self._send_rst_for(seg, src, dst)
             return
         limits = self.limits
         if len(self._tcp_by_id) >= limits.max_tcp_flows:
@@ -1115,7 +958,7 @@ class Stack:
             c["tcp.rx.drop.half_open_limit"] += 1
             self._send_rst_for(seg, src, dst)
             return
-        self._open_flow(seg, packet, src, dst, now, dns)
+        self._open_flow(seg, packet, src, dst, now, verdict)
 
     def _iss(self, key: tuple, now: float) -> int:
         """Initial sequence number per RFC 6528: a 4-microsecond clock plus a keyed hash of the
@@ -1128,7 +971,7 @@ class Stack:
         return (int(now * 250_000) + int.from_bytes(h, "big")) & 0xFFFFFFFF
 
     def _open_flow(self, seg: TcpSegment, packet: memoryview, src: bytes, dst: bytes, now: float,
-                   dns: bool = False) -> None:
+                   verdict: _fwd.Verdict) -> None:
         mac = self._guest_mac
         if mac is None:
             self.counters["tx.drop.no_guest_mac"] += 1
@@ -1145,13 +988,10 @@ class Stack:
         self._tcp_by_id[flow_id] = flow
         self._half_open += 1
         self.counters["tcp.flows.opened"] += 1
-        if dns:
+        if verdict.dns:
             self.counters["dns.tcp.flows.opened"] += 1
-            host = ""
-        else:
-            host = "127.0.0.1" if dst == self.gateway_ip else _ntoa(dst)
         self._events.append(TcpConnectRequested(
-            flow_id, host, seg.dst_port, _ntoa(src), seg.src_port, dns))
+            flow_id, verdict.host, seg.dst_port, _ntoa(src), seg.src_port, verdict.dns))
         self._dirty[flow_id] = flow
 
     def _send_rst_for(self, seg: TcpSegment, src: bytes, dst: bytes) -> None:
