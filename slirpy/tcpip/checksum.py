@@ -28,6 +28,13 @@ def finish(s: int) -> int:
     return ~s & 0xFFFF
 
 
+def fold(s: int) -> int:
+    """A sum of 16-bit words below 2**32 folded to 16 bits (end-around carry, twice): what a
+    partial checksum field holds for the kernel to finish (NEEDS_CSUM)."""
+    s = (s & 0xFFFF) + (s >> 16)
+    return (s & 0xFFFF) + (s >> 16)
+
+
 def internet_checksum(data: bytes | bytearray | memoryview, initial: int = 0) -> int:
     return ~sum16(data, initial) & 0xFFFF
 

@@ -21,8 +21,9 @@ packet, so the hook costs nothing on the data path.
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Callable, Protocol
 
 from . import icmp as _icmp
 from .addr import is_martian, ntoa, parse_client_address
@@ -62,6 +63,7 @@ DNS_PORT = 53
 DNS_UPSTREAM = ""               # Verdict.host of a DNS flow: the runtime picks the upstream
 HOST_LOOPBACK = "127.0.0.1"     # where the gateway address leads (with allow_host_loopback)
 INBOUND_SRC_CACHE = 1024        # client addresses whose inbound source is remembered
+REMAP_TRIES = 32                # gateway ports tried when a client's own port is taken
 
 # What the guest gets back for a refused flow.
 REPLY_NONE = 0                  # silently dropped
@@ -116,7 +118,10 @@ _LOOPBACK = Verdict(HOST_LOOPBACK)
 class Forwarder:
     """The forwarding decisions for one Stack's network (see the module docstring)."""
 
-    def __init__(self, config: Any) -> None:
+    def __init__(self, config: Any, counters: dict[str, int], rng: random.Random) -> None:
+        self._counters = counters
+        self._rng = rng
+        self.guest_ip: bytes = config.guest.packed
         net = config.network
         self._net_lo = int(net.network_address)
         self._net_mask = int(net.netmask)
@@ -182,3 +187,28 @@ class Forwarder:
             return self.gateway_ip
         return packed
 
+
+    def inbound_key(self, client_ip: str, client_port: int, guest_port: int,
+                    table: dict[Any, Any], proto: str,
+                    free: Callable[[Any], bool] | None = None) -> tuple[bytes, int, bytes, int] | None:
+        """The guest-side 4-tuple (guest ip, guest port, source, source port) a published
+        port's client appears as: its own address and port, or the gateway's address with its
+        own port or, when that tuple is taken, a random one. A taken tuple is freed when
+        `free(flow)` says so (TCP: a flow in TIME-WAIT). None when none is free (counted)."""
+        c = self._counters
+        src = self.inbound_source(client_ip)
+        mapped = src == self.gateway_ip
+        if mapped:
+            c[proto + ".inbound.via_gateway"] += 1
+        sport = client_port
+        for _ in range(REMAP_TRIES):
+            key = (self.guest_ip, guest_port, src, sport)
+            old = table.get(key)
+            if old is None or (free is not None and free(old)):
+                return key
+            if not mapped:
+                break
+            sport = 1024 + self._rng.randrange(65536 - 1024)
+            c[proto + ".inbound.port_remapped"] += 1
+        c[proto + ".inbound.drop.tuple_in_use"] += 1
+        return None
