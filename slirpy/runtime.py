@@ -32,7 +32,7 @@ import resource
 import signal
 import sys
 import time
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from . import doctor
 from . import ports as _ports
@@ -40,6 +40,8 @@ from .proxy import icmp as icmp_proxy
 from .proxy import tcp as tcp_proxy
 from .proxy import udp as udp_proxy
 from .resolvconf import ResolvConf
+if TYPE_CHECKING:
+    from .impair import FrameLink
 from .tcpip.tcp_conn import TcpState
 from .tcpip.events import (
     IcmpEchoFlowClosed, IcmpEchoFlowOpened, IcmpEchoRequested, StackEvent, TcpConnectRequested,
@@ -132,10 +134,13 @@ class Runtime:
         self.tap_fd = tap_fd
         self.stack = Stack(config, vnet_hdr=vnet_hdr, offload=offload,
                            rng=random.Random(int.from_bytes(os.urandom(8), "big")))
+        # Frames between the TAP and the Stack go through `link`: the Stack itself, or link
+        # filters wrapping it (impairment); everything else goes to the Stack directly.
+        self.link: FrameLink = self.stack
         if impair is not None:
-            from .impair import ImpairedStack, Impairment
-            self.stack = ImpairedStack(self.stack, Impairment(impair, vnet_hdr=vnet_hdr,
-                                                              counters=self.stack.counters))
+            from .impair import ImpairedLink, Impairment
+            self.link = ImpairedLink(self.stack, Impairment(impair, vnet_hdr=vnet_hdr,
+                                                            counters=self.stack.counters))
         self.host_flows: dict[int, tcp_proxy.HostTcpProtocol] = {}
         self.host_tcp_open = 0          # host TCP sockets open: connection_made .. connection_lost
         self.recv_blocks = tcp_proxy.RecvBlocks()     # where host TCP reads land
@@ -286,7 +291,7 @@ class Runtime:
     def _on_tap_readable(self) -> None:
         now = time.monotonic()
         fd = self.tap_fd
-        receive = self.stack.receive_frame
+        receive = self.link.receive_frame
         read = os.read
         for _ in range(_READ_BATCH):
             try:
@@ -317,12 +322,13 @@ class Runtime:
 
     def flush(self, now: float) -> None:
         stack = self.stack
+        frames_to_send = self.link.frames_to_send
         dispatch = self._dispatch
         fd = self.tap_fd
         write = os.write
         writev = os.writev
         for _ in range(64):
-            frames = stack.frames_to_send(now)
+            frames = frames_to_send(now)
             # Host-side work first: a guest's request reaches the host socket before we spend
             # time writing ACKs or other frames to the TAP.
             ev = stack.next_event()
@@ -345,7 +351,7 @@ class Runtime:
                     log.debug("TAP write failed: %s", e)
             if not stack.has_output():
                 break
-        deadline = stack.next_deadline()
+        deadline = self.link.next_deadline()
         armed = self._timer_at
         # Re-arm only for an earlier deadline. A later one (every ACK pushes the RTO back) keeps
         # the armed timer: when it fires early, handle_timer finds nothing due and this re-arms.

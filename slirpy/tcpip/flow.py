@@ -234,11 +234,6 @@ class Budgets:
         return equal_share(limits.tcp_snd_buf_total, self.snd_active, SND_SHARE_MIN,
                            limits.tcp_snd_buf)
 
-    def snd_over(self, queued: int) -> bool:
-        """Whether a flow holding `queued` bytes must pause its host reads now."""
-        return queued >= self.snd_share() or (
-            queued >= SND_SHARE_MIN and self.snd_total >= self._limits.tcp_snd_buf_total)
-
     def rcv_epoch(self, now: float) -> None:
         """The flows that brought data in the epoch now ending share `tcp_rcv_buf_total`
         equally (within [RCV_SHARE_MIN, tcp_rcv_buf]) as their receive window, so guest ->
@@ -255,7 +250,7 @@ class Budgets:
     def host_allowance(self, flow: TcpFlow | None) -> int:
         """How many bytes the next host read of this flow may take: what is left of its share
         and of `tcp_snd_buf_total` (but up to SND_SHARE_MIN past the total, and at least
-        HOST_READ_MIN, so that every flow moves). With the pause of `snd_over` the total
+        HOST_READ_MIN, so that every flow moves). With the pause in TcpHandler.host_data the total
         queued stays within the budget plus 2 * SND_SHARE_MIN per flow."""
         if flow is None:
             return HOST_READ_MIN

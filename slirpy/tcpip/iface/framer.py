@@ -33,12 +33,11 @@ class Framer:
         self._link = link
         self._counters = link.counters
 
-    def emit(self, flow: TcpFlow, mss: int, segments: Sequence[Segment]) -> None:
+    def emit(self, flow: TcpFlow, mss: int, segments: Sequence[Segment]) -> None:  # noqa: C901
         """Frame `segments` of `flow` (whose Ethernet prefix is known) onto the link's queue."""
         link = self._link
         frames = link.frames
-        eth_prefix = flow.eth_prefix
-        assert eth_prefix is not None
+        eth_prefix: bytes = flow.eth_prefix  # type: ignore[assignment]  # callers check None
         sport = flow.host_port
         dport = flow.guest_port
         ip_base = flow.ip_base_sum
@@ -49,17 +48,18 @@ class Framer:
         src_ip = flow.host_ip
         dst_ip = flow.guest_ip
         c = self._counters
+        fold16 = fold
         for seq, ack, flags, window, options, payload in segments:
             thlen = 20 + len(options)
             plen = len(payload)
             tcp_len = thlen + plen
             total = IPV4_HLEN + tcp_len
             # IPv4 header checksum: constant part + total length (ident 0, DF set).
-            ip = pack_ip(0x45, 0, total, 0, 0x4000, 64, PROTO_TCP, ~fold(ip_base + total) & 0xFFFF,
+            ip = pack_ip(0x45, 0, total, 0, 0x4000, 64, PROTO_TCP, ~fold16(ip_base + total) & 0xFFFF,
                          src_ip, dst_ip)
             p = pseudo_base + tcp_len
             if offload:
-                tcp = pack_tcp(sport, dport, seq, ack, thlen << 2, flags, window, fold(p), 0) + options
+                tcp = pack_tcp(sport, dport, seq, ack, thlen << 2, flags, window, fold16(p), 0) + options
                 if plen > mss:
                     hdr = VNET_HDR.pack(F_NEEDS_CSUM, GSO_TCPV4, ETH_HLEN + IPV4_HLEN + thlen, mss,
                                         ETH_IP_HLEN, 16, 0)

@@ -25,7 +25,7 @@ from ..events import (
     StackEvent, TcpConnectRequested, TcpDataReceived, TcpEofReceived, TcpFlowClosed,
     TcpHostReadPaused,
 )
-from ..flow import Deadline, FlowKey, FlowTable, TcpFlow
+from ..flow import SND_SHARE_MIN, Deadline, FlowKey, FlowTable, TcpFlow
 from ..ipv4 import PROTO_TCP
 from ..tcp import ACK, FIN, RST, SYN, TcpSegment
 from ..tcp_conn import (
@@ -371,7 +371,8 @@ class TcpHandler:
         queued = conn.send_buffered
         budgets = self._budgets
         budgets.account_queued(flow, queued)
-        if not flow.read_paused and budgets.snd_over(queued):
+        if not flow.read_paused and (queued >= budgets.snd_share() or (
+                queued >= SND_SHARE_MIN and budgets.snd_total >= self._limits.tcp_snd_buf_total)):
             flow.read_paused = True
             self._counters["tcp.host.read_paused"] += 1
             self._events.append(TcpHostReadPaused(flow_id, True))
