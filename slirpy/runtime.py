@@ -28,7 +28,6 @@ import json
 import logging
 import os
 import random
-import resource
 import signal
 import sys
 import time
@@ -39,6 +38,9 @@ from . import ports as _ports
 from .proxy import icmp as icmp_proxy
 from .proxy import tcp as tcp_proxy
 from .proxy import udp as udp_proxy
+from .hostres import (  # noqa: F401  (FD_RESERVE, fit_limits_to_fds: used by tests)
+    FD_RESERVE, IDLE_CHECK, fit_limits_to_fds, open_fds, raise_nofile_limit, tune_malloc,
+)
 from .resolvconf import ResolvConf
 if TYPE_CHECKING:
     from .impair import FrameLink
@@ -60,65 +62,6 @@ _FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 # States in which the guest may still send data on a TCP flow.
 _GUEST_MAY_SEND = frozenset((TcpState.SYN_RECEIVED, TcpState.ESTABLISHED,
                              TcpState.FIN_WAIT_1, TcpState.FIN_WAIT_2))
-
-
-FD_RESERVE = 64     # fds kept for the TAP, pidfd, listeners, the API socket, logging...
-IDLE_CHECK = 2.0    # seconds between checks for "no traffic": then freed memory goes back to the OS
-
-# glibc mallopt() parameters
-_M_TRIM_THRESHOLD = -1
-_M_MMAP_THRESHOLD = -3
-
-
-def tune_malloc():
-    """Keep glibc from mmap()ing and unmapping every large buffer, return a trim function.
-
-    Queued host data is kept as the chunks host reads returned (up to 256 KB each, see
-    tcpip/sendbuf.py). With glibc's defaults such blocks come from mmap or from a heap top
-    that is trimmed back to the OS again and again, so every host read pays page faults:
-    measured here, a host->sandbox iperf3 stream ran at ~5 Gbit/s instead of 12-16. Large
-    blocks are served from the heap and freed memory is kept while traffic flows; when the
-    runtime sees no traffic it calls the returned `malloc_trim(0)` so that idle RSS drops
-    again. Returns None where this is not glibc.
-    """
-    try:
-        import ctypes
-        libc = ctypes.CDLL(None)
-        mallopt = libc.mallopt
-        trim = libc.malloc_trim
-    except (OSError, AttributeError):
-        return None
-    mallopt(_M_MMAP_THRESHOLD, 16 << 20)
-    mallopt(_M_TRIM_THRESHOLD, 256 << 20)
-    return lambda: trim(0)
-
-
-def raise_nofile_limit() -> int:
-    """Raise the soft RLIMIT_NOFILE to the hard limit; return the soft limit in force."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if hard == resource.RLIM_INFINITY:
-        hard = 1 << 20
-    if soft == resource.RLIM_INFINITY or soft >= hard:
-        return min(soft, hard) if soft != resource.RLIM_INFINITY else hard
-    try:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-        return hard
-    except (ValueError, OSError):
-        return soft
-
-
-def fit_limits_to_fds(limits, nofile: int, reserve: int = FD_RESERVE):
-    """`limits` with the TCP/UDP/ICMP flow caps lowered so their host sockets fit in `nofile`
-    fds minus `reserve` (the same object when they already fit)."""
-    budget = max(nofile - reserve, 16)
-    tcp, udp, icmp = limits.max_tcp_flows, limits.max_udp_flows, limits.max_icmp_flows
-    if tcp + udp + icmp <= budget:
-        return limits
-    icmp = min(icmp, max(budget // 16, 1))
-    udp = min(udp, max(budget // 4, 1))
-    tcp = max(budget - udp - icmp, 1)
-    return dataclasses.replace(limits, max_tcp_flows=tcp, max_udp_flows=udp, max_icmp_flows=icmp,
-                               max_half_open=min(limits.max_half_open, tcp))
 
 
 class Runtime:
@@ -529,14 +472,6 @@ class Runtime:
         with open(tmp, "w") as f:
             json.dump(self.snapshot(), f, indent=1)
         os.replace(tmp, path)
-
-
-def open_fds() -> int | None:
-    """How many file descriptors this process has open (None where /proc is not mounted)."""
-    try:
-        return len(os.listdir("/proc/self/fd")) - 1      # minus the one listdir itself holds
-    except OSError:
-        return None
 
 
 def _foreground_on_tty() -> bool:

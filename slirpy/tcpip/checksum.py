@@ -2,7 +2,7 @@
 
 Because 2**16 == 1 (mod 0xFFFF), the one's-complement sum of a buffer's 16-bit big-endian
 words is congruent to the whole buffer read as one big-endian integer, modulo 0xFFFF. One
-`int.from_bytes` and one `%` replace a Python loop: ~3.5 us per 1.5 KB instead of ~85 us.
+`int.from_bytes` and one `%` replace a Python loop (timings: perf/NOTES.md).
 """
 
 from __future__ import annotations
