@@ -43,6 +43,7 @@ from .hostres import (  # noqa: F401  (FD_RESERVE, fit_limits_to_fds: used by te
 )
 from .resolvconf import ResolvConf
 if TYPE_CHECKING:
+    from .api import ApiServer
     from .impair import FrameLink
 from .tcpip.tcp_conn import TcpState
 from .tcpip.events import (
@@ -107,9 +108,9 @@ class Runtime:
         self.linger = 5.0              # seconds to let flows finish after the command exited
         self._dispatch = self._dispatch_table()
         self.ports = _ports.PortManager(self)
-        self.api = None
+        self.api: ApiServer | None = None
         self._pending_listeners: list = []
-        self._pending_api = None       # (path, bound socket)
+        self._pending_api: tuple[str, Any] | None = None       # (path, bound socket)
 
     # -------------------------------------------------------------- published ports / API
 
@@ -143,13 +144,15 @@ class Runtime:
             from . import api as _api
             path, sock = self._pending_api
             self._pending_api = None
-            self.api = _api.ApiServer(RuntimeControl(self), path)
-            await self.api.start(sock)
+            api = self.api = _api.ApiServer(RuntimeControl(self), path)  # type: ignore[arg-type]
+            await api.start(sock)
 
     # -------------------------------------------------------------- loop wiring
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop:
+        """The loop the runtime was attached to (only valid after `attach`)."""
+        assert self._loop is not None, "Runtime.attach() not called"
         return self._loop
 
     def dns_upstream(self) -> tuple[str, int]:
@@ -172,7 +175,7 @@ class Runtime:
         if mark != self._idle_mark:
             self._idle_mark = mark
             self._trimmed = False
-        elif not self._trimmed:
+        elif not self._trimmed and self._malloc_trim is not None:
             self._trimmed = True
             self._malloc_trim()
             c["runtime.malloc_trim"] += 1
@@ -192,7 +195,7 @@ class Runtime:
         return False
 
     async def drain(self, timeout: float) -> None:
-        loop = self._loop
+        loop = self.loop
         deadline = loop.time() + timeout
         while not self.tap_gone and self.busy() and loop.time() < deadline:
             await asyncio.sleep(0.01)
@@ -225,7 +228,7 @@ class Runtime:
     def request_flush(self) -> None:
         if not self._flush_scheduled:
             self._flush_scheduled = True
-            self._loop.call_soon(self._scheduled_flush)
+            self.loop.call_soon(self._scheduled_flush)
 
     def _scheduled_flush(self) -> None:
         self._flush_scheduled = False
@@ -244,7 +247,7 @@ class Runtime:
             except OSError as e:
                 if e.errno == errno.EBADFD:      # tap0 was unregistered with its namespace
                     self.tap_gone = True
-                    self._loop.remove_reader(fd)
+                    self.loop.remove_reader(fd)
                 else:
                     self.counters["tap.rx.error"] += 1
                     log.debug("TAP read failed: %s", e)
@@ -302,7 +305,7 @@ class Runtime:
             if self._timer is not None:
                 self._timer.cancel()
             self._timer_at = deadline
-            self._timer = self._loop.call_later(max(0.0, deadline - time.monotonic()), self._on_timer)
+            self._timer = self.loop.call_later(max(0.0, deadline - time.monotonic()), self._on_timer)
 
     def _write_host(self, ev: TcpDataReceived):
         """Write `ev` and the data events right after it for the same flow (one per guest
@@ -388,7 +391,7 @@ class Runtime:
         if log.isEnabledFor(logging.DEBUG):
             log.debug("tcp %s:%d -> %s:%d connect", ev.guest, ev.guest_port, ev.host, ev.port)
         host, port = self.dns_upstream() if ev.dns else (ev.host, ev.port)
-        self.connecting[ev.flow_id] = self._loop.create_task(
+        self.connecting[ev.flow_id] = self.loop.create_task(
             tcp_proxy.connect(self, ev.flow_id, host, port))
 
     def _on_tcp_eof(self, ev: TcpEofReceived) -> None:
@@ -441,12 +444,12 @@ class Runtime:
                          "state": f.conn.state.name, "to_host": f.bytes_in, "to_guest": f.bytes_out,
                          "unit": "bytes", "age": round(now - f.opened_at, 1)})
         for proto, flows in (("udp", self.stack.udp_flows()), ("icmp", self.stack.echo_flows())):
-            for f in flows:
-                rows.append({"proto": proto, "direction": "in" if f.inbound else "out",
-                             "guest": ep(f.guest_ip, f.guest_port), "host": ep(f.host_ip, f.host_port),
-                             "state": "REPLIED" if f.replied else "UNREPLIED",
-                             "to_host": f.datagrams_in, "to_guest": f.datagrams_out,
-                             "unit": "datagrams", "age": round(now - f.opened_at, 1)})
+            for d in flows:
+                rows.append({"proto": proto, "direction": "in" if d.inbound else "out",
+                             "guest": ep(d.guest_ip, d.guest_port), "host": ep(d.host_ip, d.host_port),
+                             "state": "REPLIED" if d.replied else "UNREPLIED",
+                             "to_host": d.datagrams_in, "to_guest": d.datagrams_out,
+                             "unit": "datagrams", "age": round(now - d.opened_at, 1)})
         return rows
 
     def snapshot(self) -> dict:
