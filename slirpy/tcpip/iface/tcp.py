@@ -190,7 +190,8 @@ class TcpHandler:
     # ------------------------------------------------------------------ servicing
 
     def service(self, flow: TcpFlow, now: float) -> None:
-        """Emit a flow's pending segments, pass on its events, re-arm its timer."""
+        """Emit a flow's pending segments, pass on its events, re-arm its timer. (One function:
+        it runs for every serviced flow, twice per request/response, so no helper calls.)"""
         conn = flow.conn
         fid = flow.flow_id
         if flow.eth_prefix is None:
@@ -199,34 +200,18 @@ class TcpHandler:
                 # (they stay pending in the connection) and ask for the MAC.
                 self._neighbours.await_tcp[fid] = flow
                 self._neighbours.arp_for_guest(now)
-                self._rearm(flow, conn.get_timer())
+                t = conn.get_timer()
+                if t != flow.timer_at:
+                    flow.timer_at = t
+                    if t is not None:
+                        self._table.timers.push(t, fid, self._by_id)
                 return
             conn.segments_to_send(now)           # nothing was ever sent: nothing to reset
         else:
             segments = conn.segments_to_send(now)
             if segments:
                 self._framer.emit(flow, conn.snd_mss, segments)
-        if self._pass_events(flow, conn):
-            return
-        queued = conn.send_buffered
-        budgets = self._budgets
-        if queued != flow.queued:
-            budgets.account_queued(flow, queued)
-        if flow.read_paused and queued <= budgets.snd_share() // 2:
-            flow.read_paused = False
-            self._events.append(TcpHostReadPaused(fid, False))
-        self._rearm(flow, conn.get_timer())
-
-    def _rearm(self, flow: TcpFlow, t: float | None) -> None:
-        if t != flow.timer_at:
-            flow.timer_at = t
-            if t is not None:
-                self._table.timers.push(t, flow.flow_id, self._by_id)
-
-    def _pass_events(self, flow: TcpFlow, conn: TcpConnection) -> bool:
-        """The connection's events into runtime events; True when the flow has ended."""
         events = self._events
-        fid = flow.flow_id
         closed = reset = False
         for ev in conn.take_events():
             t = type(ev)
@@ -235,12 +220,7 @@ class TcpHandler:
             elif t is EofReceived:
                 events.append(TcpEofReceived(fid))
             elif t is Established:
-                if flow.half_open:
-                    flow.half_open = False
-                    self._table.half_open -= 1
-                    if flow.inbound:
-                        self._table.inbound_syn.pop(fid, None)
-                self._counters["tcp.flows.established"] += 1
+                self._established(flow)
             elif t is Reset:
                 self._counters["tcp.flows.reset." + ev.reason] += 1
                 reset = True
@@ -248,7 +228,27 @@ class TcpHandler:
                 closed = True
         if closed:
             self.forget(flow, reset)
-        return closed
+            return
+        queued = conn.send_buffered
+        budgets = self._budgets
+        if queued != flow.queued:
+            budgets.account_queued(flow, queued)
+        if flow.read_paused and queued <= budgets.snd_share() // 2:
+            flow.read_paused = False
+            events.append(TcpHostReadPaused(fid, False))
+        t = conn.get_timer()
+        if t != flow.timer_at:
+            flow.timer_at = t
+            if t is not None:
+                self._table.timers.push(t, fid, self._by_id)
+
+    def _established(self, flow: TcpFlow) -> None:
+        if flow.half_open:
+            flow.half_open = False
+            self._table.half_open -= 1
+            if flow.inbound:
+                self._table.inbound_syn.pop(flow.flow_id, None)
+        self._counters["tcp.flows.established"] += 1
 
     def forget(self, flow: TcpFlow, reset: bool) -> None:
         """The one way a TCP flow ends, whatever ended it: it leaves every table and the
