@@ -27,7 +27,7 @@ UDP: each (guest ip, guest port, destination ip, destination port) is a flow; th
 gives it one connected host socket (`UdpFlowOpened`, `UdpDatagramReceived`, `UdpFlowClosed`;
 inputs `udp_host_datagram`, `udp_host_error`). Flows expire when idle, like conntrack:
 `Limits.udp_timeout`, `udp_timeout_replied` once the host answered, `dns_timeout` for DNS.
-Expiry is lazy (flows.py), so a datagram never touches the timer heap. The tables are
+Expiry is lazy (flow.py), so a datagram never touches the timer heap. The tables are
 bounded; when full, the least recently active flow is evicted (`udp.flows.evicted`). The TAP
 does not enable UDP offloads (no TUN_F_USO4/USO6), so the kernel never hands us UDP GSO
 frames: every guest datagram fits the MTU. We verify the UDP checksum of any frame that is
