@@ -142,7 +142,6 @@ class Stack:
                               icmp.receive)
         link.ipv4_input = self.ipv4.receive
         link.arp_input = nb.receive_arp
-        self._frames = link.frames
         self._bind_entry_points()
 
     def _bind_entry_points(self) -> None:

@@ -55,7 +55,7 @@ class TcpHandler:
         self._fwd = fwd
         self._icmp = icmp
         self._events = events
-        self._framer = Framer(link)
+        self._emit = Framer(link).emit
         self._iss_secret = rng.randbytes(16)
         self.guest_ip: bytes = config.guest.packed
         self.dirty: dict[int, TcpFlow] = {}      # insertion-ordered set of flows to service
@@ -210,7 +210,7 @@ class TcpHandler:
         else:
             segments = conn.segments_to_send(now)
             if segments:
-                self._framer.emit(flow, conn.snd_mss, segments)
+                self._emit(flow, conn.snd_mss, segments)
         events = self._events
         closed = reset = False
         for ev in conn.take_events():
@@ -319,7 +319,7 @@ class TcpHandler:
         if flow.eth_prefix is not None:
             segments = conn.segments_to_send(now)
             if segments:
-                self._framer.emit(flow, conn.snd_mss, segments)
+                self._emit(flow, conn.snd_mss, segments)
         self.forget(flow, True)
 
     # ------------------------------------------------------------------ host side
