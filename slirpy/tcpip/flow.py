@@ -15,12 +15,12 @@ from every table, exactly one closing event). Datagram expiry is lazy: the heap 
 entry per flow, at `timer_at`; when it comes due the table compares it with `last_active` and
 re-arms or expires the flow, so datagrams never touch the heap.
 
-`DeadlineHeap` gives one next deadline per kind of timer without scanning flows: entries are
-(deadline, flow id); an entry whose deadline no longer matches the flow's is stale and skipped;
-the heap is rebuilt when stale entries outnumber live flows. There are three heaps (TCP
-connection timers, datagram idle expiry, inbound SYN give-up), not one: each is checked
-against its own by-id table on the per-segment re-arm path, which one shared heap would have
-to do through a combined lookup.
+One `DeadlineHeap` gives the next deadline of every flow without scanning them: entries are
+(deadline, flow id), checked against `FlowTable.by_id` (every flow); an entry whose deadline
+no longer matches the flow's `timer_at` is stale and skipped; the heap is rebuilt when stale
+entries outnumber live flows. A flow has one deadline: a TCP flow's is the earlier of its
+connection's timer and, for an inbound flow not yet established, its SYN give-up time
+(`give_up_at`); a datagram flow's is its idle expiry.
 
 `Budgets`: the equal-share TCP buffer budgets (host -> guest bytes queued, guest -> host
 receive windows), in one place.
@@ -82,7 +82,7 @@ class TcpFlow(Flow):
     bookkeeping the stack needs (half-open, host reads paused, bytes queued)."""
 
     __slots__ = ("conn", "eth_prefix", "ip_base_sum", "pseudo_base", "syn_head", "half_open",
-                 "read_paused", "bytes_in", "bytes_out", "queued")
+                 "read_paused", "bytes_in", "bytes_out", "queued", "give_up_at")
 
     def __init__(self, flow_id: int, key: FlowKey, conn: TcpConnection, guest_ip: bytes,
                  guest_port: int, host_ip: bytes, host_port: int, eth_prefix: bytes | None,
@@ -103,6 +103,7 @@ class TcpFlow(Flow):
         self.queued = 0                   # host -> guest bytes queued, as last accounted
         self.bytes_in = 0                 # guest -> host payload bytes
         self.bytes_out = 0                # host -> guest payload bytes
+        self.give_up_at: float | None = None   # inbound: reset if not established by then
 
 
 class DatagramFlow(Flow):
@@ -126,18 +127,8 @@ class DatagramFlow(Flow):
         self.pseudo_base = sum16(host_ip + guest_ip) + proto
 
 
-class Deadline:
-    """A bare deadline record for a `DeadlineHeap` (e.g. an inbound SYN's give-up time)."""
-
-    __slots__ = ("flow_id", "timer_at")
-
-    def __init__(self, flow_id: int, timer_at: float) -> None:
-        self.flow_id = flow_id
-        self.timer_at: float | None = timer_at
-
-
 class DeadlineHeap:
-    """(deadline, flow id) entries for any flow records with `flow_id` and `timer_at`.
+    """(deadline, flow id) entries for flow records with `flow_id` and `timer_at`.
 
     Stale entries (a flow's timer moved, or the flow is gone) stay until popped; `push`
     rebuilds the heap from the live flows when it grows past 4 entries per flow (+64)."""
@@ -276,15 +267,13 @@ class FlowTable:
         self._next_id = 1
         self.tcp_by_key: dict[FlowKey, TcpFlow] = {}
         self.tcp_by_id: dict[int, TcpFlow] = {}
+        self.by_id: dict[int, Flow] = {}             # every flow, whatever its kind
         self.half_open = 0
-        self.timers = DeadlineHeap()                 # TCP connection timers
-        self.inbound_syn: dict[int, Deadline] = {}   # inbound SYN give-up deadlines
-        self.inbound_timers = DeadlineHeap()
+        self.timers = DeadlineHeap()                 # every flow's deadline, checked in by_id
         # UDP and ICMP echo flows: tables in least-recently-active order.
         self.udp: OrderedDict[FlowKey, DatagramFlow] = OrderedDict()
         self.echo: OrderedDict[EchoKey, DatagramFlow] = OrderedDict()
         self.dgram_by_id: dict[int, DatagramFlow] = {}
-        self.dgram_timers = DeadlineHeap()
         self.budgets = Budgets(limits)
 
     def new_id(self) -> int:
@@ -296,6 +285,7 @@ class FlowTable:
     def add_tcp(self, flow: TcpFlow) -> None:
         self.tcp_by_key[flow.key] = flow
         self.tcp_by_id[flow.flow_id] = flow
+        self.by_id[flow.flow_id] = flow
         self.half_open += 1
         self._counters["tcp.flows.opened"] += 1
 
@@ -316,8 +306,9 @@ class FlowTable:
                             dns, target)
         table[key] = flow
         self.dgram_by_id[flow_id] = flow
+        self.by_id[flow_id] = flow
         flow.timer_at = now + self.idle_timeout(flow)
-        self.dgram_timers.push(flow.timer_at, flow_id, self.dgram_by_id)
+        self.timers.push(flow.timer_at, flow_id, self.by_id)
         self._counters[("udp" if proto == _PROTO_UDP else "icmp") + ".flows.opened"] += 1
         return flow
 
@@ -332,6 +323,7 @@ class FlowTable:
     def close_dgram(self, flow: DatagramFlow, why: str) -> None:
         fid = flow.flow_id
         self.dgram_by_id.pop(fid, None)
+        self.by_id.pop(fid, None)
         flow.timer_at = None
         if flow.proto == _PROTO_UDP:
             self.udp.pop(flow.key, None)
@@ -342,21 +334,24 @@ class FlowTable:
             self._counters["icmp.flows." + why] += 1
             self._events.append(IcmpEchoFlowClosed(fid))
 
-    def expire_dgrams(self, now: float) -> None:
-        """Close the datagram flows idle past their timeout; re-arm the others."""
-        heap = self.dgram_timers
-        for flow in list(heap.pop_due(now, self.dgram_by_id)):
-            expires = flow.last_active + self.idle_timeout(flow)
-            if expires > now:
-                flow.timer_at = expires
-                heap.push(expires, flow.flow_id, self.dgram_by_id)
-            else:
-                self.close_dgram(flow, "expired")
+    def remove_tcp(self, flow: TcpFlow) -> None:
+        fid = flow.flow_id
+        self.tcp_by_key.pop(flow.key, None)
+        self.tcp_by_id.pop(fid, None)
+        self.by_id.pop(fid, None)
+        flow.timer_at = None
+        if flow.half_open:
+            flow.half_open = False
+            self.half_open -= 1
+
+    def dgram_due(self, flow: DatagramFlow, now: float) -> None:
+        """A datagram flow's deadline came: expire it if it stayed idle, else re-arm."""
+        expires = flow.last_active + self.idle_timeout(flow)
+        if expires > now:
+            flow.timer_at = expires
+            self.timers.push(expires, flow.flow_id, self.by_id)
+        else:
+            self.close_dgram(flow, "expired")
 
     def next_deadline(self) -> float | None:
-        best = self.timers.next_deadline(self.tcp_by_id)
-        for d in (self.dgram_timers.next_deadline(self.dgram_by_id),
-                  self.inbound_timers.next_deadline(self.inbound_syn)):
-            if d is not None and (best is None or d < best):
-                best = d
-        return best
+        return self.timers.next_deadline(self.by_id)

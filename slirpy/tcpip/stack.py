@@ -186,8 +186,14 @@ class Stack:
         return self.table.next_deadline()
 
     def handle_timer(self, now: float) -> None:
-        self._tcp.handle_timer(now)
-        self.table.expire_dgrams(now)
+        """Run every flow whose deadline has come (one heap for all flows, flow.py)."""
+        table = self.table
+        tcp_due = self._tcp.timer_due
+        for flow in list(table.timers.pop_due(now, table.by_id)):
+            if type(flow) is TcpFlow:
+                tcp_due(flow, now)
+            else:
+                table.dgram_due(flow, now)
 
     def flows(self) -> list[TcpFlow]:
         return list(self.table.tcp_by_id.values())

@@ -25,7 +25,7 @@ from ..events import (
     StackEvent, TcpConnectRequested, TcpDataReceived, TcpEofReceived, TcpFlowClosed,
     TcpHostReadPaused,
 )
-from ..flow import SND_SHARE_MIN, Deadline, FlowKey, FlowTable, TcpFlow
+from ..flow import SND_SHARE_MIN, FlowKey, FlowTable, TcpFlow
 from ..ipv4 import PROTO_TCP
 from ..tcp import ACK, FIN, RST, SYN, TcpSegment
 from ..tcp_conn import (
@@ -51,6 +51,7 @@ class TcpHandler:
         self._table = table
         self._by_key = table.tcp_by_key
         self._by_id = table.tcp_by_id
+        self._all_by_id = table.by_id
         self._budgets = table.budgets
         self._fwd = fwd
         self._icmp = icmp
@@ -200,11 +201,7 @@ class TcpHandler:
                 # (they stay pending in the connection) and ask for the MAC.
                 self._neighbours.await_tcp[fid] = flow
                 self._neighbours.arp_for_guest(now)
-                t = conn.get_timer()
-                if t != flow.timer_at:
-                    flow.timer_at = t
-                    if t is not None:
-                        self._table.timers.push(t, fid, self._by_id)
+                self._rearm(flow, conn.get_timer())
                 return
             conn.segments_to_send(now)           # nothing was ever sent: nothing to reset
         else:
@@ -214,17 +211,17 @@ class TcpHandler:
         events = self._events
         closed = reset = False
         for ev in conn.take_events():
-            t = type(ev)
-            if t is DataReceived:
+            kind = type(ev)
+            if kind is DataReceived:
                 events.append(TcpDataReceived(fid, ev.data))
-            elif t is EofReceived:
+            elif kind is EofReceived:
                 events.append(TcpEofReceived(fid))
-            elif t is Established:
+            elif kind is Established:
                 self._established(flow)
-            elif t is Reset:
+            elif kind is Reset:
                 self._counters["tcp.flows.reset." + ev.reason] += 1
                 reset = True
-            elif t is Closed:
+            elif kind is Closed:
                 closed = True
         if closed:
             self.forget(flow, reset)
@@ -237,49 +234,54 @@ class TcpHandler:
             flow.read_paused = False
             events.append(TcpHostReadPaused(fid, False))
         t = conn.get_timer()
+        if flow.give_up_at is not None:
+            self._rearm(flow, t)
+        elif t != flow.timer_at:
+            flow.timer_at = t
+            if t is not None:
+                self._table.timers.push(t, fid, self._all_by_id)
+
+    def _rearm(self, flow: TcpFlow, t: float | None) -> None:
+        """Re-arm a flow at the earlier of its connection's timer `t` and its give-up time
+        (service() does this inline for flows without a give-up time: the common case)."""
+        g = flow.give_up_at
+        if g is not None and (t is None or g < t):
+            t = g
         if t != flow.timer_at:
             flow.timer_at = t
             if t is not None:
-                self._table.timers.push(t, fid, self._by_id)
+                self._table.timers.push(t, flow.flow_id, self._all_by_id)
 
     def _established(self, flow: TcpFlow) -> None:
         if flow.half_open:
             flow.half_open = False
             self._table.half_open -= 1
-            if flow.inbound:
-                self._table.inbound_syn.pop(flow.flow_id, None)
+            flow.give_up_at = None
         self._counters["tcp.flows.established"] += 1
 
     def forget(self, flow: TcpFlow, reset: bool) -> None:
         """The one way a TCP flow ends, whatever ended it: it leaves every table and the
         runtime is told to close its host socket (abort it if `reset`). A flow dropped from
         the tables without that event would keep its host socket open for good."""
-        table = self._table
         fid = flow.flow_id
         self._events.append(TcpFlowClosed(fid, reset))
         self._budgets.account_queued(flow, 0)
-        self._by_key.pop(flow.key, None)
-        self._by_id.pop(fid, None)
+        self._table.remove_tcp(flow)
         self.dirty.pop(fid, None)
         self._neighbours.await_tcp.pop(fid, None)
-        if flow.inbound:
-            table.inbound_syn.pop(fid, None)
-        flow.timer_at = None
-        if flow.half_open:
-            flow.half_open = False
-            table.half_open -= 1
+        flow.give_up_at = None
         self._counters["tcp.flows.closed"] += 1
 
-    def handle_timer(self, now: float) -> None:
-        table = self._table
-        for flow in list(table.timers.pop_due(now, self._by_id)):
-            flow.conn.handle_timer(now)
-            self.dirty[flow.flow_id] = flow
-        for rec in list(table.inbound_timers.pop_due(now, table.inbound_syn)):
-            table.inbound_syn.pop(rec.flow_id, None)
-            flow = self._by_id.get(rec.flow_id)
-            if flow is not None and flow.half_open:
+    def timer_due(self, flow: TcpFlow, now: float) -> None:
+        """The flow's deadline came: give up an inbound handshake, or run the connection's timers."""
+        g = flow.give_up_at
+        if g is not None and now >= g:
+            flow.give_up_at = None
+            if flow.half_open:
                 self._inbound_give_up(flow, now)
+                return
+        flow.conn.handle_timer(now)
+        self.dirty[flow.flow_id] = flow
 
     # ------------------------------------------------------------------ inbound
 
@@ -296,10 +298,7 @@ class TcpHandler:
                        inbound=True, target=client_ip)
         self._table.add_tcp(flow)
         c["tcp.inbound.opened"] += 1
-        rec = Deadline(flow_id, now + self._limits.tcp_inbound_timeout)
-        self._table.inbound_syn[flow_id] = rec
-        self._table.inbound_timers.push(now + self._limits.tcp_inbound_timeout, flow_id,
-                                        self._table.inbound_syn)
+        flow.give_up_at = now + self._limits.tcp_inbound_timeout
         self.dirty[flow_id] = flow
         return flow_id
 
