@@ -6,5 +6,6 @@ transport handlers `tcp`, `udp` and `icmp` (echo responder, echo proxy, ICMP err
 `framer` (TCP segments into IPv4 frames, GSO). The transport handlers take addresses as packed
 bytes (addr.py) and leave the IP header to `Link.send_ip` / the framer; IPv6 adds `ipv6`, an
 NDP `neighbours` half and a framer, not branches in them. Dependencies run one way: stack.py
-wires these together; none of them imports stack.py or another handler.
+wires these together; a module imports only those below it (link <- neighbours <- ipv4;
+icmp, the error channel, <- udp, tcp; framer <- tcp) and never stack.py.
 """
