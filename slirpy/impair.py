@@ -40,12 +40,13 @@ held frame that is not ``bytes`` (a memoryview/bytearray the caller may reuse) i
 Bounded: at most ``limit`` frames are held per direction (delayed plus reordered); beyond
 that a frame is dropped and counted (``drop.overflow``).
 
-Counters go to a dict (the stack's own when wired with `ImpairedStack`, so ``slirpy stats``
+Counters go to a dict (the stack's own when wired by the runtime, so ``slirpy stats``
 shows them): ``impair.<direction>.<what>`` with direction ``to_stack`` / ``to_guest`` and what
 ``frames loss corrupt corrupt.unverified corrupt.skipped dup reorder delayed drop.overflow``.
 
-`ImpairedStack(stack, impairment)` wraps a `Stack` with the methods the runtime calls, so
-wiring it is one line; every other attribute is the stack's.
+`ImpairedLink(stack, impairment)` is a filter on the link: the runtime reads the TAP into it
+and writes to the TAP what it returns; the Stack behind it is untouched (DESIGN.md §2: filters
+wrap the device, not the Stack; packet capture will be another such filter).
 """
 
 from __future__ import annotations
@@ -53,10 +54,11 @@ from __future__ import annotations
 import random
 from collections import deque
 from dataclasses import dataclass, fields
+from typing import Any, Protocol
+
+from .tcpip.virtio import F_NEEDS_CSUM, VNET_HDR_LEN
 
 ETH_IP_HLEN = 14 + 20            # corruption starts after these (and after the virtio header)
-VNET_HDR_LEN = 12
-F_NEEDS_CSUM = 1
 REORDER_HOLD = 0.010             # seconds a reordered frame waits for a successor at most
 DEFAULT_LIMIT = 4096             # frames held per direction
 DELAY_MAX_MS = 60_000.0
@@ -303,53 +305,51 @@ def hash_seed(seed: int, salt: str) -> int:
     return h
 
 
-class ImpairedStack:
-    """A `Stack` behind an `Impairment`, with the methods the runtime calls.
+class FrameLink(Protocol):
+    """What the runtime moves frames through: the Stack itself, or filters wrapping it."""
 
-    Wiring: ``stack = ImpairedStack(stack, Impairment(spec, vnet_hdr=stack.vnet_hdr,
-    counters=stack.counters))``. Frames held back re-enter through ``frames_to_send`` (the
+    def receive_frame(self, frame: Any, now: float) -> None: ...
+
+    def frames_to_send(self, now: float) -> list[Any]: ...
+
+    def next_deadline(self) -> float | None: ...
+
+
+class ImpairedLink:
+    """A link filter: an `Impairment` between the TAP and `inner` (the Stack, or another filter).
+
+    The runtime reads the TAP into ``receive_frame`` and writes what ``frames_to_send`` returns,
+    whichever link it holds; nothing else of the Stack goes through here (host-side inputs and
+    events go to the Stack directly). Frames held back re-enter through ``frames_to_send`` (the
     runtime calls it after every input and after the timer), and ``next_deadline`` includes
     the impairment's deadline, so the runtime's one timer covers both.
     """
 
-    def __init__(self, stack, impairment: Impairment):
-        self._stack = stack
+    def __init__(self, inner: FrameLink, impairment: Impairment):
+        self.inner = inner
         self.impairment = impairment
 
-    def __getattr__(self, name):
-        return getattr(self._stack, name)
-
-    @property
-    def stack(self):
-        return self._stack
-
-    def receive_frame(self, frame, now: float) -> None:
-        receive = self._stack.receive_frame
+    def receive_frame(self, frame: Any, now: float) -> None:
+        receive = self.inner.receive_frame
         for f in self.impairment.guest_to_stack(frame, now):
             receive(f, now)
 
-    def frames_to_send(self, now: float) -> list:
+    def frames_to_send(self, now: float) -> list[Any]:
         imp = self.impairment
         to_stack, out = imp.due(now)
-        stack = self._stack
+        inner = self.inner
         for f in to_stack:
-            stack.receive_frame(f, now)
+            inner.receive_frame(f, now)
         impair = imp.stack_to_guest
-        for f in stack.frames_to_send(now):
+        for f in inner.frames_to_send(now):
             out.extend(impair(f, now))
         return out
 
-    def next_event(self):
-        return self._stack.next_event()
-
     def next_deadline(self) -> float | None:
-        a = self._stack.next_deadline()
+        a = self.inner.next_deadline()
         b = self.impairment.next_deadline()
         if a is None:
             return b
         if b is None:
             return a
         return a if a < b else b
-
-    def handle_timer(self, now: float) -> None:
-        self._stack.handle_timer(now)

@@ -28,92 +28,41 @@ import json
 import logging
 import os
 import random
-import resource
 import signal
 import sys
 import time
+from typing import TYPE_CHECKING, Any, Callable
 
 from . import doctor
 from . import ports as _ports
 from .proxy import icmp as icmp_proxy
 from .proxy import tcp as tcp_proxy
 from .proxy import udp as udp_proxy
+from .hostres import (  # noqa: F401  (FD_RESERVE, fit_limits_to_fds: used by tests)
+    FD_RESERVE, IDLE_CHECK, fit_limits_to_fds, open_fds, raise_nofile_limit, tune_malloc,
+)
 from .resolvconf import ResolvConf
+if TYPE_CHECKING:
+    from .api import ApiServer
+    from .impair import FrameLink
 from .tcpip.tcp_conn import TcpState
-from .tcpip.stack import (
-    IcmpEchoFlowClosed, IcmpEchoFlowOpened, IcmpEchoRequested, Stack, TcpConnectRequested,
+from .tcpip.events import (
+    IcmpEchoFlowClosed, IcmpEchoFlowOpened, IcmpEchoRequested, StackEvent, TcpConnectRequested,
     TcpDataReceived, TcpEofReceived, TcpFlowClosed, TcpHostReadPaused, UdpDatagramReceived,
     UdpFlowClosed, UdpFlowOpened,
 )
+from .tcpip.fwd import echo_unreach_code
+from .tcpip.icmp import DEST_UNREACH as ICMP_DEST_UNREACH
+from .tcpip.stack import Stack
 
 log = logging.getLogger("slirpy")
 
 _READ_SIZE = 65600          # a whole 64 KB GSO super-frame + headers; never read 256 KB (DESIGN §3)
 _READ_BATCH = 256           # frames per readable event before flushing
 _FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-_UNREACH_CODE = {errno.ENETUNREACH: 0, errno.EHOSTUNREACH: 1}   # errno -> ICMP unreachable code
 # States in which the guest may still send data on a TCP flow.
 _GUEST_MAY_SEND = frozenset((TcpState.SYN_RECEIVED, TcpState.ESTABLISHED,
                              TcpState.FIN_WAIT_1, TcpState.FIN_WAIT_2))
-
-
-FD_RESERVE = 64     # fds kept for the TAP, pidfd, listeners, the API socket, logging...
-IDLE_CHECK = 2.0    # seconds between checks for "no traffic": then freed memory goes back to the OS
-
-# glibc mallopt() parameters
-_M_TRIM_THRESHOLD = -1
-_M_MMAP_THRESHOLD = -3
-
-
-def tune_malloc():
-    """Keep glibc from mmap()ing and unmapping every large buffer, return a trim function.
-
-    Queued host data is kept as the chunks host reads returned (up to 256 KB each, see
-    tcpip/sendbuf.py). With glibc's defaults such blocks come from mmap or from a heap top
-    that is trimmed back to the OS again and again, so every host read pays page faults:
-    measured here, a host->sandbox iperf3 stream ran at ~5 Gbit/s instead of 12-16. Large
-    blocks are served from the heap and freed memory is kept while traffic flows; when the
-    runtime sees no traffic it calls the returned `malloc_trim(0)` so that idle RSS drops
-    again. Returns None where this is not glibc.
-    """
-    try:
-        import ctypes
-        libc = ctypes.CDLL(None)
-        mallopt = libc.mallopt
-        trim = libc.malloc_trim
-    except (OSError, AttributeError):
-        return None
-    mallopt(_M_MMAP_THRESHOLD, 16 << 20)
-    mallopt(_M_TRIM_THRESHOLD, 256 << 20)
-    return lambda: trim(0)
-
-
-def raise_nofile_limit() -> int:
-    """Raise the soft RLIMIT_NOFILE to the hard limit; return the soft limit in force."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if hard == resource.RLIM_INFINITY:
-        hard = 1 << 20
-    if soft == resource.RLIM_INFINITY or soft >= hard:
-        return min(soft, hard) if soft != resource.RLIM_INFINITY else hard
-    try:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-        return hard
-    except (ValueError, OSError):
-        return soft
-
-
-def fit_limits_to_fds(limits, nofile: int, reserve: int = FD_RESERVE):
-    """`limits` with the TCP/UDP/ICMP flow caps lowered so their host sockets fit in `nofile`
-    fds minus `reserve` (the same object when they already fit)."""
-    budget = max(nofile - reserve, 16)
-    tcp, udp, icmp = limits.max_tcp_flows, limits.max_udp_flows, limits.max_icmp_flows
-    if tcp + udp + icmp <= budget:
-        return limits
-    icmp = min(icmp, max(budget // 16, 1))
-    udp = min(udp, max(budget // 4, 1))
-    tcp = max(budget - udp - icmp, 1)
-    return dataclasses.replace(limits, max_tcp_flows=tcp, max_udp_flows=udp, max_icmp_flows=icmp,
-                               max_half_open=min(limits.max_half_open, tcp))
 
 
 class Runtime:
@@ -129,10 +78,13 @@ class Runtime:
         self.tap_fd = tap_fd
         self.stack = Stack(config, vnet_hdr=vnet_hdr, offload=offload,
                            rng=random.Random(int.from_bytes(os.urandom(8), "big")))
+        # Frames between the TAP and the Stack go through `link`: the Stack itself, or link
+        # filters wrapping it (impairment); everything else goes to the Stack directly.
+        self.link: FrameLink = self.stack
         if impair is not None:
-            from .impair import ImpairedStack, Impairment
-            self.stack = ImpairedStack(self.stack, Impairment(impair, vnet_hdr=vnet_hdr,
-                                                              counters=self.stack.counters))
+            from .impair import ImpairedLink, Impairment
+            self.link = ImpairedLink(self.stack, Impairment(impair, vnet_hdr=vnet_hdr,
+                                                            counters=self.stack.counters))
         self.host_flows: dict[int, tcp_proxy.HostTcpProtocol] = {}
         self.host_tcp_open = 0          # host TCP sockets open: connection_made .. connection_lost
         self.recv_blocks = tcp_proxy.RecvBlocks()     # where host TCP reads land
@@ -154,10 +106,11 @@ class Runtime:
         self._timer_at: float | None = None
         self.tap_gone = False          # the TAP device went away (its namespace was torn down)
         self.linger = 5.0              # seconds to let flows finish after the command exited
+        self._dispatch = self._dispatch_table()
         self.ports = _ports.PortManager(self)
-        self.api = None
+        self.api: ApiServer | None = None
         self._pending_listeners: list = []
-        self._pending_api = None       # (path, bound socket)
+        self._pending_api: tuple[str, Any] | None = None       # (path, bound socket)
 
     # -------------------------------------------------------------- published ports / API
 
@@ -191,13 +144,15 @@ class Runtime:
             from . import api as _api
             path, sock = self._pending_api
             self._pending_api = None
-            self.api = _api.ApiServer(RuntimeControl(self), path)
-            await self.api.start(sock)
+            api = self.api = _api.ApiServer(RuntimeControl(self), path)  # type: ignore[arg-type]
+            await api.start(sock)
 
     # -------------------------------------------------------------- loop wiring
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop:
+        """The loop the runtime was attached to (only valid after `attach`)."""
+        assert self._loop is not None, "Runtime.attach() not called"
         return self._loop
 
     def dns_upstream(self) -> tuple[str, int]:
@@ -220,7 +175,7 @@ class Runtime:
         if mark != self._idle_mark:
             self._idle_mark = mark
             self._trimmed = False
-        elif not self._trimmed:
+        elif not self._trimmed and self._malloc_trim is not None:
             self._trimmed = True
             self._malloc_trim()
             c["runtime.malloc_trim"] += 1
@@ -240,7 +195,7 @@ class Runtime:
         return False
 
     async def drain(self, timeout: float) -> None:
-        loop = self._loop
+        loop = self.loop
         deadline = loop.time() + timeout
         while not self.tap_gone and self.busy() and loop.time() < deadline:
             await asyncio.sleep(0.01)
@@ -273,7 +228,7 @@ class Runtime:
     def request_flush(self) -> None:
         if not self._flush_scheduled:
             self._flush_scheduled = True
-            self._loop.call_soon(self._scheduled_flush)
+            self.loop.call_soon(self._scheduled_flush)
 
     def _scheduled_flush(self) -> None:
         self._flush_scheduled = False
@@ -282,7 +237,7 @@ class Runtime:
     def _on_tap_readable(self) -> None:
         now = time.monotonic()
         fd = self.tap_fd
-        receive = self.stack.receive_frame
+        receive = self.link.receive_frame
         read = os.read
         for _ in range(_READ_BATCH):
             try:
@@ -292,7 +247,7 @@ class Runtime:
             except OSError as e:
                 if e.errno == errno.EBADFD:      # tap0 was unregistered with its namespace
                     self.tap_gone = True
-                    self._loop.remove_reader(fd)
+                    self.loop.remove_reader(fd)
                 else:
                     self.counters["tap.rx.error"] += 1
                     log.debug("TAP read failed: %s", e)
@@ -313,11 +268,13 @@ class Runtime:
 
     def flush(self, now: float) -> None:
         stack = self.stack
+        frames_to_send = self.link.frames_to_send
+        dispatch = self._dispatch
         fd = self.tap_fd
         write = os.write
         writev = os.writev
         for _ in range(64):
-            frames = stack.frames_to_send(now)
+            frames = frames_to_send(now)
             # Host-side work first: a guest's request reaches the host socket before we spend
             # time writing ACKs or other frames to the TAP.
             ev = stack.next_event()
@@ -325,7 +282,7 @@ class Runtime:
                 if type(ev) is TcpDataReceived:
                     ev = self._write_host(ev)
                 else:
-                    self._dispatch(ev)
+                    dispatch[type(ev)](ev)
                     ev = stack.next_event()
             for f in frames:
                 try:
@@ -340,7 +297,7 @@ class Runtime:
                     log.debug("TAP write failed: %s", e)
             if not stack.has_output():
                 break
-        deadline = stack.next_deadline()
+        deadline = self.link.next_deadline()
         armed = self._timer_at
         # Re-arm only for an earlier deadline. A later one (every ACK pushes the RTO back) keeps
         # the armed timer: when it fires early, handle_timer finds nothing due and this re-arms.
@@ -348,7 +305,7 @@ class Runtime:
             if self._timer is not None:
                 self._timer.cancel()
             self._timer_at = deadline
-            self._timer = self._loop.call_later(max(0.0, deadline - time.monotonic()), self._on_timer)
+            self._timer = self.loop.call_later(max(0.0, deadline - time.monotonic()), self._on_timer)
 
     def _write_host(self, ev: TcpDataReceived):
         """Write `ev` and the data events right after it for the same flow (one per guest
@@ -371,76 +328,93 @@ class Runtime:
                 proto.transport.writelines(parts)
         return nxt
 
-    def _dispatch(self, ev) -> None:
-        t = type(ev)
-        if t is UdpDatagramReceived:
-            flow = self.udp_flows.get(ev.flow_id)
-            if flow is not None:
-                flow.send(ev.data)
+    def _dispatch_table(self) -> dict[type[StackEvent], Callable[[Any], None]]:
+        """Event type -> handler. TcpDataReceived has none: flush() always routes it to
+        _write_host, which batches a flow's consecutive data events into one write."""
+        return {
+            UdpDatagramReceived: self._on_udp_datagram,
+            UdpFlowOpened: self._on_udp_opened,
+            UdpFlowClosed: self._on_udp_closed,
+            IcmpEchoRequested: self._on_echo_requested,
+            IcmpEchoFlowOpened: self._open_echo,
+            IcmpEchoFlowClosed: self._on_echo_closed,
+            TcpConnectRequested: self._on_tcp_connect,
+            TcpEofReceived: self._on_tcp_eof,
+            TcpHostReadPaused: self._on_tcp_read_paused,
+            TcpFlowClosed: self._on_tcp_closed,
+        }
+
+    def _on_udp_datagram(self, ev: UdpDatagramReceived) -> None:
+        flow = self.udp_flows.get(ev.flow_id)
+        if flow is not None:
+            flow.send(ev.data)
+        else:
+            self.counters["udp.host.tx.drop.no_socket"] += 1
+            err = self.failed_flows.get(ev.flow_id)
+            if err is not None:
+                self.stack.udp_host_error(ev.flow_id, err, time.monotonic())
+
+    def _on_udp_opened(self, ev: UdpFlowOpened) -> None:
+        host, port = self.dns_upstream() if ev.dns else (ev.host, ev.port)
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("udp %s:%d -> %s:%d open", ev.guest, ev.guest_port, host, port)
+        try:
+            self.udp_flows[ev.flow_id] = udp_proxy.open_flow(self, ev.flow_id, host, port)
+        except OSError as e:
+            self.counters["udp.host.open_failed"] += 1
+            self.failed_flows[ev.flow_id] = e.errno or errno.EHOSTUNREACH
+
+    def _on_udp_closed(self, ev: UdpFlowClosed) -> None:
+        self.failed_flows.pop(ev.flow_id, None)
+        flow = self.udp_flows.pop(ev.flow_id, None)
+        if flow is not None:
+            flow.close()
+
+    def _on_echo_requested(self, ev: IcmpEchoRequested) -> None:
+        flow = self.echo_flows.get(ev.flow_id)
+        if flow is not None:
+            flow.send(ev.seq, ev.ttl, ev.data)
+        else:
+            self.stack.icmp_echo_dropped(ev.flow_id, "no_socket", time.monotonic())
+            err = self.failed_flows.get(ev.flow_id)
+            code = None if err is None else echo_unreach_code(err)
+            if code is not None:
+                self.stack.icmp_host_error(ev.flow_id, ICMP_DEST_UNREACH, code, time.monotonic())
+
+    def _on_echo_closed(self, ev: IcmpEchoFlowClosed) -> None:
+        self.failed_flows.pop(ev.flow_id, None)
+        flow = self.echo_flows.pop(ev.flow_id, None)
+        if flow is not None:
+            flow.close()
+
+    def _on_tcp_connect(self, ev: TcpConnectRequested) -> None:
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("tcp %s:%d -> %s:%d connect", ev.guest, ev.guest_port, ev.host, ev.port)
+        host, port = self.dns_upstream() if ev.dns else (ev.host, ev.port)
+        self.connecting[ev.flow_id] = self.loop.create_task(
+            tcp_proxy.connect(self, ev.flow_id, host, port))
+
+    def _on_tcp_eof(self, ev: TcpEofReceived) -> None:
+        proto = self.host_flows.get(ev.flow_id)
+        if proto is not None and proto.transport is not None and not proto.closed:
+            if proto.transport.can_write_eof():
+                proto.transport.write_eof()
+
+    def _on_tcp_read_paused(self, ev: TcpHostReadPaused) -> None:
+        proto = self.host_flows.get(ev.flow_id)
+        if proto is not None and proto.transport is not None and not proto.closed:
+            if ev.paused:
+                proto.transport.pause_reading()
             else:
-                self.counters["udp.host.tx.drop.no_socket"] += 1
-                err = self.failed_flows.get(ev.flow_id)
-                if err is not None:
-                    self.stack.udp_host_error(ev.flow_id, err, time.monotonic())
-        elif t is UdpFlowOpened:
-            host, port = self.dns_upstream() if ev.dns else (ev.host, ev.port)
-            if log.isEnabledFor(logging.DEBUG):
-                log.debug("udp %s:%d -> %s:%d open", ev.guest, ev.guest_port, host, port)
-            try:
-                self.udp_flows[ev.flow_id] = udp_proxy.open_flow(self, ev.flow_id, host, port)
-            except OSError as e:
-                self.counters["udp.host.open_failed"] += 1
-                self.failed_flows[ev.flow_id] = e.errno or errno.EHOSTUNREACH
-        elif t is UdpFlowClosed:
-            self.failed_flows.pop(ev.flow_id, None)
-            flow = self.udp_flows.pop(ev.flow_id, None)
-            if flow is not None:
-                flow.close()
-        elif t is IcmpEchoRequested:
-            flow = self.echo_flows.get(ev.flow_id)
-            if flow is not None:
-                flow.send(ev.seq, ev.ttl, ev.data)
-            else:
-                self.stack.icmp_echo_dropped(ev.flow_id, "no_socket", time.monotonic())
-                code = _UNREACH_CODE.get(self.failed_flows.get(ev.flow_id))
-                if code is not None:
-                    self.stack.icmp_host_error(ev.flow_id, 3, code, time.monotonic())
-        elif t is IcmpEchoFlowOpened:
-            self._open_echo(ev)
-        elif t is IcmpEchoFlowClosed:
-            self.failed_flows.pop(ev.flow_id, None)
-            flow = self.echo_flows.pop(ev.flow_id, None)
-            if flow is not None:
-                flow.close()
-        elif t is TcpDataReceived:
-            proto = self.host_flows.get(ev.flow_id)
-            if proto is not None and proto.transport is not None and not proto.closed:
-                proto.transport.write(ev.data)
-        elif t is TcpConnectRequested:
-            if log.isEnabledFor(logging.DEBUG):
-                log.debug("tcp %s:%d -> %s:%d connect", ev.guest, ev.guest_port, ev.host, ev.port)
-            host, port = self.dns_upstream() if ev.dns else (ev.host, ev.port)
-            self.connecting[ev.flow_id] = self._loop.create_task(
-                tcp_proxy.connect(self, ev.flow_id, host, port))
-        elif t is TcpEofReceived:
-            proto = self.host_flows.get(ev.flow_id)
-            if proto is not None and proto.transport is not None and not proto.closed:
-                if proto.transport.can_write_eof():
-                    proto.transport.write_eof()
-        elif t is TcpHostReadPaused:
-            proto = self.host_flows.get(ev.flow_id)
-            if proto is not None and proto.transport is not None and not proto.closed:
-                if ev.paused:
-                    proto.transport.pause_reading()
-                else:
-                    proto.transport.resume_reading()
-        elif t is TcpFlowClosed:
-            task = self.connecting.pop(ev.flow_id, None)
-            if task is not None:
-                task.cancel()
-            proto = self.host_flows.pop(ev.flow_id, None)
-            if proto is not None:
-                proto.close(ev.reset)
+                proto.transport.resume_reading()
+
+    def _on_tcp_closed(self, ev: TcpFlowClosed) -> None:
+        task = self.connecting.pop(ev.flow_id, None)
+        if task is not None:
+            task.cancel()
+        proto = self.host_flows.pop(ev.flow_id, None)
+        if proto is not None:
+            proto.close(ev.reset)
 
     def _open_echo(self, ev: IcmpEchoFlowOpened) -> None:
         try:
@@ -470,12 +444,12 @@ class Runtime:
                          "state": f.conn.state.name, "to_host": f.bytes_in, "to_guest": f.bytes_out,
                          "unit": "bytes", "age": round(now - f.opened_at, 1)})
         for proto, flows in (("udp", self.stack.udp_flows()), ("icmp", self.stack.echo_flows())):
-            for f in flows:
-                rows.append({"proto": proto, "direction": "in" if f.inbound else "out",
-                             "guest": ep(f.guest_ip, f.guest_port), "host": ep(f.host_ip, f.host_port),
-                             "state": "REPLIED" if f.replied else "UNREPLIED",
-                             "to_host": f.datagrams_in, "to_guest": f.datagrams_out,
-                             "unit": "datagrams", "age": round(now - f.opened_at, 1)})
+            for d in flows:
+                rows.append({"proto": proto, "direction": "in" if d.inbound else "out",
+                             "guest": ep(d.guest_ip, d.guest_port), "host": ep(d.host_ip, d.host_port),
+                             "state": "REPLIED" if d.replied else "UNREPLIED",
+                             "to_host": d.datagrams_in, "to_guest": d.datagrams_out,
+                             "unit": "datagrams", "age": round(now - d.opened_at, 1)})
         return rows
 
     def snapshot(self) -> dict:
@@ -503,14 +477,6 @@ class Runtime:
         with open(tmp, "w") as f:
             json.dump(self.snapshot(), f, indent=1)
         os.replace(tmp, path)
-
-
-def open_fds() -> int | None:
-    """How many file descriptors this process has open (None where /proc is not mounted)."""
-    try:
-        return len(os.listdir("/proc/self/fd")) - 1      # minus the one listdir itself holds
-    except OSError:
-        return None
 
 
 def _foreground_on_tty() -> bool:

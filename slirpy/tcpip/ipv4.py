@@ -67,19 +67,7 @@ class Ipv4Header:
 
     @classmethod
     def parse(cls, buf: bytes | bytearray | memoryview, verify_checksum: bool = True) -> "Ipv4Header":
-        n = len(buf)
-        if n < IPV4_HLEN:
-            raise MalformedPacket("ipv4.short")
-        vihl, tos, total, ident, frag, ttl, proto, csum, src, dst = IPV4_HDR.unpack_from(buf, 0)
-        if vihl >> 4 != 4:
-            raise MalformedPacket("ipv4.bad_version")
-        hlen = (vihl & 0x0F) << 2
-        if hlen < IPV4_HLEN or hlen > n:
-            raise MalformedPacket("ipv4.bad_ihl")
-        if total < hlen or total > n:
-            raise MalformedPacket("ipv4.bad_total_length")
-        if verify_checksum and sum16(buf[:hlen]) != 0xFFFF:
-            raise MalformedPacket("ipv4.bad_checksum")
+        hlen, tos, total, ident, frag, ttl, proto, csum, src, dst = parse_fields(buf, verify_checksum)
         options = bytes(buf[IPV4_HLEN:hlen]) if hlen > IPV4_HLEN else b""
         return cls(hlen, tos, total, ident, frag, ttl, proto, csum, src, dst, options)
 
@@ -99,6 +87,29 @@ class Ipv4Header:
         return Ipv4Header(self.header_len, self.tos, self.total_length, self.ident, self.frag,
                           self.ttl, self.proto, ~sum16(hdr) & 0xFFFF, self.src, self.dst,
                           self.options)
+
+
+Fields = tuple[int, int, int, int, int, int, int, int, bytes, bytes]
+
+
+def parse_fields(buf: bytes | bytearray | memoryview, verify_checksum: bool = True) -> Fields:
+    """The validation of `Ipv4Header.parse`, without building the object: the stack's per-packet
+    fast path. Returns (header_len, tos, total_length, ident, frag, ttl, proto, checksum, src,
+    dst); raises MalformedPacket exactly as `parse` does."""
+    n = len(buf)
+    if n < IPV4_HLEN:
+        raise MalformedPacket("ipv4.short")
+    vihl, tos, total, ident, frag, ttl, proto, csum, src, dst = IPV4_HDR.unpack_from(buf, 0)
+    if vihl >> 4 != 4:
+        raise MalformedPacket("ipv4.bad_version")
+    hlen = (vihl & 0x0F) << 2
+    if hlen < IPV4_HLEN or hlen > n:
+        raise MalformedPacket("ipv4.bad_ihl")
+    if total < hlen or total > n:
+        raise MalformedPacket("ipv4.bad_total_length")
+    if verify_checksum and sum16(buf[:hlen]) != 0xFFFF:
+        raise MalformedPacket("ipv4.bad_checksum")
+    return hlen, tos, total, ident, frag, ttl, proto, csum, src, dst
 
 
 def build_header(

@@ -3,7 +3,7 @@
 The guest builds what its kernel would put on tap0 (virtio header when the stack uses one,
 Ethernet, IPv4, TCP with a full checksum) from the tuples of ``segments_to_send``, and parses
 the stack's frames back (checksums verified unless the frame is marked NEEDS_CSUM, exactly as
-a kernel would). `Transfer` drives a `Stack` (or an `ImpairedStack`) and that guest with
+a kernel would). `Transfer` drives a `Stack` (through a link filter such as `ImpairedLink`, or none) and that guest with
 simulated time, playing the runtime's part for the host side, until a byte-exact exchange in
 both directions has completed and both ends have closed.
 """
@@ -131,7 +131,8 @@ class Guest:
 
 @dataclass
 class Transfer:
-    """Drive a byte-exact exchange through `stack` (a `Stack` or an `ImpairedStack`).
+    """Drive a byte-exact exchange through `stack`, its frames through `link` (the stack
+    itself when None, or a link filter around it such as an `ImpairedLink`).
 
     `up` goes guest -> host, `down` host -> guest; both sides shut down after sending and the
     run ends when the stack reported the flow closed and the guest connection is CLOSED.
@@ -141,6 +142,7 @@ class Transfer:
     guest: Guest
     up: Pattern
     down: Pattern
+    link: object = None
     chunk: int = 64 * 1024
     guest_send_bound: int = 1 << 20
     step: float = 0.0002              # simulated time that passes per busy round
@@ -232,7 +234,7 @@ class Transfer:
 
     def _round(self, now: float) -> bool:
         """One runtime-like flush: guest frames in, stack frames out, events both sides."""
-        stack = self.stack
+        stack = self.link or self.stack
         guest = self.guest
         busy = False
         for f in guest.frames(now):
@@ -253,6 +255,7 @@ class Transfer:
         return (self.flow_closed or self.flow_reset) and (self.guest_closed or self.guest_reset is not None)
 
     def run(self) -> "Transfer":
+        link = self.link or self.stack
         stack = self.stack
         conn = self.guest.conn
         now = self.now
@@ -260,7 +263,7 @@ class Transfer:
             self.rounds += 1
             assert self.rounds < self.max_rounds, "too many rounds"
             assert now < self.time_limit, f"no progress by t={now:.1f}: {conn!r}"
-            d = stack.next_deadline()
+            d = link.next_deadline()
             if d is not None and d <= now:
                 stack.handle_timer(now)
             t = conn.get_timer()
@@ -269,7 +272,7 @@ class Transfer:
             if self._round(now):
                 now += self.step
                 continue
-            nexts = [x for x in (stack.next_deadline(), conn.get_timer()) if x is not None]
+            nexts = [x for x in (link.next_deadline(), conn.get_timer()) if x is not None]
             if not nexts:
                 break
             now = max(now + self.step, min(nexts))
@@ -288,16 +291,16 @@ class Transfer:
         assert self.guest_mismatch is None, f"host -> guest bytes differ at {self.guest_mismatch}"
 
 
-def make_transfer(stack_factory, size_up: int, size_down: int, *, seed: int, mtu: int = 1500,
+def make_transfer(link_factory, size_up: int, size_down: int, *, seed: int, mtu: int = 1500,
                   vnet: bool = True, offload: bool = True, guest_iss: int | None = None,
                   **kw) -> Transfer:
-    """A `Stack` built from `stack_factory(stack)` (e.g. lambda s: ImpairedStack(s, ...)), a
+    """A `Stack`, its link `link_factory(stack)` (e.g. lambda s: ImpairedLink(s, ...)), a
     guest, and `Pattern` payloads of the given sizes from `seed`."""
     rng = random.Random(seed)
     config = NetConfig(mtu=mtu)
     stack = st.Stack(config, vnet_hdr=vnet, offload=offload, rng=random.Random(rng.getrandbits(32)))
-    wrapped = stack_factory(stack)
+    link = link_factory(stack)
     iss = rng.getrandbits(32) if guest_iss is None else guest_iss
     guest = Guest(config, vnet=vnet, iss=iss, now=0.0)
-    return Transfer(wrapped, guest, Pattern(size_up, rng.getrandbits(32)),
-                    Pattern(size_down, rng.getrandbits(32)), **kw)
+    return Transfer(stack, guest, Pattern(size_up, rng.getrandbits(32)),
+                    Pattern(size_down, rng.getrandbits(32)), link=link, **kw)

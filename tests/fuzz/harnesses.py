@@ -313,7 +313,7 @@ class StackHarness:
         n = len(stack.flows())
         assert n <= limits.max_tcp_flows, n
         assert 0 <= stack.half_open <= limits.max_half_open, stack.half_open
-        assert len(stack._neighbours) <= limits.max_neighbours
+        assert len(stack.neighbours.entries) <= limits.max_neighbours
         counters = stack.counters
         last = self.last_counters
         for k, v in last.items():

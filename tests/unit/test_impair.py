@@ -10,7 +10,7 @@ import pytest
 
 from slirpy.config import NetConfig
 from slirpy.impair import (
-    REORDER_HOLD, ImpairedStack, Impairment, ImpairSpec, parse_impair,
+    REORDER_HOLD, ImpairedLink, Impairment, ImpairSpec, parse_impair,
 )
 from slirpy.tcpip.stack import Stack
 from slirpy.tcpip.virtio import F_NEEDS_CSUM, VNET_HDR
@@ -245,14 +245,14 @@ def test_corrupting_an_offloaded_frame_is_counted_as_unverified():
     assert imp.counters["impair.to_guest.corrupt.unverified"] == 1
 
 
-# ------------------------------------------------------------------ ImpairedStack
+# ------------------------------------------------------------------ ImpairedLink
 
 
-def test_impaired_stack_passes_attributes_through_and_merges_deadlines():
+def test_impaired_link_wraps_the_stack_and_merges_deadlines():
     s = Stack(NetConfig(), vnet_hdr=True, offload=True, rng=random.Random(1))
     imp = Impairment(ImpairSpec(delay=50), vnet_hdr=True, counters=s.counters)
-    w = ImpairedStack(s, imp)
-    assert w.counters is s.counters and w.half_open == 0 and w.flows() == [] and w.stack is s
+    w = ImpairedLink(s, imp)
+    assert imp.counters is s.counters and s.half_open == 0 and s.flows() == [] and w.inner is s
     assert w.next_deadline() is None
     arp = bytes.fromhex("000000000000000000000000" "ffffffffffff020000000064080600010800060400010200"
                         "000000640a0002640000000000000a000202")
@@ -275,7 +275,7 @@ LOSSY = "loss=5%,reorder=5%,dup=1%"
 
 def impaired(spec_text: str):
     spec = parse_impair(spec_text)
-    return lambda s: ImpairedStack(s, Impairment(spec, vnet_hdr=s.vnet_hdr, counters=s.counters))
+    return lambda s: ImpairedLink(s, Impairment(spec, vnet_hdr=s.vnet_hdr, counters=s.counters))
 
 
 def _recover(spec_text: str, size: int, seed: int, **kw):

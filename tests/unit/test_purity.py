@@ -43,11 +43,13 @@ def imported_modules(tree: ast.AST) -> list[tuple[int, str]]:
     return found
 
 
-def violations(source: str) -> list[str]:
+def violations(source: str, depth: int = 0) -> list[str]:
+    """`depth`: how many packages below slirpy.tcpip the module sits (iface/x.py: 1), i.e. how
+    many extra leading dots a relative import may have and still stay inside slirpy.tcpip."""
     bad = []
     for lineno, name in imported_modules(ast.parse(source)):
         if name.startswith("."):
-            if name.startswith(".."):
+            if name.startswith("." * (depth + 2)):
                 bad.append(f"line {lineno}: relative import leaves slirpy.tcpip: {name}")
             continue
         top = name.split(".")[0]
@@ -59,7 +61,7 @@ def violations(source: str) -> list[str]:
 
 
 def tcpip_files() -> list[Path]:
-    return sorted(TCPIP.glob("*.py"))
+    return sorted(p for p in TCPIP.rglob("*.py") if "__pycache__" not in p.parts)
 
 
 def test_there_are_modules_to_check():
@@ -71,14 +73,26 @@ def test_allow_list_excludes_forbidden():
     assert not ALLOWED & FORBIDDEN
 
 
-@pytest.mark.parametrize("path", tcpip_files(), ids=lambda p: p.name)
+@pytest.mark.parametrize("path", tcpip_files(), ids=lambda p: str(p.relative_to(TCPIP)))
 def test_tcpip_module_is_pure(path):
-    assert violations(path.read_text()) == []
+    depth = len(path.relative_to(TCPIP).parts) - 1
+    assert violations(path.read_text(), depth) == []
 
 
-def test_no_subpackages_escape_the_check():
-    # A subpackage would need its own files walked; fail loudly rather than skip it.
-    assert [p for p in TCPIP.iterdir() if p.is_dir() and p.name != "__pycache__"] == []
+def test_subpackages_are_checked():
+    # Every sub-package's files are walked (rglob): none may escape the check.
+    subpackages = [p for p in TCPIP.iterdir() if p.is_dir() and p.name != "__pycache__"]
+    checked = {p.parent for p in tcpip_files()}
+    assert all(p in checked for p in subpackages)
+
+
+@pytest.mark.parametrize("source", ["from ...proxy import tcp", "from ... import config"])
+def test_checker_catches_escape_from_subpackage(source):
+    assert violations(source, depth=1) != []
+
+
+def test_checker_allows_parent_from_subpackage():
+    assert violations("from ..flow import FlowTable", depth=1) == []
 
 
 @pytest.mark.parametrize("source", [

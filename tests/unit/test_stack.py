@@ -452,7 +452,7 @@ def _to_time_wait(s: st.Stack, fid: int, iss: int, sport: int = 40000, now: floa
     s.receive_frame(wire(s, guest_tcp(sport=sport, flags="FA", seq=1001, ack=iss + 2)), now)
     out_frames(s, now)
     assert [type(e) for e in events(s)] == [st.TcpEofReceived]
-    assert s._tcp_by_id[fid].conn.state.name == "TIME_WAIT"
+    assert s.table.tcp_by_id[fid].conn.state.name == "TIME_WAIT"
 
 
 def test_a_new_syn_on_a_time_wait_tuple_closes_the_old_flows_host_socket():

@@ -8,6 +8,7 @@ from scapy.layers.inet import IP, TCP, UDP
 from scapy.layers.l2 import ARP, Ether
 
 from slirpy.config import Limits, NetConfig
+from slirpy.tcpip import fwd
 from slirpy.tcpip import stack as st
 
 from tests.unit.test_stack import GUEST, GUEST_MAC, GW, GW_MAC, events, out_frames, wire
@@ -72,9 +73,9 @@ def test_inbound_syn_comes_from_the_clients_own_address_and_port():
 
 def test_remembered_inbound_sources_are_bounded():
     s = make_stack()
-    for i in range(st._INBOUND_SRC_CACHE + 10):
+    for i in range(fwd.INBOUND_SRC_CACHE + 10):
         assert s.inbound_source(f"198.51.{i >> 8}.{i & 255}") == bytes([198, 51, i >> 8, i & 255])
-        assert len(s._inbound_src) <= st._INBOUND_SRC_CACHE
+        assert len(s.fwd._inbound_src) <= fwd.INBOUND_SRC_CACHE
 
 
 def test_clients_the_guest_cannot_route_to_appear_as_the_gateway():

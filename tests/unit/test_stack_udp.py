@@ -271,11 +271,11 @@ def test_idle_flow_expires_after_udp_timeout():
 def test_activity_pushes_expiry_without_touching_the_heap():
     s = make_stack()
     ev = open_flow(s, now=0.0)
-    heap_size = len(s._dgram_timers)
+    heap_size = len(s.table.timers)
     for t in range(1, 21):
         s.receive_frame(wire(s, guest_udp()), float(t))
     events(s)
-    assert len(s._dgram_timers) == heap_size
+    assert len(s.table.timers) == heap_size
     s.handle_timer(30.0)
     assert events(s) == [] and s.next_deadline() == 50.0
     s.handle_timer(50.0)
@@ -323,7 +323,7 @@ def test_flood_of_new_flows_stays_bounded():
     s.frames_to_send(5.0)
     assert len(s.udp_flows()) == 64
     assert s.counters["udp.flows.evicted"] == 5000 - 64
-    assert len(s._dgram_timers) <= 4 * 64 + 64
+    assert len(s.table.timers) <= 4 * 64 + 64
 
 
 def test_tcp_and_udp_deadlines_combine():

@@ -1,0 +1,56 @@
+"""IPv4 input: validate the header (with the wire module's parser), drop what the stack does
+not take (fragments, sources outside the sandbox network), learn the sender's MAC, and hand
+the packet to its transport handler.
+
+Why a module: this is the only code that knows the packet is IPv4 on the way in; the handlers
+below it get the packet, the header length and packed addresses. IPv6 adds `ipv6.py` beside it.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from ..addr import Prefix
+from ..ipv4 import PROTO_ICMP, PROTO_TCP, PROTO_UDP, parse_fields
+from .link import Link
+from .neighbours import Neighbours
+
+# packet (IP header on), IP header length, src, dst, checksum to verify, now
+L4Input = Callable[[memoryview, int, bytes, bytes, bool, float], None]
+# packet, IP header length, src, dst, ttl, now
+IcmpInput = Callable[[memoryview, int, bytes, bytes, int, float], None]
+
+
+class Ipv4Input:
+    """The IPv4 receive path; the transport inputs are wired by the Stack."""
+
+    def __init__(self, link: Link, neighbours: Neighbours, net: Prefix, tcp: L4Input,
+                 udp: L4Input, icmp: IcmpInput) -> None:
+        self._counters = link.counters
+        self._neighbours = neighbours.entries
+        self._learn = neighbours.learn
+        self._net_lo = net.lo
+        self._net_mask = net.mask
+        self._tcp = tcp
+        self._udp = udp
+        self._icmp = icmp
+
+    def receive(self, mv: memoryview, src_mac: bytes, verify: bool, now: float) -> None:
+        hlen, _tos, total, _ident, frag, ttl, proto, _csum, src, dst = parse_fields(mv)
+        if frag & 0x3FFF:                      # MF or a fragment offset
+            self._counters["ipv4.rx.drop.fragment"] += 1
+            return
+        if (int.from_bytes(src, "big") & self._net_mask) != self._net_lo:
+            self._counters["ipv4.rx.drop.bad_src"] += 1
+            return
+        if src_mac != self._neighbours.get(src):
+            self._learn(src, src_mac)
+        packet = mv[:total]
+        if proto == PROTO_TCP:
+            self._tcp(packet, hlen, src, dst, verify, now)
+        elif proto == PROTO_UDP:
+            self._udp(packet, hlen, src, dst, verify, now)
+        elif proto == PROTO_ICMP:
+            self._icmp(packet, hlen, src, dst, ttl, now)
+        else:
+            self._counters["ipv4.rx.drop.proto"] += 1

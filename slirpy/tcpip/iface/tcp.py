@@ -1,0 +1,403 @@
+"""TCP: the demultiplexer from guest segments to flows, flow opening (passive for the guest's
+SYN, active for a published port's client), servicing (segments out, connection events into
+runtime events, timers), the one way a flow ends, and the host-side inputs.
+
+Why a module: the TCP state machine lives in `tcp_conn.TcpConnection`; this is everything
+around it that the stack does per TCP flow. fwd.py decides whether a SYN may open a flow and
+where it goes; flow.py keeps the tables and budgets; framer.py builds the frames.
+
+Inbound flows (published ports): the SYN reaches the guest from the client's own address (or
+the gateway's, fwd.py) and port; a guest RST closes the flow with `reset=True`; a SYN the
+guest never answers gives up after `Limits.tcp_inbound_timeout`, also with `reset=True`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import struct
+from collections import deque
+from typing import Any
+
+from .. import fwd as _fwd
+from ..addr import ntoa
+from ..events import (
+    StackEvent, TcpConnectRequested, TcpDataReceived, TcpEofReceived, TcpFlowClosed,
+    TcpHostReadPaused,
+)
+from ..flow import SND_SHARE_MIN, FlowKey, FlowTable, TcpFlow
+from ..ipv4 import PROTO_TCP
+from ..tcp import ACK, FIN, RST, SYN, TcpSegment
+from ..tcp_conn import (
+    Closed, DataReceived, EofReceived, Established, Reset, TcpConnection, TcpParams, TcpState,
+)
+from .framer import GSO_MAX, Framer
+from .icmp import IcmpHandler
+from .link import Link
+from .neighbours import Neighbours
+
+SYN_HEAD_MAX = 576 - 20 - 8             # what an ICMP error may quote (RFC 1812 §4.3.2.3)
+_PORT_PAIR = struct.Struct("!HH")
+
+
+class TcpHandler:
+    def __init__(self, config: Any, link: Link, neighbours: Neighbours, table: FlowTable,
+                 fwd: _fwd.Forwarder, icmp: IcmpHandler, events: deque[StackEvent],
+                 rng: random.Random) -> None:
+        limits = self._limits = config.limits
+        self._link = link
+        self._neighbours = neighbours
+        self._counters = c = link.counters
+        self._table = table
+        self._by_key = table.tcp_by_key
+        self._by_id = table.tcp_by_id
+        self._all_by_id = table.by_id
+        self._budgets = table.budgets
+        self._fwd = fwd
+        self._icmp = icmp
+        self._events = events
+        self._emit = Framer(link).emit
+        self._iss_secret = rng.randbytes(16)
+        self.guest_ip: bytes = config.guest.packed
+        self.dirty: dict[int, TcpFlow] = {}      # insertion-ordered set of flows to service
+        self.params = TcpParams(
+            mss=config.mtu - 40,
+            rcv_buf=limits.tcp_rcv_buf,
+            gso_max=GSO_MAX if link.offload else 0,     # the connection rounds it to its MSS
+            time_wait=limits.tcp_time_wait,
+            syn_timeout=limits.tcp_syn_timeout,
+            ack_delay=limits.tcp_ack_delay,
+            counters=c,
+        )
+
+    # ------------------------------------------------------------------ guest segments
+
+    def receive(self, packet: memoryview, hlen: int, src: bytes, dst: bytes, verify: bool,
+                now: float) -> None:
+        seg = TcpSegment.parse(packet[hlen:], src, dst, verify)
+        key = (src, seg.src_port, dst, seg.dst_port)
+        flow = self._by_key.get(key)
+        flags = seg.flags
+        if flow is not None:
+            conn = flow.conn
+            if (flags & (SYN | ACK | RST)) == SYN and conn.state is TcpState.CLOSED:
+                # The flow ended earlier in this batch (the guest's RST, say) and waits to be
+                # serviced: finish it now, so that a new SYN from the same port right behind
+                # it opens a new flow instead of meeting the dead one (the guest would retry
+                # only after its 1 s SYN timeout).
+                self.dirty.pop(flow.flow_id, None)
+                self.service(flow, now)
+                flow = self._by_key.get(key)
+        if flow is not None:
+            conn = flow.conn
+            if (flags & (SYN | ACK | RST)) == SYN and conn.state is TcpState.TIME_WAIT:
+                # A new incarnation of the 4-tuple (RFC 9293 §3.10.7.4 / RFC 6191): let the old go.
+                self.forget(flow, False)
+                self._counters["tcp.time_wait.reused"] += 1
+            else:
+                n = len(seg.payload)
+                if n:
+                    flow.bytes_in += n
+                    budgets = self._budgets
+                    budgets.rcv_seen[flow.flow_id] = flow
+                    if now >= budgets.rcv_epoch_end:
+                        budgets.rcv_epoch(now)
+                conn.receive_segment(seg, now)
+                self.dirty[flow.flow_id] = flow
+                return
+        self._no_flow(seg, packet, src, dst, now)
+
+    def _no_flow(self, seg: TcpSegment, packet: memoryview, src: bytes, dst: bytes,
+                 now: float) -> None:
+        """A segment for a 4-tuple without a flow: open one for a SYN that may, else refuse."""
+        c = self._counters
+        flags = seg.flags
+        if flags & RST:
+            c["tcp.rx.drop.rst_no_flow"] += 1
+            return
+        if flags & SYN and flags & FIN:
+            c["tcp.rx.drop.syn_fin"] += 1           # never valid; Linux discards it too
+            return
+        if (flags & (SYN | ACK | FIN)) != SYN:
+            c["tcp.rx.no_flow"] += 1
+            self._send_rst_for(seg, src, dst)
+            return
+        if not _fwd.ports_valid(seg.src_port, seg.dst_port):
+            c["tcp.rx.drop.port_zero"] += 1
+            return
+        verdict = self._fwd.outbound(PROTO_TCP, src, dst, seg.dst_port)
+        if verdict.host is None:
+            c["tcp.rx.drop." + verdict.why] += 1
+            if verdict.reply == _fwd.REPLY_RST:
+                self._send_rst_for(seg, src, dst)
+            return
+        why = self.over_limit()
+        if why is not None:
+            c["tcp.rx.drop." + why] += 1
+            self._send_rst_for(seg, src, dst)
+            return
+        self._open_passive(seg, packet, src, dst, now, verdict)
+
+    def over_limit(self) -> str | None:
+        """Why no TCP flow may be opened now (flow or half-open limit), or None."""
+        limits = self._limits
+        if len(self._by_id) >= limits.max_tcp_flows:
+            return "flow_limit"
+        if self._table.half_open >= limits.max_half_open:
+            return "half_open_limit"
+        return None
+
+    def _iss(self, key: FlowKey, now: float) -> int:
+        """Initial sequence number per RFC 6528: a 4-microsecond clock plus a keyed hash of the
+        4-tuple. It grows with time for the same 4-tuple, so a guest still holding that tuple
+        in TIME-WAIT accepts our new SYN at once (RFC 6191 / Linux) instead of making it wait
+        for a retransmission; and it is not guessable from outside."""
+        src, sport, dst, dport = key
+        h = hashlib.blake2s(src + dst + _PORT_PAIR.pack(sport, dport), digest_size=4,
+                            key=self._iss_secret).digest()
+        return (int(now * 250_000) + int.from_bytes(h, "big")) & 0xFFFFFFFF
+
+    def _open_passive(self, seg: TcpSegment, packet: memoryview, src: bytes, dst: bytes,
+                      now: float, verdict: _fwd.Verdict) -> None:
+        mac = self._link.guest_mac
+        if mac is None:
+            self._counters["tx.drop.no_guest_mac"] += 1
+            return
+        assert verdict.host is not None
+        flow_id = self._table.new_id()
+        key = (src, seg.src_port, dst, seg.dst_port)
+        conn = TcpConnection.passive(seg, self._iss(key, now), now, self.params)
+        conn.set_receive_window(self._budgets.rcv_share)
+        flow = TcpFlow(flow_id, key, conn, src, seg.src_port, dst, seg.dst_port,
+                       self._link.eth_prefix(mac), now, syn_head=bytes(packet[:SYN_HEAD_MAX]),
+                       target=verdict.host)
+        self._table.add_tcp(flow)
+        if verdict.dns:
+            self._counters["dns.tcp.flows.opened"] += 1
+        self._events.append(TcpConnectRequested(
+            flow_id, verdict.host, seg.dst_port, ntoa(src), seg.src_port, verdict.dns))
+        self.dirty[flow_id] = flow
+
+    def _send_rst_for(self, seg: TcpSegment, src: bytes, dst: bytes) -> None:
+        """RST for a segment that has no connection (RFC 9293 §3.10.7.1)."""
+        if seg.flags & ACK:
+            seq, ack, flags = seg.ack, 0, RST
+        else:
+            seq, ack, flags = 0, (seg.seq + seg.seg_len) & 0xFFFFFFFF, RST | ACK
+        rst = TcpSegment(seg.dst_port, seg.src_port, seq, ack, flags, 0)
+        self._link.send_ip(dst, src, PROTO_TCP, rst.pack(dst, src))
+        self._counters["tcp.tx.rst"] += 1
+
+    # ------------------------------------------------------------------ servicing
+
+    def service(self, flow: TcpFlow, now: float) -> None:
+        """Emit a flow's pending segments, pass on its events, re-arm its timer. (One function:
+        it runs for every serviced flow, twice per request/response, so no helper calls.)"""
+        conn = flow.conn
+        fid = flow.flow_id
+        if flow.eth_prefix is None:
+            if conn.state is not TcpState.CLOSED:
+                # An inbound flow to a guest whose MAC we do not know yet: hold its segments
+                # (they stay pending in the connection) and ask for the MAC.
+                self._neighbours.await_tcp[fid] = flow
+                self._neighbours.arp_for_guest(now)
+                self._rearm(flow, conn.get_timer())
+                return
+            conn.segments_to_send(now)           # nothing was ever sent: nothing to reset
+        else:
+            segments = conn.segments_to_send(now)
+            if segments:
+                self._emit(flow, conn.snd_mss, segments)
+        events = self._events
+        closed = reset = False
+        for ev in conn.take_events():
+            kind = type(ev)
+            if kind is DataReceived:
+                events.append(TcpDataReceived(fid, ev.data))
+            elif kind is EofReceived:
+                events.append(TcpEofReceived(fid))
+            elif kind is Established:
+                self._established(flow)
+            elif kind is Reset:
+                self._counters["tcp.flows.reset." + ev.reason] += 1
+                reset = True
+            elif kind is Closed:
+                closed = True
+        if closed:
+            self.forget(flow, reset)
+            return
+        queued = conn.send_buffered
+        budgets = self._budgets
+        if queued != flow.queued:
+            budgets.account_queued(flow, queued)
+        if flow.read_paused and queued <= budgets.snd_share() // 2:
+            flow.read_paused = False
+            events.append(TcpHostReadPaused(fid, False))
+        t = conn.get_timer()
+        if flow.give_up_at is not None:
+            self._rearm(flow, t)
+        elif t != flow.timer_at:
+            flow.timer_at = t
+            if t is not None:
+                self._table.timers.push(t, fid, self._all_by_id)
+
+    def _rearm(self, flow: TcpFlow, t: float | None) -> None:
+        """Re-arm a flow at the earlier of its connection's timer `t` and its give-up time
+        (service() does this inline for flows without a give-up time: the common case)."""
+        g = flow.give_up_at
+        if g is not None and (t is None or g < t):
+            t = g
+        if t != flow.timer_at:
+            flow.timer_at = t
+            if t is not None:
+                self._table.timers.push(t, flow.flow_id, self._all_by_id)
+
+    def _established(self, flow: TcpFlow) -> None:
+        if flow.half_open:
+            flow.half_open = False
+            self._table.half_open -= 1
+            flow.give_up_at = None
+        self._counters["tcp.flows.established"] += 1
+
+    def forget(self, flow: TcpFlow, reset: bool) -> None:
+        """The one way a TCP flow ends, whatever ended it: it leaves every table and the
+        runtime is told to close its host socket (abort it if `reset`). A flow dropped from
+        the tables without that event would keep its host socket open for good."""
+        fid = flow.flow_id
+        self._events.append(TcpFlowClosed(fid, reset))
+        self._budgets.account_queued(flow, 0)
+        self._table.remove_tcp(flow)
+        self.dirty.pop(fid, None)
+        self._neighbours.await_tcp.pop(fid, None)
+        flow.give_up_at = None
+        self._counters["tcp.flows.closed"] += 1
+
+    def timer_due(self, flow: TcpFlow, now: float) -> None:
+        """The flow's deadline came: give up an inbound handshake, or run the connection's timers."""
+        g = flow.give_up_at
+        if g is not None and now >= g:
+            flow.give_up_at = None
+            if flow.half_open:
+                self._inbound_give_up(flow, now)
+                return
+        flow.conn.handle_timer(now)
+        self.dirty[flow.flow_id] = flow
+
+    # ------------------------------------------------------------------ inbound
+
+    def inbound_open(self, key: FlowKey, guest_port: int, client_ip: str, now: float) -> int:
+        """Open the active flow of a published port's client (key from fwd.inbound_key)."""
+        c = self._counters
+        _, _, src, sport = key
+        flow_id = self._table.new_id()
+        conn = TcpConnection.active(self._iss(key, now), now, self.params)
+        conn.set_receive_window(self._budgets.rcv_share)
+        mac = self._link.guest_mac
+        prefix = self._link.eth_prefix(mac) if mac is not None else None
+        flow = TcpFlow(flow_id, key, conn, self.guest_ip, guest_port, src, sport, prefix, now,
+                       inbound=True, target=client_ip)
+        self._table.add_tcp(flow)
+        c["tcp.inbound.opened"] += 1
+        flow.give_up_at = now + self._limits.tcp_inbound_timeout
+        self.dirty[flow_id] = flow
+        return flow_id
+
+    def free_time_wait(self, flow: TcpFlow) -> bool:
+        """Let a flow in TIME-WAIT go for a new incarnation of its 4-tuple; False otherwise."""
+        if flow.conn.state is not TcpState.TIME_WAIT:
+            return False
+        self.forget(flow, False)
+        self._counters["tcp.time_wait.reused"] += 1
+        return True
+
+    def _inbound_give_up(self, flow: TcpFlow, now: float) -> None:
+        """The guest never completed an inbound handshake: RST it if needed, reset the client."""
+        self._counters["tcp.inbound.timeout"] += 1
+        conn = flow.conn
+        conn.abort(now)
+        if flow.eth_prefix is not None:
+            segments = conn.segments_to_send(now)
+            if segments:
+                self._emit(flow, conn.snd_mss, segments)
+        self.forget(flow, True)
+
+    # ------------------------------------------------------------------ host side
+
+    def host_connected(self, flow_id: int, now: float) -> None:
+        flow = self._by_id.get(flow_id)
+        if flow is None:
+            return
+        flow.conn.accept(now)
+        self.dirty[flow_id] = flow
+
+    def host_connect_failed(self, flow_id: int, err: int, now: float) -> None:
+        """The host connect failed with errno `err`: tell the guest the way its kernel expects."""
+        flow = self._by_id.get(flow_id)
+        if flow is None:
+            return
+        c = self._counters
+        code = _fwd.connect_failure(err)
+        if err == _fwd.ECONNREFUSED:
+            c["tcp.connect.refused"] += 1
+            flow.conn.refuse()
+        elif code is None:
+            c["tcp.connect.drop.local_resource"] += 1
+            self.forget(flow, False)
+            return
+        else:
+            c["tcp.connect.unreachable"] += 1
+            # The guest's kernel aborts a connect in SYN-SENT on any ICMP unreachable that
+            # quotes its SYN; no RST, so that it reports the right error.
+            self._icmp.unreachable_from_gateway(flow.guest_ip, code, flow.syn_head)
+            self.forget(flow, False)
+            return
+        self.dirty[flow_id] = flow
+
+    def host_allowance(self, flow_id: int) -> int:
+        """How many bytes the next host read of this flow may take (flow.Budgets)."""
+        return self._budgets.host_allowance(self._by_id.get(flow_id))
+
+    def host_data(self, flow_id: int, data: bytes, now: float) -> bool:
+        """Host bytes for the guest. True when the host reads must stop now: the event loop may
+        read the same socket again before the TcpHostReadPaused event is dispatched (libuv
+        reads up to 32 times per readable socket), so the caller stops them at once."""
+        flow = self._by_id.get(flow_id)
+        if flow is None:
+            return False
+        conn = flow.conn
+        conn.send(data)
+        flow.bytes_out += len(data)
+        queued = conn.send_buffered
+        budgets = self._budgets
+        budgets.account_queued(flow, queued)
+        if not flow.read_paused and (queued >= budgets.snd_share() or (
+                queued >= SND_SHARE_MIN and budgets.snd_total >= self._limits.tcp_snd_buf_total)):
+            flow.read_paused = True
+            self._counters["tcp.host.read_paused"] += 1
+            self._events.append(TcpHostReadPaused(flow_id, True))
+        self.dirty[flow_id] = flow
+        return flow.read_paused
+
+    def host_eof(self, flow_id: int, now: float) -> None:
+        flow = self._by_id.get(flow_id)
+        if flow is None:
+            return
+        flow.conn.shutdown_write(now)
+        self.dirty[flow_id] = flow
+
+    def host_reset(self, flow_id: int, now: float) -> None:
+        """The host connection failed or was reset: reset the guest's side too."""
+        flow = self._by_id.get(flow_id)
+        if flow is None:
+            return
+        self._counters["tcp.host.reset"] += 1
+        flow.conn.abort(now)
+        self.dirty[flow_id] = flow
+
+    def host_write_paused(self, flow_id: int, paused: bool, now: float) -> None:
+        """The host socket's write buffer is above (True) / back below (False) its high-water mark."""
+        flow = self._by_id.get(flow_id)
+        if flow is None:
+            return
+        flow.conn.set_receive_paused(paused, now)
+        self.dirty[flow_id] = flow

@@ -1,0 +1,79 @@
+"""fwd.py: the forwarding decisions, the errno -> ICMP table, and the (empty) policy hook."""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+from collections import defaultdict
+
+from slirpy.config import NetConfig
+from slirpy.tcpip import fwd, icmp
+from slirpy.tcpip.ipv4 import PROTO_ICMP, PROTO_TCP, PROTO_UDP
+
+GUEST = bytes([10, 0, 2, 100])
+GW = bytes([10, 0, 2, 2])
+DNS = bytes([10, 0, 2, 3])
+REMOTE = bytes([203, 0, 113, 1])
+
+
+def forwarder(**kw) -> fwd.Forwarder:
+    return fwd.Forwarder(dataclasses.replace(NetConfig(), **kw), defaultdict(int), random.Random(0))
+
+
+def test_outbound_targets():
+    f = forwarder()
+    assert f.rules == []
+    assert f.outbound(PROTO_TCP, GUEST, REMOTE, 80) == fwd.Verdict("203.0.113.1")
+    assert f.outbound(PROTO_UDP, GUEST, DNS, 53) == fwd.Verdict(fwd.DNS_UPSTREAM, dns=True)
+    assert f.outbound(PROTO_TCP, GUEST, DNS, 53).dns
+    assert forwarder(allow_host_loopback=True).outbound(PROTO_TCP, GUEST, GW, 22).host == "127.0.0.1"
+
+
+def test_outbound_refusals_and_replies():
+    f = forwarder()
+    assert f.outbound(PROTO_TCP, GUEST, GW, 22) == fwd.Verdict(None, "host_loopback_denied", fwd.REPLY_RST)
+    assert f.outbound(PROTO_UDP, GUEST, GW, 9) == fwd.Verdict(None, "host_loopback_denied",
+                                                            fwd.REPLY_PORT_UNREACH)
+    assert f.outbound(PROTO_UDP, GUEST, bytes([10, 0, 2, 7]), 9) == fwd.Verdict(None, "local_network")
+    assert f.outbound(PROTO_ICMP, GUEST, bytes([127, 0, 0, 1]), 0) == fwd.Verdict(None, "martian_dst")
+    off = forwarder(dns_enabled=False)
+    assert off.outbound(PROTO_UDP, GUEST, DNS, 53) == fwd.Verdict(None, "dns_disabled", fwd.REPLY_PORT_UNREACH)
+    assert off.outbound(PROTO_TCP, GUEST, DNS, 53) == fwd.Verdict(None, "local_network", fwd.REPLY_RST)
+
+
+def test_policy_rules_are_evaluated_first_in_order():
+    f = forwarder()
+    seen = []
+
+    def log(proto, src, dst, dport):
+        seen.append((proto, dport))
+        return None
+
+    def deny_80(proto, src, dst, dport):
+        return fwd.Verdict(None, "policy", fwd.REPLY_RST) if dport == 80 else None
+
+    f.rules += [log, deny_80]
+    assert f.outbound(PROTO_TCP, GUEST, REMOTE, 80) == fwd.Verdict(None, "policy", fwd.REPLY_RST)
+    assert f.outbound(PROTO_TCP, GUEST, REMOTE, 443).host == "203.0.113.1"
+    assert seen == [(PROTO_TCP, 80), (PROTO_TCP, 443)]
+
+
+def test_inbound_source():
+    f = forwarder()
+    assert f.inbound_source("198.51.100.7") == bytes([198, 51, 100, 7])
+    assert f.inbound_source("::ffff:198.51.100.7") == bytes([198, 51, 100, 7])
+    for client in ("127.0.0.1", "::1", "10.0.2.9", "224.0.0.1", "0.0.0.0", "fe80::1%eth0", "junk"):
+        assert f.inbound_source(client) == GW, client
+
+
+def test_errno_table():
+    assert fwd.connect_failure(fwd.ECONNREFUSED) is None
+    assert fwd.connect_failure(fwd.EMFILE) is None
+    assert fwd.connect_failure(fwd.ENETUNREACH) == icmp.UNREACH_NET
+    assert fwd.connect_failure(fwd.EACCES) == icmp.UNREACH_ADMIN
+    assert fwd.connect_failure(fwd.ETIMEDOUT) == icmp.UNREACH_HOST
+    assert fwd.datagram_unreach_code(fwd.ECONNREFUSED) == icmp.UNREACH_PORT
+    assert fwd.datagram_unreach_code(fwd.EACCES) is None
+    assert fwd.echo_unreach_code(fwd.EHOSTUNREACH) == icmp.UNREACH_HOST
+    assert fwd.echo_unreach_code(fwd.ECONNREFUSED) is None
+    assert not fwd.ports_valid(0, 80) and not fwd.ports_valid(80, 65536) and fwd.ports_valid(1, 65535)
