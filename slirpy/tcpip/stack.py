@@ -87,7 +87,7 @@ from .flows import DatagramFlow, Deadline, DeadlineHeap, TcpFlow
 from .sendbuf import Gather
 from .ipv4 import IPV4_HDR, IPV4_HLEN, PROTO_ICMP, PROTO_TCP, PROTO_UDP
 from .ipv4 import build_header as build_ipv4_header
-from .tcp import ACK, FIN, RST, SYN, TCP_HDR, TcpSegment
+from .wire.tcp import ACK, FIN, RST, SYN, TCP_HDR, TcpSegment
 from .udp import UDP_HDR, UDP_HLEN, UdpHeader
 from .tcp_conn import (
     Closed, DataReceived, EofReceived, Established, Reset, TcpConnection, TcpParams, TcpState,

@@ -83,7 +83,7 @@ from dataclasses import dataclass, field
 
 from .sendbuf import SendBuffer
 from .seqnum import seq_add, seq_between, seq_ge, seq_gt, seq_le, seq_lt, seq_sub
-from .tcp import ACK, FIN, PSH, RST, SYN, TcpOptions, TcpSegment
+from .wire.tcp import ACK, FIN, PSH, RST, SYN, TcpOptions, TcpSegment
 
 SACK_SCOREBOARD_MAX = 32        # SACKed ranges remembered from the peer
 MAX_DUPACKS_PER_FLUSH = 16      # duplicate ACKs emitted for one batch of out-of-order arrivals

@@ -20,7 +20,7 @@ from slirpy.tcpip.errors import MalformedPacket
 from slirpy.tcpip.ethernet import ETH_HDR, ETH_HLEN, ETHERTYPE_IPV4
 from slirpy.tcpip.ipv4 import PROTO_TCP, Ipv4Header
 from slirpy.tcpip.ipv4 import build_header as build_ipv4_header
-from slirpy.tcpip.tcp import TcpSegment, build_header as build_tcp_header
+from slirpy.tcpip.wire.tcp import TcpSegment, build_header as build_tcp_header
 from slirpy.tcpip.tcp_conn import (
     Closed, DataReceived, EofReceived, Reset, TcpConnection, TcpParams, TcpState,
 )

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import pytest
 
 from slirpy.tcpip.sendbuf import Gather
-from slirpy.tcpip.tcp import NO_OPTIONS, TcpOptions, TcpSegment
+from slirpy.tcpip.wire.tcp import NO_OPTIONS, TcpOptions, TcpSegment
 from slirpy.tcpip.tcp_conn import (
     Closed,
     DataReceived,
