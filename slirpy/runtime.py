@@ -39,7 +39,7 @@ from .proxy import icmp as icmp_proxy
 from .proxy import tcp as tcp_proxy
 from .proxy import udp as udp_proxy
 from .resolvconf import ResolvConf
-from .tcpip.tcp_conn import TcpState
+from .tcpip.tcp.state import TcpState
 from .tcpip.stack import (
     IcmpEchoFlowClosed, IcmpEchoFlowOpened, IcmpEchoRequested, Stack, TcpConnectRequested,
     TcpDataReceived, TcpEofReceived, TcpFlowClosed, TcpHostReadPaused, UdpDatagramReceived,

@@ -89,9 +89,10 @@ from .ipv4 import IPV4_HDR, IPV4_HLEN, PROTO_ICMP, PROTO_TCP, PROTO_UDP
 from .ipv4 import build_header as build_ipv4_header
 from .wire.tcp import ACK, FIN, RST, SYN, TCP_HDR, TcpSegment
 from .udp import UDP_HDR, UDP_HLEN, UdpHeader
-from .tcp_conn import (
-    Closed, DataReceived, EofReceived, Established, Reset, TcpConnection, TcpParams, TcpState,
-)
+from .tcp.connection import TcpConnection
+from .tcp.events import Closed, DataReceived, EofReceived, Established, Reset
+from .tcp.params import TcpParams
+from .tcp.state import TcpState
 from .virtio import F_DATA_VALID, F_NEEDS_CSUM, GSO_NONE, GSO_TCPV4, VNET_HDR, VNET_HDR_LEN
 
 _ETH_IP_HLEN = ETH_HLEN + IPV4_HLEN            # 34: csum_start of a TCP header after option-less IPv4

@@ -39,7 +39,7 @@ from slirpy.tcpip.icmp import (
 )
 from slirpy.tcpip.ipv4 import Ipv4Header
 from slirpy.tcpip.wire.tcp import TcpOptions, TcpSegment
-from slirpy.tcpip.tcp_conn import TcpState
+from slirpy.tcpip.tcp.state import TcpState
 from slirpy.tcpip.udp import UdpHeader
 from slirpy.tcpip.virtio import VirtioNetHeader
 
