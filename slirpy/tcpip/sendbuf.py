@@ -2,8 +2,8 @@
 
 A `bytearray` trimmed from the front on every ACK looks cheap, but CPython copies the whole
 buffer whenever one that was trimmed from the front must grow (its logical start is moved
-back to the allocation's start): with a few MB queued that is ~250 us per host read, and it
-grew with the number of flows. Here host reads are appended as they are (`bytes`, or a
+back to the allocation's start), a cost that grows with what is queued (perf/NOTES.md). Here
+host reads are appended as they are (`bytes`, or a
 read-only `memoryview` whose owner never writes those bytes again: proxy/tcp.py RecvBlocks),
 acknowledged bytes are dropped by moving an offset, and a segment inside one chunk is a
 zero-copy `memoryview` of it that goes straight to `os.writev`. A segment that spans chunks
@@ -17,6 +17,8 @@ the last read ended) makes it O(1) amortized; a retransmission from the front re
 
 from __future__ import annotations
 
+Chunk = bytes | memoryview       # a read-only view whose owner never rewrites it, or bytes
+
 _MERGE_BELOW = 4096
 
 
@@ -27,7 +29,7 @@ class Gather:
 
     __slots__ = ("parts", "_n")
 
-    def __init__(self, parts: list, n: int) -> None:
+    def __init__(self, parts: list[memoryview], n: int) -> None:
         self.parts = parts
         self._n = n
 
@@ -37,15 +39,16 @@ class Gather:
     def __bytes__(self) -> bytes:
         return b"".join(self.parts)
 
-    def __eq__(self, other) -> bool:
+    def __eq__(self, other: object) -> bool:
         if isinstance(other, Gather):
             other = bytes(other)
         try:
-            return bytes(self) == bytes(other)
+            data: bytes = bytes(other)              # type: ignore[call-overload]  # whatever bytes() takes
         except TypeError:
             return NotImplemented
+        return bytes(self) == data
 
-    __hash__ = None
+    __hash__ = None                                 # type: ignore[assignment]
 
     def __repr__(self) -> str:
         return f"Gather({len(self.parts)} parts, {self._n} bytes)"
@@ -55,7 +58,7 @@ class SendBuffer:
     __slots__ = ("_chunks", "_first", "_head", "_len", "_cur_idx", "_cur_start")
 
     def __init__(self) -> None:
-        self._chunks: list[bytes] = []
+        self._chunks: list[Chunk] = []
         self._first = 0          # index of the first live chunk in _chunks
         self._head = 0           # bytes of the first live chunk already consumed
         self._len = 0            # live bytes
@@ -68,7 +71,7 @@ class SendBuffer:
     def __bool__(self) -> bool:
         return self._len > 0
 
-    def append(self, data) -> None:
+    def append(self, data: bytes | bytearray | memoryview) -> None:
         n = len(data)
         if not n:
             return
@@ -115,7 +118,7 @@ class SendBuffer:
         self._first = self._head = self._len = 0
         self._cur_idx = self._cur_start = 0
 
-    def get(self, offset: int, n: int):
+    def get(self, offset: int, n: int) -> Chunk | Gather:
         """`n` bytes from `offset` (0 = the first unacknowledged byte): bytes or a memoryview
         inside one chunk, a `Gather` across chunks."""
         if n <= 0:

@@ -29,7 +29,7 @@ parsed from; the consumer must use it (or copy it) before that buffer is reused.
 from __future__ import annotations
 
 from ..sendbuf import Gather, SendBuffer
-from ..seqnum import seq_add, seq_ge, seq_gt, seq_le, seq_lt, seq_sub
+from ..seqnum import seq_add, seq_ge, seq_le, seq_lt, seq_sub
 from ..wire.tcp import ACK, FIN, RST, SYN, TcpOptions, TcpSegment
 from .arrival import process_ack, receive_text
 from .congestion import CongestionControl, NewReno
@@ -41,10 +41,10 @@ from .state import (
     CLOSE_TRANSITIONS, CLOSED, FIN_STATES, FIN_WAIT_1, FIN_WAIT_2, OPEN_STATES, RECV_STATES,
     SEND_STATES, SYN_RECEIVED, SYN_SENT, TIME_WAIT, ESTABLISHED, CloseEvent, TcpState,
 )
-from .transmit import MASK, arm_persist, emit_data, emit_handshake, window_field
+from .transmit import HALF, MASK, arm_persist, emit_data, emit_handshake, window_field
 
 # (seq, ack, flags, window_field, options, payload); the payload is the send buffer's view.
-Segment = tuple[int, int, int, int, bytes, "bytes | memoryview | Gather | object"]
+Segment = tuple[int, int, int, int, bytes, bytes | memoryview | Gather]
 
 
 class TcpConnection:
@@ -293,7 +293,7 @@ class TcpConnection:
         wnd_field = window_field(self)
         sent = False
         if state in SEND_STATES:
-            sent = emit_data(self, out, now, rcv_nxt, wnd_field, state in FIN_STATES)
+            sent = emit_data(self, out, now, rcv_nxt, wnd_field, self._fin_queued and state in FIN_STATES)
         if self._ack_needed:
             self._ack_needed = False
             dups = self._ooo_acks
@@ -398,7 +398,7 @@ class TcpConnection:
         plen = len(payload)
         seg_len = plen + (1 if flags & SYN else 0) + (1 if flags & FIN else 0)
         rcv_nxt = self.rcv_nxt
-        wnd = seq_sub(self._rcv_adv, rcv_nxt)
+        wnd = ((self._rcv_adv - rcv_nxt + HALF) & MASK) - HALF   # seq_sub, inlined: a hot path
         if wnd < 0:
             wnd = 0
         # first: sequence number acceptability (§3.10.7.4)
@@ -419,24 +419,16 @@ class TcpConnection:
         if flags & (RST | SYN):                     # second (RST) and fourth (SYN) steps
             self._rst_or_syn(seq, flags, state)
             return
-        # fifth: ACK
-        if not flags & ACK:
+        if not flags & ACK:                         # fifth: ACK
             return
         ack = seg.ack
-        if state is SYN_RECEIVED:
-            if not self._ack_in_syn_received(seg, ack, now):
-                return
-            state = self.state
-        if seq_gt(ack, self._snd_max):
-            self._ack_needed = True                 # ACK of data never sent (RFC 5961 §5.2)
-            self._count("tcp.rx.challenge_ack.ack")
+        if state is SYN_RECEIVED and not self._ack_in_syn_received(seg, ack, now):
             return
-        if seq_lt(ack, seq_add(self.snd_una, -self._max_snd_wnd)):
-            self._count("tcp.rx.drop.old_ack")
-            self._ack_needed = True
+        state = self.state                          # ESTABLISHED (or FIN-WAIT-1) after a SYN-ACK's ACK
+        if self._ack_out_of_range(ack):
             return
         if state is TIME_WAIT:
-            if flags & FIN:
+            if flags & FIN:                         # the peer's FIN again: ACK it, restart 2MSL
                 self._ack_needed = True
                 self._tw_at = now + self.params.time_wait
             return
@@ -450,6 +442,21 @@ class TcpConnection:
                 receive_text(self, seq, payload, plen, flags & FIN, now)
         elif plen or flags & FIN:
             self._ack_needed = True                 # after the peer's FIN: ignore the text (§3.10.7.4)
+
+    def _ack_out_of_range(self, ack: int) -> bool:
+        """RFC 5961 §5.2: an ACK of data never sent gets a challenge ACK; one older than
+        SND.UNA - MAX.SND.WND is dropped (and ACKed). True when the segment is done with."""
+        snd_max = self._snd_max
+        if ack != snd_max and ((ack - snd_max) & MASK) < HALF:     # seq_gt(ack, SND.MAX)
+            self._ack_needed = True
+            self._count("tcp.rx.challenge_ack.ack")
+            return True
+        low = (self.snd_una - self._max_snd_wnd) & MASK
+        if ack != low and ((low - ack) & MASK) < HALF:             # seq_lt(ack, low)
+            self._count("tcp.rx.drop.old_ack")
+            self._ack_needed = True
+            return True
+        return False
 
     def _receive_in_syn_received(self, seg: TcpSegment, now: float) -> bool:
         """The SYN-RECEIVED cases before acceptability; True when the segment is done with."""

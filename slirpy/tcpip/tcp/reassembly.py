@@ -48,7 +48,7 @@ class ReassemblyQueue:
             return
         mv = memoryview(payload)
         for a, b in pieces:
-            q.append((seq_add(rcv_nxt, a), mv[a - start:b - start].tobytes()))   # copy: the frame buffer is reused
+            q.append((seq_add(rcv_nxt, a), mv[a - start:b - start].tobytes()))   # a copy: frames are reused
         q.sort(key=lambda e: seq_sub(e[0], rcv_nxt))
 
     def drain(self, rcv_nxt: int) -> tuple[list[bytes | memoryview], int]:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from ..sendbuf import Gather
 from ..seqnum import seq_add, seq_gt, seq_le, seq_lt, seq_sub
 from ..wire.tcp import ACK, FIN, PSH, SYN, TcpOptions
 from .recovery import sack_trim
@@ -77,33 +78,16 @@ def emit_handshake(c: TcpConnection, out: list[Segment], state: TcpState, now: f
 def emit_data(c: TcpConnection, out: list[Segment], now: float, rcv_nxt: int, wnd_field: int,
               fin_ok: bool) -> bool:
     """Append retransmissions, probes and new data; return whether anything went out.
-
-    One exception to the 60-line rule: the new-data loop and the timer bookkeeping after it
-    share a dozen locals (offsets, flight, SND.NXT) that a split would have to return as a
-    tuple, once per flush, on the hottest path."""
+    `fin_ok`: our FIN is queued and the state lets it go."""
+    sent = (c._rexmit_pending or c._probe_pending) and _emit_repairs(c, out, now, rcv_nxt,
+                                                                    wnd_field, fin_ok)
     buf = c._sndbuf
     blen = len(buf)
     buf_seq = c._buf_seq
     una = c.snd_una
-    mss = c.snd_mss
-    fin_ok = fin_ok and c._fin_queued
-    sent = False
-    if c._rexmit_pending:
-        c._rexmit_pending = False
-        if c._sacked:
-            sent = emit_holes(c, out, now, rcv_nxt, wnd_field, buf_seq, blen)
-        else:
-            sent = _emit_fast_retransmit(c, out, now, rcv_nxt, wnd_field, fin_ok)
-
     nxt = c.snd_nxt
     off = ((nxt - buf_seq + HALF) & MASK) - HALF          # seq_sub, inlined
     flight = ((nxt - una + HALF) & MASK) - HALF
-    if c._probe_pending:
-        c._probe_pending = False
-        if flight == 0 and 0 <= off < blen:
-            _emit_probe(c, out, rcv_nxt, wnd_field, nxt, off)
-            sent = True
-
     snd_max = c._snd_max
     wnd_room_base = (((una - buf_seq + HALF) & MASK) - HALF) + c.snd_wnd   # right edge, as a buffer offset
     cap = c._seg_cap
@@ -117,20 +101,17 @@ def emit_data(c: TcpConnection, out: list[Segment], now: float, rcv_nxt: int, wn
                 nxt = seq_add(nxt, 1)
             break
         room = wnd_room_base - off
-        c_room = cwnd - flight
-        if c_room < room:
-            room = c_room
+        if cwnd - flight < room:
+            room = cwnd - flight
         if cap < room:
             room = cap
         n = avail if avail < room else room
         if n <= 0:
             break
-        if n < avail and n < mss and flight > 0:
+        if n < avail and n < c.snd_mss and flight > 0:
             break                               # sender SWS avoidance (§3.8.6.2.1)
         seq = (buf_seq + off) & MASK
-        flags = ACK
-        if n == avail:
-            flags = ACK | PSH | FIN if fin_ok else ACK | PSH   # FIN rides on the last data segment
+        flags = ACK if n < avail else (ACK | PSH | FIN if fin_ok else ACK | PSH)   # FIN rides on the last
         out.append((seq, rcv_nxt, flags, wnd_field, b"", buf.get(off, n)))
         sent = True
         if c._rtt_seq is None and seq == snd_max:
@@ -142,7 +123,6 @@ def emit_data(c: TcpConnection, out: list[Segment], now: float, rcv_nxt: int, wn
         if flags & FIN:
             nxt = (nxt + 1) & MASK
             break
-
     c.snd_nxt = nxt
     if nxt != snd_max and ((nxt - snd_max) & MASK) < HALF:     # seq_gt(nxt, snd_max)
         c._snd_max = nxt
@@ -154,6 +134,27 @@ def emit_data(c: TcpConnection, out: list[Segment], now: float, rcv_nxt: int, wn
             arm_persist(c, now)
     else:
         c._persist_at = None
+    return sent
+
+
+def _emit_repairs(c: TcpConnection, out: list[Segment], now: float, rcv_nxt: int,
+                  wnd_field: int, fin_ok: bool) -> bool:
+    """What a loss or a closed window asks for, ahead of new data: the holes of the SACK
+    scoreboard, else one fast retransmission; a zero-window probe."""
+    sent = False
+    if c._rexmit_pending:
+        c._rexmit_pending = False
+        if c._sacked:
+            sent = emit_holes(c, out, now, rcv_nxt, wnd_field, c._buf_seq, len(c._sndbuf))
+        else:
+            sent = _emit_fast_retransmit(c, out, now, rcv_nxt, wnd_field, fin_ok)
+    if c._probe_pending:
+        c._probe_pending = False
+        nxt = c.snd_nxt
+        off = seq_sub(nxt, c._buf_seq)
+        if nxt == c.snd_una and 0 <= off < len(c._sndbuf):
+            _emit_probe(c, out, rcv_nxt, wnd_field, nxt, off)
+            sent = True
     return sent
 
 
@@ -181,7 +182,7 @@ def _emit_fast_retransmit(c: TcpConnection, out: list[Segment], now: float, rcv_
     n = min(blen - off, c.snd_mss)
     fin_unacked = fin_ok and seq_gt(c._snd_max, seq_add(buf_seq, blen))
     flags = ACK
-    payload: bytes | memoryview | object = b""
+    payload: bytes | memoryview | Gather = b""
     if n > 0:
         payload = buf.get(off, n)
         if fin_unacked and off + n == blen:
