@@ -56,6 +56,7 @@ from collections import deque
 from dataclasses import dataclass, fields
 from typing import Any, Protocol
 
+from .tcpip.iface.link import Frame
 from .tcpip.virtio import F_NEEDS_CSUM, VNET_HDR_LEN
 
 ETH_IP_HLEN = 14 + 20            # corruption starts after these (and after the virtio header)
@@ -151,7 +152,7 @@ def parse_impair(spec: str) -> ImpairSpec:
     return ImpairSpec(**values)
 
 
-def _flat(frame) -> bytes:
+def _flat(frame: Frame) -> bytes:
     return frame if type(frame) is bytes else b"".join(frame) if type(frame) is tuple else bytes(frame)
 
 
@@ -197,11 +198,11 @@ class Impairment:
 
     # ------------------------------------------------------------------ inputs
 
-    def guest_to_stack(self, frame, now: float) -> list:
+    def guest_to_stack(self, frame: Frame, now: float) -> list[Frame]:
         """A frame read from the TAP: the frames to give the stack now."""
         return self._frame(self._to_stack, frame, now)
 
-    def stack_to_guest(self, frame, now: float) -> list:
+    def stack_to_guest(self, frame: Frame, now: float) -> list[Frame]:
         """A frame from the stack (bytes or a tuple of buffers): the frames to write now."""
         return self._frame(self._to_guest, frame, now)
 
@@ -223,7 +224,7 @@ class Impairment:
 
     # ------------------------------------------------------------------ the work
 
-    def _frame(self, d: _Direction, frame, now: float) -> list:
+    def _frame(self, d: _Direction, frame: Frame, now: float) -> list[Frame]:
         c = self.counters
         c[d.c_frames] = c.get(d.c_frames, 0) + 1
         rng = d.rng.random
@@ -252,14 +253,14 @@ class Impairment:
             self._pass(d, out, f, now)
         return out
 
-    def _pass(self, d: _Direction, out: list, frame, now: float) -> None:
+    def _pass(self, d: _Direction, out: list[Frame], frame: Frame, now: float) -> None:
         if self._delay:
             self._hold(d, d.delayed, now + self._delay, frame)
             self.counters[d.c_delayed] = self.counters.get(d.c_delayed, 0) + 1
         else:
             out.append(frame)
 
-    def _hold(self, d: _Direction, q: deque, at: float, frame) -> None:
+    def _hold(self, d: _Direction, q: deque[tuple[float, Frame]], at: float, frame: Frame) -> None:
         if len(d.delayed) + len(d.held) >= self._limit:
             self.counters[d.c_overflow] = self.counters.get(d.c_overflow, 0) + 1
             return
@@ -280,7 +281,7 @@ class Impairment:
             out.append(held.popleft()[1])
         return out
 
-    def _corrupt(self, d: _Direction, frame):
+    def _corrupt(self, d: _Direction, frame: Frame) -> Frame:
         c = self.counters
         buf = _flat(frame)
         start = self._corrupt_from

@@ -31,7 +31,7 @@ import random
 import signal
 import sys
 import time
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Iterable, Protocol
 
 from . import doctor
 from . import ports as _ports
@@ -44,8 +44,10 @@ from .hostres import (  # noqa: F401  (FD_RESERVE, fit_limits_to_fds: used by te
 from .resolvconf import ResolvConf
 if TYPE_CHECKING:
     from .api import ApiServer
+    from .config import NetConfig, PortSpec
+    from .impair import ImpairSpec
     from .impair import FrameLink
-from .tcpip.tcp_conn import TcpState
+from .tcpip.tcp.state import TcpState
 from .tcpip.events import (
     IcmpEchoFlowClosed, IcmpEchoFlowOpened, IcmpEchoRequested, StackEvent, TcpConnectRequested,
     TcpDataReceived, TcpEofReceived, TcpFlowClosed, TcpHostReadPaused, UdpDatagramReceived,
@@ -66,7 +68,8 @@ _GUEST_MAY_SEND = frozenset((TcpState.SYN_RECEIVED, TcpState.ESTABLISHED,
 
 
 class Runtime:
-    def __init__(self, config, tap_fd: int, *, vnet_hdr: bool, offload: bool, impair=None):
+    def __init__(self, config: NetConfig, tap_fd: int, *, vnet_hdr: bool, offload: bool,
+                 impair: ImpairSpec | None = None) -> None:
         # Every flow holds one host fd: raise the soft RLIMIT_NOFILE to the hard one and keep
         # the flow caps below it, so a flood is refused by our limits, never by EMFILE.
         nofile = raise_nofile_limit()
@@ -114,7 +117,7 @@ class Runtime:
 
     # -------------------------------------------------------------- published ports / API
 
-    def prepare_ports(self, specs=(), api_socket: str | None = None) -> list:
+    def prepare_ports(self, specs: Iterable[PortSpec] = (), api_socket: str | None = None) -> list[PortSpec]:
         """Bind the published ports' listeners and the API socket now, before the loop runs
         (and after the sandbox was forked: it must not inherit them). Returns the specs as
         bound (free host ports filled in). Raises ports.PortError, or OSError for the API
@@ -307,7 +310,7 @@ class Runtime:
             self._timer_at = deadline
             self._timer = self.loop.call_later(max(0.0, deadline - time.monotonic()), self._on_timer)
 
-    def _write_host(self, ev: TcpDataReceived):
+    def _write_host(self, ev: TcpDataReceived) -> StackEvent | None:
         """Write `ev` and the data events right after it for the same flow (one per guest
         segment, about ten per TAP batch in a bulk upload) to the host socket together, as
         one writev instead of a send each. Returns the first event not written."""
@@ -500,10 +503,10 @@ class RuntimeControl:
     def guest_addr(self) -> str:
         return self._ports.guest_addr
 
-    async def add_forward(self, spec) -> int:
+    async def add_forward(self, spec: PortSpec) -> int:
         return await self._ports.add_forward(spec)
 
-    def list_forwards(self):
+    def list_forwards(self) -> list[tuple[int, PortSpec]]:
         return self._ports.list_forwards()
 
     def remove_forward(self, forward_id: int) -> bool:
@@ -516,7 +519,19 @@ class RuntimeControl:
         return self._runtime.flow_table(time.monotonic())
 
 
-async def serve_sandbox(runtime: Runtime, sandbox, setup=None) -> int:
+class ServedCommand(Protocol):
+    """What serve_sandbox needs of the command it serves: a sandbox.Sandbox that `slirpy run`
+    made, or slirp4netns mode's AttachedTarget (someone else's namespace)."""
+
+    pidfd: int                 # readable once the command is gone
+
+    def release(self) -> None: ...
+    def send_signal(self, sig: int) -> None: ...
+    def wait(self) -> int: ...
+
+
+async def serve_sandbox(runtime: Runtime, sandbox: ServedCommand,
+                        setup: Callable[[], Awaitable[None]] | None = None) -> int:
     """Serve the sandbox's TAP until its command exits; return the command's exit code.
 
     `setup`, if given, is awaited inside the loop before the command starts (the self-check

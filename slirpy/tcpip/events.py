@@ -4,7 +4,7 @@ The Stack is sans-I/O: what it wants done on the host side (open a socket, write
 comes out of `Stack.next_event()` as one of these values, and the runtime dispatches them by
 type (one table, runtime.py). Keeping them here, apart from the code that makes them, lets the
 runtime and the tests name them without importing the stack's internals, and keeps the
-connection-level events of `tcp_conn` (`DataReceived`, `Closed`...) from colliding with them:
+connection-level events of `tcp/events.py` (`DataReceived`, `Closed`...) from colliding with them:
 those stay inside the TCP machinery; these are the only ones that leave `tcpip/`.
 
 Every event names its flow by `flow_id` (one id space for TCP, UDP and echo flows, flow.py).

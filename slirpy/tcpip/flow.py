@@ -36,7 +36,7 @@ from .checksum import sum16
 from .events import IcmpEchoFlowClosed, StackEvent, UdpFlowClosed
 
 if TYPE_CHECKING:
-    from .tcp_conn import TcpConnection
+    from .tcp.connection import TcpConnection
 
 _PROTO_TCP = 6
 _PROTO_UDP = 17

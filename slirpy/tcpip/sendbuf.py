@@ -2,8 +2,8 @@
 
 A `bytearray` trimmed from the front on every ACK looks cheap, but CPython copies the whole
 buffer whenever one that was trimmed from the front must grow (its logical start is moved
-back to the allocation's start): with a few MB queued that is ~250 us per host read, and it
-grew with the number of flows. Here host reads are appended as they are (`bytes`, or a
+back to the allocation's start), a cost that grows with what is queued (perf/NOTES.md). Here
+host reads are appended as they are (`bytes`, or a
 read-only `memoryview` whose owner never writes those bytes again: proxy/tcp.py RecvBlocks),
 acknowledged bytes are dropped by moving an offset, and a segment inside one chunk is a
 zero-copy `memoryview` of it that goes straight to `os.writev`. A segment that spans chunks

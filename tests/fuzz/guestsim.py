@@ -20,10 +20,11 @@ from slirpy.tcpip.errors import MalformedPacket
 from slirpy.tcpip.ethernet import ETH_HDR, ETH_HLEN, ETHERTYPE_IPV4
 from slirpy.tcpip.ipv4 import PROTO_TCP, Ipv4Header
 from slirpy.tcpip.ipv4 import build_header as build_ipv4_header
-from slirpy.tcpip.tcp import TcpSegment, build_header as build_tcp_header
-from slirpy.tcpip.tcp_conn import (
-    Closed, DataReceived, EofReceived, Reset, TcpConnection, TcpParams, TcpState,
-)
+from slirpy.tcpip.wire.tcp import TcpSegment, build_header as build_tcp_header
+from slirpy.tcpip.tcp.connection import TcpConnection
+from slirpy.tcpip.tcp.events import Closed, DataReceived, EofReceived, Reset
+from slirpy.tcpip.tcp.params import TcpParams
+from slirpy.tcpip.tcp.state import TcpState
 from slirpy.tcpip.virtio import F_NEEDS_CSUM, VNET_HDR_LEN
 
 GUEST_MAC = bytes.fromhex("020000000064")

@@ -38,8 +38,8 @@ from slirpy.tcpip.icmp import (
     IcmpHeader, build_dest_unreachable, build_echo_reply, build_time_exceeded, is_error,
 )
 from slirpy.tcpip.ipv4 import Ipv4Header
-from slirpy.tcpip.tcp import TcpOptions, TcpSegment
-from slirpy.tcpip.tcp_conn import TcpState
+from slirpy.tcpip.wire.tcp import TcpOptions, TcpSegment
+from slirpy.tcpip.tcp.state import TcpState
 from slirpy.tcpip.udp import UdpHeader
 from slirpy.tcpip.virtio import VirtioNetHeader
 

@@ -44,12 +44,11 @@ def imported_modules(tree: ast.AST) -> list[tuple[int, str]]:
 
 
 def violations(source: str, depth: int = 0) -> list[str]:
-    """`depth`: how many packages below slirpy.tcpip the module sits (iface/x.py: 1), i.e. how
-    many extra leading dots a relative import may have and still stay inside slirpy.tcpip."""
+    """`depth`: how many sub-packages below slirpy/tcpip/ the file sits (tcp/x.py: 1)."""
     bad = []
     for lineno, name in imported_modules(ast.parse(source)):
         if name.startswith("."):
-            if name.startswith("." * (depth + 2)):
+            if len(name) - len(name.lstrip(".")) > depth + 1:
                 bad.append(f"line {lineno}: relative import leaves slirpy.tcpip: {name}")
             continue
         top = name.split(".")[0]
@@ -61,7 +60,12 @@ def violations(source: str, depth: int = 0) -> list[str]:
 
 
 def tcpip_files() -> list[Path]:
-    return sorted(p for p in TCPIP.rglob("*.py") if "__pycache__" not in p.parts)
+    """Every module of slirpy.tcpip, sub-packages included."""
+    return sorted(TCPIP.rglob("*.py"))
+
+
+def depth(path: Path) -> int:
+    return len(path.relative_to(TCPIP).parts) - 1
 
 
 def test_there_are_modules_to_check():
@@ -75,15 +79,16 @@ def test_allow_list_excludes_forbidden():
 
 @pytest.mark.parametrize("path", tcpip_files(), ids=lambda p: str(p.relative_to(TCPIP)))
 def test_tcpip_module_is_pure(path):
-    depth = len(path.relative_to(TCPIP).parts) - 1
-    assert violations(path.read_text(), depth) == []
+    assert violations(path.read_text(), depth(path)) == []
 
 
 def test_subpackages_are_checked():
-    # Every sub-package's files are walked (rglob): none may escape the check.
-    subpackages = [p for p in TCPIP.iterdir() if p.is_dir() and p.name != "__pycache__"]
+    # Every directory holding modules is a package whose files the walk above reaches.
     checked = {p.parent for p in tcpip_files()}
-    assert all(p in checked for p in subpackages)
+    dirs = {p.parent for p in TCPIP.rglob("*") if p.suffix in (".py", ".pyx", ".so")}
+    assert dirs <= checked
+    assert all((d / "__init__.py").is_file() for d in dirs)
+    assert any(depth(p) for p in tcpip_files())
 
 
 @pytest.mark.parametrize("source", ["from ...proxy import tcp", "from ... import config"])
@@ -120,6 +125,15 @@ def test_checker_catches(source):
     assert violations(source) != []
 
 
+@pytest.mark.parametrize("source, at_depth", [
+    ("from ... import config", 1),
+    ("from ...proxy import tcp", 1),
+    ("from .. import errors", 0),
+])
+def test_checker_catches_in_subpackages(source, at_depth):
+    assert violations(source, at_depth) != []
+
+
 @pytest.mark.parametrize("source", [
     "import struct",
     "from dataclasses import dataclass",
@@ -131,3 +145,8 @@ def test_checker_catches(source):
 ])
 def test_checker_allows(source):
     assert violations(source) == []
+
+
+@pytest.mark.parametrize("source", ["from ..errors import MalformedPacket", "from .. import seqnum"])
+def test_checker_allows_in_subpackages(source):
+    assert violations(source, 1) == []

@@ -8,17 +8,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from slirpy.tcpip.tcp import ACK, FIN, NO_OPTIONS, PSH, RST, SYN, TcpOptions, TcpSegment
-from slirpy.tcpip.tcp_conn import (
-    Closed,
-    DataReceived,
-    EofReceived,
-    Established,
-    Reset,
-    TcpConnection,
-    TcpParams,
-    TcpState,
-)
+from slirpy.tcpip.wire.tcp import ACK, FIN, NO_OPTIONS, PSH, RST, SYN, TcpOptions, TcpSegment
+from slirpy.tcpip.tcp.connection import TcpConnection
+from slirpy.tcpip.tcp.events import Closed, DataReceived, EofReceived, Established, Reset
+from slirpy.tcpip.tcp.params import TcpParams
+from slirpy.tcpip.tcp.state import TcpState
 
 ISS = 1000
 IRS = 5000
@@ -443,7 +437,7 @@ def test_a_receive_window_above_rcv_buf_or_not_positive_means_rcv_buf(size):
 
 
 def test_window_scale_choice():
-    from slirpy.tcpip.tcp_conn import _choose_wscale
+    from slirpy.tcpip.tcp.params import choose_wscale as _choose_wscale
     assert _choose_wscale(65535) == 0
     assert _choose_wscale(65536) == 1
     assert _choose_wscale(4 << 20) == 7
@@ -510,7 +504,7 @@ def test_zero_window_persist_probes_with_backoff_then_resume():
     assert c.get_timer() == pytest.approx(1.1)                       # persist, first interval = RTO
     c.handle_timer(1.1)
     assert c.segments_to_send(1.1) == [(ISS + 1001, IRS + 1, ACK, W, b"", b"0")]
-    assert c.get_timer() == pytest.approx(1.1 + 2 * c._rto)          # backed off
+    assert c.get_timer() == pytest.approx(1.1 + 2 * c._rtt.rto)          # backed off
     c.receive_segment(seg(IRS + 1, ISS + 1001, ACK, 0), 1.2)       # probe refused
     assert c.snd_una == ISS + 1001 and c.send_buffered == 1000
     t = c.get_timer()
@@ -520,7 +514,7 @@ def test_zero_window_persist_probes_with_backoff_then_resume():
     out = c.segments_to_send(t + 0.1)
     assert [(s, len(p)) for s, _, _, _, _, p in out] == [(ISS + 1002, 500)]
     assert out[0][5] == b"1234567890" * 50
-    assert c.get_timer() == pytest.approx(t + 0.1 + c._rto)         # RTO, not persist
+    assert c.get_timer() == pytest.approx(t + 0.1 + c._rtt.rto)         # RTO, not persist
 
 
 def test_persist_gives_up_when_peer_silent():
@@ -551,7 +545,7 @@ def _ten_segments_in_flight():
 def test_three_dup_acks_fast_retransmit_newreno():
     c = _ten_segments_in_flight()
     c.receive_segment(seg(IRS + 1, ISS + 1001, ACK), 0.1)     # first segment arrives; cwnd 10000 -> 11000
-    assert c._cwnd == 11000
+    assert c._cc.cwnd == 11000
     assert [len(p) for *_, p in c.segments_to_send(0.1)] == [240]
     for i in range(2):
         c.receive_segment(seg(IRS + 1, ISS + 1001, ACK), 0.2)
@@ -560,19 +554,19 @@ def test_three_dup_acks_fast_retransmit_newreno():
     out = c.segments_to_send(0.2)
     assert [(s, f, len(p)) for s, _, f, _, _, p in out] == [(ISS + 1001, ACK, 1000)]
     assert out[0][5] == (bytes(range(256)) * 40)[1000:2000]
-    assert c._ssthresh == 4620 and c._cwnd == 4620 + 3000      # flight 9240 / 2, + 3 SMSS
+    assert c._cc.ssthresh == 4620 and c._cc.cwnd == 4620 + 3000      # flight 9240 / 2, + 3 SMSS
     c.receive_segment(seg(IRS + 1, ISS + 1001, ACK), 0.2)     # 4th dup: inflate
-    assert c._cwnd == 8620
+    assert c._cc.cwnd == 8620
     # partial ACK (up to the 4th segment): retransmit the next hole at once
     c.receive_segment(seg(IRS + 1, ISS + 4001, ACK), 0.3)
-    assert c._cwnd == 8620 - 3000 + 1000                       # deflate by the bytes acked, + SMSS
+    assert c._cc.cwnd == 8620 - 3000 + 1000                       # deflate by the bytes acked, + SMSS
     out = c.segments_to_send(0.3)
     assert [(s, len(p)) for s, *_, p in out] == [(ISS + 4001, 1000)]
     assert c._in_recovery
     # full ACK ends recovery: cwnd = min(ssthresh, max(FlightSize, SMSS) + SMSS)
     c.receive_segment(seg(IRS + 1, ISS + 10241, ACK), 0.4)
     assert not c._in_recovery
-    assert c._cwnd == 2000
+    assert c._cc.cwnd == 2000
 
 
 def test_rtt_samples_set_rto():
@@ -580,13 +574,13 @@ def test_rtt_samples_set_rto():
     c.segments_to_send(10.0)
     c.receive_segment(seg(IRS, ISS + 1, SYN | ACK, 0xFFFF, options=TcpOptions(mss=1460, wscale=7)), 10.1)
     # first sample R=0.1: SRTT=0.1 RTTVAR=0.05 RTO=0.1+4*0.05=0.3 (RFC 6298 §2.2)
-    assert c._rto == pytest.approx(0.3)
+    assert c._rtt.rto == pytest.approx(0.3)
     c.send(b"r" * 100)
     c.segments_to_send(11.0)
     assert c.get_timer() == pytest.approx(11.3)
     c.receive_segment(seg(IRS + 1, ISS + 101, ACK), 11.3)
     # R=0.3: RTTVAR=0.75*0.05+0.25*0.2=0.0875 SRTT=0.875*0.1+0.125*0.3=0.125 RTO=0.125+0.35 (§2.3)
-    assert c._rto == pytest.approx(0.475)
+    assert c._rtt.rto == pytest.approx(0.475)
 
 
 def test_rto_go_back_backoff_and_give_up():
@@ -597,7 +591,7 @@ def test_rto_go_back_backoff_and_give_up():
     c.handle_timer(1.0)
     out = c.segments_to_send(1.0)
     assert [(s, len(p)) for s, *_, p in out] == [(ISS + 1, 1000)]          # cwnd = 1 SMSS from SND.UNA
-    assert (c._cwnd, c._ssthresh) == (1000, 2500)
+    assert (c._cc.cwnd, c._cc.ssthresh) == (1000, 2500)
     assert c.get_timer() == 3.0
     c.handle_timer(3.0)
     assert [(s, len(p)) for s, *_, p in c.segments_to_send(3.0)] == [(ISS + 1, 1000)]
@@ -616,9 +610,9 @@ def test_rto_then_ack_resumes_slow_start_without_rtt_sample():
     c.handle_timer(1.0)
     c.segments_to_send(1.0)
     c.receive_segment(seg(IRS + 1, ISS + 1001, ACK), 1.5)
-    assert c._srtt == 0.0                                  # Karn: no sample from a retransmission
-    assert c._rto == 1.0                                   # backoff undone: new data was acknowledged
-    assert c._cwnd == 2000
+    assert c._rtt.srtt == 0.0                                  # Karn: no sample from a retransmission
+    assert c._rtt.rto == 1.0                                   # backoff undone: new data was acknowledged
+    assert c._cc.cwnd == 2000
     out = c.segments_to_send(1.5)
     assert [(s, len(p)) for s, *_, p in out] == [(ISS + 1001, 1000), (ISS + 2001, 1000)]
 

@@ -14,17 +14,11 @@ from dataclasses import dataclass, field
 import pytest
 
 from slirpy.tcpip.sendbuf import Gather
-from slirpy.tcpip.tcp import NO_OPTIONS, TcpOptions, TcpSegment
-from slirpy.tcpip.tcp_conn import (
-    Closed,
-    DataReceived,
-    EofReceived,
-    Established,
-    Reset,
-    TcpConnection,
-    TcpParams,
-    TcpState,
-)
+from slirpy.tcpip.wire.tcp import NO_OPTIONS, TcpOptions, TcpSegment
+from slirpy.tcpip.tcp.connection import TcpConnection
+from slirpy.tcpip.tcp.events import Closed, DataReceived, EofReceived, Established, Reset
+from slirpy.tcpip.tcp.params import TcpParams
+from slirpy.tcpip.tcp.state import TcpState
 
 
 @dataclass

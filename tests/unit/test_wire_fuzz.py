@@ -14,7 +14,7 @@ from slirpy.tcpip.errors import MalformedPacket
 from slirpy.tcpip.ethernet import EthernetHeader
 from slirpy.tcpip.icmp import IcmpHeader, build_echo_reply
 from slirpy.tcpip.ipv4 import Ipv4Header
-from slirpy.tcpip.tcp import TCP_HDR, TcpOptions, TcpSegment
+from slirpy.tcpip.wire.tcp import TCP_HDR, TcpOptions, TcpSegment
 from slirpy.tcpip.udp import UdpHeader
 from slirpy.tcpip.virtio import VirtioNetHeader
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 from hypothesis import assume, given, settings, strategies as st
 
-from slirpy.tcpip import tcp
+from slirpy.tcpip.wire import tcp
 from slirpy.tcpip.checksum import pseudo_header_sum, sum16
 from slirpy.tcpip.errors import MalformedPacket
 from slirpy.tcpip.ipv4 import Ipv4Header
-from slirpy.tcpip.tcp import TcpOptions, TcpSegment, build_header
+from slirpy.tcpip.wire.tcp import TcpOptions, TcpSegment, build_header
 
 SETTINGS = settings(database=None)
 

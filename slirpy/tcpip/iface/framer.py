@@ -18,7 +18,7 @@ from ..ethernet import ETH_HLEN
 from ..flow import TcpFlow
 from ..ipv4 import IPV4_HDR, IPV4_HLEN, PROTO_TCP
 from ..sendbuf import Gather
-from ..tcp import TCP_HDR
+from ..wire.tcp import TCP_HDR
 from ..virtio import F_NEEDS_CSUM, GSO_TCPV4, VNET_HDR
 from .link import ETH_IP_HLEN, Link
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
-from .checksum import finish, pseudo_header_sum, sum16
-from .errors import MalformedPacket
+from ..checksum import finish, pseudo_header_sum, sum16
+from ..errors import MalformedPacket
 
 TCP_HDR = struct.Struct("!HHIIBBHHH")  # sport dport seq ack off<<4 flags window checksum urgent
 TCP_HLEN = 20

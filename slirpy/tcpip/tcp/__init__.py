@@ -1,0 +1,46 @@
+"""The TCP endpoint of a guest flow (RFC 9293), sans-I/O, one concern per module.
+
+`connection` holds `TcpConnection` (its state record, opening, commands, timers and the first
+steps of SEGMENT ARRIVES); `arrival` the ACK and text steps; `transmit` what goes out;
+`state` the states and the close-side transition table; `congestion`, `recovery` (RTT
+estimator, SACK scoreboard) and `reassembly` sit behind small interfaces; `events` are what
+the connection reports to its owner. Import from the modules; this file exports nothing.
+
+What it implements
+------------------
+* The eleven states and the SEGMENT ARRIVES rules of RFC 9293 §3.10.7 in every state, active
+  and passive open (the passive side emits nothing until ``accept()``: the stack opens the
+  host socket first), simultaneous open and close, half-close both ways, TIME-WAIT
+  (``params.time_wait``, short but present; RST is ignored there, RFC 1337).
+* Segment acceptability (§3.10.7.4, zero windows included), RST/SYN/ACK hardening of
+  RFC 5961 (§3.2 exact-RST, §4 SYN -> challenge ACK, §5.2 ACK range).
+* MSS (536 when absent, RFC 9293 §3.7.1) and window scaling (RFC 7323 §2, only when both
+  SYNs carry it, shift capped at 14); SACK (RFC 2018) when both SYNs offer it.
+* Retransmission timeout per RFC 6298 with Karn's rule (one timed segment at a time) and
+  exponential backoff, undone once new data is acknowledged (BSD/Linux practice); after
+  ``max_retransmits`` consecutive expiries the connection gives up with ``Reset('timeout')``.
+  An RTO goes back to SND.UNA (go-back-N). Zero-window probing with a persist timer that
+  never gives up while the peer answers (§3.8.6.1).
+* Every arrival that carries data is acknowledged: at once, or after ``params.ack_delay``
+  (see `arrival.receive_text`); each out-of-order arrival gets its own duplicate ACK
+  (RFC 5681 §4.2) with SACK blocks. ``set_receive_paused`` freezes the right edge.
+* GSO: with ``params.gso_max`` a data segment may carry up to ``gso_max`` bytes (rounded
+  down to a multiple of SND.MSS); the kernel cuts it into MSS-sized packets.
+
+What it deliberately does not do
+--------------------------------
+RFC 6675's full pipe accounting, RACK-TLP and limited transmit (a loss with few segments in
+flight waits for the RTO), timestamps (so no PAWS and no RTTM on retransmissions), ECN, urgent
+data (URG is ignored), data carried on SYNs (ignored; the peer retransmits it), Nagle,
+keep-alives, challenge-ACK rate limiting (RFC 5961 §7: the per-flush coalescing bounds it), a
+LISTEN state (the stack demultiplexes SYNs itself; ``TcpState.LISTEN`` exists for names only),
+and ``FIN_WAIT_2`` timeouts (the flow table's idle expiry covers an absent peer).
+
+Limits
+------
+State is bounded: the send buffer is whatever the owner queued (it bounds it with
+``send_buffered``); the out-of-order queue holds at most the advertised window and at most
+``OOO_MAX_SEGMENTS`` entries; at most one pending RST. An idle connection is a few hundred
+bytes (``__slots__``, no preallocated buffers). No input segment sequence raises.
+Sequence numbers are compared modulo 2**32 (`seqnum`), valid while windows stay < 2**30.
+"""

@@ -1,0 +1,89 @@
+"""Out-of-order reassembly: data the peer sent beyond a hole, kept until the hole fills.
+
+In-order data never comes here (the connection hands it over zero-copy); what does is copied,
+because the frame buffer it arrived in is reused. The queue is bounded by the advertised
+window (the connection trims to it) and by `OOO_MAX_SEGMENTS` entries; what does not fit is
+dropped and the peer resends it. The queue also describes itself as SACK blocks (RFC 2018).
+"""
+
+from __future__ import annotations
+
+from ..seqnum import seq_add, seq_le, seq_lt, seq_sub
+
+OOO_MAX_SEGMENTS = 256        # out-of-order entries kept; more are dropped (the peer resends)
+
+
+class ReassemblyQueue:
+    """Non-overlapping (sequence number, bytes) entries, ordered from RCV.NXT."""
+
+    __slots__ = ("_entries",)
+
+    def __init__(self) -> None:
+        self._entries: list[tuple[int, bytes]] = []
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def insert(self, rcv_nxt: int, start: int, payload: bytes | memoryview) -> None:
+        """Queue [start, start+len) (offsets from RCV.NXT) minus what is already queued."""
+        end = start + len(payload)
+        q = self._entries
+        pieces = []
+        cur = start
+        for s, d in q:
+            so = seq_sub(s, rcv_nxt)
+            eo = so + len(d)
+            if eo <= cur:
+                continue
+            if so >= end:
+                break
+            if so > cur:
+                pieces.append((cur, so))
+            cur = eo
+            if cur >= end:
+                break
+        if cur < end:
+            pieces.append((cur, end))
+        if not pieces or len(q) + len(pieces) > OOO_MAX_SEGMENTS:
+            return
+        mv = memoryview(payload)
+        for a, b in pieces:
+            q.append((seq_add(rcv_nxt, a), mv[a - start:b - start].tobytes()))   # a copy: frames are reused
+        q.sort(key=lambda e: seq_sub(e[0], rcv_nxt))
+
+    def drain(self, rcv_nxt: int) -> tuple[list[bytes | memoryview], int]:
+        """Take the entries that now continue the stream at `rcv_nxt` (trimmed where they
+        overlap it); return them and the new RCV.NXT."""
+        q = self._entries
+        ready: list[bytes | memoryview] = []
+        while q:
+            s, d = q[0]
+            off = seq_sub(s, rcv_nxt)
+            if off > 0:
+                break
+            q.pop(0)
+            n = len(d) + off
+            if n <= 0:
+                continue
+            ready.append(memoryview(d)[-off:] if off < 0 else d)
+            rcv_nxt = seq_add(rcv_nxt, n)
+        return ready, rcv_nxt
+
+    def sack_blocks(self, last: int) -> tuple[tuple[int, int], ...]:
+        """At most four SACK blocks (RFC 2018 §4): first the one holding `last` (the most
+        recent arrival), then the others, lowest first. (Four fit the 40 option bytes without
+        timestamps.)"""
+        blocks: list[list[int]] = []
+        for s, d in self._entries:
+            e = seq_add(s, len(d))
+            if blocks and blocks[-1][1] == s:
+                blocks[-1][1] = e
+            else:
+                blocks.append([s, e])
+        first = 0
+        for i, (s, e) in enumerate(blocks):
+            if seq_le(s, last) and seq_lt(last, e):
+                first = i
+                break
+        ordered = [blocks[first]] + blocks[:first] + blocks[first + 1:]
+        return tuple((s, e) for s, e in ordered[:4])
