@@ -1,0 +1,139 @@
+"""`slirpy slirp4netns`: a TAP inside namespaces someone else created, for us to serve.
+
+Unlike `Sandbox.start`, nothing is unshared and nothing is exec'd: a forked child joins the
+target's user and net namespaces, creates (or opens) the TAP, sends its fd back over the same
+hand-off as the sandbox's and exits.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+from dataclasses import dataclass
+
+from slirpy import netconf
+from slirpy.config import NetConfig
+from slirpy.sandbox.handoff import SETUP_TIMEOUT, kill_and_reap, receive_tap, send_error, send_tap
+from slirpy.sandbox.libc import CLONE_NEWNET, CLONE_NEWUSER, set_pdeathsig, setns, setns_fd
+from slirpy.sandbox.options import SandboxError
+from slirpy.tap import TapDevice
+
+
+@dataclass
+class AttachOptions:
+    """Where the TAP goes: the net namespace of `pid` (or `netns_path`), joined through the user
+    namespace of `pid` (or `userns_path`, which wins)."""
+    tap_name: str
+    net: NetConfig
+    configure: bool = False            # address, route, MTU, MAC, up (slirp4netns -c)
+    pid: int | None = None
+    netns_path: str | None = None
+    userns_path: str | None = None
+
+    def paths(self) -> tuple[str | None, str]:
+        """(user namespace path or None, net namespace path)."""
+        netns = self.netns_path if self.netns_path is not None else f"/proc/{self.pid}/ns/net"
+        userns = self.userns_path
+        if userns is None and self.pid is not None:
+            userns = f"/proc/{self.pid}/ns/user"
+        return userns, netns
+
+
+@dataclass
+class AttachedTap:
+    fd: int
+    name: str
+    vnet_hdr: bool
+    offload: bool
+    fallback_reason: str | None = None
+
+
+def attach_tap(opts: AttachOptions) -> AttachedTap:
+    """Create (or open, if it exists) TAP `opts.tap_name` inside another process's namespaces.
+
+    A forked child joins the user namespace (setns(CLONE_NEWUSER) needs a single-threaded
+    process, which a fresh fork is) and the net namespace, opens the TAP with the same offloads
+    as `slirpy run`, configures it with `--configure`, sends the fd back over SCM_RIGHTS and
+    exits.  Call before any event loop or thread exists.  Raises SandboxError with one line.
+    """
+    parent_sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    try:
+        pid = os.fork()
+    except OSError as e:
+        parent_sock.close()
+        child_sock.close()
+        raise SandboxError(f"cannot fork: {e.strerror}") from None
+    if pid == 0:  # pragma: no cover - runs in the forked child, reported over the socket
+        code = 1
+        try:
+            parent_sock.close()
+            code = _attach_child(child_sock, opts)
+        except BaseException:
+            pass
+        finally:
+            os._exit(code)
+    child_sock.close()
+    try:
+        parent_sock.settimeout(SETUP_TIMEOUT)
+        tap_fd, note = receive_tap(parent_sock, pid)
+    except BaseException as e:
+        parent_sock.close()
+        kill_and_reap(pid)
+        if isinstance(e, socket.timeout):
+            raise SandboxError(f"attaching to the namespace timed out after {SETUP_TIMEOUT:.0f} s") from None
+        raise
+    parent_sock.close()
+    try:
+        os.waitpid(pid, 0)
+    except ChildProcessError:
+        pass
+    os.set_blocking(tap_fd, False)
+    return AttachedTap(fd=tap_fd, name=note.get("name", opts.tap_name), vnet_hdr=bool(note.get("vnet_hdr")),
+                       offload=bool(note.get("offload")), fallback_reason=note.get("fallback_reason"))
+
+
+def _attach_child(sock: socket.socket, opts: AttachOptions) -> int:  # pragma: no cover
+    """The forked child of attach_tap: join, create, configure, send.  Returns the exit status."""
+    set_pdeathsig(signal.SIGKILL)
+    userns, netns = opts.paths()
+    try:
+        # Open both first: after setns(CLONE_NEWUSER) the target's /proc entries may look different.
+        net_fd = os.open(netns, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError as e:
+        send_error(sock, SandboxError(f"{netns}: {e.strerror}"))
+        return 1
+    user_problem = None
+    if userns is not None:
+        try:
+            setns(userns, CLONE_NEWUSER)
+        except OSError as e:
+            # As slirp4netns: not fatal by itself (EINVAL = it is already our user namespace);
+            # it only matters if joining the net namespace then fails.
+            user_problem = f"{userns}: {e.strerror}"
+    try:
+        setns_fd(net_fd, CLONE_NEWNET)
+    except OSError as e:
+        why = f"cannot join network namespace {netns}: {e.strerror}"
+        if user_problem:
+            why += f" (joining user namespace {user_problem})"
+        send_error(sock, SandboxError(why))
+        return 1
+    os.close(net_fd)
+    try:
+        tap = TapDevice.create(opts.tap_name, offload=opts.net.offload)
+    except (OSError, ValueError) as e:
+        send_error(sock, e)
+        return 1
+    try:
+        if opts.configure:
+            netconf.configure(tap.name, opts.net)
+        note = {"name": tap.name, "vnet_hdr": tap.vnet_hdr, "offload": tap.offload,
+                "fallback_reason": tap.fallback_reason}
+        send_tap(sock, note, tap.fd)
+    except (OSError, netconf.NetconfError) as e:
+        send_error(sock, e)
+        return 1
+    finally:
+        tap.close()
+    return 0

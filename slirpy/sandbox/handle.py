@@ -1,0 +1,156 @@
+"""`Sandbox`: what slirpy (P) holds of a sandbox, from the fork to the reaping.
+
+`Sandbox.start` forks the supervisor, writes its id maps and receives tap0's fd; the handle then
+lets the command run (`release`), passes signals on, and reaps the supervisor, whose exit status
+is the command's.  The processes themselves are in `supervisor`.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+
+from slirpy import doctor
+from slirpy.sandbox.handoff import SETUP_TIMEOUT, expect, kill_and_reap, receive_tap
+from slirpy.sandbox.idmap import plan_id_maps
+from slirpy.sandbox.options import SandboxError, SandboxOptions
+from slirpy.sandbox.supervisor import SUPERVISOR_MASK, exit_code, supervisor
+
+
+class Sandbox:
+    pid: int
+    pidfd: int
+    tap_fd: int
+    vnet_hdr: bool
+    offload: bool
+    fallback_reason: str | None
+    proc_warning: str | None
+
+    def __init__(self, pid: int, pidfd: int, sock: socket.socket, tap_fd: int, note: dict) -> None:
+        self.pid = pid
+        self.pidfd = pidfd
+        self._sock: socket.socket | None = sock
+        self.tap_fd = tap_fd
+        self.vnet_hdr = bool(note.get("vnet_hdr"))
+        self.offload = bool(note.get("offload"))
+        self.fallback_reason = note.get("fallback_reason")
+        self.proc_warning = note.get("proc_warning")
+        self._status: int | None = None
+        self._released = False
+
+    # -- start --------------------------------------------------------------------------------
+
+    @classmethod
+    def start(cls, opts: SandboxOptions) -> "Sandbox":
+        """Fork the sandbox; return once we hold its TAP fd.  Call before any event loop exists."""
+        if not opts.argv:
+            raise SandboxError("no command given")
+        maps = plan_id_maps(opts.map_subuids)
+        parent_sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, SUPERVISOR_MASK)
+        parent_pid = os.getpid()
+        try:
+            pid = os.fork()
+        except OSError as e:
+            signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
+            parent_sock.close()
+            child_sock.close()
+            raise SandboxError(f"cannot fork: {e.strerror}") from None
+        if pid == 0:  # pragma: no cover - runs in the forked child, reported over the socket
+            code = 1
+            try:
+                parent_sock.close()
+                code = supervisor(child_sock, opts, parent_pid)
+            except BaseException:
+                pass
+            finally:
+                os._exit(code)
+        signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
+        child_sock.close()
+        try:
+            parent_sock.settimeout(SETUP_TIMEOUT)
+            expect(parent_sock, pid, "unshared")
+            maps.apply(pid)
+            parent_sock.sendall(b"mapped")
+            tap_fd, note = receive_tap(parent_sock, pid)
+            parent_sock.settimeout(None)
+            pidfd = os.pidfd_open(pid)
+        except BaseException as e:
+            parent_sock.close()
+            kill_and_reap(pid)
+            if isinstance(e, SandboxError):
+                raise
+            if isinstance(e, socket.timeout):
+                raise SandboxError(f"sandbox setup timed out after {SETUP_TIMEOUT:.0f} s") from None
+            if isinstance(e, OSError):
+                raise SandboxError(doctor.explain(e)) from None
+            raise
+        os.set_blocking(tap_fd, False)
+        return cls(pid, pidfd, parent_sock, tap_fd, note)
+
+    # -- running ------------------------------------------------------------------------------
+
+    def release(self) -> None:
+        """Let the sandbox exec the command."""
+        if self._released or self._sock is None:
+            return
+        self._released = True
+        try:
+            self._sock.sendall(b"release")
+        except OSError:
+            pass  # the child is gone; wait() reports how it ended
+
+    def send_signal(self, sig: int) -> None:
+        """Pass `sig` to the command (through the supervisor); no error if it is gone."""
+        if self._status is not None:
+            return
+        try:
+            signal.pidfd_send_signal(self.pidfd, sig)
+        except (ProcessLookupError, OSError):
+            pass
+
+    def poll(self) -> int | None:
+        """The exit code if the sandbox has ended (reaping it), else None."""
+        if self._status is None:
+            try:
+                pid, status = os.waitpid(self.pid, os.WNOHANG)
+            except ChildProcessError:
+                return None
+            if pid == 0:
+                return None
+            self._status = exit_code(status)
+        return self._status
+
+    def wait(self) -> int:
+        """Reap the sandbox; the command's exit code, or 128+N when it was killed by signal N."""
+        if self._status is None:
+            try:
+                _, status = os.waitpid(self.pid, 0)
+            except ChildProcessError:
+                raise SandboxError("sandbox process was already reaped by someone else") from None
+            self._status = exit_code(status)
+        return self._status
+
+    def close(self) -> None:
+        """Close every fd we hold (TAP, pidfd, control socket).  Does not wait for the child."""
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+        for attr in ("tap_fd", "pidfd"):
+            fd = getattr(self, attr)
+            if fd >= 0:
+                setattr(self, attr, -1)
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+
+    def __enter__(self) -> "Sandbox":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._status is None:
+            self.send_signal(signal.SIGKILL)
+            self.wait()
+        self.close()

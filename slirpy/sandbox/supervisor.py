@@ -1,0 +1,171 @@
+"""S, the supervisor, and I, the PID 1 it forks: the two processes that hold the sandbox together
+(see the package docstring for the whole picture).
+
+S runs in the child P forked, with `SUPERVISOR_MASK` blocked: it unshares, makes its mounts
+private, starts I, creates and hands over tap0, waits for ``release``, forks the command (C) and
+then passes on the signals sent to it until C exits.  Nothing here returns into the caller's code:
+each function's result is a process's exit status.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+
+from slirpy import netconf
+from slirpy.sandbox.command import FORWARDED_SIGNALS, exec_command
+from slirpy.sandbox.handoff import MSG_MAX, kill_and_reap, send_error, send_tap
+from slirpy.sandbox.libc import (CLONE_NEWNET, CLONE_NEWNS, CLONE_NEWPID, CLONE_NEWUSER, MS_NODEV, MS_NOEXEC,
+                                 MS_NOSUID, MS_PRIVATE, MS_REC, mount, set_pdeathsig, unshare)
+from slirpy.sandbox.options import SandboxError, SandboxOptions
+from slirpy.sandbox.resolv import bind_resolv_conf
+from slirpy.tap import TapDevice
+
+TAP_NAME = "tap0"
+EXIT_NOT_RELEASED = 125        # S's status when P went away before release()
+SUPERVISOR_MASK = FORWARDED_SIGNALS | {signal.SIGCHLD}
+
+
+def exit_code(status: int) -> int:
+    """A wait status in shell convention: the exit code, or 128+N when killed by signal N."""
+    code = os.waitstatus_to_exitcode(status)
+    return 128 - code if code < 0 else code
+
+
+def supervisor(sock: socket.socket, opts: SandboxOptions, parent_pid: int) -> int:  # pragma: no cover
+    """S: runs in the forked child with SUPERVISOR_MASK blocked.  Returns the exit status."""
+    try:
+        unshare(CLONE_NEWUSER | CLONE_NEWNET | CLONE_NEWNS | CLONE_NEWPID)
+        set_pdeathsig(signal.SIGKILL)
+    except OSError as e:
+        send_error(sock, e)
+        return 1
+    if os.getppid() != parent_pid:
+        return 1
+    sock.sendall(b"unshared")
+    if sock.recv(MSG_MAX) != b"mapped":
+        return 1
+    try:
+        mount(None, "/", None, MS_REC | MS_PRIVATE)
+    except OSError as e:
+        send_error(sock, SandboxError(f"cannot make mounts private in the sandbox: {e.strerror}"))
+        return 1
+    if opts.resolv_conf_text is not None:
+        problem = bind_resolv_conf(opts.resolv_conf_text)
+        if problem:
+            os.write(2, f"slirpy: warning: {problem}\n".encode())
+
+    # I: PID 1 of the new PID namespace.
+    keep_r, keep_w = os.pipe2(os.O_CLOEXEC)
+    rep_r, rep_w = os.pipe2(os.O_CLOEXEC)
+    try:
+        init_pid = os.fork()
+    except OSError as e:
+        send_error(sock, SandboxError(f"cannot start the sandbox's init process: {e.strerror}"))
+        return 1
+    if init_pid == 0:
+        code = 0
+        try:
+            sock.close()
+            os.close(keep_w)
+            os.close(rep_r)
+            init(keep_r, rep_w)
+        except BaseException:
+            code = 1
+        finally:
+            os._exit(code)
+    os.close(keep_r)
+    os.close(rep_w)
+    with os.fdopen(rep_r, "rb") as rep:
+        proc_warning = rep.read().decode(errors="replace") or None
+    if proc_warning:
+        os.write(2, f"slirpy: warning: {proc_warning}\n".encode())
+
+    def fail(exc: BaseException) -> int:
+        send_error(sock, exc)
+        os.close(keep_w)
+        kill_and_reap(init_pid)
+        return 1
+
+    try:
+        tap = TapDevice.create(TAP_NAME, offload=opts.net.offload)
+    except OSError as e:
+        return fail(e)
+    try:
+        netconf.configure(tap.name, opts.net)
+        note = {"vnet_hdr": tap.vnet_hdr, "offload": tap.offload,
+                "fallback_reason": tap.fallback_reason, "proc_warning": proc_warning}
+        send_tap(sock, note, tap.fd)
+    except (OSError, netconf.NetconfError) as e:
+        return fail(e)
+    finally:
+        tap.close()
+
+    try:
+        released = sock.recv(MSG_MAX) == b"release"
+    except OSError:
+        released = False
+    if not released:
+        os.close(keep_w)
+        kill_and_reap(init_pid)
+        return EXIT_NOT_RELEASED
+
+    cmd_pid = os.fork()
+    if cmd_pid == 0:
+        code = 127
+        try:
+            sock.close()
+            os.close(keep_w)
+            code = exec_command(opts.argv)
+        finally:
+            os._exit(code)
+    sock.close()
+    status, init_alive = supervise(cmd_pid, init_pid)
+    os.close(keep_w)
+    if init_alive:
+        kill_and_reap(init_pid)   # PID 1 gone: the kernel kills the rest of the namespace
+    return status
+
+
+def init(keep_r: int, rep_w: int) -> None:  # pragma: no cover
+    """I: PID 1.  Mount /proc, report, then block until S goes away; orphans are auto-reaped."""
+    set_pdeathsig(signal.SIGKILL)
+    signal.signal(signal.SIGCHLD, signal.SIG_IGN)
+    for sig in FORWARDED_SIGNALS:
+        signal.signal(sig, signal.SIG_DFL)   # PID 1 ignores SIG_DFL signals from its namespace
+    signal.pthread_sigmask(signal.SIG_SETMASK, ())
+    try:
+        mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+        warning = ""
+    except OSError as e:
+        warning = (f"cannot mount a fresh /proc for the sandbox's PID namespace ({e.strerror}); "
+                   "/proc inside shows the outer PID namespace")
+    os.write(rep_w, warning.encode())
+    os.close(rep_w)
+    while os.read(keep_r, 1):
+        pass
+
+
+def supervise(cmd_pid: int, init_pid: int) -> tuple[int, bool]:  # pragma: no cover
+    """S: forward signals sent to us to the command; once it exits return (its status, init alive)."""
+    init_alive = True
+    while True:
+        info = signal.sigwaitinfo(SUPERVISOR_MASK)
+        if info.si_signo == signal.SIGCHLD:
+            while True:
+                try:
+                    pid, status = os.waitpid(-1, os.WNOHANG)
+                except ChildProcessError:
+                    return 1, False
+                if pid == 0:
+                    break
+                if pid == cmd_pid:
+                    return exit_code(status), init_alive
+                if pid == init_pid:
+                    init_alive = False  # the namespace is gone; the command dies with it
+        elif info.si_code <= 0:   # SI_USER, SI_QUEUE, SI_TKILL: sent to us, not by the terminal
+            try:
+                os.kill(cmd_pid, info.si_signo)
+            except ProcessLookupError:
+                pass
