@@ -12,8 +12,10 @@ from __future__ import annotations
 import os
 import signal
 import socket
+from dataclasses import dataclass
 
 from slirpy import netconf
+from slirpy.config import NetConfig
 from slirpy.sandbox.command import FORWARDED_SIGNALS, exec_command
 from slirpy.sandbox.handoff import MSG_MAX, kill_and_reap, send_error, send_tap
 from slirpy.sandbox.libc import (CLONE_NEWNET, CLONE_NEWNS, CLONE_NEWPID, CLONE_NEWUSER, MS_NODEV, MS_NOEXEC,
@@ -35,35 +37,69 @@ def exit_code(status: int) -> int:
 
 def supervisor(sock: socket.socket, opts: SandboxOptions, parent_pid: int) -> int:  # pragma: no cover
     """S: runs in the forked child with SUPERVISOR_MASK blocked.  Returns the exit status."""
+    if not _enter_namespaces(sock, parent_pid):
+        return 1
+    if opts.resolv_conf_text is not None:
+        _warn(bind_resolv_conf(opts.resolv_conf_text))
+    pid1 = _start_init(sock)
+    if pid1 is None:
+        return 1
+    _warn(pid1.proc_warning)
+    if not _hand_over_tap(sock, opts.net, pid1):
+        return 1
+    if not _released(sock):
+        pid1.stop()
+        return EXIT_NOT_RELEASED
+    return _run_command(sock, opts.argv, pid1)
+
+
+def _warn(problem: str | None) -> None:
+    if problem:
+        os.write(2, f"slirpy: warning: {problem}\n".encode())
+
+
+def _enter_namespaces(sock: socket.socket, parent_pid: int) -> bool:  # pragma: no cover
+    """Unshare, let P write our id maps, make every mount private.  False if that failed."""
     try:
         unshare(CLONE_NEWUSER | CLONE_NEWNET | CLONE_NEWNS | CLONE_NEWPID)
         set_pdeathsig(signal.SIGKILL)
     except OSError as e:
         send_error(sock, e)
-        return 1
+        return False
     if os.getppid() != parent_pid:
-        return 1
+        return False
     sock.sendall(b"unshared")
     if sock.recv(MSG_MAX) != b"mapped":
-        return 1
+        return False
     try:
         mount(None, "/", None, MS_REC | MS_PRIVATE)
     except OSError as e:
         send_error(sock, SandboxError(f"cannot make mounts private in the sandbox: {e.strerror}"))
-        return 1
-    if opts.resolv_conf_text is not None:
-        problem = bind_resolv_conf(opts.resolv_conf_text)
-        if problem:
-            os.write(2, f"slirpy: warning: {problem}\n".encode())
+        return False
+    return True
 
-    # I: PID 1 of the new PID namespace.
+
+@dataclass
+class _Init:
+    """S's hold on I: I runs until `keep_w`, the only writer of the pipe it reads, is closed."""
+    pid: int
+    keep_w: int
+    proc_warning: str | None
+
+    def stop(self) -> None:
+        os.close(self.keep_w)
+        kill_and_reap(self.pid)
+
+
+def _start_init(sock: socket.socket) -> _Init | None:  # pragma: no cover
+    """Fork I, PID 1 of the new PID namespace, and wait for its report.  None if the fork failed."""
     keep_r, keep_w = os.pipe2(os.O_CLOEXEC)
     rep_r, rep_w = os.pipe2(os.O_CLOEXEC)
     try:
         init_pid = os.fork()
     except OSError as e:
         send_error(sock, SandboxError(f"cannot start the sandbox's init process: {e.strerror}"))
-        return 1
+        return None
     if init_pid == 0:
         code = 0
         try:
@@ -79,52 +115,56 @@ def supervisor(sock: socket.socket, opts: SandboxOptions, parent_pid: int) -> in
     os.close(rep_w)
     with os.fdopen(rep_r, "rb") as rep:
         proc_warning = rep.read().decode(errors="replace") or None
-    if proc_warning:
-        os.write(2, f"slirpy: warning: {proc_warning}\n".encode())
+    return _Init(init_pid, keep_w, proc_warning)
 
-    def fail(exc: BaseException) -> int:
+
+def _hand_over_tap(sock: socket.socket, net: NetConfig, pid1: _Init) -> bool:  # pragma: no cover
+    """Create and configure tap0, send its fd and the note to P.  False (P told, I ended) if not."""
+    def fail(exc: BaseException) -> bool:
         send_error(sock, exc)
-        os.close(keep_w)
-        kill_and_reap(init_pid)
-        return 1
+        pid1.stop()
+        return False
 
     try:
-        tap = TapDevice.create(TAP_NAME, offload=opts.net.offload)
+        tap = TapDevice.create(TAP_NAME, offload=net.offload)
     except OSError as e:
         return fail(e)
     try:
-        netconf.configure(tap.name, opts.net)
+        netconf.configure(tap.name, net)
         note = {"vnet_hdr": tap.vnet_hdr, "offload": tap.offload,
-                "fallback_reason": tap.fallback_reason, "proc_warning": proc_warning}
+                "fallback_reason": tap.fallback_reason, "proc_warning": pid1.proc_warning}
         send_tap(sock, note, tap.fd)
     except (OSError, netconf.NetconfError) as e:
         return fail(e)
     finally:
         tap.close()
+    return True
 
+
+def _released(sock: socket.socket) -> bool:  # pragma: no cover
+    """Wait for P's ``release``; False if P went away (or said anything else)."""
     try:
-        released = sock.recv(MSG_MAX) == b"release"
+        return sock.recv(MSG_MAX) == b"release"
     except OSError:
-        released = False
-    if not released:
-        os.close(keep_w)
-        kill_and_reap(init_pid)
-        return EXIT_NOT_RELEASED
+        return False
 
+
+def _run_command(sock: socket.socket, argv: list[str], pid1: _Init) -> int:  # pragma: no cover
+    """Fork C, pass signals on until it exits, then end I.  C's status in shell convention."""
     cmd_pid = os.fork()
     if cmd_pid == 0:
         code = 127
         try:
             sock.close()
-            os.close(keep_w)
-            code = exec_command(opts.argv)
+            os.close(pid1.keep_w)
+            code = exec_command(argv)
         finally:
             os._exit(code)
     sock.close()
-    status, init_alive = supervise(cmd_pid, init_pid)
-    os.close(keep_w)
+    status, init_alive = supervise(cmd_pid, pid1.pid)
+    os.close(pid1.keep_w)
     if init_alive:
-        kill_and_reap(init_pid)   # PID 1 gone: the kernel kills the rest of the namespace
+        kill_and_reap(pid1.pid)   # PID 1 gone: the kernel kills the rest of the namespace
     return status
 
 
