@@ -28,7 +28,6 @@ def bind_resolv_conf(text: str, target: str = RESOLV_CONF) -> str | None:  # pra
     it cannot reach. If the copy-up is refused, the file alone is bind-mounted.
     """
     etc = os.path.dirname(target)
-    name = os.path.basename(target)
     if not os.path.isdir(etc):
         return f"{etc} does not exist here; inside, DNS names may not resolve"
     last = "no scratch directory"
@@ -41,37 +40,51 @@ def bind_resolv_conf(text: str, target: str = RESOLV_CONF) -> str | None:  # pra
             last = e.strerror or str(e)
             continue
         try:
-            new_etc = os.path.join(scratch, "etc")
-            os.mkdir(new_etc, 0o755)
-            path = os.path.join(new_etc, name)
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
-            try:
-                os.write(fd, text.encode())
-            finally:
-                os.close(fd)
-            try:
-                host = os.path.join(new_etc, ".host")
-                os.mkdir(host, 0o755)
-                for entry in os.listdir(etc):
-                    if entry == name or entry == ".host":
-                        continue
-                    orig = os.path.join(etc, entry)
-                    # a symlink is copied as it is (a relative one such as mtab ->
-                    # ../proc/self/mounts must stay relative to /etc); anything else is reached
-                    # through .host, so that it stays the host's live file
-                    link = os.readlink(orig) if os.path.islink(orig) else os.path.join(".host", entry)
-                    os.symlink(link, os.path.join(new_etc, entry))
-                mount(etc, host, None, MS_BIND | MS_REC)
-                mount(new_etc, etc, None, MS_BIND | MS_REC)
-                return None
-            except OSError:
-                pass                    # copy-up refused: cover the file alone
-            if not os.path.exists(target):
-                return f"{target} does not exist here; inside, DNS names may not resolve"
-            mount(path, target, None, MS_BIND)
-            return None
+            return _cover_from(scratch, text, target)
         except OSError as e:
             return f"cannot give the sandbox its own {target} ({e.strerror}); DNS names may not resolve"
         finally:
             umount_detached(scratch)
     return f"cannot give the sandbox its own {target} ({last}); DNS names may not resolve"
+
+
+def _cover_from(scratch: str, text: str, target: str) -> str | None:  # pragma: no cover
+    """Write `text` into a new etc/ in the tmpfs at `scratch`, then mount that etc/ over the
+    host's (the copy-up), or if that is refused, its file alone over `target`.  A problem, or None.
+    """
+    etc, name = os.path.dirname(target), os.path.basename(target)
+    new_etc = os.path.join(scratch, "etc")
+    os.mkdir(new_etc, 0o755)
+    path = os.path.join(new_etc, name)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+    try:
+        os.write(fd, text.encode())
+    finally:
+        os.close(fd)
+    try:
+        _copy_up(etc, new_etc, name)
+        return None
+    except OSError:
+        pass                    # copy-up refused: cover the file alone
+    if not os.path.exists(target):
+        return f"{target} does not exist here; inside, DNS names may not resolve"
+    mount(path, target, None, MS_BIND)
+    return None
+
+
+def _copy_up(etc: str, new_etc: str, name: str) -> None:  # pragma: no cover
+    """Fill `new_etc` (which holds `name` already) with links to every other entry of `etc`,
+    bind-mount `etc` on its `.host`, then `new_etc` over `etc`."""
+    host = os.path.join(new_etc, ".host")
+    os.mkdir(host, 0o755)
+    for entry in os.listdir(etc):
+        if entry == name or entry == ".host":
+            continue
+        orig = os.path.join(etc, entry)
+        # a symlink is copied as it is (a relative one such as mtab ->
+        # ../proc/self/mounts must stay relative to /etc); anything else is reached
+        # through .host, so that it stays the host's live file
+        link = os.readlink(orig) if os.path.islink(orig) else os.path.join(".host", entry)
+        os.symlink(link, os.path.join(new_etc, entry))
+    mount(etc, host, None, MS_BIND | MS_REC)
+    mount(new_etc, etc, None, MS_BIND | MS_REC)
