@@ -206,15 +206,25 @@ def _probe() -> dict:
 
 
 def run_checks() -> list[Finding]:
-    findings: list[Finding] = []
+    """Every check, in the order `print_report` shows them."""
     sysctls = _userns_sysctls()
     uid, gid = os.getuid(), os.getgid()
-    try:
-        user = pwd.getpwuid(uid).pw_name
-    except KeyError:
-        user = str(uid)
+    user = user_name(uid)
+    return [*_userns_knob_findings(sysctls), _tun_finding(user), *_namespace_findings(sysctls),
+            _ping_finding(gid), *_subid_findings(user, uid)]
 
-    # Kernel knobs, where this kernel has them.
+
+def user_name(uid: int) -> str:
+    """The login name of `uid`, or the number when the passwd database has none."""
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return str(uid)
+
+
+def _userns_knob_findings(sysctls: dict[str, str | None]) -> list[Finding]:
+    """The kernel knobs for user namespaces, where this kernel has them."""
+    findings = []
     v = sysctls["kernel.unprivileged_userns_clone"]
     if v is not None:
         findings.append(Finding("kernel.unprivileged_userns_clone", v == "1", True,
@@ -223,20 +233,23 @@ def run_checks() -> list[Finding]:
     if v is not None:
         ok = v.isdigit() and int(v) > 0
         findings.append(Finding("user.max_user_namespaces", ok, True, f"= {v}", "" if ok else FIX_MAX_USERNS))
+    return findings
 
-    # /dev/net/tun
+
+def _tun_finding(user: str) -> Finding:
     if not os.path.exists(TUN_PATH):
-        findings.append(Finding("/dev/net/tun", False, True, "missing (tun module not loaded)", FIX_TUN_MISSING))
-    elif not os.access(TUN_PATH, os.R_OK | os.W_OK):
-        findings.append(Finding("/dev/net/tun", False, True,
-                                f"not readable and writable by {user}", FIX_TUN_PERMS))
-    else:
-        findings.append(Finding("/dev/net/tun", True, True, "readable and writable", ""))
+        return Finding("/dev/net/tun", False, True, "missing (tun module not loaded)", FIX_TUN_MISSING)
+    if not os.access(TUN_PATH, os.R_OK | os.W_OK):
+        return Finding("/dev/net/tun", False, True, f"not readable and writable by {user}", FIX_TUN_PERMS)
+    return Finding("/dev/net/tun", True, True, "readable and writable", "")
 
-    # The real thing: namespaces + TAP + offload, in a throw-away child.
+
+def _namespace_findings(sysctls: dict[str, str | None]) -> list[Finding]:
+    """The real thing: namespaces + TAP + offload, in a throw-away child; then AppArmor's knob,
+    which only matters if that failed."""
     probe = _probe()
     err = probe.get("unshare_errno")
-    apparmor = sysctls["kernel.apparmor_restrict_unprivileged_userns"]
+    findings = []
     if "probe_failed" in probe:
         findings.append(Finding("user namespaces", False, True, probe["probe_failed"], ""))
     elif err:
@@ -246,37 +259,45 @@ def run_checks() -> list[Finding]:
                                 f"{detail}; {found[0]}" if found else detail, found[1] if found else ""))
     else:
         findings.append(Finding("user namespaces", True, True, "unshare(user+net+mount+pid) works", ""))
-        if probe.get("tap"):
-            findings.append(Finding("TAP device", True, True, "created tap0 in a throw-away namespace", ""))
-            if probe.get("offload"):
-                findings.append(Finding("TAP offload", True, False,
-                                        "IFF_VNET_HDR + TUNSETOFFLOAD CSUM|TSO4|TSO6 accepted", ""))
-            else:
-                findings.append(Finding("TAP offload", False, False,
-                                        f"refused ({probe.get('fallback_reason')}); slirpy runs without "
-                                        "offloads, much slower", ""))
-        else:
-            findings.append(Finding("TAP device", False, True, probe.get("tap_error", "failed"), ""))
+        findings += _tap_findings(probe)
+    apparmor = sysctls["kernel.apparmor_restrict_unprivileged_userns"]
     if apparmor is not None:
         ok = apparmor != "1" or (err == 0 and bool(probe.get("tap")))
         detail = f"= {apparmor}" + (" (but this user's namespaces work)" if apparmor == "1" and ok else "")
         findings.append(Finding("kernel.apparmor_restrict_unprivileged_userns", ok, True, detail,
                                 "" if ok else FIX_APPARMOR))
+    return findings
 
-    # ICMP echo through unprivileged ping sockets (the ICMP proxy).
+
+def _tap_findings(probe: dict) -> list[Finding]:
+    """The TAP device the probe created in its namespaces, and its offloads."""
+    if not probe.get("tap"):
+        return [Finding("TAP device", False, True, probe.get("tap_error", "failed"), "")]
+    if probe.get("offload"):
+        offload = Finding("TAP offload", True, False, "IFF_VNET_HDR + TUNSETOFFLOAD CSUM|TSO4|TSO6 accepted", "")
+    else:
+        offload = Finding("TAP offload", False, False,
+                          f"refused ({probe.get('fallback_reason')}); slirpy runs without offloads, much slower", "")
+    return [Finding("TAP device", True, True, "created tap0 in a throw-away namespace", ""), offload]
+
+
+def _ping_finding(gid: int) -> Finding:
+    """ICMP echo through unprivileged ping sockets (the ICMP proxy)."""
     text = read_sysctl("net.ipv4.ping_group_range")
     gids = {gid, os.getegid(), *os.getgroups()}
     ok = ping_range_ok(text, gids)
-    findings.append(Finding("net.ipv4.ping_group_range", ok, False,
-                            f"= {' '.join((text or 'absent').split())}; " + (f"includes gid {gid}" if ok else
-                                                f"excludes gid {gid}: ping from the sandbox will not work"),
-                            "" if ok else FIX_PING))
+    return Finding("net.ipv4.ping_group_range", ok, False,
+                   f"= {' '.join((text or 'absent').split())}; " + (f"includes gid {gid}" if ok else
+                                       f"excludes gid {gid}: ping from the sandbox will not work"),
+                   "" if ok else FIX_PING)
 
-    # --map-subuids needs the setuid helpers and a subordinate id range.
+
+def _subid_findings(user: str, uid: int) -> list[Finding]:
+    """--map-subuids needs the setuid helpers and a subordinate id range."""
     missing = [t for t in ("newuidmap", "newgidmap") if shutil.which(t) is None]
-    findings.append(Finding("newuidmap/newgidmap", not missing, False,
-                            "installed" if not missing else f"missing {', '.join(missing)} (needed for --map-subuids)",
-                            "" if not missing else FIX_UIDMAP))
+    tools = Finding("newuidmap/newgidmap", not missing, False,
+                    "installed" if not missing else f"missing {', '.join(missing)} (needed for --map-subuids)",
+                    "" if not missing else FIX_UIDMAP)
     sub_u = subid_range("/etc/subuid", user, uid)
     sub_g = subid_range("/etc/subgid", user, uid)
     ok = sub_u is not None and sub_g is not None
@@ -285,9 +306,9 @@ def run_checks() -> list[Finding]:
               f"no entry for {user} in " + " and ".join(
                   p for p, r in (("/etc/subuid", sub_u), ("/etc/subgid", sub_g)) if r is None)
               + " (needed for --map-subuids)")
-    findings.append(Finding("/etc/subuid, /etc/subgid", ok, False, detail,
-                            "" if ok else f"sudo usermod --add-subuids 100000-165535 --add-subgids 100000-165535 {user}"))
-    return findings
+    ranges = Finding("/etc/subuid, /etc/subgid", ok, False, detail,
+                     "" if ok else f"sudo usermod --add-subuids 100000-165535 --add-subgids 100000-165535 {user}")
+    return [tools, ranges]
 
 
 def print_report(stream: TextIO) -> int:
