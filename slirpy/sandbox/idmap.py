@@ -9,7 +9,6 @@ fork, so that a missing helper or range is reported without starting anything.
 from __future__ import annotations
 
 import os
-import pwd
 import shutil
 import subprocess
 
@@ -60,10 +59,7 @@ def plan_id_maps(map_subuids: bool) -> IdMaps:
     for tool in ("newuidmap", "newgidmap"):
         if shutil.which(tool) is None:
             raise SandboxError(f"--map-subuids needs {tool}, which is not installed (fix: sudo apt-get install uidmap)")
-    try:
-        user = pwd.getpwuid(uid).pw_name
-    except KeyError:
-        user = str(uid)
+    user = doctor.user_name(uid)
     ranges = []
     for kind, path in (("uid", "/etc/subuid"), ("gid", "/etc/subgid")):
         rng = doctor.subid_range(path, user, uid)
