@@ -11,8 +11,7 @@ import click
 
 from . import __version__
 from .config import (DEFAULT_CIDR, DEFAULT_MTU, PORT_SPEC_SYNTAX, ConfigError, NetConfig,
-                     parse_cidr, parse_dns_upstream, parse_limits, parse_mtu, parse_port_spec,
-                     resolve_outbound_addr)
+                     build_net_config, parse_port_spec)
 from .launch import fail as _fail
 from .launch import run_sandbox
 
@@ -22,20 +21,12 @@ def build_config(mtu: str, cidr: str, offload: bool, allow_host_loopback: bool, 
                  resolv_conf: str = "/etc/resolv.conf", publish: Iterable[str] = (),
                  limits: Iterable[str] = (),
                  outbound_addr: str | None = None) -> NetConfig:
+    """config.build_net_config; a bad value ends `slirpy` with its message and status 2."""
     try:
-        ports = tuple(p for text in publish for p in parse_port_spec(text))
-        return NetConfig(
-            limits=parse_limits(limits),
-            outbound_addr=resolve_outbound_addr(outbound_addr) if outbound_addr else None,
-            ports=ports,
-            network=parse_cidr(cidr),
-            mtu=parse_mtu(mtu),
-            offload=offload,
-            allow_host_loopback=allow_host_loopback,
-            dns_enabled=dns,
-            dns_upstream=parse_dns_upstream(dns_upstream) if dns_upstream else None,
-            resolv_conf=resolv_conf,
-        )
+        return build_net_config(cidr=cidr, mtu=mtu, offload=offload,
+                                allow_host_loopback=allow_host_loopback, dns_enabled=dns,
+                                dns_upstream=dns_upstream, resolv_conf=resolv_conf,
+                                publish=publish, limits=limits, outbound_addr=outbound_addr or None)
     except ConfigError as e:
         _fail(str(e), 2)
 
