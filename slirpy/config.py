@@ -308,40 +308,10 @@ def parse_port_spec(value: str) -> list[PortSpec]:
         proto = proto.lower()
         if proto not in PORT_PROTOS:
             raise ConfigError(f"invalid port spec {spec!r}: protocol {proto!r} must be tcp or udp")
-    addr = DEFAULT_HOST_ADDR
     if text.startswith("["):
-        end = text.find("]")
-        if end < 0:
-            raise ConfigError(f"invalid port spec {spec!r}: missing ']' after the IPv6 address")
-        addr_text, rest = text[1:end], text[end + 1:]
-        if not rest.startswith(":"):
-            raise ConfigError(f"invalid port spec {spec!r}: expected ':' after ']' "
-                              f"(expected {PORT_SPEC_SYNTAX})")
-        parts = [addr_text] + rest[1:].split(":")
-        if len(parts) != 3:
-            raise ConfigError(f"invalid port spec {spec!r}: expected [IPv6]:HOST_PORT:CONTAINER_PORT")
-        try:
-            addr = str(ipaddress.IPv6Address(addr_text))
-        except ValueError:
-            raise ConfigError(f"invalid port spec {spec!r}: {addr_text!r} is not an IPv6 address") from None
-        host_text, guest_text = parts[1], parts[2]
+        addr, host_text, guest_text = _split_bracketed(text, spec)
     else:
-        parts = text.split(":")
-        if len(parts) > 3:
-            raise ConfigError(f"invalid port spec {spec!r}: too many ':' (an IPv6 address must be "
-                              f"bracketed, e.g. [::1]:8080:80)")
-        if len(parts) == 3:
-            addr_text, host_text, guest_text = parts
-            if addr_text:
-                try:
-                    addr = str(ipaddress.IPv4Address(addr_text))
-                except ValueError:
-                    raise ConfigError(f"invalid port spec {spec!r}: {addr_text!r} is not an IPv4 "
-                                      f"address") from None
-        elif len(parts) == 2:
-            host_text, guest_text = parts
-        else:
-            host_text, guest_text = "", parts[0]
+        addr, host_text, guest_text = _split_plain(text, spec)
     guest = _port_range(guest_text, "container port", spec)
     if host_text:
         host = _port_range(host_text, "host port", spec)
@@ -352,6 +322,46 @@ def parse_port_spec(value: str) -> list[PortSpec]:
     else:
         pairs = ((0, g) for g in guest)
     return [PortSpec(proto, addr, h, g) for h, g in pairs]
+
+
+def _split_bracketed(text: str, spec: str) -> tuple[str, str, str]:
+    """`[IPv6]:HOST_PORT:CONTAINER_PORT` -> (canonical address, host ports, container ports)."""
+    end = text.find("]")
+    if end < 0:
+        raise ConfigError(f"invalid port spec {spec!r}: missing ']' after the IPv6 address")
+    addr_text, rest = text[1:end], text[end + 1:]
+    if not rest.startswith(":"):
+        raise ConfigError(f"invalid port spec {spec!r}: expected ':' after ']' "
+                          f"(expected {PORT_SPEC_SYNTAX})")
+    parts = [addr_text] + rest[1:].split(":")
+    if len(parts) != 3:
+        raise ConfigError(f"invalid port spec {spec!r}: expected [IPv6]:HOST_PORT:CONTAINER_PORT")
+    try:
+        addr = str(ipaddress.IPv6Address(addr_text))
+    except ValueError:
+        raise ConfigError(f"invalid port spec {spec!r}: {addr_text!r} is not an IPv6 address") from None
+    return addr, parts[1], parts[2]
+
+
+def _split_plain(text: str, spec: str) -> tuple[str, str, str]:
+    """`[IPv4:][HOST_PORT:]CONTAINER_PORT` -> (address, host ports or "", container ports)."""
+    parts = text.split(":")
+    if len(parts) > 3:
+        raise ConfigError(f"invalid port spec {spec!r}: too many ':' (an IPv6 address must be "
+                          f"bracketed, e.g. [::1]:8080:80)")
+    if len(parts) == 2:
+        return DEFAULT_HOST_ADDR, parts[0], parts[1]
+    if len(parts) == 1:
+        return DEFAULT_HOST_ADDR, "", parts[0]
+    addr_text, host_text, guest_text = parts
+    addr = DEFAULT_HOST_ADDR
+    if addr_text:
+        try:
+            addr = str(ipaddress.IPv4Address(addr_text))
+        except ValueError:
+            raise ConfigError(f"invalid port spec {spec!r}: {addr_text!r} is not an IPv4 "
+                              f"address") from None
+    return addr, host_text, guest_text
 
 
 # --- one NetConfig from command-line values -------------------------------------------------

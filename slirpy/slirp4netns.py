@@ -142,57 +142,64 @@ def parse_args(argv: list[str], prog: str = "slirp4netns") -> Options:
         raise _getopt_error(prog, e) from None
     o = Options()
     for opt, val in pairs:
-        if opt in ("-c", "--configure"):
-            o.configure = True
-        elif opt in ("-e", "--exit-fd"):
-            o.exit_fd = _nonneg_int(val, "exit-fd")
-        elif opt in ("-r", "--ready-fd"):
-            o.ready_fd = _nonneg_int(val, "ready-fd")
-        elif opt in ("-m", "--mtu"):
-            if not re.fullmatch(r"\s*[+-]?\d+", val) or not 0 < int(val) <= 65521:
-                raise Exit(1, "MTU must be a positive integer (< 65522)", usage=True)
-            o.mtu = int(val)
-        elif opt == "--cidr":
-            o.cidr = val
-        elif opt in ("--disable-host-loopback", "--no-host-loopback"):
-            if opt == "--no-host-loopback":
-                o.warnings.append("WARNING: --no-host-loopback is deprecated, use --disable-host-loopback")
-            o.disable_host_loopback = True
-        elif opt in ("--enable-sandbox", "--create-sandbox"):
-            if opt == "--create-sandbox":
-                o.warnings.append("WARNING: --create-sandbox is deprecated, use --enable-sandbox")
-            o.enable_sandbox = True
-        elif opt == "--enable-seccomp":
-            o.enable_seccomp = True
-        elif opt == "--netns-type":
-            o.netns_type = val
-        elif opt == "--userns-path":
-            if not os.path.lexists(val):
-                raise Exit(1, f"userns path doesn't exist: {val}", usage=True)
-            o.userns_path = val
-        elif opt in ("-a", "--api-socket"):
-            o.api_socket = val
-        elif opt in ("-6", "--enable-ipv6"):
-            o.enable_ipv6 = True
-        elif opt in ("-h", "--help"):
-            raise Exit(0, usage=True)
-        elif opt in ("-v", "--version"):
-            raise Exit(0)
-        elif opt == "--outbound-addr":
-            o.outbound_addr = val
-        elif opt == "--outbound-addr6":
-            o.outbound_addr6 = val
-        elif opt == "--disable-dns":
-            o.disable_dns = True
-        elif opt == "--macaddress":
-            o.macaddress = val
-        elif opt == "--target-type":
-            o.target_type = val
+        _apply_option(o, opt, val)
     if o.macaddress is not None and not o.configure:
         raise Exit(1, "--macaddr cannot be specified when --configure or -c is not specified", usage=True)
     if len(operands) < 2:
         raise Exit(1, usage=True)
     o.target, o.tap_name = operands[0], operands[1]
+    _check_target(o)
+    return o
+
+
+_FLAGS = {      # options that set a flag, with the deprecation warning slirp4netns prints
+    "-c": ("configure", None), "--configure": ("configure", None),
+    "--disable-host-loopback": ("disable_host_loopback", None),
+    "--no-host-loopback": ("disable_host_loopback",
+                           "WARNING: --no-host-loopback is deprecated, use --disable-host-loopback"),
+    "--enable-sandbox": ("enable_sandbox", None),
+    "--create-sandbox": ("enable_sandbox",
+                         "WARNING: --create-sandbox is deprecated, use --enable-sandbox"),
+    "--enable-seccomp": ("enable_seccomp", None),
+    "-6": ("enable_ipv6", None), "--enable-ipv6": ("enable_ipv6", None),
+    "--disable-dns": ("disable_dns", None),
+}
+_TEXTS = {      # options whose argument is kept as given
+    "--cidr": "cidr", "--netns-type": "netns_type", "-a": "api_socket", "--api-socket": "api_socket",
+    "--outbound-addr": "outbound_addr", "--outbound-addr6": "outbound_addr6",
+    "--macaddress": "macaddress", "--target-type": "target_type",
+}
+
+
+def _apply_option(o: Options, opt: str, val: str) -> None:
+    """One option from getopt, checked as slirp4netns checks it."""
+    if opt in _FLAGS:
+        name, warning = _FLAGS[opt]
+        if warning is not None:
+            o.warnings.append(warning)
+        setattr(o, name, True)
+    elif opt in _TEXTS:
+        setattr(o, _TEXTS[opt], val)
+    elif opt in ("-e", "--exit-fd"):
+        o.exit_fd = _nonneg_int(val, "exit-fd")
+    elif opt in ("-r", "--ready-fd"):
+        o.ready_fd = _nonneg_int(val, "ready-fd")
+    elif opt in ("-m", "--mtu"):
+        if not re.fullmatch(r"\s*[+-]?\d+", val) or not 0 < int(val) <= 65521:
+            raise Exit(1, "MTU must be a positive integer (< 65522)", usage=True)
+        o.mtu = int(val)
+    elif opt == "--userns-path":
+        if not os.path.lexists(val):
+            raise Exit(1, f"userns path doesn't exist: {val}", usage=True)
+        o.userns_path = val
+    elif opt in ("-h", "--help"):
+        raise Exit(0, usage=True)
+    elif opt in ("-v", "--version"):
+        raise Exit(0)
+
+
+def _check_target(o: Options) -> None:
+    """PID|PATH as --netns-type says it is."""
     if o.netns_type == "pid":
         if not re.fullmatch(r"\s*[+-]?\d+", o.target) or not 0 < int(o.target) <= 0x7FFFFFFF:
             raise Exit(1, "PID must be a positive integer", usage=True)
@@ -202,7 +209,6 @@ def parse_args(argv: list[str], prog: str = "slirp4netns") -> Options:
                        usage=True)
     else:
         raise Exit(1, f"netns-type must be pid or path, not {o.netns_type!r}", usage=True)
-    return o
 
 
 def parse_mac(text: str) -> bytes:
