@@ -224,16 +224,13 @@ class Runtime:
             # A flow whose guest side finished ends with a FIN on the host side, others with RST.
             proto.close(reset=flow_id not in finished)
         self.host_flows.clear()
-        for flow in self.udp_flows.values():
+        flows: list[UdpFlowSocket | icmp_proxy.HostEchoFlow] = [*self.udp_flows.values()]
+        for flow in [*flows, *self.echo_flows.values()]:
             flow.close()
-        for echo in self.echo_flows.values():
-            echo.close()
         self.udp_flows.clear()
         self.echo_flows.clear()
 
-    # -------------------------------------------------------------- FlowHost (proxy/host.py)
-    # What the host-side adapters (proxy/, ports.py) may do to the runtime; `stack`,
-    # `counters`, `recv_blocks` and `loop` are the rest of that protocol.
+    # ------------------------------------- FlowHost (proxy/host.py; + stack, counters, loop...)
 
     def request_flush(self) -> None:
         if not self._flush_scheduled:
