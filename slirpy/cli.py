@@ -4,25 +4,16 @@ from __future__ import annotations
 
 import json
 import logging
-import signal
 import sys
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Awaitable, Callable, NoReturn
 
 import click
 
 from . import __version__
 from .config import (DEFAULT_CIDR, DEFAULT_MTU, PORT_SPEC_SYNTAX, ConfigError, NetConfig,
-                     parse_cidr, parse_dns_upstream, parse_limits, parse_mtu, parse_port_spec,
-                     resolve_outbound_addr)
-
-if TYPE_CHECKING:  # pragma: no cover
-    from .impair import ImpairSpec
-
-
-def _fail(message: str, code: int = 1) -> NoReturn:
-    click.echo(f"slirpy: {message}", err=True)
-    sys.exit(code)
+                     build_net_config, parse_port_spec)
+from .launch import fail as _fail
+from .launch import run_sandbox
 
 
 def build_config(mtu: str, cidr: str, offload: bool, allow_host_loopback: bool, *,
@@ -30,68 +21,14 @@ def build_config(mtu: str, cidr: str, offload: bool, allow_host_loopback: bool, 
                  resolv_conf: str = "/etc/resolv.conf", publish: Iterable[str] = (),
                  limits: Iterable[str] = (),
                  outbound_addr: str | None = None) -> NetConfig:
+    """config.build_net_config; a bad value ends `slirpy` with its message and status 2."""
     try:
-        ports = tuple(p for text in publish for p in parse_port_spec(text))
-        return NetConfig(
-            limits=parse_limits(limits),
-            outbound_addr=resolve_outbound_addr(outbound_addr) if outbound_addr else None,
-            ports=ports,
-            network=parse_cidr(cidr),
-            mtu=parse_mtu(mtu),
-            offload=offload,
-            allow_host_loopback=allow_host_loopback,
-            dns_enabled=dns,
-            dns_upstream=parse_dns_upstream(dns_upstream) if dns_upstream else None,
-            resolv_conf=resolv_conf,
-        )
+        return build_net_config(cidr=cidr, mtu=mtu, offload=offload,
+                                allow_host_loopback=allow_host_loopback, dns_enabled=dns,
+                                dns_upstream=dns_upstream, resolv_conf=resolv_conf,
+                                publish=publish, limits=limits, outbound_addr=outbound_addr or None)
     except ConfigError as e:
         _fail(str(e), 2)
-
-
-def run_sandbox(config: NetConfig, argv: list[str], *, map_subuids: bool = False,
-                stats_file: str | None = None, quiet: bool = False,
-                setup: Callable[[], Awaitable[None]] | None = None,
-                impair: ImpairSpec | None = None, api_socket: str | None = None) -> int:
-    """Start the sandbox, serve it until the command exits, return the command's exit code."""
-    import uvloop
-
-    from .runtime import Runtime, serve_sandbox
-    from .sandbox import Sandbox, SandboxError, SandboxOptions
-
-    resolv_text = None
-    if config.dns_enabled:
-        from .resolvconf import ResolvConf
-        resolv_text = ResolvConf(config.resolv_conf).sandbox_text(str(config.dns))
-    try:
-        sandbox = Sandbox.start(SandboxOptions(argv=list(argv), net=config, map_subuids=map_subuids,
-                                               resolv_conf_text=resolv_text))
-    except SandboxError as e:
-        _fail(str(e), 1)
-    try:
-        if sandbox.fallback_reason and not quiet:
-            click.echo(f"slirpy: notice: TAP offloads unavailable ({sandbox.fallback_reason}); "
-                       "running without them (slower)", err=True)
-        runtime = Runtime(config, sandbox.tap_fd, vnet_hdr=sandbox.vnet_hdr, offload=sandbox.offload,
-                          impair=impair)
-        from .ports import PortError, host_port_text
-        try:
-            published = runtime.prepare_ports(config.ports, api_socket)
-        except (PortError, OSError) as e:
-            sandbox.send_signal(signal.SIGKILL)
-            sandbox.wait()
-            if isinstance(e, PortError):
-                _fail(str(e), 1)
-            _fail(f"cannot create the API socket {api_socket}: {e.strerror or e}", 1)
-        for asked, spec in zip(config.ports, published):
-            if asked.host_port == 0 and not quiet:
-                click.echo(f"slirpy: published {host_port_text(spec.host_addr, spec.host_port)} -> "
-                           f"container port {spec.guest_port}/{spec.proto}", err=True)
-        code = uvloop.run(serve_sandbox(runtime, sandbox, setup))
-        if stats_file:
-            runtime.write_stats(stats_file)
-        return code
-    finally:
-        sandbox.close()
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

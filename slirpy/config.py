@@ -7,6 +7,7 @@ gateway is N+2, the DNS forwarder N+3 and the guest N+100.
 from __future__ import annotations
 
 import ipaddress
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field, fields, replace
 
@@ -20,31 +21,67 @@ CIDR_PREFIX_MAX = 25    # the guest is network+100: a /25 is the smallest that s
 
 
 class ConfigError(ValueError):
-    """A user-supplied value is out of range; the message names the value and the range."""
+    """A user-supplied value is out of range; the message names the value and the range.
+
+    `rule` names the check that failed where a CLI words it its own way (slirp4netns mode
+    prints slirp4netns's messages): "cidr.syntax", "cidr.address", "cidr.prefix",
+    "cidr.host_bits", "mtu.syntax", "mtu.range"; empty for the others.
+    """
+
+    def __init__(self, message: str, rule: str = "") -> None:
+        super().__init__(message)
+        self.rule = rule
 
 
 def parse_mtu(value: str | int) -> int:
     try:
         mtu = int(value)
     except (TypeError, ValueError):
-        raise ConfigError(f"invalid MTU {value!r}: must be an integer from {MTU_MIN} to {MTU_MAX}") from None
+        raise ConfigError(f"invalid MTU {value!r}: must be an integer from {MTU_MIN} to {MTU_MAX}",
+                          "mtu.syntax") from None
     if not MTU_MIN <= mtu <= MTU_MAX:
-        raise ConfigError(f"invalid MTU {mtu}: must be from {MTU_MIN} to {MTU_MAX}")
+        raise ConfigError(f"invalid MTU {mtu}: must be from {MTU_MIN} to {MTU_MAX}", "mtu.range")
     return mtu
 
 
-def parse_cidr(value: str) -> ipaddress.IPv4Network:
+_CIDR_FORM = re.compile(r"((?:[0-9]{1,3}\.){3}[0-9]{1,3})/([0-9]{1,2})")   # slirp4netns's
+
+
+def _cidr_error(value: str, rule: str, address: str = "") -> ConfigError:
+    reason = {
+        "syntax": f"must be an IPv4 network such as {DEFAULT_CIDR} with a prefix length from "
+                  f"{CIDR_PREFIX_MIN} to {CIDR_PREFIX_MAX}",
+        "address": f"{address} is not an IPv4 address",
+        "prefix": f"prefix length must be from {CIDR_PREFIX_MIN} to {CIDR_PREFIX_MAX}",
+        "host_bits": f"must be a network address (no host bits), such as {DEFAULT_CIDR}",
+    }[rule]
+    return ConfigError(f"invalid CIDR {value!r}: {reason}", f"cidr.{rule}")
+
+
+def parse_cidr(value: str, *, exact: bool = False) -> ipaddress.IPv4Network:
+    """The sandbox network: an IPv4 network with a prefix length from CIDR_PREFIX_MIN to
+    CIDR_PREFIX_MAX. Anything `ipaddress` reads as a network, host bits dropped; `exact`
+    (slirp4netns's rules) takes only a dotted quad, "/", a decimal prefix, and no host bits."""
+    if not exact:
+        try:
+            net = ipaddress.IPv4Network(value, strict=False)
+        except (ValueError, TypeError):
+            raise _cidr_error(value, "syntax") from None
+        if not CIDR_PREFIX_MIN <= net.prefixlen <= CIDR_PREFIX_MAX:
+            raise _cidr_error(value, "prefix")
+        return net
+    m = _CIDR_FORM.fullmatch(value)
+    if m is None:
+        raise _cidr_error(value, "syntax")
     try:
-        net = ipaddress.IPv4Network(value, strict=False)
-    except (ValueError, TypeError):
-        raise ConfigError(
-            f"invalid CIDR {value!r}: must be an IPv4 network such as {DEFAULT_CIDR} "
-            f"with a prefix length from {CIDR_PREFIX_MIN} to {CIDR_PREFIX_MAX}"
-        ) from None
-    if not CIDR_PREFIX_MIN <= net.prefixlen <= CIDR_PREFIX_MAX:
-        raise ConfigError(
-            f"invalid CIDR {value!r}: prefix length must be from {CIDR_PREFIX_MIN} to {CIDR_PREFIX_MAX}"
-        )
+        address = ipaddress.IPv4Address(m.group(1))
+    except ValueError:
+        raise _cidr_error(value, "address", m.group(1)) from None
+    if not CIDR_PREFIX_MIN <= int(m.group(2)) <= CIDR_PREFIX_MAX:
+        raise _cidr_error(value, "prefix")
+    net = ipaddress.IPv4Network(value, strict=False)
+    if net.network_address != address:
+        raise _cidr_error(value, "host_bits")
     return net
 
 
@@ -271,40 +308,10 @@ def parse_port_spec(value: str) -> list[PortSpec]:
         proto = proto.lower()
         if proto not in PORT_PROTOS:
             raise ConfigError(f"invalid port spec {spec!r}: protocol {proto!r} must be tcp or udp")
-    addr = DEFAULT_HOST_ADDR
     if text.startswith("["):
-        end = text.find("]")
-        if end < 0:
-            raise ConfigError(f"invalid port spec {spec!r}: missing ']' after the IPv6 address")
-        addr_text, rest = text[1:end], text[end + 1:]
-        if not rest.startswith(":"):
-            raise ConfigError(f"invalid port spec {spec!r}: expected ':' after ']' "
-                              f"(expected {PORT_SPEC_SYNTAX})")
-        parts = [addr_text] + rest[1:].split(":")
-        if len(parts) != 3:
-            raise ConfigError(f"invalid port spec {spec!r}: expected [IPv6]:HOST_PORT:CONTAINER_PORT")
-        try:
-            addr = str(ipaddress.IPv6Address(addr_text))
-        except ValueError:
-            raise ConfigError(f"invalid port spec {spec!r}: {addr_text!r} is not an IPv6 address") from None
-        host_text, guest_text = parts[1], parts[2]
+        addr, host_text, guest_text = _split_bracketed(text, spec)
     else:
-        parts = text.split(":")
-        if len(parts) > 3:
-            raise ConfigError(f"invalid port spec {spec!r}: too many ':' (an IPv6 address must be "
-                              f"bracketed, e.g. [::1]:8080:80)")
-        if len(parts) == 3:
-            addr_text, host_text, guest_text = parts
-            if addr_text:
-                try:
-                    addr = str(ipaddress.IPv4Address(addr_text))
-                except ValueError:
-                    raise ConfigError(f"invalid port spec {spec!r}: {addr_text!r} is not an IPv4 "
-                                      f"address") from None
-        elif len(parts) == 2:
-            host_text, guest_text = parts
-        else:
-            host_text, guest_text = "", parts[0]
+        addr, host_text, guest_text = _split_plain(text, spec)
     guest = _port_range(guest_text, "container port", spec)
     if host_text:
         host = _port_range(host_text, "host port", spec)
@@ -315,3 +322,71 @@ def parse_port_spec(value: str) -> list[PortSpec]:
     else:
         pairs = ((0, g) for g in guest)
     return [PortSpec(proto, addr, h, g) for h, g in pairs]
+
+
+def _split_bracketed(text: str, spec: str) -> tuple[str, str, str]:
+    """`[IPv6]:HOST_PORT:CONTAINER_PORT` -> (canonical address, host ports, container ports)."""
+    end = text.find("]")
+    if end < 0:
+        raise ConfigError(f"invalid port spec {spec!r}: missing ']' after the IPv6 address")
+    addr_text, rest = text[1:end], text[end + 1:]
+    if not rest.startswith(":"):
+        raise ConfigError(f"invalid port spec {spec!r}: expected ':' after ']' "
+                          f"(expected {PORT_SPEC_SYNTAX})")
+    parts = [addr_text] + rest[1:].split(":")
+    if len(parts) != 3:
+        raise ConfigError(f"invalid port spec {spec!r}: expected [IPv6]:HOST_PORT:CONTAINER_PORT")
+    try:
+        addr = str(ipaddress.IPv6Address(addr_text))
+    except ValueError:
+        raise ConfigError(f"invalid port spec {spec!r}: {addr_text!r} is not an IPv6 address") from None
+    return addr, parts[1], parts[2]
+
+
+def _split_plain(text: str, spec: str) -> tuple[str, str, str]:
+    """`[IPv4:][HOST_PORT:]CONTAINER_PORT` -> (address, host ports or "", container ports)."""
+    parts = text.split(":")
+    if len(parts) > 3:
+        raise ConfigError(f"invalid port spec {spec!r}: too many ':' (an IPv6 address must be "
+                          f"bracketed, e.g. [::1]:8080:80)")
+    if len(parts) == 2:
+        return DEFAULT_HOST_ADDR, parts[0], parts[1]
+    if len(parts) == 1:
+        return DEFAULT_HOST_ADDR, "", parts[0]
+    addr_text, host_text, guest_text = parts
+    addr = DEFAULT_HOST_ADDR
+    if addr_text:
+        try:
+            addr = str(ipaddress.IPv4Address(addr_text))
+        except ValueError:
+            raise ConfigError(f"invalid port spec {spec!r}: {addr_text!r} is not an IPv4 "
+                              f"address") from None
+    return addr, host_text, guest_text
+
+
+# --- one NetConfig from command-line values -------------------------------------------------
+
+def build_net_config(*, cidr: str = DEFAULT_CIDR, exact_cidr: bool = False, mtu: str | int = DEFAULT_MTU,
+                 offload: bool = True, allow_host_loopback: bool = False,
+                 guest_mac: bytes | None = None, dns_enabled: bool = True,
+                 dns_upstream: str | None = None, resolv_conf: str = "/etc/resolv.conf",
+                 publish: Iterable[str] = (), limits: Iterable[str] = (),
+                 outbound_addr: str | None = None) -> NetConfig:
+    """The NetConfig every CLI builds (`slirpy run`, `slirpy selfcheck`, slirp4netns mode)
+    from its option values, each through its parser above. Raises the first ConfigError, in
+    this order: ports, limits, outbound address, CIDR (`exact_cidr`: see parse_cidr), MTU,
+    DNS upstream; each CLI prints it its own way."""
+    ports = tuple(p for text in publish for p in parse_port_spec(text))
+    return NetConfig(
+        limits=parse_limits(limits),
+        outbound_addr=resolve_outbound_addr(outbound_addr) if outbound_addr is not None else None,
+        ports=ports,
+        network=parse_cidr(cidr, exact=exact_cidr),
+        mtu=parse_mtu(mtu),
+        offload=offload,
+        allow_host_loopback=allow_host_loopback,
+        guest_mac=guest_mac,
+        dns_enabled=dns_enabled,
+        dns_upstream=parse_dns_upstream(dns_upstream) if dns_upstream else None,
+        resolv_conf=resolv_conf,
+    )

@@ -30,14 +30,12 @@ import socket
 import struct
 import time
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, TypeAlias, cast
+from typing import TypeAlias, cast
 
 from .config import PortSpec
+from .proxy.host import FlowHost
 from .proxy.tcp import HostTcpProtocol, tune_transport
 from .proxy.udp import WatchedSocket
-
-if TYPE_CHECKING:  # pragma: no cover
-    from .runtime import Runtime
 
 _now = time.monotonic
 
@@ -146,28 +144,28 @@ class InboundTcpProtocol(HostTcpProtocol):
 
     __slots__ = ("guest_port",)
 
-    def __init__(self, runtime: "Runtime", guest_port: int):
-        super().__init__(runtime, 0)
+    def __init__(self, flow_host: FlowHost, guest_port: int):
+        super().__init__(flow_host, 0)
         self.guest_port = guest_port
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         transport = self.transport = cast(asyncio.Transport, transport)    # a TCP stream's
-        runtime = self.runtime
-        runtime.host_tcp_open += 1
+        flow_host = self.flow_host
+        flow_host.tcp_socket_opened()
         peer = transport.get_extra_info("peername")
         fid = None
         if peer:
             fid = self.stack.tcp_inbound_open(peer[0], peer[1], self.guest_port, _now())
         if fid is None:
             self.closed = True
-            runtime.counters["ports.tcp.refused"] += 1
+            flow_host.counters["ports.tcp.refused"] += 1
             transport.abort()
             return
         tune_transport(transport)
         self.flow_id = fid
-        runtime.host_flows[fid] = self
-        runtime.counters["ports.tcp.accepted"] += 1
-        runtime.request_flush()
+        flow_host.register_tcp_flow(fid, self)
+        flow_host.counters["ports.tcp.accepted"] += 1
+        flow_host.request_flush()
 
     def close(self, reset: bool) -> None:
         # The guest refused or reset the connection: the client gets a real RST
@@ -203,14 +201,14 @@ class InboundUdpFlow:
     def send(self, data: bytes | bytearray | memoryview) -> None:
         listener = self.listener
         if listener.closed:
-            listener.runtime.counters["ports.udp.tx.drop.closed"] += 1
+            listener.flow_host.counters["ports.udp.tx.drop.closed"] += 1
             return
         try:
             listener.sock.sendmsg([data], self.ancdata, 0, self.addr)
         except (BlockingIOError, InterruptedError):
-            listener.runtime.counters["ports.udp.tx.drop.full"] += 1
+            listener.flow_host.counters["ports.udp.tx.drop.full"] += 1
         except OSError:
-            listener.runtime.counters["ports.udp.tx.error"] += 1
+            listener.flow_host.counters["ports.udp.tx.error"] += 1
 
     def close(self) -> None:
         if not self.closed:
@@ -221,8 +219,8 @@ class InboundUdpFlow:
 class UdpListener(WatchedSocket):
     __slots__ = ("guest_port", "clients", "v6")
 
-    def __init__(self, runtime: "Runtime", sock: socket.socket, guest_port: int):
-        super().__init__(runtime, sock)
+    def __init__(self, flow_host: FlowHost, sock: socket.socket, guest_port: int):
+        super().__init__(flow_host, sock)
         self.guest_port = guest_port
         self.clients: dict[SockAddr, InboundUdpFlow] = {}
         self.v6 = sock.family == socket.AF_INET6
@@ -230,7 +228,7 @@ class UdpListener(WatchedSocket):
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_RECVPKTINFO, 1)
         else:
             sock.setsockopt(socket.IPPROTO_IP, IP_PKTINFO, 1)
-        runtime.loop.add_reader(self.fd, self.on_readable)
+        flow_host.loop.add_reader(self.fd, self.on_readable)
 
     def _reply_ancdata(self, ancdata: Ancillary) -> Ancillary:
         """Control data that makes replies leave from the address the client sent to."""
@@ -244,8 +242,8 @@ class UdpListener(WatchedSocket):
         return []
 
     def on_readable(self) -> None:
-        runtime = self.runtime
-        stack = runtime.stack
+        flow_host = self.flow_host
+        stack = flow_host.stack
         recvmsg = self.sock.recvmsg
         clients = self.clients
         now = _now()
@@ -255,21 +253,19 @@ class UdpListener(WatchedSocket):
             except (BlockingIOError, InterruptedError):
                 break
             except OSError:
-                runtime.counters["ports.udp.rx.error"] += 1
+                flow_host.counters["ports.udp.rx.error"] += 1
                 break
             flow = clients.get(addr)
             if flow is None:
                 fid = stack.udp_inbound_open(addr[0], addr[1], self.guest_port, now)
                 if fid is None:
-                    runtime.counters["ports.udp.refused"] += 1
+                    flow_host.counters["ports.udp.refused"] += 1
                     continue
                 flow = InboundUdpFlow(self, fid, addr, self._reply_ancdata(ancdata))
                 clients[addr] = flow
-                # Runtime.udp_flows is annotated HostUdpFlow but holds any UDP flow object
-                # (send, close); its annotation is fixed with the runtime split (issue 14).
-                runtime.udp_flows[fid] = flow  # type: ignore[assignment]
+                flow_host.register_udp_flow(fid, flow)
             stack.udp_host_datagram(flow.flow_id, data, now)
-        runtime.request_flush()
+        flow_host.request_flush()
 
 
 # ------------------------------------------------------------------ the forwards
@@ -296,26 +292,23 @@ class Forward:
 class PortManager:
     """The runtime's published ports; the API's Controller."""
 
-    def __init__(self, runtime: "Runtime"):
-        self.runtime = runtime
+    def __init__(self, flow_host: FlowHost, guest_addr: str):
+        self.flow_host = flow_host
+        self.guest_addr = guest_addr       # the sandbox's address, as the API reports it
         self.forwards: dict[int, Forward] = {}
         self._next_id = 1
 
-    @property
-    def guest_addr(self) -> str:
-        return str(self.runtime.config.guest)
-
     async def adopt(self, spec: PortSpec, sock: socket.socket) -> Forward:
         """Serve an already bound listener (from `bind_listener`)."""
-        runtime = self.runtime
+        flow_host = self.flow_host
         fwd = Forward(self._next_id, spec)
         try:
             if spec.proto == "tcp":
                 guest_port = spec.guest_port
-                fwd.server = await runtime.loop.create_server(
-                    lambda: InboundTcpProtocol(runtime, guest_port), sock=sock, backlog=_BACKLOG)
+                fwd.server = await flow_host.loop.create_server(
+                    lambda: InboundTcpProtocol(flow_host, guest_port), sock=sock, backlog=_BACKLOG)
             else:
-                fwd.udp = UdpListener(runtime, sock, spec.guest_port)
+                fwd.udp = UdpListener(flow_host, sock, spec.guest_port)
         except OSError as e:
             sock.close()
             raise PortError(describe_bind_error(spec, e)) from None

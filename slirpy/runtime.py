@@ -38,6 +38,7 @@ from . import ports as _ports
 from .proxy import icmp as icmp_proxy
 from .proxy import tcp as tcp_proxy
 from .proxy import udp as udp_proxy
+from .proxy.host import TcpFlowSocket, UdpFlowSocket
 from .hostres import (  # noqa: F401  (FD_RESERVE, fit_limits_to_fds: used by tests)
     FD_RESERVE, IDLE_CHECK, fit_limits_to_fds, open_fds, raise_nofile_limit, tune_malloc,
 )
@@ -88,11 +89,11 @@ class Runtime:
             from .impair import ImpairedLink, Impairment
             self.link = ImpairedLink(self.stack, Impairment(impair, vnet_hdr=vnet_hdr,
                                                             counters=self.stack.counters))
-        self.host_flows: dict[int, tcp_proxy.HostTcpProtocol] = {}
+        self.host_flows: dict[int, TcpFlowSocket] = {}
         self.host_tcp_open = 0          # host TCP sockets open: connection_made .. connection_lost
         self.recv_blocks = tcp_proxy.RecvBlocks()     # where host TCP reads land
         self.connecting: dict[int, asyncio.Task] = {}
-        self.udp_flows: dict[int, udp_proxy.HostUdpFlow] = {}
+        self.udp_flows: dict[int, UdpFlowSocket] = {}
         self.echo_flows: dict[int, icmp_proxy.HostEchoFlow] = {}
         # Flows whose host socket could not be opened/routed: errno, re-reported per packet.
         self.failed_flows: dict[int, int] = {}
@@ -110,7 +111,7 @@ class Runtime:
         self.tap_gone = False          # the TAP device went away (its namespace was torn down)
         self.linger = 5.0              # seconds to let flows finish after the command exited
         self._dispatch = self._dispatch_table()
-        self.ports = _ports.PortManager(self)
+        self.ports = _ports.PortManager(self, str(config.guest))
         self.api: ApiServer | None = None
         self._pending_listeners: list = []
         self._pending_api: tuple[str, Any] | None = None       # (path, bound socket)
@@ -223,15 +224,36 @@ class Runtime:
             # A flow whose guest side finished ends with a FIN on the host side, others with RST.
             proto.close(reset=flow_id not in finished)
         self.host_flows.clear()
-        for flow in [*self.udp_flows.values(), *self.echo_flows.values()]:
+        flows: list[UdpFlowSocket | icmp_proxy.HostEchoFlow] = [*self.udp_flows.values()]
+        for flow in [*flows, *self.echo_flows.values()]:
             flow.close()
         self.udp_flows.clear()
         self.echo_flows.clear()
+
+    # ------------------------------------- FlowHost (proxy/host.py; + stack, counters, loop...)
 
     def request_flush(self) -> None:
         if not self._flush_scheduled:
             self._flush_scheduled = True
             self.loop.call_soon(self._scheduled_flush)
+
+    def register_tcp_flow(self, flow_id: int, flow: TcpFlowSocket) -> None:
+        self.host_flows[flow_id] = flow
+
+    def unregister_tcp_flow(self, flow_id: int) -> None:
+        self.host_flows.pop(flow_id, None)
+
+    def register_udp_flow(self, flow_id: int, flow: UdpFlowSocket) -> None:
+        self.udp_flows[flow_id] = flow
+
+    def tcp_socket_opened(self) -> None:
+        self.host_tcp_open += 1
+
+    def tcp_socket_closed(self) -> None:
+        self.host_tcp_open -= 1
+
+    def bind_address_for(self, host: str) -> str | None:
+        return self.config.bind_address_for(host)
 
     def _scheduled_flush(self) -> None:
         self._flush_scheduled = False
@@ -394,8 +416,13 @@ class Runtime:
         if log.isEnabledFor(logging.DEBUG):
             log.debug("tcp %s:%d -> %s:%d connect", ev.guest, ev.guest_port, ev.host, ev.port)
         host, port = self.dns_upstream() if ev.dns else (ev.host, ev.port)
-        self.connecting[ev.flow_id] = self.loop.create_task(
-            tcp_proxy.connect(self, ev.flow_id, host, port))
+        self.connecting[ev.flow_id] = self.loop.create_task(self._connect(ev.flow_id, host, port))
+
+    async def _connect(self, flow_id: int, host: str, port: int) -> None:
+        try:
+            await tcp_proxy.connect(self, flow_id, host, port)
+        finally:
+            self.connecting.pop(flow_id, None)
 
     def _on_tcp_eof(self, ev: TcpEofReceived) -> None:
         proto = self.host_flows.get(ev.flow_id)

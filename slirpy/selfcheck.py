@@ -90,7 +90,7 @@ async def _serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, siz
 
 
 def run_selfcheck(config: NetConfig, size: int) -> int:
-    from .cli import run_sandbox
+    from .launch import run_sandbox
 
     listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

@@ -22,7 +22,6 @@ supported yet.  See README.md for the full table of options.
 from __future__ import annotations
 
 import getopt
-import ipaddress
 import os
 import re
 import select
@@ -32,12 +31,11 @@ import sys
 from dataclasses import dataclass, field
 
 from . import __version__
-from .config import MTU_MAX, MTU_MIN, ConfigError, NetConfig, resolve_outbound_addr
+from .config import (CIDR_PREFIX_MAX, CIDR_PREFIX_MIN, DEFAULT_CIDR, MTU_MAX, MTU_MIN,
+                     ConfigError, NetConfig, build_net_config)
 
 COMPAT_VERSION = "1.2.0"            # the slirp4netns release whose interface this follows
 DEFAULT_MTU = 1500                  # slirp4netns's default (slirpy run uses 65520)
-DEFAULT_CIDR = "10.0.2.0/24"
-PREFIX_MIN, PREFIX_MAX = 1, 25
 SUN_PATH_MAX = 108                  # sizeof(struct sockaddr_un.sun_path) on Linux
 
 _SHORT = "ce:r:m:a:6hv"
@@ -144,57 +142,64 @@ def parse_args(argv: list[str], prog: str = "slirp4netns") -> Options:
         raise _getopt_error(prog, e) from None
     o = Options()
     for opt, val in pairs:
-        if opt in ("-c", "--configure"):
-            o.configure = True
-        elif opt in ("-e", "--exit-fd"):
-            o.exit_fd = _nonneg_int(val, "exit-fd")
-        elif opt in ("-r", "--ready-fd"):
-            o.ready_fd = _nonneg_int(val, "ready-fd")
-        elif opt in ("-m", "--mtu"):
-            if not re.fullmatch(r"\s*[+-]?\d+", val) or not 0 < int(val) <= 65521:
-                raise Exit(1, "MTU must be a positive integer (< 65522)", usage=True)
-            o.mtu = int(val)
-        elif opt == "--cidr":
-            o.cidr = val
-        elif opt in ("--disable-host-loopback", "--no-host-loopback"):
-            if opt == "--no-host-loopback":
-                o.warnings.append("WARNING: --no-host-loopback is deprecated, use --disable-host-loopback")
-            o.disable_host_loopback = True
-        elif opt in ("--enable-sandbox", "--create-sandbox"):
-            if opt == "--create-sandbox":
-                o.warnings.append("WARNING: --create-sandbox is deprecated, use --enable-sandbox")
-            o.enable_sandbox = True
-        elif opt == "--enable-seccomp":
-            o.enable_seccomp = True
-        elif opt == "--netns-type":
-            o.netns_type = val
-        elif opt == "--userns-path":
-            if not os.path.lexists(val):
-                raise Exit(1, f"userns path doesn't exist: {val}", usage=True)
-            o.userns_path = val
-        elif opt in ("-a", "--api-socket"):
-            o.api_socket = val
-        elif opt in ("-6", "--enable-ipv6"):
-            o.enable_ipv6 = True
-        elif opt in ("-h", "--help"):
-            raise Exit(0, usage=True)
-        elif opt in ("-v", "--version"):
-            raise Exit(0)
-        elif opt == "--outbound-addr":
-            o.outbound_addr = val
-        elif opt == "--outbound-addr6":
-            o.outbound_addr6 = val
-        elif opt == "--disable-dns":
-            o.disable_dns = True
-        elif opt == "--macaddress":
-            o.macaddress = val
-        elif opt == "--target-type":
-            o.target_type = val
+        _apply_option(o, opt, val)
     if o.macaddress is not None and not o.configure:
         raise Exit(1, "--macaddr cannot be specified when --configure or -c is not specified", usage=True)
     if len(operands) < 2:
         raise Exit(1, usage=True)
     o.target, o.tap_name = operands[0], operands[1]
+    _check_target(o)
+    return o
+
+
+_FLAGS = {      # options that set a flag, with the deprecation warning slirp4netns prints
+    "-c": ("configure", None), "--configure": ("configure", None),
+    "--disable-host-loopback": ("disable_host_loopback", None),
+    "--no-host-loopback": ("disable_host_loopback",
+                           "WARNING: --no-host-loopback is deprecated, use --disable-host-loopback"),
+    "--enable-sandbox": ("enable_sandbox", None),
+    "--create-sandbox": ("enable_sandbox",
+                         "WARNING: --create-sandbox is deprecated, use --enable-sandbox"),
+    "--enable-seccomp": ("enable_seccomp", None),
+    "-6": ("enable_ipv6", None), "--enable-ipv6": ("enable_ipv6", None),
+    "--disable-dns": ("disable_dns", None),
+}
+_TEXTS = {      # options whose argument is kept as given
+    "--cidr": "cidr", "--netns-type": "netns_type", "-a": "api_socket", "--api-socket": "api_socket",
+    "--outbound-addr": "outbound_addr", "--outbound-addr6": "outbound_addr6",
+    "--macaddress": "macaddress", "--target-type": "target_type",
+}
+
+
+def _apply_option(o: Options, opt: str, val: str) -> None:
+    """One option from getopt, checked as slirp4netns checks it."""
+    if opt in _FLAGS:
+        name, warning = _FLAGS[opt]
+        if warning is not None:
+            o.warnings.append(warning)
+        setattr(o, name, True)
+    elif opt in _TEXTS:
+        setattr(o, _TEXTS[opt], val)
+    elif opt in ("-e", "--exit-fd"):
+        o.exit_fd = _nonneg_int(val, "exit-fd")
+    elif opt in ("-r", "--ready-fd"):
+        o.ready_fd = _nonneg_int(val, "ready-fd")
+    elif opt in ("-m", "--mtu"):
+        if not re.fullmatch(r"\s*[+-]?\d+", val) or not 0 < int(val) <= 65521:
+            raise Exit(1, "MTU must be a positive integer (< 65522)", usage=True)
+        o.mtu = int(val)
+    elif opt == "--userns-path":
+        if not os.path.lexists(val):
+            raise Exit(1, f"userns path doesn't exist: {val}", usage=True)
+        o.userns_path = val
+    elif opt in ("-h", "--help"):
+        raise Exit(0, usage=True)
+    elif opt in ("-v", "--version"):
+        raise Exit(0)
+
+
+def _check_target(o: Options) -> None:
+    """PID|PATH as --netns-type says it is."""
     if o.netns_type == "pid":
         if not re.fullmatch(r"\s*[+-]?\d+", o.target) or not 0 < int(o.target) <= 0x7FFFFFFF:
             raise Exit(1, "PID must be a positive integer", usage=True)
@@ -204,25 +209,6 @@ def parse_args(argv: list[str], prog: str = "slirp4netns") -> Options:
                        usage=True)
     else:
         raise Exit(1, f"netns-type must be pid or path, not {o.netns_type!r}", usage=True)
-    return o
-
-
-def parse_cidr(text: str) -> ipaddress.IPv4Network:
-    """slirp4netns's --cidr rules and messages: dotted quad, prefix 1..25, no host bits."""
-    m = re.fullmatch(r"((?:[0-9]{1,3}\.){3}[0-9]{1,3})/([0-9]{1,2})", text)
-    if m is None:
-        raise Exit(1, f"invalid CIDR: {text}")
-    try:
-        addr = ipaddress.IPv4Address(m.group(1))
-    except ValueError:
-        raise Exit(1, f"invalid network address: {m.group(1)}") from None
-    prefix = int(m.group(2))
-    if not PREFIX_MIN <= prefix <= PREFIX_MAX:
-        raise Exit(1, f"prefix length needs to be {PREFIX_MIN}-{PREFIX_MAX}")
-    net = ipaddress.IPv4Network(f"{addr}/{prefix}", strict=False)
-    if net.network_address != addr:
-        raise Exit(1, "CIDR needs to be a network address like 10.0.2.0/24, not like 10.0.2.100/24")
-    return net
 
 
 def parse_mac(text: str) -> bytes:
@@ -237,28 +223,41 @@ def parse_mac(text: str) -> bytes:
     return bytes(octets)
 
 
+# slirp4netns's own messages for the shared parsers' rules (config.ConfigError.rule)
+_WORDING = {
+    "cidr.syntax": "invalid CIDR: {cidr}",
+    "cidr.address": "invalid network address: {address}",
+    "cidr.prefix": f"prefix length needs to be {CIDR_PREFIX_MIN}-{CIDR_PREFIX_MAX}",
+    "cidr.host_bits": "CIDR needs to be a network address like 10.0.2.0/24, not like 10.0.2.100/24",
+    "mtu.range": f"slirpy: MTU {{mtu}} is not supported: must be from {MTU_MIN} to {MTU_MAX}",
+}
+
+
 def build_config(o: Options) -> NetConfig:
     """The NetConfig for these options; Exit(1) for what slirp4netns or slirpy rejects."""
-    network = parse_cidr(o.cidr if o.cidr is not None else DEFAULT_CIDR)
+    _refuse_unsupported(o)
+    mac = parse_mac(o.macaddress) if o.macaddress is not None else None
+    cidr = o.cidr if o.cidr is not None else DEFAULT_CIDR
+    try:
+        return build_net_config(cidr=cidr, exact_cidr=True, mtu=o.mtu,
+                                allow_host_loopback=not o.disable_host_loopback, guest_mac=mac,
+                                dns_enabled=not o.disable_dns, outbound_addr=o.outbound_addr)
+    except ConfigError as e:
+        wording = _WORDING.get(e.rule, "slirpy: {error}")
+        raise Exit(1, wording.format(cidr=cidr, address=cidr.partition("/")[0], mtu=o.mtu,
+                                     error=e)) from None
+
+
+def _refuse_unsupported(o: Options) -> None:
+    """What slirp4netns takes and slirpy does not (yet): an error at start, never silent."""
     if o.enable_ipv6:
         raise Exit(1, "slirpy: -6/--enable-ipv6: IPv6 is not supported by slirpy yet")
     if o.outbound_addr6 is not None:
         raise Exit(1, "slirpy: --outbound-addr6: IPv6 is not supported by slirpy yet")
-    outbound = None
-    if o.outbound_addr is not None:
-        try:
-            outbound = resolve_outbound_addr(o.outbound_addr)
-        except ConfigError as e:
-            raise Exit(1, f"slirpy: {e}") from None
     if o.target_type != "netns":
         raise Exit(1, f"slirpy: --target-type={o.target_type}: only netns is supported")
-    if not MTU_MIN <= o.mtu <= MTU_MAX:
-        raise Exit(1, f"slirpy: MTU {o.mtu} is not supported: must be from {MTU_MIN} to {MTU_MAX}")
-    mac = parse_mac(o.macaddress) if o.macaddress is not None else None
     if o.api_socket is not None and len(os.fsencode(o.api_socket)) >= SUN_PATH_MAX:
         raise Exit(1, f"the specified API socket path is too long (>= {SUN_PATH_MAX})")
-    return NetConfig(network=network, mtu=o.mtu, allow_host_loopback=not o.disable_host_loopback,
-                     guest_mac=mac, dns_enabled=not o.disable_dns, outbound_addr=outbound)
 
 
 def _check_fd(fd: int, what: str) -> None:

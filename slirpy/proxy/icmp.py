@@ -14,12 +14,9 @@ from __future__ import annotations
 import socket
 import struct
 import time
-from typing import TYPE_CHECKING
 
+from .host import FlowHost
 from .udp import SO_EE_ORIGIN_ICMP, WatchedSocket, drain_error_queue
-
-if TYPE_CHECKING:  # pragma: no cover
-    from ..runtime import Runtime
 
 _now = time.monotonic
 
@@ -37,9 +34,9 @@ _CMSG_SPACE = socket.CMSG_SPACE(4)
 class HostEchoFlow(WatchedSocket):
     __slots__ = ("stack", "flow_id", "ttl")
 
-    def __init__(self, runtime: "Runtime", flow_id: int, sock: socket.socket):
-        super().__init__(runtime, sock)
-        self.stack = runtime.stack
+    def __init__(self, flow_host: FlowHost, flow_id: int, sock: socket.socket):
+        super().__init__(flow_host, sock)
+        self.stack = flow_host.stack
         self.flow_id = flow_id
         self.ttl = 64
 
@@ -55,9 +52,9 @@ class HostEchoFlow(WatchedSocket):
         except (BlockingIOError, InterruptedError):
             self.stack.icmp_echo_dropped(self.flow_id, "socket_full", _now())
         except OSError as e:
-            self.runtime.counters["icmp.host.tx.error"] += 1
+            self.flow_host.counters["icmp.host.tx.error"] += 1
             self._report_errors(e.errno or 0, _now())
-            self.runtime.request_flush()
+            self.flow_host.request_flush()
 
     def on_readable(self) -> None:
         sock = self.sock
@@ -77,7 +74,7 @@ class HostEchoFlow(WatchedSocket):
                 break
             got += 1
             if len(data) < 8 or data[0] != _ECHO_REPLY:
-                self.runtime.counters["icmp.host.rx.drop.type"] += 1
+                self.flow_host.counters["icmp.host.rx.drop.type"] += 1
                 continue
             ttl = 64
             for level, kind, cdata in ancdata:
@@ -85,7 +82,7 @@ class HostEchoFlow(WatchedSocket):
                     ttl = _INT.unpack_from(cdata)[0]
             seq = data[6] << 8 | data[7]
             stack.icmp_host_echo_reply(fid, seq, memoryview(data)[8:], ttl, now)
-        self.runtime.request_flush()
+        self.flow_host.request_flush()
 
     def _report_errors(self, err: int, now: float) -> None:
         reported = False
@@ -95,10 +92,10 @@ class HostEchoFlow(WatchedSocket):
                                            e.offender, e.info)
                 reported = True
         if not reported and err:
-            self.runtime.counters["icmp.host.error.errno"] += 1
+            self.flow_host.counters["icmp.host.error.errno"] += 1
 
 
-def open_flow(runtime: "Runtime", flow_id: int, host: str) -> HostEchoFlow:
+def open_flow(flow_host: FlowHost, flow_id: int, host: str) -> HostEchoFlow:
     """An ICMP socket connected to `host`, watched by the loop. Raises OSError (EACCES when
     ping_group_range excludes us)."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC,
@@ -106,13 +103,13 @@ def open_flow(runtime: "Runtime", flow_id: int, host: str) -> HostEchoFlow:
     try:
         sock.setsockopt(socket.IPPROTO_IP, IP_RECVERR, 1)
         sock.setsockopt(socket.IPPROTO_IP, IP_RECVTTL, 1)
-        local = runtime.config.bind_address_for(host)
+        local = flow_host.bind_address_for(host)
         if local is not None:
             sock.bind((local, 0))
         sock.connect((host, 0))
     except OSError:
         sock.close()
         raise
-    flow = HostEchoFlow(runtime, flow_id, sock)
-    runtime.loop.add_reader(flow.fd, flow.on_readable)
+    flow = HostEchoFlow(flow_host, flow_id, sock)
+    flow_host.loop.add_reader(flow.fd, flow.on_readable)
     return flow

@@ -19,10 +19,9 @@ import collections
 import errno
 import sys
 import time
-from typing import TYPE_CHECKING, cast
+from typing import cast
 
-if TYPE_CHECKING:  # pragma: no cover
-    from ..runtime import Runtime
+from .host import FlowHost
 
 _now = time.monotonic
 
@@ -117,18 +116,18 @@ def tune_transport(transport: asyncio.WriteTransport) -> None:
 
 
 class HostTcpProtocol(asyncio.BufferedProtocol):
-    __slots__ = ("runtime", "stack", "flow_id", "transport", "closed")
+    __slots__ = ("flow_host", "stack", "flow_id", "transport", "closed")
 
-    def __init__(self, runtime: "Runtime", flow_id: int):
-        self.runtime = runtime
-        self.stack = runtime.stack
+    def __init__(self, flow_host: FlowHost, flow_id: int):
+        self.flow_host = flow_host
+        self.stack = flow_host.stack
         self.flow_id = flow_id
         self.transport: asyncio.Transport | None = None
         self.closed = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         transport = self.transport = cast(asyncio.Transport, transport)    # a TCP stream's
-        self.runtime.host_tcp_open += 1
+        self.flow_host.tcp_socket_opened()
         if self.closed:
             # The flow ended while the connect was in flight (close() found no transport):
             # this socket has no flow left to serve.
@@ -136,46 +135,46 @@ class HostTcpProtocol(asyncio.BufferedProtocol):
             return
         tune_transport(transport)
         self.stack.tcp_host_connected(self.flow_id, _now())
-        self.runtime.request_flush()
+        self.flow_host.request_flush()
 
     def get_buffer(self, sizehint: int) -> memoryview:
-        room = self.runtime.recv_blocks.room()
+        room = self.flow_host.recv_blocks.room()
         allowed = self.stack.tcp_host_allowance(self.flow_id)
         return room if allowed >= len(room) else room[:allowed]
 
     def buffer_updated(self, nbytes: int) -> None:
         t = self.transport          # set: the loop reads only once connection_made has run
-        data = self.runtime.recv_blocks.take(nbytes)
+        data = self.flow_host.recv_blocks.take(nbytes)
         # Stack.tcp_host_data is annotated `bytes` but queues read-only views as they are
         # (sendbuf.Chunk); its annotation is fixed with the stack split (issue 14).
         if self.stack.tcp_host_data(self.flow_id, data, _now()) and t is not None:  # type: ignore[arg-type]
             t.pause_reading()    # now: before the loop reads this socket again
-        self.runtime.request_flush()
+        self.flow_host.request_flush()
 
     def eof_received(self) -> bool:
         self.stack.tcp_host_eof(self.flow_id, _now())
-        self.runtime.request_flush()
+        self.flow_host.request_flush()
         return True  # keep the transport: the guest may still send (half-close)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.runtime.host_tcp_open -= 1         # the transport has closed the socket
+        self.flow_host.tcp_socket_closed()     # the transport has closed the socket
         if self.closed:
             return
         self.closed = True
-        self.runtime.host_flows.pop(self.flow_id, None)
+        self.flow_host.unregister_tcp_flow(self.flow_id)
         if exc is not None:
             self.stack.tcp_host_reset(self.flow_id, _now())
         else:
             self.stack.tcp_host_eof(self.flow_id, _now())
-        self.runtime.request_flush()
+        self.flow_host.request_flush()
 
     def pause_writing(self) -> None:
         self.stack.tcp_host_write_paused(self.flow_id, True, _now())
-        self.runtime.request_flush()
+        self.flow_host.request_flush()
 
     def resume_writing(self) -> None:
         self.stack.tcp_host_write_paused(self.flow_id, False, _now())
-        self.runtime.request_flush()
+        self.flow_host.request_flush()
 
     # commands from the runtime (Stack events)
 
@@ -191,24 +190,22 @@ class HostTcpProtocol(asyncio.BufferedProtocol):
                 t.close()
 
 
-async def connect(runtime: "Runtime", flow_id: int, host: str, port: int) -> None:
+async def connect(flow_host: FlowHost, flow_id: int, host: str, port: int) -> None:
     """Open the host socket for a guest SYN; report success or the errno to the Stack."""
     loop = asyncio.get_running_loop()
-    proto = HostTcpProtocol(runtime, flow_id)
-    runtime.host_flows[flow_id] = proto
+    proto = HostTcpProtocol(flow_host, flow_id)
+    flow_host.register_tcp_flow(flow_id, proto)
     try:
-        local = runtime.config.bind_address_for(host)
+        local = flow_host.bind_address_for(host)
         if local is None:
             await loop.create_connection(lambda: proto, host, port)
         else:
             await loop.create_connection(lambda: proto, host, port, local_addr=(local, 0))
     except asyncio.CancelledError:
-        runtime.host_flows.pop(flow_id, None)
+        flow_host.unregister_tcp_flow(flow_id)
         raise
     except OSError as e:
-        runtime.host_flows.pop(flow_id, None)
+        flow_host.unregister_tcp_flow(flow_id)
         err = e.errno if e.errno is not None else errno.EHOSTUNREACH
-        runtime.stack.tcp_host_connect_failed(flow_id, err, _now())
-        runtime.request_flush()
-    finally:
-        runtime.connecting.pop(flow_id, None)
+        flow_host.stack.tcp_host_connect_failed(flow_id, err, _now())
+        flow_host.request_flush()

@@ -16,10 +16,8 @@ from __future__ import annotations
 import socket
 import struct
 import time
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:  # pragma: no cover
-    from ..runtime import Runtime
+from .host import FlowHost
 
 _now = time.monotonic
 
@@ -79,10 +77,10 @@ def drain_error_queue(sock: socket.socket) -> list[HostError]:
 
 class WatchedSocket:
     """A non-blocking socket the loop watches with add_reader; closing it stops the watch."""
-    __slots__ = ("runtime", "sock", "fd", "closed")
+    __slots__ = ("flow_host", "sock", "fd", "closed")
 
-    def __init__(self, runtime: "Runtime", sock: socket.socket):
-        self.runtime = runtime
+    def __init__(self, flow_host: FlowHost, sock: socket.socket):
+        self.flow_host = flow_host
         self.sock = sock
         self.fd = sock.fileno()
         self.closed = False
@@ -92,7 +90,7 @@ class WatchedSocket:
             return
         self.closed = True
         try:
-            self.runtime.loop.remove_reader(self.fd)
+            self.flow_host.loop.remove_reader(self.fd)
         except (ValueError, OSError, RuntimeError):
             pass
         self.sock.close()
@@ -101,9 +99,9 @@ class WatchedSocket:
 class HostUdpFlow(WatchedSocket):
     __slots__ = ("stack", "flow_id")
 
-    def __init__(self, runtime: "Runtime", flow_id: int, sock: socket.socket):
-        super().__init__(runtime, sock)
-        self.stack = runtime.stack
+    def __init__(self, flow_host: FlowHost, flow_id: int, sock: socket.socket):
+        super().__init__(flow_host, sock)
+        self.stack = flow_host.stack
         self.flow_id = flow_id
 
     def on_readable(self) -> None:
@@ -124,18 +122,18 @@ class HostUdpFlow(WatchedSocket):
                 break
             got += 1
             deliver(fid, data, now)
-        self.runtime.request_flush()
+        self.flow_host.request_flush()
 
     def send(self, data: bytes | bytearray | memoryview) -> None:
         try:
             self.sock.send(data)
         except (BlockingIOError, InterruptedError):
-            self.runtime.counters["udp.host.tx.drop.full"] += 1
+            self.flow_host.counters["udp.host.tx.drop.full"] += 1
         except OSError as e:
             # A pending error (e.g. an earlier port unreachable) is reported on the next call.
-            self.runtime.counters["udp.host.tx.error"] += 1
+            self.flow_host.counters["udp.host.tx.error"] += 1
             self._report_errors(e.errno or 0, _now())
-            self.runtime.request_flush()
+            self.flow_host.request_flush()
 
     def _report_errors(self, err: int, now: float) -> None:
         reported = False
@@ -150,7 +148,7 @@ class HostUdpFlow(WatchedSocket):
             self.stack.udp_host_error(self.flow_id, err, now)
 
 
-def open_flow(runtime: "Runtime", flow_id: int, host: str, port: int) -> HostUdpFlow:
+def open_flow(flow_host: FlowHost, flow_id: int, host: str, port: int) -> HostUdpFlow:
     """A connected UDP socket to host:port watched by the loop. Raises OSError when it cannot
     be opened or routed (ENETUNREACH, ...); the runtime reports that per guest datagram."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -160,13 +158,13 @@ def open_flow(runtime: "Runtime", flow_id: int, host: str, port: int) -> HostUdp
             sock.setsockopt(socket.IPPROTO_IP, IP_RECVERR, 1)
         else:
             sock.setsockopt(socket.IPPROTO_IPV6, IPV6_RECVERR, 1)
-        local = runtime.config.bind_address_for(host)
+        local = flow_host.bind_address_for(host)
         if local is not None:
             sock.bind((local, 0))
         sock.connect((host, port))
     except OSError:
         sock.close()
         raise
-    flow = HostUdpFlow(runtime, flow_id, sock)
-    runtime.loop.add_reader(flow.fd, flow.on_readable)
+    flow = HostUdpFlow(flow_host, flow_id, sock)
+    flow_host.loop.add_reader(flow.fd, flow.on_readable)
     return flow

@@ -1,0 +1,71 @@
+"""Start a sandbox and serve it: what `slirpy run` and `slirpy selfcheck` share.
+
+cli.py parses arguments and selfcheck.py sets up its host-side servers; both then hand a
+NetConfig and a command to `run_sandbox`, which starts the sandbox, binds the published ports
+and the API socket, runs the loop until the command exits and returns its exit code. Errors
+at start are printed as `slirpy: ...` and end the process (`fail`).
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+from typing import TYPE_CHECKING, Awaitable, Callable, NoReturn
+
+import click
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .config import NetConfig
+    from .impair import ImpairSpec
+
+
+def fail(message: str, code: int = 1) -> NoReturn:
+    """Print `slirpy: message` on stderr and exit with `code`."""
+    click.echo(f"slirpy: {message}", err=True)
+    sys.exit(code)
+
+
+def run_sandbox(config: NetConfig, argv: list[str], *, map_subuids: bool = False,
+                stats_file: str | None = None, quiet: bool = False,
+                setup: Callable[[], Awaitable[None]] | None = None,
+                impair: ImpairSpec | None = None, api_socket: str | None = None) -> int:
+    """Start the sandbox, serve it until the command exits, return the command's exit code."""
+    import uvloop
+
+    from .runtime import Runtime, serve_sandbox
+    from .sandbox import Sandbox, SandboxError, SandboxOptions
+
+    resolv_text = None
+    if config.dns_enabled:
+        from .resolvconf import ResolvConf
+        resolv_text = ResolvConf(config.resolv_conf).sandbox_text(str(config.dns))
+    try:
+        sandbox = Sandbox.start(SandboxOptions(argv=list(argv), net=config, map_subuids=map_subuids,
+                                               resolv_conf_text=resolv_text))
+    except SandboxError as e:
+        fail(str(e), 1)
+    try:
+        if sandbox.fallback_reason and not quiet:
+            click.echo(f"slirpy: notice: TAP offloads unavailable ({sandbox.fallback_reason}); "
+                       "running without them (slower)", err=True)
+        runtime = Runtime(config, sandbox.tap_fd, vnet_hdr=sandbox.vnet_hdr, offload=sandbox.offload,
+                          impair=impair)
+        from .ports import PortError, host_port_text
+        try:
+            published = runtime.prepare_ports(config.ports, api_socket)
+        except (PortError, OSError) as e:
+            sandbox.send_signal(signal.SIGKILL)
+            sandbox.wait()
+            if isinstance(e, PortError):
+                fail(str(e), 1)
+            fail(f"cannot create the API socket {api_socket}: {e.strerror or e}", 1)
+        for asked, spec in zip(config.ports, published):
+            if asked.host_port == 0 and not quiet:
+                click.echo(f"slirpy: published {host_port_text(spec.host_addr, spec.host_port)} -> "
+                           f"container port {spec.guest_port}/{spec.proto}", err=True)
+        code = uvloop.run(serve_sandbox(runtime, sandbox, setup))
+        if stats_file:
+            runtime.write_stats(stats_file)
+        return code
+    finally:
+        sandbox.close()
