@@ -29,9 +29,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from slirpy.config import NetConfig                                    # noqa: E402
 from slirpy.tcpip import stack as st                                   # noqa: E402
-from slirpy.tcpip.ipv4 import build_header as ip_header                # noqa: E402
+from slirpy.tcpip.wire.ipv4 import build_header as ip_header                # noqa: E402
 from slirpy.tcpip.wire.tcp import ACK, PSH, SYN, TcpOptions, build_header   # noqa: E402
-from slirpy.tcpip.virtio import VNET_HDR_LEN                           # noqa: E402
+from slirpy.tcpip.wire.virtio import VNET_HDR_LEN                           # noqa: E402
 
 GUEST = bytes([10, 0, 2, 100])
 REMOTE = bytes([203, 0, 113, 1])

@@ -57,7 +57,7 @@ from dataclasses import dataclass, fields
 from typing import Any, Protocol
 
 from .tcpip.iface.link import Frame
-from .tcpip.virtio import F_NEEDS_CSUM, VNET_HDR_LEN
+from .tcpip.wire.virtio import F_NEEDS_CSUM, VNET_HDR_LEN
 
 ETH_IP_HLEN = 14 + 20            # corruption starts after these (and after the virtio header)
 REORDER_HOLD = 0.010             # seconds a reordered frame waits for a successor at most

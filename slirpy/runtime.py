@@ -55,7 +55,7 @@ from .tcpip.events import (
     UdpFlowClosed, UdpFlowOpened,
 )
 from .tcpip.fwd import echo_unreach_code
-from .tcpip.icmp import DEST_UNREACH as ICMP_DEST_UNREACH
+from .tcpip.wire.icmp import DEST_UNREACH as ICMP_DEST_UNREACH
 from .tcpip.stack import Stack
 
 log = logging.getLogger("slirpy")

@@ -3,7 +3,7 @@
 With offloads (the default) the device is opened with ``IFF_VNET_HDR``, the virtio-net header
 size is set to 12 bytes and ``TUNSETOFFLOAD`` enables ``TUN_F_CSUM|TUN_F_TSO4|TUN_F_TSO6``: every
 frame read or written is then preceded by a 12-byte ``virtio_net_hdr_v1`` and the kernel hands us
-TCP super-frames (see DESIGN.md section 3; the header format lives in ``tcpip/virtio.py``).
+TCP super-frames (see DESIGN.md section 3; the header format lives in ``tcpip/wire/virtio.py``).
 If the kernel refuses any of this, the device is reopened as a plain TAP and the reason is kept
 in ``fallback_reason`` so the caller can print a notice.
 
@@ -43,7 +43,7 @@ TUN_F_TSO_ECN = 0x08
 TUN_F_UFO = 0x10
 
 OFFLOAD_FLAGS = TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6
-from .tcpip.virtio import VNET_HDR_LEN  # noqa: E402  (struct virtio_net_hdr_v1, with num_buffers)
+from .tcpip.wire.virtio import VNET_HDR_LEN  # noqa: E402  (struct virtio_net_hdr_v1, with num_buffers)
 IFNAMSIZ = 16
 
 _IFREQ = struct.Struct("=16sH22x")   # struct ifreq: ifr_name, ifr_flags, padding to 40 bytes

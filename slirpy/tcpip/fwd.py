@@ -25,9 +25,9 @@ import random
 from dataclasses import dataclass
 from typing import Any, Callable, Protocol
 
-from . import icmp as _icmp
+from .wire import icmp as _icmp
 from .addr import is_martian, ntoa, parse_client_address
-from .ipv4 import PROTO_ICMP, PROTO_TCP, PROTO_UDP
+from .wire.ipv4 import PROTO_ICMP, PROTO_TCP, PROTO_UDP
 
 # errno values are Linux's; the pure core names them itself instead of importing errno's table
 # through os. (They are stable ABI.)

@@ -17,15 +17,15 @@ from slirpy.config import NetConfig
 from slirpy.tcpip import stack as st
 from slirpy.tcpip.checksum import finish, pseudo_header_sum, sum16
 from slirpy.tcpip.errors import MalformedPacket
-from slirpy.tcpip.ethernet import ETH_HDR, ETH_HLEN, ETHERTYPE_IPV4
-from slirpy.tcpip.ipv4 import PROTO_TCP, Ipv4Header
-from slirpy.tcpip.ipv4 import build_header as build_ipv4_header
+from slirpy.tcpip.wire.ethernet import ETH_HDR, ETH_HLEN, ETHERTYPE_IPV4
+from slirpy.tcpip.wire.ipv4 import PROTO_TCP, Ipv4Header
+from slirpy.tcpip.wire.ipv4 import build_header as build_ipv4_header
 from slirpy.tcpip.wire.tcp import TcpSegment, build_header as build_tcp_header
 from slirpy.tcpip.tcp.connection import TcpConnection
 from slirpy.tcpip.tcp.events import Closed, DataReceived, EofReceived, Reset
 from slirpy.tcpip.tcp.params import TcpParams
 from slirpy.tcpip.tcp.state import TcpState
-from slirpy.tcpip.virtio import F_NEEDS_CSUM, VNET_HDR_LEN
+from slirpy.tcpip.wire.virtio import F_NEEDS_CSUM, VNET_HDR_LEN
 
 GUEST_MAC = bytes.fromhex("020000000064")
 GUEST_IP = bytes((10, 0, 2, 100))

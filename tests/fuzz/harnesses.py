@@ -30,18 +30,18 @@ from pathlib import Path
 
 from slirpy.config import Limits, NetConfig
 from slirpy.tcpip import stack as st
-from slirpy.tcpip.arp import ArpPacket
+from slirpy.tcpip.wire.arp import ArpPacket
 from slirpy.tcpip.checksum import sum16
 from slirpy.tcpip.errors import MalformedPacket
-from slirpy.tcpip.ethernet import ETHERTYPE_ARP, EthernetHeader
-from slirpy.tcpip.icmp import (
+from slirpy.tcpip.wire.ethernet import ETHERTYPE_ARP, EthernetHeader
+from slirpy.tcpip.wire.icmp import (
     IcmpHeader, build_dest_unreachable, build_echo_reply, build_time_exceeded, is_error,
 )
-from slirpy.tcpip.ipv4 import Ipv4Header
+from slirpy.tcpip.wire.ipv4 import Ipv4Header
 from slirpy.tcpip.wire.tcp import TcpOptions, TcpSegment
 from slirpy.tcpip.tcp.state import TcpState
-from slirpy.tcpip.udp import UdpHeader
-from slirpy.tcpip.virtio import VirtioNetHeader
+from slirpy.tcpip.wire.udp import UdpHeader
+from slirpy.tcpip.wire.virtio import VirtioNetHeader
 
 from tests.fuzz.guestsim import GUEST_IP, HOST_IP, Guest
 
@@ -366,8 +366,8 @@ class DnsHarness:
         self.flows: dict[int, int] = {}         # guest port -> flow id
 
     def _guest_frame(self, sport: int, payload: bytes) -> bytes:
-        from slirpy.tcpip.ipv4 import PROTO_UDP, build_header
-        from slirpy.tcpip.udp import build_datagram
+        from slirpy.tcpip.wire.ipv4 import PROTO_UDP, build_header
+        from slirpy.tcpip.wire.udp import build_datagram
         udp = build_datagram(A, self.dns, sport, 53, payload)
         ip = build_header(A, self.dns, PROTO_UDP, len(udp))
         return (NetConfig().gateway_mac + b"\x02\x00\x00\x00\x00\x64" + b"\x08\x00") + ip + udp

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from slirpy.tcpip.checksum import finish, internet_checksum, pseudo_header_sum, sum16
-from slirpy.tcpip import ipv4, udp
+from slirpy.tcpip.wire import ipv4, udp
 from slirpy.tcpip.wire import tcp
 
 SETTINGS = settings(database=None, deadline=None, max_examples=400)

@@ -7,8 +7,9 @@ import random
 from collections import defaultdict
 
 from slirpy.config import NetConfig
-from slirpy.tcpip import fwd, icmp
-from slirpy.tcpip.ipv4 import PROTO_ICMP, PROTO_TCP, PROTO_UDP
+from slirpy.tcpip import fwd
+from slirpy.tcpip.wire import icmp
+from slirpy.tcpip.wire.ipv4 import PROTO_ICMP, PROTO_TCP, PROTO_UDP
 
 GUEST = bytes([10, 0, 2, 100])
 GW = bytes([10, 0, 2, 2])

@@ -52,7 +52,7 @@ from scapy.layers.l2 import Ether
 
 from slirpy.config import NetConfig
 from slirpy.tcpip import stack as st
-from slirpy.tcpip.virtio import VNET_HDR_LEN
+from slirpy.tcpip.wire.virtio import VNET_HDR_LEN
 
 GUEST_MAC = "02:00:00:00:00:64"
 GW_MAC = "52:55:0a:00:02:02"

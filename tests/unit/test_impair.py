@@ -13,7 +13,7 @@ from slirpy.impair import (
     REORDER_HOLD, ImpairedLink, Impairment, ImpairSpec, parse_impair,
 )
 from slirpy.tcpip.stack import Stack
-from slirpy.tcpip.virtio import F_NEEDS_CSUM, VNET_HDR
+from slirpy.tcpip.wire.virtio import F_NEEDS_CSUM, VNET_HDR
 
 from tests.fuzz.guestsim import make_transfer
 

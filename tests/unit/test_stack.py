@@ -11,7 +11,7 @@ from scapy.layers.l2 import ARP, Ether
 from slirpy.config import NetConfig
 from slirpy.tcpip import stack as st
 from slirpy.tcpip.checksum import pseudo_header_sum, sum16
-from slirpy.tcpip.virtio import F_NEEDS_CSUM, GSO_NONE, GSO_TCPV4, VNET_HDR, VNET_HDR_LEN
+from slirpy.tcpip.wire.virtio import F_NEEDS_CSUM, GSO_NONE, GSO_TCPV4, VNET_HDR, VNET_HDR_LEN
 
 GUEST_MAC = "02:00:00:00:00:64"
 GW_MAC = "52:55:0a:00:02:02"

@@ -9,14 +9,14 @@ from __future__ import annotations
 
 from hypothesis import given, settings, strategies as st
 
-from slirpy.tcpip.arp import ArpPacket
+from slirpy.tcpip.wire.arp import ArpPacket
 from slirpy.tcpip.errors import MalformedPacket
-from slirpy.tcpip.ethernet import EthernetHeader
-from slirpy.tcpip.icmp import IcmpHeader, build_echo_reply
-from slirpy.tcpip.ipv4 import Ipv4Header
+from slirpy.tcpip.wire.ethernet import EthernetHeader
+from slirpy.tcpip.wire.icmp import IcmpHeader, build_echo_reply
+from slirpy.tcpip.wire.ipv4 import Ipv4Header
 from slirpy.tcpip.wire.tcp import TCP_HDR, TcpOptions, TcpSegment
-from slirpy.tcpip.udp import UdpHeader
-from slirpy.tcpip.virtio import VirtioNetHeader
+from slirpy.tcpip.wire.udp import UdpHeader
+from slirpy.tcpip.wire.virtio import VirtioNetHeader
 
 SETTINGS = settings(database=None, max_examples=300)
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from slirpy.tcpip import icmp, ipv4
+from slirpy.tcpip.wire import icmp, ipv4
 from slirpy.tcpip.checksum import sum16
 from slirpy.tcpip.errors import MalformedPacket
-from slirpy.tcpip.icmp import (
+from slirpy.tcpip.wire.icmp import (
     IcmpHeader, build_dest_unreachable, build_echo_reply, build_message, build_time_exceeded,
 )
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from slirpy.tcpip import ipv4
+from slirpy.tcpip.wire import ipv4
 from slirpy.tcpip.checksum import sum16
 from slirpy.tcpip.errors import MalformedPacket
-from slirpy.tcpip.ipv4 import Ipv4Header, build_header
+from slirpy.tcpip.wire.ipv4 import Ipv4Header, build_header
 
 SETTINGS = settings(database=None)
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from slirpy.tcpip import arp, ethernet, virtio
-from slirpy.tcpip.arp import ArpPacket
+from slirpy.tcpip.wire import arp, ethernet, virtio
+from slirpy.tcpip.wire.arp import ArpPacket
 from slirpy.tcpip.errors import MalformedPacket
-from slirpy.tcpip.ethernet import EthernetHeader, mac_from_str, mac_to_str
-from slirpy.tcpip.virtio import VirtioNetHeader
+from slirpy.tcpip.wire.ethernet import EthernetHeader, mac_from_str, mac_to_str
+from slirpy.tcpip.wire.virtio import VirtioNetHeader
 
 SETTINGS = settings(database=None)
 

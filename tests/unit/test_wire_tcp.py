@@ -8,7 +8,7 @@ from hypothesis import assume, given, settings, strategies as st
 from slirpy.tcpip.wire import tcp
 from slirpy.tcpip.checksum import pseudo_header_sum, sum16
 from slirpy.tcpip.errors import MalformedPacket
-from slirpy.tcpip.ipv4 import Ipv4Header
+from slirpy.tcpip.wire.ipv4 import Ipv4Header
 from slirpy.tcpip.wire.tcp import TcpOptions, TcpSegment, build_header
 
 SETTINGS = settings(database=None)

@@ -7,7 +7,7 @@ from hypothesis import given, settings, strategies as st
 
 from slirpy.tcpip.checksum import pseudo_header_sum, sum16
 from slirpy.tcpip.errors import MalformedPacket
-from slirpy.tcpip.udp import UDP_HLEN, UdpHeader, build_datagram
+from slirpy.tcpip.wire.udp import UDP_HLEN, UdpHeader, build_datagram
 
 SETTINGS = settings(database=None)
 

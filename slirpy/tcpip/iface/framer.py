@@ -14,12 +14,12 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 from ..checksum import finish, sum16
-from ..ethernet import ETH_HLEN
+from ..wire.ethernet import ETH_HLEN
 from ..flow import TcpFlow
-from ..ipv4 import IPV4_HDR, IPV4_HLEN, PROTO_TCP
+from ..wire.ipv4 import IPV4_HDR, IPV4_HLEN, PROTO_TCP
 from ..sendbuf import Gather
 from ..wire.tcp import TCP_HDR
-from ..virtio import F_NEEDS_CSUM, GSO_TCPV4, VNET_HDR
+from ..wire.virtio import F_NEEDS_CSUM, GSO_TCPV4, VNET_HDR
 from .link import ETH_IP_HLEN, Link
 
 GSO_MAX = 65535 - IPV4_HLEN - 60         # payload bytes in one IPv4 super-frame, worst-case options

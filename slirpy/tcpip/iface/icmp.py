@@ -15,11 +15,11 @@ from collections import deque
 from typing import Any
 
 from .. import fwd as _fwd
-from .. import icmp as _icmp
+from ..wire import icmp as _icmp
 from ..addr import ntoa
 from ..events import IcmpEchoFlowOpened, IcmpEchoRequested, StackEvent
 from ..flow import DatagramFlow, FlowTable
-from ..ipv4 import IPV4_HLEN, PROTO_ICMP
+from ..wire.ipv4 import IPV4_HLEN, PROTO_ICMP
 from .link import Link
 
 QUOTE_MAX = _icmp.ERROR_QUOTE_MAX       # head of a guest packet kept for ICMP errors

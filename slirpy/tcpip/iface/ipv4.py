@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Callable
 
 from ..addr import Prefix
-from ..ipv4 import PROTO_ICMP, PROTO_TCP, PROTO_UDP, parse_fields
+from ..wire.ipv4 import PROTO_ICMP, PROTO_TCP, PROTO_UDP, parse_fields
 from .link import Link
 from .neighbours import Neighbours
 

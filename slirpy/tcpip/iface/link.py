@@ -13,10 +13,10 @@ from collections import defaultdict
 from typing import Any, Callable
 
 from ..errors import MalformedPacket
-from ..ethernet import ETH_HDR, ETH_HLEN, ETHERTYPE_ARP, ETHERTYPE_IPV4
-from ..ipv4 import IPV4_HLEN
-from ..ipv4 import build_header as build_ipv4_header
-from ..virtio import F_DATA_VALID, F_NEEDS_CSUM, GSO_NONE, VNET_HDR, VNET_HDR_LEN
+from ..wire.ethernet import ETH_HDR, ETH_HLEN, ETHERTYPE_ARP, ETHERTYPE_IPV4
+from ..wire.ipv4 import IPV4_HLEN
+from ..wire.ipv4 import build_header as build_ipv4_header
+from ..wire.virtio import F_DATA_VALID, F_NEEDS_CSUM, GSO_NONE, VNET_HDR, VNET_HDR_LEN
 
 ETH_IP_HLEN = ETH_HLEN + IPV4_HLEN     # 34: csum_start of a transport header after plain IPv4
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections import deque
 from typing import Any, Callable
 
-from .. import arp as _arp
+from ..wire import arp as _arp
 from ..addr import Prefix
 from ..flow import FlowTable, TcpFlow, lru_victim
 from .link import Link

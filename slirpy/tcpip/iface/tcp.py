@@ -26,7 +26,7 @@ from ..events import (
     TcpHostReadPaused,
 )
 from ..flow import SND_SHARE_MIN, FlowKey, FlowTable, TcpFlow
-from ..ipv4 import PROTO_TCP
+from ..wire.ipv4 import PROTO_TCP
 from ..tcp.connection import TcpConnection
 from ..tcp.events import Closed, DataReceived, EofReceived, Established, Reset
 from ..tcp.params import TcpParams

@@ -17,14 +17,14 @@ from collections import deque
 from typing import Any
 
 from .. import fwd as _fwd
-from .. import icmp as _icmp
+from ..wire import icmp as _icmp
 from ..addr import ntoa
 from ..checksum import finish, fold, sum16
 from ..events import StackEvent, UdpDatagramReceived, UdpFlowOpened
 from ..flow import DatagramFlow, FlowKey, FlowTable
-from ..ipv4 import IPV4_HLEN, PROTO_UDP
-from ..ipv4 import build_header as build_ipv4_header
-from ..udp import UDP_HDR, UDP_HLEN, UdpHeader
+from ..wire.ipv4 import IPV4_HLEN, PROTO_UDP
+from ..wire.ipv4 import build_header as build_ipv4_header
+from ..wire.udp import UDP_HDR, UDP_HLEN, UdpHeader
 from .icmp import QUOTE_MAX, IcmpHandler
 from .link import Link
 from .neighbours import Neighbours

@@ -1,5 +1,5 @@
-"""Wire formats, one module per header (DESIGN §2/§4).
-
-Only `tcp` lives here so far: it moved when `slirpy.tcpip.tcp` became the package of the TCP
-connection (a module and a package cannot share that name). The other headers follow.
+"""Wire formats, one module per header (DESIGN §2/§4): virtio-net, Ethernet, ARP, IPv4, ICMP,
+UDP, TCP. Each parses into a validated value and builds bytes; `MalformedPacket`
+(tcpip/errors.py) is raised only from here. The hot path and the tests use these same
+parsers. An IPv6 header, ICMPv6 and NDP are new modules beside them.
 """

@@ -15,8 +15,8 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
-from .checksum import finish, sum16
-from .errors import MalformedPacket
+from ..checksum import finish, sum16
+from ..errors import MalformedPacket
 
 ICMP_HDR = struct.Struct("!BBH4s")   # type, code, checksum, rest-of-header
 ICMP_HLEN = 8

@@ -5,7 +5,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
-from .errors import MalformedPacket
+from ..errors import MalformedPacket
 
 ARP_HDR = struct.Struct("!HHBBH6s4s6s4s")  # htype ptype hlen plen op sha spa tha tpa
 ARP_LEN = 28

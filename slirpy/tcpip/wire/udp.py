@@ -9,8 +9,8 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
-from .checksum import finish, pseudo_header_sum, sum16
-from .errors import MalformedPacket
+from ..checksum import finish, pseudo_header_sum, sum16
+from ..errors import MalformedPacket
 
 UDP_HDR = struct.Struct("!HHHH")    # src_port, dst_port, length, checksum
 UDP_HLEN = 8

@@ -11,8 +11,8 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
-from .checksum import sum16
-from .errors import MalformedPacket
+from ..checksum import sum16
+from ..errors import MalformedPacket
 
 # ver<<4|ihl, tos, total_length, ident, flags<<13|offset, ttl, proto, checksum, src, dst
 IPV4_HDR = struct.Struct("!BBHHHBBH4s4s")

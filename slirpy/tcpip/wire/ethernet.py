@@ -5,7 +5,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
-from .errors import MalformedPacket
+from ..errors import MalformedPacket
 
 ETH_HDR = struct.Struct("!6s6sH")   # dst, src, ethertype
 ETH_HLEN = 14

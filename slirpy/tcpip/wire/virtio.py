@@ -12,7 +12,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
-from .errors import MalformedPacket
+from ..errors import MalformedPacket
 
 VNET_HDR_LEN = 12
 # flags, gso_type, hdr_len, gso_size, csum_start, csum_offset, num_buffers
