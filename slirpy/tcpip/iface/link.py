@@ -14,9 +14,10 @@ from typing import Any, Callable
 
 from ..errors import MalformedPacket
 from ..wire.ethernet import ETH_HDR, ETH_HLEN, ETHERTYPE_ARP, ETHERTYPE_IPV4
+from ..wire.ethernet import parse_fields as parse_eth
 from ..wire.ipv4 import IPV4_HLEN
 from ..wire.ipv4 import build_header as build_ipv4_header
-from ..wire.virtio import F_DATA_VALID, F_NEEDS_CSUM, GSO_NONE, VNET_HDR, VNET_HDR_LEN
+from ..wire.virtio import F_NEEDS_CSUM, GSO_NONE, VNET_HDR, VNET_HDR_LEN, checksum_trusted
 
 ETH_IP_HLEN = ETH_HLEN + IPV4_HLEN     # 34: csum_start of a transport header after plain IPv4
 
@@ -65,14 +66,9 @@ class Link:
         try:
             verify = True
             if self.vnet_hdr:
-                if len(mv) < VNET_HDR_LEN:
-                    raise MalformedPacket("virtio.short")
-                if mv[0] & (F_NEEDS_CSUM | F_DATA_VALID):
-                    verify = False
+                verify = not checksum_trusted(mv)
                 mv = mv[VNET_HDR_LEN:]
-            if len(mv) < ETH_HLEN:
-                raise MalformedPacket("eth.short")
-            dst_mac, src_mac, ethertype = ETH_HDR.unpack_from(mv, 0)
+            dst_mac, src_mac, ethertype = parse_eth(mv)
             if ethertype == ETHERTYPE_IPV4:
                 self.ipv4_input(mv[ETH_HLEN:], src_mac, verify, now)
             elif ethertype == ETHERTYPE_ARP:

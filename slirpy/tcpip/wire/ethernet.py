@@ -28,9 +28,7 @@ class EthernetHeader:
     @classmethod
     def parse(cls, buf: bytes | bytearray | memoryview) -> "EthernetHeader":
         """Parse the first 14 bytes of `buf`; the payload is buf[ETH_HLEN:]."""
-        if len(buf) < ETH_HLEN:
-            raise MalformedPacket("eth.short")
-        return cls(*ETH_HDR.unpack_from(buf, 0))
+        return cls(*parse_fields(buf))
 
     def pack(self) -> bytes:
         if len(self.dst) != 6 or len(self.src) != 6:
@@ -45,6 +43,15 @@ class EthernetHeader:
     def is_multicast(self) -> bool:
         """Group address (I/G bit set); includes broadcast."""
         return bool(self.dst[0] & 1)
+
+
+def parse_fields(buf: bytes | bytearray | memoryview) -> tuple[bytes, bytes, int]:
+    """(dst, src, ethertype) of the frame in `buf`: the parse itself, without building an
+    EthernetHeader (the link layer calls this once per frame)."""
+    if len(buf) < ETH_HLEN:
+        raise MalformedPacket("eth.short")
+    fields: tuple[bytes, bytes, int] = ETH_HDR.unpack_from(buf, 0)
+    return fields
 
 
 def mac_to_str(mac: bytes | bytearray | memoryview) -> str:
