@@ -15,30 +15,10 @@ from __future__ import annotations
 
 import asyncio
 from collections import defaultdict
-from typing import Callable, Protocol
+from typing import TYPE_CHECKING, Protocol
 
-
-class HostInputs(Protocol):
-    """The Stack's inputs the adapters call (tcpip.stack.Stack implements them)."""
-
-    tcp_host_connected: Callable[[int, float], None]
-    tcp_host_connect_failed: Callable[[int, int, float], None]
-    tcp_host_allowance: Callable[[int], int]
-    tcp_host_data: Callable[[int, bytes, float], bool]
-    tcp_host_eof: Callable[[int, float], None]
-    tcp_host_reset: Callable[[int, float], None]
-    tcp_host_write_paused: Callable[[int, bool, float], None]
-    udp_host_datagram: Callable[[int, bytes | memoryview, float], None]
-    udp_host_error: Callable[..., None]
-    icmp_host_echo_reply: Callable[[int, int, bytes | memoryview, int, float], None]
-    icmp_host_error: Callable[..., None]
-    icmp_echo_dropped: Callable[[int, str, float], None]
-
-    def tcp_inbound_open(self, client_ip: str, client_port: int, guest_port: int,
-                         now: float) -> int | None: ...
-
-    def udp_inbound_open(self, client_ip: str, client_port: int, guest_port: int,
-                         now: float) -> int | None: ...
+if TYPE_CHECKING:  # the adapters call the Stack's own host inputs; no copy of their list here
+    from ..tcpip.stack import Stack
 
 
 class ReadBlocks(Protocol):
@@ -69,7 +49,7 @@ class FlowHost(Protocol):
     """The runtime as the host-side adapters see it."""
 
     @property
-    def stack(self) -> HostInputs: ...
+    def stack(self) -> Stack: ...
 
     @property
     def counters(self) -> defaultdict[str, int]: ...
