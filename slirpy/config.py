@@ -15,6 +15,8 @@ MTU_MIN = 576           # RFC 791 minimum reassembly size; below it IPv4 is not 
 MTU_MAX = 65520         # largest MTU a TAP device takes (same limit as slirp4netns)
 DEFAULT_MTU = 65520
 DEFAULT_CIDR = "10.0.2.0/24"
+DEFAULT_CIDR6 = "fd00::/64"   # slirp4netns's IPv6 network: gateway ::2, DNS ::3, guest ::100
+IPV6_MTU_MIN = 1280     # RFC 8200 §5: below it a link cannot carry IPv6 (Linux turns it off)
 CIDR_PREFIX_MIN = 1
 CIDR_PREFIX_MAX = 25    # the guest is network+100: a /25 is the smallest that still holds it
 
@@ -83,6 +85,25 @@ def parse_cidr(value: str, *, exact: bool = False) -> ipaddress.IPv4Network:
     if net.network_address != address:
         raise _cidr_error(value, "host_bits")
     return net
+
+
+def parse_cidr6(value: str) -> ipaddress.IPv6Network:
+    """`--cidr6`: an IPv6 /64 network without host bits (SLAAC and the guest's ::100 need a /64)."""
+    text = value.strip()
+    try:
+        loose = ipaddress.IPv6Network(text, strict=False)
+    except ValueError:
+        raise ConfigError(f"invalid IPv6 CIDR {value!r}: must be an IPv6 network such as "
+                          f"{DEFAULT_CIDR6}") from None
+    if loose.prefixlen != 64:
+        raise ConfigError(f"invalid IPv6 CIDR {value!r}: prefix length must be 64")
+    if ipaddress.IPv6Interface(text).ip != loose.network_address:
+        raise ConfigError(f"invalid IPv6 CIDR {value!r}: must be a network address (no host "
+                          f"bits), such as {DEFAULT_CIDR6}")
+    if loose.is_multicast or loose.is_loopback or loose.is_link_local:
+        raise ConfigError(f"invalid IPv6 CIDR {value!r}: must be a unicast network that is not "
+                          "link-local (a unique local fd00::/8 prefix suits a sandbox)")
+    return loose
 
 
 def parse_dns_upstream(value: str) -> tuple[str, int]:
@@ -172,6 +193,36 @@ def resolve_outbound_addr(value: str) -> str:
     return addr
 
 
+def resolve_outbound_addr6(value: str) -> str:
+    """`--outbound-addr6`: an IPv6 address or an interface name (its first global IPv6
+    address, from /proc/net/if_inet6), checked to be bindable here."""
+    import socket
+
+    try:
+        addr = str(ipaddress.IPv6Address(value))
+    except ValueError:
+        addr = ""
+        try:
+            with open("/proc/net/if_inet6") as f:
+                for line in f:
+                    hexaddr, _idx, _plen, scope, _flags, name = line.split()
+                    if name == value and int(scope, 16) == 0:
+                        addr = str(ipaddress.IPv6Address(bytes.fromhex(hexaddr)))
+                        break
+        except OSError:
+            pass
+        if not addr:
+            raise ConfigError(f"invalid --outbound-addr6 {value!r}: neither an IPv6 address nor "
+                              "an interface with a global one")
+    with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as s:
+        try:
+            s.bind((addr, 0))
+        except OSError as e:
+            raise ConfigError(f"invalid --outbound-addr6 {value!r}: cannot bind {addr} here "
+                              f"({e.strerror})") from None
+    return addr
+
+
 _MAY_BE_ZERO = frozenset({"tcp_ack_delay"})     # limits where 0 means "off"
 
 
@@ -213,11 +264,19 @@ class NetConfig:
     dns_upstream: tuple[str, int] | None = None   # override the host's resolv.conf nameservers
     resolv_conf: str = "/etc/resolv.conf"  # the host file the upstreams and search lines come from
     outbound_addr: str | None = None      # bind outbound host sockets to this IPv4 address
+    # IPv6 network of the sandbox (gateway ::2, DNS ::3, guest ::100); None: IPv6 off
+    network6: ipaddress.IPv6Network | None = field(
+        default_factory=lambda: ipaddress.IPv6Network(DEFAULT_CIDR6))
+    outbound_addr6: str | None = None     # bind outbound IPv6 host sockets to this address
 
     def bind_address_for(self, host: str) -> str | None:
         """The local address an outbound host socket to `host` binds to, or None. Loopback
         destinations (host loopback, a loopback DNS upstream) are never bound to it."""
-        if self.outbound_addr is None or host.startswith("127.") or ":" in host:
+        if ":" in host:
+            if host == "::1" or host.startswith("::ffff:127."):
+                return None
+            return self.outbound_addr6
+        if self.outbound_addr is None or host.startswith("127."):
             return None
         return self.outbound_addr
     ports: tuple["PortSpec", ...] = ()    # published ports (-p), in command-line order
@@ -235,6 +294,29 @@ class NetConfig:
         return self.network.network_address + 100
 
     @property
+    def ipv6(self) -> bool:
+        return self.network6 is not None
+
+    @property
+    def gateway6(self) -> ipaddress.IPv6Address:
+        """The IPv6 gateway (network6 + 2); only meaningful when `ipv6`."""
+        return self._net6.network_address + 2
+
+    @property
+    def dns6(self) -> ipaddress.IPv6Address:
+        return self._net6.network_address + 3
+
+    @property
+    def guest6(self) -> ipaddress.IPv6Address:
+        return self._net6.network_address + 0x100       # fd00::100, as slirp4netns
+
+    @property
+    def _net6(self) -> ipaddress.IPv6Network:
+        if self.network6 is None:
+            raise ValueError("IPv6 is off in this NetConfig")
+        return self.network6
+
+    @property
     def gateway_mac(self) -> bytes:
         return _mac_for(self.gateway)
 
@@ -246,6 +328,11 @@ class NetConfig:
     def guest_mss(self) -> int:
         """Largest TCP payload in one IPv4 packet at this MTU (no options)."""
         return self.mtu - 40
+
+    @property
+    def guest_mss6(self) -> int:
+        """Largest TCP payload in one IPv6 packet at this MTU (no options or extension headers)."""
+        return self.mtu - 60
 
 
 # --- published ports -----------------------------------------------------------------------
@@ -371,22 +458,36 @@ def build_net_config(*, cidr: str = DEFAULT_CIDR, exact_cidr: bool = False, mtu:
                  guest_mac: bytes | None = None, dns_enabled: bool = True,
                  dns_upstream: str | None = None, resolv_conf: str = "/etc/resolv.conf",
                  publish: Iterable[str] = (), limits: Iterable[str] = (),
-                 outbound_addr: str | None = None) -> NetConfig:
+                 outbound_addr: str | None = None, ipv6: bool | None = None,
+                 cidr6: str = DEFAULT_CIDR6, outbound_addr6: str | None = None) -> NetConfig:
     """The NetConfig every CLI builds (`slirpy run`, `slirpy selfcheck`, slirp4netns mode)
     from its option values, each through its parser above. Raises the first ConfigError, in
     this order: ports, limits, outbound address, CIDR (`exact_cidr`: see parse_cidr), MTU,
-    DNS upstream; each CLI prints it its own way."""
+    DNS upstream, IPv6 CIDR, IPv6 outbound address; each CLI prints it its own way.
+
+    `ipv6`: True turns IPv6 on (an MTU below 1280 is then an error), False off, None (the
+    default) on unless the MTU is below 1280, as Linux does for an interface."""
     ports = tuple(p for text in publish for p in parse_port_spec(text))
+    mtu_value = parse_mtu(mtu)
+    network6 = parse_cidr6(cidr6) if ipv6 is not False else None
+    if mtu_value < IPV6_MTU_MIN and network6 is not None:
+        if ipv6:
+            raise ConfigError(f"invalid MTU {mtu_value} with IPv6: IPv6 needs an MTU of at least "
+                              f"{IPV6_MTU_MIN} (or turn IPv6 off)", "mtu.ipv6")
+        network6 = None
     return NetConfig(
         limits=parse_limits(limits),
         outbound_addr=resolve_outbound_addr(outbound_addr) if outbound_addr is not None else None,
         ports=ports,
         network=parse_cidr(cidr, exact=exact_cidr),
-        mtu=parse_mtu(mtu),
+        mtu=mtu_value,
         offload=offload,
         allow_host_loopback=allow_host_loopback,
         guest_mac=guest_mac,
         dns_enabled=dns_enabled,
         dns_upstream=parse_dns_upstream(dns_upstream) if dns_upstream else None,
         resolv_conf=resolv_conf,
+        network6=network6,
+        outbound_addr6=(resolve_outbound_addr6(outbound_addr6)
+                        if outbound_addr6 is not None and network6 is not None else None),
     )
