@@ -82,7 +82,10 @@ OPT_RDNSS = 25
 PREFIX_ON_LINK = 0x80          # L flag of the prefix information option
 PREFIX_AUTONOMOUS = 0x40       # A flag
 
-NDP_HOP_LIMIT = 255
+NDP_HOP_LIMIT = 255                               # RFC 4861 §6.1.1, §7.1.1: checked on receipt
+ALL_NODES = bytes.fromhex("ff020000000000000000000000000001")     # RFC 4291 §2.7.1
+ALL_ROUTERS = bytes.fromhex("ff020000000000000000000000000002")
+UNSPECIFIED = bytes(16)
 
 _U32 = struct.Struct("!I")
 _PREFIX_OPT = struct.Struct("!BBBBIII16s")   # type, len, prefix len, flags, valid, preferred, 0, prefix
@@ -90,7 +93,6 @@ _MTU_OPT = struct.Struct("!BBHI")            # type, len, reserved, mtu
 _RDNSS_HDR = struct.Struct("!BBHI")          # type, len, reserved, lifetime
 _RA_FIXED = struct.Struct("!II")             # reachable time, retrans timer
 _ZERO_REST = bytes(4)
-_UNSPECIFIED = bytes(16)
 _SOLICITED_NODE_PREFIX = bytes.fromhex("ff020000000000000000000001ff")
 _LINK_LOCAL_PREFIX = bytes.fromhex("fe80000000000000")
 
@@ -261,7 +263,7 @@ def build_ns(src: bytes, dst: bytes, target: bytes, mac: bytes) -> bytes:
     _check_mac(mac)
     if len(target) != 16:
         raise ValueError("NDP target must be 16 bytes")
-    body = target if src == _UNSPECIFIED else target + bytes((OPT_SOURCE_LLADDR, 1)) + mac
+    body = target if src == UNSPECIFIED else target + bytes((OPT_SOURCE_LLADDR, 1)) + mac
     return build_message(src, dst, NEIGHBOR_SOLICIT, 0, _ZERO_REST, body)
 
 
@@ -311,8 +313,8 @@ def solicited_node(addr: bytes) -> bytes:
 
 def multicast_mac(addr: bytes) -> bytes:
     """The Ethernet address of IPv6 multicast `addr`: 33:33 + its last 32 bits (RFC 2464 §7)."""
-    if len(addr) != 16:
-        raise ValueError("IPv6 addresses must be 16 bytes")
+    if len(addr) != 16 or addr[0] != 0xFF:
+        raise ValueError("not a 16-byte IPv6 multicast address")
     return b"\x33\x33" + addr[12:]
 
 
