@@ -89,6 +89,7 @@ instance, so the facade adds no call layer to the hot path.
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from collections import defaultdict, deque
 from typing import Any, Callable
@@ -111,6 +112,7 @@ from .iface.ndp import Ndp
 from .iface.neighbours import Neighbours
 from .iface.tcp import TcpHandler
 from .iface.udp import UdpHandler
+from .wire.ipv6 import IPV6_MIN_MTU
 
 
 class Stack:
@@ -133,6 +135,8 @@ class Stack:
 
     def __init__(self, config: Any, *, vnet_hdr: bool, offload: bool,
                  rng: random.Random | None = None) -> None:
+        if config.network6 is not None and config.mtu < IPV6_MIN_MTU:
+            config = dataclasses.replace(config, network6=None)   # RFC 8200 §5: no IPv6 link
         self.config = config
         self.limits = config.limits
         self._rng = rng or random.Random(0)

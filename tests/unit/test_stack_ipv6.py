@@ -62,6 +62,11 @@ def out(s: st.Stack, now: float = 0.0) -> list[tuple[tuple | None, Ether]]:
     return res
 
 
+def delta(s: st.Stack, before: dict[str, int]) -> dict[str, int]:
+    """The counters that changed since `before` (a copy of s.counters), by how much."""
+    return {k: v - before.get(k, 0) for k, v in s.counters.items() if v != before.get(k, 0)}
+
+
 def events(s: st.Stack) -> list:
     evs = []
     while (ev := s.next_event()) is not None:
@@ -221,9 +226,10 @@ def test_advertisements_and_redirects_from_the_guest_are_ignored_and_counted(pkt
     s = make_stack()
     ready(s)
     macs = dict(s.link.virtual_macs)
+    before = dict(s.counters)
     s.receive_frame(wire(s, from_guest(dst=ALL_NODES, src=src, hlim=255) / pkt), 1.0)
     assert out(s, 1.0) == [] and events(s) == []
-    assert s.counters[counter] == 1
+    assert delta(s, before) == {"rx.frames": 1, counter: 1}
     assert s.link.virtual_macs == macs and s.link.guest_mac == MAC
     # the stack's own routing is untouched: a flow to REMOTE6 still goes out as before
     s.receive_frame(wire(s, _syn()), 1.0)
@@ -318,6 +324,9 @@ def test_extension_headers_are_walked_to_the_transport():
     (from_guest(src="2001:db8::5") / TCP(flags="S"), "ipv6.rx.drop.bad_src"),
     (from_guest(src=GUEST_LL) / TCP(flags="S"), "ipv6.rx.drop.bad_src"),
     (from_guest(src="::") / TCP(flags="S"), "ipv6.rx.drop.bad_src"),
+    (from_guest(dst=GW6, src="2001:db8::5") / ICMPv6EchoRequest(), "ipv6.rx.drop.bad_src"),
+    (from_guest(dst="ff02::1:ff00:2", src="2001:db8::5", hlim=255) / ICMPv6ND_NS(tgt=GW6),
+     "ipv6.rx.drop.bad_src"),
     (Ether(src=GUEST_MAC, dst=GW_MAC) / IPv6(src=GUEST6, dst=REMOTE6, nh=132) / (b"\x00" * 12),
      "ipv6.rx.drop.proto"),
     (from_guest(dst=REMOTE6, src=GUEST_LL) / ICMPv6EchoRequest(), "icmpv6.rx.drop.type"),
@@ -329,10 +338,9 @@ def test_extension_headers_are_walked_to_the_transport():
 def test_what_the_ipv6_input_does_not_take_is_counted_and_dropped(pkt, counter):
     s = make_stack(vnet=False, offload=False)
     ready(s)
-    before = s.counters["rx.frames"]
+    before = dict(s.counters)
     s.receive_frame(bytes(pkt), 1.0)
-    assert s.counters[counter] == 1
-    assert s.counters["rx.frames"] == before + 1
+    assert delta(s, before) == {"rx.frames": 1, counter: 1}
     assert out(s, 1.0) == [] and events(s) == []
 
 
@@ -361,3 +369,12 @@ def test_with_ipv6_off_every_ipv6_frame_is_dropped_and_counted_and_ipv4_works():
     [ev] = events(s)
     assert ev.host == "203.0.113.1"
     assert s.counters["ipv6.rx.drop.off"] == len(frames) and s.counters["rx.frames"] == len(frames) + 1
+
+
+def test_a_link_below_the_ipv6_minimum_mtu_has_no_ipv6_even_if_the_config_names_a_network():
+    s = make_stack(mtu=1279)
+    assert s.config.network6 is None and s.ndp is None
+    s.receive_frame(wire(s, rs()), 0.0)
+    assert out(s) == [] and s.counters["ipv6.rx.drop.off"] == 1
+    assert s.tcp_inbound_open(REMOTE6, 5555, 80, 0.0, guest_ip=packed(GUEST6)) is None
+    assert s.counters["tcp.inbound.drop.family_off"] == 1
