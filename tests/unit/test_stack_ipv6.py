@@ -130,6 +130,19 @@ def test_neighbor_solicitation_for_our_addresses_is_answered(target, mac, router
     assert s.neighbours.entries[packed(src)] == MAC
 
 
+def test_unicast_solicitation_without_link_layer_option_is_answered_to_the_frames_sender():
+    """Neighbour unreachability detection: a unicast NS may leave out its source link-layer
+    address (RFC 4861 §7.2.4); the answer goes to the MAC the frame came from."""
+    s = make_stack()
+    ready(s)
+    probe = (Ether(src="02:00:00:00:00:65", dst=GW_MAC) / IPv6(src=GUEST6, dst=GW6, hlim=255)
+             / ICMPv6ND_NS(tgt=GW6))
+    s.receive_frame(wire(s, probe), 1.0)
+    [(_, na)] = out(s, 1.0)
+    assert na[Ether].dst == "02:00:00:00:00:65" and na[IPv6].dst == GUEST6
+    assert na[ICMPv6ND_NA].S == 1 and s.link.guest_mac == bytes.fromhex("020000000065")
+
+
 def test_solicitation_for_another_address_is_ignored_and_counted():
     s = make_stack()
     ready(s)
