@@ -68,7 +68,8 @@ peer ip, peer port) for both directions, exactly as the guest kernel sees its so
 inbound flow can never share a key with an outbound one: an inbound open whose key is taken
 (not by a flow in TIME-WAIT) picks another gateway port, or fails for a real client address
 (`tcp.inbound.drop.tuple_in_use`). Until the guest's MAC is known (a guest that only
-listens has sent nothing yet) inbound frames wait and the stack ARPs for the guest.
+listens has sent nothing yet) inbound frames wait and the stack ARPs for the guest (and, for
+an IPv6 flow, sends it a neighbour solicitation too).
 
 Inbound over IPv6: `guest_ip=None` follows the client's family (an IPv6 client reaches the
 guest's IPv6 address from its own, or from the IPv6 gateway when the guest could not route
