@@ -32,7 +32,8 @@ def run_sandbox(config: NetConfig, argv: list[str], *, map_subuids: bool = False
     """Start the sandbox, serve it until the command exits, return the command's exit code."""
     import uvloop
 
-    from .runtime import Runtime, serve_sandbox
+    from .runtime import Runtime
+    from .serve import serve_sandbox
     from .sandbox import Sandbox, SandboxError, SandboxOptions
 
     resolv_text = None

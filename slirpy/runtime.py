@@ -13,8 +13,8 @@ host's resolv.conf, re-read when that file changes (resolvconf.py).
 
 Published ports (ports.py) and the API socket (api.py): `prepare_ports(specs, api_socket)`
 binds them synchronously after the sandbox was forked and before the loop runs (so errors
-come out at start, and the sandbox never inherits a listener); `serve_sandbox` starts serving
-them before the command is released. Their clients become inbound Stack flows whose events
+come out at start, and the sandbox never inherits a listener); `serve.serve_sandbox` starts
+serving them before the command is released. Their clients become inbound Stack flows whose events
 are dispatched exactly like outbound ones.
 """
 
@@ -28,10 +28,9 @@ import json
 import logging
 import os
 import random
-import signal
 import sys
 import time
-from typing import TYPE_CHECKING, Any, Awaitable, Callable, Iterable, Protocol
+from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 from . import doctor
 from . import ports as _ports
@@ -43,6 +42,7 @@ from .hostres import (  # noqa: F401  (FD_RESERVE, fit_limits_to_fds: used by te
     FD_RESERVE, IDLE_CHECK, fit_limits_to_fds, open_fds, raise_nofile_limit, tune_malloc,
 )
 from .resolvconf import ResolvConf
+from .serve import ServedCommand, serve_sandbox  # noqa: F401  (their old home: callers import them here)
 if TYPE_CHECKING:
     from .api import ApiServer
     from .config import NetConfig, PortSpec
@@ -62,7 +62,6 @@ log = logging.getLogger("slirpy")
 
 _READ_SIZE = 65600          # a whole 64 KB GSO super-frame + headers; never read 256 KB (DESIGN §3)
 _READ_BATCH = 256           # frames per readable event before flushing
-_FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 # States in which the guest may still send data on a TCP flow.
 _GUEST_MAY_SEND = frozenset((TcpState.SYN_RECEIVED, TcpState.ESTABLISHED,
                              TcpState.FIN_WAIT_1, TcpState.FIN_WAIT_2))
@@ -509,16 +508,6 @@ class Runtime:
         os.replace(tmp, path)
 
 
-def _foreground_on_tty() -> bool:
-    for fd in (0, 1, 2):
-        try:
-            if os.isatty(fd):
-                return os.tcgetpgrp(fd) == os.getpgrp()
-        except OSError:
-            continue
-    return False
-
-
 class RuntimeControl:
     """What the control socket may do: change the port forwards, and read counters and flows."""
 
@@ -544,57 +533,3 @@ class RuntimeControl:
 
     def flows(self) -> list[dict]:
         return self._runtime.flow_table(time.monotonic())
-
-
-class ServedCommand(Protocol):
-    """What serve_sandbox needs of the command it serves: a sandbox.Sandbox that `slirpy run`
-    made, or slirp4netns mode's AttachedTarget (someone else's namespace)."""
-
-    pidfd: int                 # readable once the command is gone
-
-    def release(self) -> None: ...
-    def send_signal(self, sig: int) -> None: ...
-    def wait(self) -> int: ...
-
-
-async def serve_sandbox(runtime: Runtime, sandbox: ServedCommand,
-                        setup: Callable[[], Awaitable[None]] | None = None) -> int:
-    """Serve the sandbox's TAP until its command exits; return the command's exit code.
-
-    `setup`, if given, is awaited inside the loop before the command starts (the self-check
-    starts its host-side servers with it).
-    """
-    loop = asyncio.get_running_loop()
-    runtime.attach(loop)
-    await runtime.start_control()
-    if setup is not None:
-        await setup()
-    exited = loop.create_future()
-
-    def on_child_exit() -> None:
-        loop.remove_reader(sandbox.pidfd)
-        if not exited.done():
-            exited.set_result(None)
-
-    def forward(sig: int) -> None:
-        # A terminal's ^C already reached the command: it is in our foreground process
-        # group. Forward only signals that were sent to slirpy alone.
-        if sig == signal.SIGINT and _foreground_on_tty():
-            return
-        sandbox.send_signal(sig)
-
-    loop.add_reader(sandbox.pidfd, on_child_exit)
-    for sig in _FORWARDED_SIGNALS:
-        loop.add_signal_handler(sig, forward, sig)
-    sandbox.release()
-    try:
-        await exited
-        # The command is gone, but the guest kernel may still be sending what it wrote
-        # before it exited (close() returns before the data has left): keep serving until
-        # the flows have finished or the linger time is up.
-        await runtime.drain(runtime.linger)
-    finally:
-        for sig in _FORWARDED_SIGNALS:
-            loop.remove_signal_handler(sig)
-        runtime.detach()
-    return sandbox.wait()

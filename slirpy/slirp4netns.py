@@ -9,7 +9,7 @@ abbreviated and options may follow the operands), build a NetConfig, then
 `sandbox.attach_tap()` forks a child that joins the target's user and net namespaces, creates
 or opens TAPNAME (with the same offloads as `slirpy run`), configures it with `-c`, and hands
 the fd back.  This process then serves that fd with the ordinary Runtime through
-`runtime.serve_sandbox()`, fed by `AttachedTarget`, an adapter for "a process we did not start".
+`serve.serve_sandbox()`, fed by `AttachedTarget`, an adapter for "a process we did not start".
 When everything is listening it writes "1" to the ready fd.  It exits (status 0) when the
 target process exits, when the exit fd reports any poll event (typically: its writer closed),
 or on SIGINT/SIGTERM/SIGHUP.
@@ -371,7 +371,8 @@ def api_available() -> bool:
 def _serve(o: Options, config: NetConfig, prog: str) -> int:
     import uvloop
 
-    from .runtime import Runtime, serve_sandbox
+    from .runtime import Runtime
+    from .serve import serve_sandbox
     from .sandbox import AttachOptions, SandboxError, attach_tap
 
     def fail(msg: str) -> int:
