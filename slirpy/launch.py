@@ -39,7 +39,8 @@ def run_sandbox(config: NetConfig, argv: list[str], *, map_subuids: bool = False
     resolv_text = None
     if config.dns_enabled:
         from .resolvconf import ResolvConf
-        resolv_text = ResolvConf(config.resolv_conf).sandbox_text(str(config.dns))
+        resolv_text = ResolvConf(config.resolv_conf).sandbox_text(
+            str(config.dns), str(config.dns6) if config.ipv6 else None)
     try:
         sandbox = Sandbox.start(SandboxOptions(argv=list(argv), net=config, map_subuids=map_subuids,
                                                resolv_conf_text=resolv_text))

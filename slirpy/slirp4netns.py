@@ -402,6 +402,8 @@ def _serve(o: Options, config: NetConfig, prog: str) -> int:
         if tap.fallback_reason:
             print(f"{prog}: notice: TAP offloads unavailable ({tap.fallback_reason}); running without them",
                   file=sys.stderr, flush=True)
+        for warning in tap.warnings:
+            print(f"{prog}: warning: {warning}", file=sys.stderr, flush=True)
         _print_banner(o, config)
         runtime = Runtime(config, tap.fd, vnet_hdr=tap.vnet_hdr, offload=tap.offload)
         runtime.linger = 0.0       # the target decides when flows end; do not outlive it
