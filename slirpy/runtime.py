@@ -54,8 +54,6 @@ from .tcpip.events import (
     TcpDataReceived, TcpEofReceived, TcpFlowClosed, TcpHostReadPaused, UdpDatagramReceived,
     UdpFlowClosed, UdpFlowOpened,
 )
-from .tcpip.fwd import echo_unreach_code
-from .tcpip.wire.icmp import DEST_UNREACH as ICMP_DEST_UNREACH
 from .tcpip.stack import Stack
 
 log = logging.getLogger("slirpy")
@@ -94,8 +92,10 @@ class Runtime:
         self.connecting: dict[int, asyncio.Task] = {}
         self.udp_flows: dict[int, UdpFlowSocket] = {}
         self.echo_flows: dict[int, icmp_proxy.HostEchoFlow] = {}
-        # Flows whose host socket could not be opened/routed: errno, re-reported per packet.
+        # Flows whose host socket could not be opened/routed: errno, re-reported per packet;
+        # for echo flows the ICMP (type, code) the guest gets for each request (None: nothing).
         self.failed_flows: dict[int, int] = {}
+        self.failed_echoes: dict[int, tuple[int, int] | None] = {}
         self.counters = self.stack.counters
         self.resolv = ResolvConf(config.resolv_conf)
         self.ping_warned = False
@@ -383,7 +383,7 @@ class Runtime:
         if log.isEnabledFor(logging.DEBUG):
             log.debug("udp %s:%d -> %s:%d open", ev.guest, ev.guest_port, host, port)
         try:
-            self.udp_flows[ev.flow_id] = udp_proxy.open_flow(self, ev.flow_id, host, port)
+            self.udp_flows[ev.flow_id] = udp_proxy.open_flow(self, ev.flow_id, host, port, ev.guest)
         except OSError as e:
             self.counters["udp.host.open_failed"] += 1
             self.failed_flows[ev.flow_id] = e.errno or errno.EHOSTUNREACH
@@ -400,13 +400,12 @@ class Runtime:
             flow.send(ev.seq, ev.ttl, ev.data)
         else:
             self.stack.icmp_echo_dropped(ev.flow_id, "no_socket", time.monotonic())
-            err = self.failed_flows.get(ev.flow_id)
-            code = None if err is None else echo_unreach_code(err)
-            if code is not None:
-                self.stack.icmp_host_error(ev.flow_id, ICMP_DEST_UNREACH, code, time.monotonic())
+            error = self.failed_echoes.get(ev.flow_id)
+            if error is not None:
+                self.stack.icmp_host_error(ev.flow_id, error[0], error[1], time.monotonic())
 
     def _on_echo_closed(self, ev: IcmpEchoFlowClosed) -> None:
-        self.failed_flows.pop(ev.flow_id, None)
+        self.failed_echoes.pop(ev.flow_id, None)
         flow = self.echo_flows.pop(ev.flow_id, None)
         if flow is not None:
             flow.close()
@@ -452,7 +451,7 @@ class Runtime:
             # Echoes on this flow are counted as dropped (icmp.echo.drop.no_socket) until it
             # expires; the next flow tries again (the sysctl may have been changed).
             self.counters["icmp.host.open_failed"] += 1
-            self.failed_flows[ev.flow_id] = e.errno or 0
+            self.failed_echoes[ev.flow_id] = icmp_proxy.open_error(ev.host, e.errno or 0)
             if e.errno in (errno.EACCES, errno.EPERM) and not self.ping_warned:
                 self.ping_warned = True
                 sys.stderr.write(f"slirpy: warning: {doctor.ping_denied_message()}\n")
@@ -463,8 +462,8 @@ class Runtime:
     def flow_table(self, now: float) -> list[dict]:
         """Live flows, in the spirit of `conntrack -L`: protocol, direction, guest and host
         endpoints, state, traffic each way (TCP: payload bytes; UDP/ICMP: datagrams), age."""
-        def ep(ip: bytes, port: int) -> str:
-            return f"{ipaddress.IPv4Address(ip)}:{port}"
+        def ep(ip: bytes, port: int) -> str:        # 4 or 16 bytes: 10.0.2.100:80, [fd00::100]:80
+            return _ports.host_port_text(str(ipaddress.ip_address(ip)), port)
 
         rows = []
         for f in self.stack.flows():
