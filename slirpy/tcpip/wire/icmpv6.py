@@ -93,7 +93,7 @@ _MTU_OPT = struct.Struct("!BBHI")            # type, len, reserved, mtu
 _RDNSS_HDR = struct.Struct("!BBHI")          # type, len, reserved, lifetime
 _RA_FIXED = struct.Struct("!II")             # reachable time, retrans timer
 _ZERO_REST = bytes(4)
-_SOLICITED_NODE_PREFIX = bytes.fromhex("ff020000000000000000000001ff")
+_SOLICITED_NODE_PREFIX = bytes.fromhex("ff02" "0000" "0000" "0000" "0000" "0001" "ff")
 _LINK_LOCAL_PREFIX = bytes.fromhex("fe80000000000000")
 
 Buf = bytes | bytearray | memoryview
