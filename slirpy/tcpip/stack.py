@@ -310,7 +310,9 @@ class Stack:
                                    "tcp", self._tcp.free_time_wait, guest)
         if key is None:
             return None
-        return self._tcp.inbound_open(key, guest_port, client_ip, now)
+        # IPv6 chosen by the client's family (not named): retried over IPv4 if refused.
+        retry = (client_ip, client_port) if guest_ip is None and len(guest) == 16 else None
+        return self._tcp.inbound_open(key, guest_port, client_ip, now, retry)
 
     def udp_inbound_open(self, client_ip: str, client_port: int, guest_port: int,
                          now: float, guest_ip: bytes | None = None) -> int | None:

@@ -407,3 +407,65 @@ def test_an_inbound_ipv6_datagram_waits_for_the_guest_mac_too():
     frames = [p for _, p in out(s, 0.1)]
     [d] = [p for p in frames if UDP in p]
     assert bytes(d[UDP].payload) == b"early" and d[IPv6].src == CLIENT6
+
+
+def _guest_rst(s, syn, now):
+    """The guest's kernel refusing an inbound IPv6 SYN (nothing listens on IPv6)."""
+    s.receive_frame(wire(s, from_guest(dst=syn[IPv6].src) / TCP(
+        sport=syn[TCP].dport, dport=syn[TCP].sport, flags="RA", seq=0, ack=syn[TCP].seq + 1)), now)
+
+
+def test_an_ipv6_client_refused_over_ipv6_is_retried_over_ipv4_with_what_it_sent():
+    s = make_stack(guest_mac=MAC)
+    ready(s)                            # the guest's first IPv6 frame brings an RA: done with it
+    fid, syn = _inbound_syn(s, CLIENT6)
+    s.tcp_host_data(fid, b"GET / HTTP/1.0\r\n\r\n", 0.01)     # the client talks before the guest answers
+    s.tcp_host_eof(fid, 0.01)
+    assert out(s, 0.01) == []                                 # nothing sent before SYN-ACK
+    _guest_rst(s, syn, 0.02)
+    [(_, syn4)] = out(s, 0.02)
+    assert syn4[Ether].type == 0x0800 and syn4[IP].dst == "10.0.2.100"
+    assert syn4[IP].src == "10.0.2.2" and (syn4[TCP].dport, syn4[TCP].flags) == (80, "S")
+    assert events(s) == []                                    # same flow id: the runtime sees nothing
+    assert s.counters["tcp.inbound.ipv4_retry"] == 1 and s.half_open == 1
+    # The IPv4 server answers: the held request (and the EOF) reach it on the IPv4 flow.
+    s.receive_frame(wire(s, Ether(src=GUEST_MAC, dst=GW_MAC) / IP(src="10.0.2.100", dst="10.0.2.2")
+                         / TCP(sport=80, dport=syn4[TCP].sport, flags="SA", seq=7000,
+                               ack=syn4[TCP].seq + 1, window=65535)), 0.03)
+    frames = [f for _, f in out(s, 0.03)]
+    payload = b"".join(bytes(f[TCP].payload) for f in frames)
+    assert payload == b"GET / HTTP/1.0\r\n\r\n" and "F" in str(frames[-1][TCP].flags)
+    assert [f.flow_id for f in s.flows()] == [fid]
+    assert s.counters["tcp.flows.opened"] - s.counters["tcp.flows.closed"] == 1
+
+
+def test_no_ipv4_retry_when_the_runtime_named_the_ipv6_address_or_the_guest_refuses_ipv4():
+    s = make_stack(guest_mac=MAC)
+    ready(s)                            # the guest's first IPv6 frame brings an RA: done with it
+    fid, syn = _inbound_syn(s, CLIENT6, guest_ip=packed(GUEST6))
+    _guest_rst(s, syn, 0.01)
+    assert out(s, 0.01) == []
+    assert [(type(e).__name__, e.flow_id, e.reset) for e in events(s)] == [("TcpFlowClosed", fid, True)]
+    # Retried once only: an IPv4 refusal after the retry ends the flow.
+    fid, syn = _inbound_syn(s, CLIENT6, cport=5556)
+    _guest_rst(s, syn, 0.02)
+    [(_, syn4)] = out(s, 0.02)
+    s.receive_frame(wire(s, Ether(src=GUEST_MAC, dst=GW_MAC) / IP(src="10.0.2.100", dst="10.0.2.2")
+                         / TCP(sport=80, dport=syn4[TCP].sport, flags="RA", seq=0,
+                               ack=syn4[TCP].seq + 1)), 0.03)
+    assert out(s, 0.03) == []
+    assert [(type(e).__name__, e.flow_id, e.reset) for e in events(s)] == [("TcpFlowClosed", fid, True)]
+    assert s.counters["tcp.inbound.ipv4_retry"] == 1 and s.flows() == []
+
+
+def test_a_client_that_sent_more_than_the_hold_limit_is_not_retried():
+    from slirpy.tcpip.iface.tcp import RETRY_HOLD_MAX
+    s = make_stack(guest_mac=MAC)
+    ready(s)                            # the guest's first IPv6 frame brings an RA: done with it
+    fid, syn = _inbound_syn(s, CLIENT6)
+    s.tcp_host_data(fid, b"x" * (RETRY_HOLD_MAX + 1), 0.01)
+    _guest_rst(s, syn, 0.02)
+    assert out(s, 0.02) == []
+    assert [type(e).__name__ for e in events(s)][-1] == "TcpFlowClosed"
+    assert s.counters["tcp.inbound.ipv4_retry_dropped"] == 1
+    assert s.counters["tcp.inbound.ipv4_retry"] == 0

@@ -9,6 +9,11 @@ where it goes; flow.py keeps the tables and budgets; framer.py builds the frames
 Inbound flows (published ports): the SYN reaches the guest from the client's own address (or
 the gateway's, fwd.py) and port; a guest RST closes the flow with `reset=True`; a SYN the
 guest never answers gives up after `Limits.tcp_inbound_timeout`, also with `reset=True`.
+An IPv6 client whose family picked the guest's IPv6 address (no address named by the runtime)
+is retried once over IPv4 when the guest refuses the IPv6 SYN (a server listening on IPv4
+only, nginx's `listen 80`): the flow keeps its id, the client appears as the IPv4 gateway, as
+it did before IPv6, and what the client sent meanwhile (up to RETRY_HOLD_MAX bytes, else no
+retry) is queued again (`_V4Retry`).
 
 Both IP families: segments arrive the same way from ipv4.py and ipv6.py; what differs per
 family (the TcpParams with its MSS, the framer, the ethertype, the ICMP flavour of a failed
@@ -46,6 +51,7 @@ from .link import Link
 from .neighbours import Neighbours
 
 SYN_HEAD_MAX = 576 - 20 - 8             # what an ICMP error may quote (RFC 1812 §4.3.2.3)
+RETRY_HOLD_MAX = 64 << 10               # client bytes kept for an IPv4 retry of an inbound flow
 _PORT_PAIR = struct.Struct("!HH")
 
 
@@ -59,6 +65,21 @@ class _Family:
         self.emit = emit
         self.ethertype = ethertype
         self.quote_max = quote_max      # head of the guest's SYN kept for an ICMP error
+
+
+class _V4Retry:
+    """An inbound IPv6 flow that may be retried over IPv4 until it is established: the
+    client's address and port, the guest port, and the client's bytes and EOF so far."""
+
+    __slots__ = ("client_ip", "client_port", "guest_port", "held", "size", "eof")
+
+    def __init__(self, client_ip: str, client_port: int, guest_port: int) -> None:
+        self.client_ip = client_ip
+        self.client_port = client_port
+        self.guest_port = guest_port
+        self.held: list[bytes] = []
+        self.size = 0
+        self.eof = False
 
 
 class TcpHandler:
@@ -80,6 +101,7 @@ class TcpHandler:
         self._iss_secret = rng.randbytes(16)
         self.guest_ip: bytes = config.guest.packed
         self.dirty: dict[int, TcpFlow] = {}      # insertion-ordered set of flows to service
+        self._retry: dict[int, _V4Retry] = {}    # inbound IPv6 flows an IPv4 retry may follow
         self.params = TcpParams(
             mss=config.mtu - 40,
             rcv_buf=limits.tcp_rcv_buf,
@@ -254,7 +276,8 @@ class TcpHandler:
             elif type(ev) is Closed:
                 closed = True
         if closed:
-            self.forget(flow, reset)
+            if not (reset and fid in self._retry and self._retry_v4(flow, now)):
+                self.forget(flow, reset)
             return
         queued = conn.send_buffered
         budgets = self._budgets
@@ -287,18 +310,26 @@ class TcpHandler:
             flow.half_open = False
             self._table.half_open -= 1
             flow.give_up_at = None
+            if self._retry:
+                self._retry.pop(flow.flow_id, None)
         self._counters["tcp.flows.established"] += 1
 
     def forget(self, flow: TcpFlow, reset: bool) -> None:
         """The one way a TCP flow ends, whatever ended it: it leaves every table and the
         runtime is told to close its host socket (abort it if `reset`). A flow dropped from
         the tables without that event would keep its host socket open for good."""
+        self._events.append(TcpFlowClosed(flow.flow_id, reset))
+        self._drop(flow)
+
+    def _drop(self, flow: TcpFlow) -> None:
+        """Take a flow out of every table (forget() says so to the runtime first)."""
         fid = flow.flow_id
-        self._events.append(TcpFlowClosed(fid, reset))
         self._budgets.account_queued(flow, 0)
         self._table.remove_tcp(flow)
         self.dirty.pop(fid, None)
         self._neighbours.await_tcp.pop(fid, None)
+        if self._retry:
+            self._retry.pop(fid, None)
         flow.give_up_at = None
         self._counters["tcp.flows.closed"] += 1
 
@@ -315,13 +346,19 @@ class TcpHandler:
 
     # ------------------------------------------------------------------ inbound
 
-    def inbound_open(self, key: FlowKey, guest_port: int, client_ip: str, now: float) -> int:
+    def inbound_open(self, key: FlowKey, guest_port: int, client_ip: str, now: float,
+                     retry_from: tuple[str, int] | None = None, flow_id: int = 0) -> int:
         """Open the active flow of a published port's client (key from fwd.inbound_key: the
-        guest address in it says the family)."""
+        guest address in it says the family). `retry_from` (client address and port): an IPv6
+        flow that is retried over IPv4 if the guest refuses it. `flow_id`: the id to reuse
+        (an IPv4 retry), else a new one."""
         c = self._counters
         guest_ip, _, src, sport = key
         fam = self._families[len(guest_ip)]
-        flow_id = self._table.new_id()
+        if not flow_id:
+            flow_id = self._table.new_id()
+        if retry_from is not None:
+            self._retry[flow_id] = _V4Retry(retry_from[0], retry_from[1], guest_port)
         conn = TcpConnection.active(self._iss(key, now), now, fam.params)
         conn.set_receive_window(self._budgets.rcv_share)
         mac = self._link.guest_mac
@@ -333,6 +370,45 @@ class TcpHandler:
         flow.give_up_at = now + self._limits.tcp_inbound_timeout
         self.dirty[flow_id] = flow
         return flow_id
+
+    def _retry_v4(self, flow: TcpFlow, now: float) -> bool:
+        """The guest refused an inbound IPv6 SYN: open the same flow (same id, so the runtime
+        sees nothing) to the guest's IPv4 address, the client's bytes queued again. False when
+        no IPv4 4-tuple is free (the caller then ends the flow)."""
+        retry = self._retry.pop(flow.flow_id)
+        key = self._fwd.inbound_key(retry.client_ip, retry.client_port, retry.guest_port,
+                                    self._by_key, "tcp", self.free_time_wait, self.guest_ip)
+        if key is None:
+            return False
+        give_up_at = flow.give_up_at               # the client waits no longer than it would have
+        self._drop(flow)
+        self.inbound_open(key, retry.guest_port, flow.target, now, flow_id=flow.flow_id)
+        new = self._by_id[flow.flow_id]
+        if give_up_at is not None:
+            new.give_up_at = give_up_at
+        new.read_paused = flow.read_paused
+        new.bytes_out = flow.bytes_out
+        for chunk in retry.held:
+            new.conn.send(chunk)
+        if retry.eof:
+            new.conn.shutdown_write(now)
+        self._budgets.account_queued(new, new.conn.send_buffered)
+        self._counters["tcp.inbound.ipv4_retry"] += 1
+        return True
+
+    def _hold_for_retry(self, flow_id: int, data: bytes | None) -> None:
+        """Keep what the client sent (None: its EOF) for an IPv4 retry, or give the retry up
+        when it is more than RETRY_HOLD_MAX bytes."""
+        retry = self._retry[flow_id]
+        if data is None:
+            retry.eof = True
+            return
+        retry.size += len(data)
+        if retry.size > RETRY_HOLD_MAX:
+            del self._retry[flow_id]
+            self._counters["tcp.inbound.ipv4_retry_dropped"] += 1
+        else:
+            retry.held.append(bytes(data))
 
     def free_time_wait(self, flow: TcpFlow) -> bool:
         """Let a flow in TIME-WAIT go for a new incarnation of its 4-tuple; False otherwise."""
@@ -400,6 +476,8 @@ class TcpHandler:
         conn = flow.conn
         conn.send(data)
         flow.bytes_out += len(data)
+        if self._retry and flow_id in self._retry:
+            self._hold_for_retry(flow_id, data)
         queued = conn.send_buffered
         budgets = self._budgets
         budgets.account_queued(flow, queued)
@@ -416,6 +494,8 @@ class TcpHandler:
         if flow is None:
             return
         flow.conn.shutdown_write(now)
+        if self._retry and flow_id in self._retry:
+            self._hold_for_retry(flow_id, None)
         self.dirty[flow_id] = flow
 
     def host_reset(self, flow_id: int, now: float) -> None:
