@@ -10,8 +10,8 @@ from collections.abc import Iterable
 import click
 
 from . import __version__
-from .config import (DEFAULT_CIDR, DEFAULT_MTU, PORT_SPEC_SYNTAX, ConfigError, NetConfig,
-                     build_net_config, parse_port_spec)
+from .config import (DEFAULT_CIDR, DEFAULT_CIDR6, DEFAULT_MTU, IPV6_MTU_MIN, PORT_SPEC_SYNTAX,
+                     ConfigError, NetConfig, build_net_config, parse_cidr6, parse_port_spec)
 from .launch import fail as _fail
 from .launch import run_sandbox
 
@@ -19,16 +19,28 @@ from .launch import run_sandbox
 def build_config(mtu: str, cidr: str, offload: bool, allow_host_loopback: bool, *,
                  dns: bool = True, dns_upstream: str | None = None,
                  resolv_conf: str = "/etc/resolv.conf", publish: Iterable[str] = (),
-                 limits: Iterable[str] = (),
-                 outbound_addr: str | None = None) -> NetConfig:
-    """config.build_net_config; a bad value ends `slirpy` with its message and status 2."""
+                 limits: Iterable[str] = (), outbound_addr: str | None = None,
+                 ipv6: bool | None = None, cidr6: str | None = None,
+                 outbound_addr6: str | None = None) -> NetConfig:
+    """config.build_net_config; a bad value ends `slirpy` with its message and status 2.
+
+    `ipv6` None: on unless the MTU is below 1280. A `cidr6` is checked even with IPv6 off, so
+    that a typo is never silently ignored."""
     try:
-        return build_net_config(cidr=cidr, mtu=mtu, offload=offload,
-                                allow_host_loopback=allow_host_loopback, dns_enabled=dns,
-                                dns_upstream=dns_upstream, resolv_conf=resolv_conf,
-                                publish=publish, limits=limits, outbound_addr=outbound_addr or None)
+        if cidr6 is not None:
+            parse_cidr6(cidr6)
+        config = build_net_config(cidr=cidr, mtu=mtu, offload=offload,
+                                  allow_host_loopback=allow_host_loopback, dns_enabled=dns,
+                                  dns_upstream=dns_upstream, resolv_conf=resolv_conf,
+                                  publish=publish, limits=limits,
+                                  outbound_addr=outbound_addr or None, ipv6=ipv6,
+                                  cidr6=cidr6 or DEFAULT_CIDR6, outbound_addr6=outbound_addr6 or None)
     except ConfigError as e:
         _fail(str(e), 2)
+    if outbound_addr6 and not config.ipv6:
+        _fail(f"invalid --outbound-addr6 {outbound_addr6!r}: IPv6 is off (--no-ipv6, or an MTU "
+              f"below {IPV6_MTU_MIN}); drop the option or turn IPv6 on", 2)
+    return config
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -41,9 +53,14 @@ def main() -> None:
 @click.option("--mtu", default=str(DEFAULT_MTU), show_default=True, help="MTU of tap0 (576-65520).")
 @click.option("--cidr", default=DEFAULT_CIDR, show_default=True,
               help="Sandbox network; gateway is +2, DNS +3, guest +100 (prefix 1-25).")
+@click.option("--ipv6/--no-ipv6", default=None,
+              help=f"IPv6 on tap0 beside IPv4 (guest ::100/64, gateway ::2, DNS ::3 of --cidr6). "
+                   f"Default: on, unless --mtu is below {IPV6_MTU_MIN}.")
+@click.option("--cidr6", metavar="PREFIX/64",
+              help=f"Sandbox IPv6 network, a /64 [default: {DEFAULT_CIDR6}].")
 @click.option("--no-offload", is_flag=True, help="Plain TAP without TSO/checksum offloads.")
 @click.option("--allow-host-loopback", is_flag=True,
-              help="Let the gateway address reach the host's 127.0.0.1.")
+              help="Let the gateway addresses reach the host's 127.0.0.1 and ::1.")
 @click.option("--map-subuids", is_flag=True,
               help="Map the user's whole subuid/subgid range (needs newuidmap/newgidmap).")
 @click.option("--disable-dns", is_flag=True,
@@ -54,7 +71,9 @@ def main() -> None:
               help="Host resolv.conf to read upstreams and search domains from (testing).")
 @click.option("--stats-file", type=click.Path(dir_okay=False), help="Write counters as JSON on exit.")
 @click.option("--outbound-addr", metavar="IPv4|IFNAME",
-              help="Bind outbound host sockets to this address (or this interface's).")
+              help="Bind outbound IPv4 host sockets to this address (or this interface's).")
+@click.option("--outbound-addr6", metavar="IPv6|IFNAME",
+              help="Bind outbound IPv6 host sockets to this address (or this interface's global one).")
 @click.option("--limit", "limits", metavar="NAME=VALUE", multiple=True,
               help="Override a bound (repeatable): max_tcp_flows, max_half_open, max_udp_flows, "
                    "max_icmp_flows, max_neighbours, tcp_rcv_buf, tcp_rcv_buf_total, tcp_snd_buf, "
@@ -70,9 +89,11 @@ def main() -> None:
               help="Serve slirp4netns's JSON API (add_hostfwd, list_hostfwd, remove_hostfwd) here.")
 @click.option("--debug", is_flag=True, help="Debug logging.")
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
-def run(mtu: str, cidr: str, no_offload: bool, allow_host_loopback: bool, map_subuids: bool,
+def run(mtu: str, cidr: str, ipv6: bool | None, cidr6: str | None, no_offload: bool,
+        allow_host_loopback: bool, map_subuids: bool,
         disable_dns: bool, dns_upstream: str | None, resolv_conf: str, stats_file: str | None,
-        outbound_addr: str | None, limits: tuple[str, ...], impair: str | None,
+        outbound_addr: str | None, outbound_addr6: str | None, limits: tuple[str, ...],
+        impair: str | None,
         publish: tuple[str, ...], api_socket: str | None, debug: bool,
         command: tuple[str, ...]) -> None:
     """Run COMMAND in a new network namespace with internet access through slirpy."""
@@ -80,7 +101,8 @@ def run(mtu: str, cidr: str, no_offload: bool, allow_host_loopback: bool, map_su
         logging.basicConfig(level=logging.DEBUG, format="slirpy: %(levelname)s %(message)s")
     config = build_config(mtu, cidr, not no_offload, allow_host_loopback, dns=not disable_dns,
                           dns_upstream=dns_upstream, resolv_conf=resolv_conf, publish=publish,
-                          limits=limits, outbound_addr=outbound_addr)
+                          limits=limits, outbound_addr=outbound_addr, ipv6=ipv6, cidr6=cidr6,
+                          outbound_addr6=outbound_addr6)
     impair_spec = None
     if impair:
         from .impair import parse_impair
@@ -155,7 +177,7 @@ def port_ls(api_socket: str, as_json: bool) -> None:
     click.echo(f"{'ID':>4}  {'PROTO':5}  {'HOST':<28}  GUEST")
     for e in entries:
         click.echo(f"{e['id']:>4}  {e['proto']:5}  {host_port_text(e['host_addr'], e['host_port']):<28}  "
-                   f"{e['guest_addr']}:{e['guest_port']}")
+                   f"{host_port_text(e['guest_addr'], e['guest_port'])}")
 
 
 @port.command("rm")

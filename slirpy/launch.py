@@ -32,13 +32,15 @@ def run_sandbox(config: NetConfig, argv: list[str], *, map_subuids: bool = False
     """Start the sandbox, serve it until the command exits, return the command's exit code."""
     import uvloop
 
-    from .runtime import Runtime, serve_sandbox
+    from .runtime import Runtime
+    from .serve import serve_sandbox
     from .sandbox import Sandbox, SandboxError, SandboxOptions
 
     resolv_text = None
     if config.dns_enabled:
         from .resolvconf import ResolvConf
-        resolv_text = ResolvConf(config.resolv_conf).sandbox_text(str(config.dns))
+        resolv_text = ResolvConf(config.resolv_conf).sandbox_text(
+            str(config.dns), str(config.dns6) if config.ipv6 else None)
     try:
         sandbox = Sandbox.start(SandboxOptions(argv=list(argv), net=config, map_subuids=map_subuids,
                                                resolv_conf_text=resolv_text))

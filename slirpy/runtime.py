@@ -13,8 +13,8 @@ host's resolv.conf, re-read when that file changes (resolvconf.py).
 
 Published ports (ports.py) and the API socket (api.py): `prepare_ports(specs, api_socket)`
 binds them synchronously after the sandbox was forked and before the loop runs (so errors
-come out at start, and the sandbox never inherits a listener); `serve_sandbox` starts serving
-them before the command is released. Their clients become inbound Stack flows whose events
+come out at start, and the sandbox never inherits a listener); `serve.serve_sandbox` starts
+serving them before the command is released. Their clients become inbound Stack flows whose events
 are dispatched exactly like outbound ones.
 """
 
@@ -28,10 +28,9 @@ import json
 import logging
 import os
 import random
-import signal
 import sys
 import time
-from typing import TYPE_CHECKING, Any, Awaitable, Callable, Iterable, Protocol
+from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 from . import doctor
 from . import ports as _ports
@@ -43,6 +42,7 @@ from .hostres import (  # noqa: F401  (FD_RESERVE, fit_limits_to_fds: used by te
     FD_RESERVE, IDLE_CHECK, fit_limits_to_fds, open_fds, raise_nofile_limit, tune_malloc,
 )
 from .resolvconf import ResolvConf
+from .serve import ServedCommand, serve_sandbox  # noqa: F401  (their old home: callers import them here)
 if TYPE_CHECKING:
     from .api import ApiServer
     from .config import NetConfig, PortSpec
@@ -54,15 +54,12 @@ from .tcpip.events import (
     TcpDataReceived, TcpEofReceived, TcpFlowClosed, TcpHostReadPaused, UdpDatagramReceived,
     UdpFlowClosed, UdpFlowOpened,
 )
-from .tcpip.fwd import echo_unreach_code
-from .tcpip.wire.icmp import DEST_UNREACH as ICMP_DEST_UNREACH
 from .tcpip.stack import Stack
 
 log = logging.getLogger("slirpy")
 
 _READ_SIZE = 65600          # a whole 64 KB GSO super-frame + headers; never read 256 KB (DESIGN §3)
 _READ_BATCH = 256           # frames per readable event before flushing
-_FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 # States in which the guest may still send data on a TCP flow.
 _GUEST_MAY_SEND = frozenset((TcpState.SYN_RECEIVED, TcpState.ESTABLISHED,
                              TcpState.FIN_WAIT_1, TcpState.FIN_WAIT_2))
@@ -95,8 +92,10 @@ class Runtime:
         self.connecting: dict[int, asyncio.Task] = {}
         self.udp_flows: dict[int, UdpFlowSocket] = {}
         self.echo_flows: dict[int, icmp_proxy.HostEchoFlow] = {}
-        # Flows whose host socket could not be opened/routed: errno, re-reported per packet.
+        # Flows whose host socket could not be opened/routed: errno, re-reported per packet;
+        # for echo flows the ICMP (type, code) the guest gets for each request (None: nothing).
         self.failed_flows: dict[int, int] = {}
+        self.failed_echoes: dict[int, tuple[int, int] | None] = {}
         self.counters = self.stack.counters
         self.resolv = ResolvConf(config.resolv_conf)
         self.ping_warned = False
@@ -384,7 +383,7 @@ class Runtime:
         if log.isEnabledFor(logging.DEBUG):
             log.debug("udp %s:%d -> %s:%d open", ev.guest, ev.guest_port, host, port)
         try:
-            self.udp_flows[ev.flow_id] = udp_proxy.open_flow(self, ev.flow_id, host, port)
+            self.udp_flows[ev.flow_id] = udp_proxy.open_flow(self, ev.flow_id, host, port, ev.guest)
         except OSError as e:
             self.counters["udp.host.open_failed"] += 1
             self.failed_flows[ev.flow_id] = e.errno or errno.EHOSTUNREACH
@@ -401,13 +400,12 @@ class Runtime:
             flow.send(ev.seq, ev.ttl, ev.data)
         else:
             self.stack.icmp_echo_dropped(ev.flow_id, "no_socket", time.monotonic())
-            err = self.failed_flows.get(ev.flow_id)
-            code = None if err is None else echo_unreach_code(err)
-            if code is not None:
-                self.stack.icmp_host_error(ev.flow_id, ICMP_DEST_UNREACH, code, time.monotonic())
+            error = self.failed_echoes.get(ev.flow_id)
+            if error is not None:
+                self.stack.icmp_host_error(ev.flow_id, error[0], error[1], time.monotonic())
 
     def _on_echo_closed(self, ev: IcmpEchoFlowClosed) -> None:
-        self.failed_flows.pop(ev.flow_id, None)
+        self.failed_echoes.pop(ev.flow_id, None)
         flow = self.echo_flows.pop(ev.flow_id, None)
         if flow is not None:
             flow.close()
@@ -453,7 +451,7 @@ class Runtime:
             # Echoes on this flow are counted as dropped (icmp.echo.drop.no_socket) until it
             # expires; the next flow tries again (the sysctl may have been changed).
             self.counters["icmp.host.open_failed"] += 1
-            self.failed_flows[ev.flow_id] = e.errno or 0
+            self.failed_echoes[ev.flow_id] = icmp_proxy.open_error(ev.host, e.errno or 0)
             if e.errno in (errno.EACCES, errno.EPERM) and not self.ping_warned:
                 self.ping_warned = True
                 sys.stderr.write(f"slirpy: warning: {doctor.ping_denied_message()}\n")
@@ -464,8 +462,8 @@ class Runtime:
     def flow_table(self, now: float) -> list[dict]:
         """Live flows, in the spirit of `conntrack -L`: protocol, direction, guest and host
         endpoints, state, traffic each way (TCP: payload bytes; UDP/ICMP: datagrams), age."""
-        def ep(ip: bytes, port: int) -> str:
-            return f"{ipaddress.IPv4Address(ip)}:{port}"
+        def ep(ip: bytes, port: int) -> str:        # 4 or 16 bytes: 10.0.2.100:80, [fd00::100]:80
+            return _ports.host_port_text(str(ipaddress.ip_address(ip)), port)
 
         rows = []
         for f in self.stack.flows():
@@ -509,16 +507,6 @@ class Runtime:
         os.replace(tmp, path)
 
 
-def _foreground_on_tty() -> bool:
-    for fd in (0, 1, 2):
-        try:
-            if os.isatty(fd):
-                return os.tcgetpgrp(fd) == os.getpgrp()
-        except OSError:
-            continue
-    return False
-
-
 class RuntimeControl:
     """What the control socket may do: change the port forwards, and read counters and flows."""
 
@@ -544,57 +532,3 @@ class RuntimeControl:
 
     def flows(self) -> list[dict]:
         return self._runtime.flow_table(time.monotonic())
-
-
-class ServedCommand(Protocol):
-    """What serve_sandbox needs of the command it serves: a sandbox.Sandbox that `slirpy run`
-    made, or slirp4netns mode's AttachedTarget (someone else's namespace)."""
-
-    pidfd: int                 # readable once the command is gone
-
-    def release(self) -> None: ...
-    def send_signal(self, sig: int) -> None: ...
-    def wait(self) -> int: ...
-
-
-async def serve_sandbox(runtime: Runtime, sandbox: ServedCommand,
-                        setup: Callable[[], Awaitable[None]] | None = None) -> int:
-    """Serve the sandbox's TAP until its command exits; return the command's exit code.
-
-    `setup`, if given, is awaited inside the loop before the command starts (the self-check
-    starts its host-side servers with it).
-    """
-    loop = asyncio.get_running_loop()
-    runtime.attach(loop)
-    await runtime.start_control()
-    if setup is not None:
-        await setup()
-    exited = loop.create_future()
-
-    def on_child_exit() -> None:
-        loop.remove_reader(sandbox.pidfd)
-        if not exited.done():
-            exited.set_result(None)
-
-    def forward(sig: int) -> None:
-        # A terminal's ^C already reached the command: it is in our foreground process
-        # group. Forward only signals that were sent to slirpy alone.
-        if sig == signal.SIGINT and _foreground_on_tty():
-            return
-        sandbox.send_signal(sig)
-
-    loop.add_reader(sandbox.pidfd, on_child_exit)
-    for sig in _FORWARDED_SIGNALS:
-        loop.add_signal_handler(sig, forward, sig)
-    sandbox.release()
-    try:
-        await exited
-        # The command is gone, but the guest kernel may still be sending what it wrote
-        # before it exited (close() returns before the data has left): keep serving until
-        # the flows have finished or the linger time is up.
-        await runtime.drain(runtime.linger)
-    finally:
-        for sig in _FORWARDED_SIGNALS:
-            loop.remove_signal_handler(sig)
-        runtime.detach()
-    return sandbox.wait()

@@ -9,14 +9,19 @@ abbreviated and options may follow the operands), build a NetConfig, then
 `sandbox.attach_tap()` forks a child that joins the target's user and net namespaces, creates
 or opens TAPNAME (with the same offloads as `slirpy run`), configures it with `-c`, and hands
 the fd back.  This process then serves that fd with the ordinary Runtime through
-`runtime.serve_sandbox()`, fed by `AttachedTarget`, an adapter for "a process we did not start".
+`serve.serve_sandbox()`, fed by `AttachedTarget`, an adapter for "a process we did not start".
 When everything is listening it writes "1" to the ready fd.  It exits (status 0) when the
 target process exits, when the exit fd reports any poll event (typically: its writer closed),
 or on SIGINT/SIGTERM/SIGHUP.
 
+IPv6 (`-6`): off by default, as in slirp4netns; with it the namespace gets fd00::/64 (guest
+fd00::100, gateway fd00::2, DNS fd00::3), advertised by Router Advertisements, and with `-c`
+the guest address and default route are also set statically (slirp4netns leaves that to
+SLAAC). `--disable-host-loopback` covers fd00::2 as it covers the IPv4 gateway.
+
 Deliberate differences from slirp4netns (every one is an error at start, never silent):
-IPv6 (`-6`, `--outbound-addr6`), `--target-type=bess` and MTUs outside 576..65520 are not
-supported yet.  See README.md for the full table of options.
+`--target-type=bess` and MTUs outside 576..65520 are not supported.  See README.md for the
+full table of options.
 """
 
 from __future__ import annotations
@@ -54,16 +59,16 @@ User-mode networking for unprivileged network namespaces (slirpy, slirp4netns-co
 -e, --exit-fd=FD         exit when a poll event occurs on FD (e.g. its writer closed)
 -r, --ready-fd=FD        write "1" to FD and close it once the network is being served
 -m, --mtu=MTU            MTU (default=1500, max=65521; slirpy supports 576-65520)
--6, --enable-ipv6        IPv6 (not supported by slirpy yet: an error)
+-6, --enable-ipv6        enable IPv6 (fd00::/64: guest fd00::100, gateway fd00::2, DNS fd00::3)
 -a, --api-socket=PATH    serve the JSON port-forwarding API on the UNIX socket PATH
 --cidr=CIDR              network of the namespace (default=10.0.2.0/24, prefix 1-25)
---disable-host-loopback  refuse connections to the gateway address (host 127.0.0.1:*)
+--disable-host-loopback  refuse connections to the gateway addresses (host 127.0.0.1:*, [::1]:*)
 --netns-type=TYPE        what PID|PATH names ([path|pid], default=pid)
 --userns-path=PATH       user namespace to join (default: the one of PID)
 --enable-sandbox         accepted; slirpy changes nothing for it (see README)
 --enable-seccomp         accepted; slirpy installs no seccomp filter (see README)
 --outbound-addr=IPv4     bind outbound sockets to this IPv4 address or interface
---outbound-addr6=IPv6    bind outbound IPv6 sockets (not supported yet: an error)
+--outbound-addr6=IPv6    bind outbound IPv6 sockets to this IPv6 address or interface
 --disable-dns            no DNS forwarder at network+3 (10.0.2.3 by default)
 --macaddress=MAC         MAC address of TAPNAME (only valid with -c)
 --target-type=TYPE       [netns|bess], default=netns (bess is not supported)
@@ -241,7 +246,8 @@ def build_config(o: Options) -> NetConfig:
     try:
         return build_net_config(cidr=cidr, exact_cidr=True, mtu=o.mtu,
                                 allow_host_loopback=not o.disable_host_loopback, guest_mac=mac,
-                                dns_enabled=not o.disable_dns, outbound_addr=o.outbound_addr)
+                                dns_enabled=not o.disable_dns, outbound_addr=o.outbound_addr,
+                                ipv6=o.enable_ipv6, outbound_addr6=o.outbound_addr6)
     except ConfigError as e:
         wording = _WORDING.get(e.rule, "slirpy: {error}")
         raise Exit(1, wording.format(cidr=cidr, address=cidr.partition("/")[0], mtu=o.mtu,
@@ -250,10 +256,6 @@ def build_config(o: Options) -> NetConfig:
 
 def _refuse_unsupported(o: Options) -> None:
     """What slirp4netns takes and slirpy does not (yet): an error at start, never silent."""
-    if o.enable_ipv6:
-        raise Exit(1, "slirpy: -6/--enable-ipv6: IPv6 is not supported by slirpy yet")
-    if o.outbound_addr6 is not None:
-        raise Exit(1, "slirpy: --outbound-addr6: IPv6 is not supported by slirpy yet")
     if o.target_type != "netns":
         raise Exit(1, f"slirpy: --target-type={o.target_type}: only netns is supported")
     if o.api_socket is not None and len(os.fsencode(o.api_socket)) >= SUN_PATH_MAX:
@@ -371,7 +373,8 @@ def api_available() -> bool:
 def _serve(o: Options, config: NetConfig, prog: str) -> int:
     import uvloop
 
-    from .runtime import Runtime, serve_sandbox
+    from .runtime import Runtime
+    from .serve import serve_sandbox
     from .sandbox import AttachOptions, SandboxError, attach_tap
 
     def fail(msg: str) -> int:
@@ -401,6 +404,8 @@ def _serve(o: Options, config: NetConfig, prog: str) -> int:
         if tap.fallback_reason:
             print(f"{prog}: notice: TAP offloads unavailable ({tap.fallback_reason}); running without them",
                   file=sys.stderr, flush=True)
+        for warning in tap.warnings:
+            print(f"{prog}: warning: {warning}", file=sys.stderr, flush=True)
         _print_banner(o, config)
         runtime = Runtime(config, tap.fd, vnet_hdr=tap.vnet_hdr, offload=tap.offload)
         runtime.linger = 0.0       # the target decides when flows end; do not outlive it
@@ -427,12 +432,24 @@ def _print_banner(o: Options, config: NetConfig) -> None:
         f"* DNS:             {config.dns if config.dns_enabled else 'disabled'}",
         f"* Recommended IP:  {config.guest}",
     ]
+    if config.network6 is not None:
+        lines += [
+            f"* IPv6 Network:    {config.network6}",
+            f"* IPv6 Gateway:    {config.gateway6}",
+            f"* IPv6 DNS:        {config.dns6 if config.dns_enabled else 'disabled'}",
+            f"* IPv6 guest:      {config.guest6}",
+        ]
     if o.api_socket is not None:
         lines.append(f"* API Socket:      {o.api_socket}")
+    if config.outbound_addr is not None:
+        lines.append(f"* Outbound IPv4:    {config.outbound_addr}")
+    if config.outbound_addr6 is not None:
+        lines.append(f"* Outbound IPv6:    {config.outbound_addr6}")
     if config.guest_mac is not None:
         lines.append("* MAC address:     " + ":".join(f"{b:02x}" for b in config.guest_mac))
     if config.allow_host_loopback:
-        lines.append(f"WARNING: 127.0.0.1:* on the host is reachable as {config.gateway} "
+        also = f" and [::1]:* as {config.gateway6}" if config.ipv6 else ""
+        lines.append(f"WARNING: 127.0.0.1:* on the host is reachable as {config.gateway}{also} "
                      "(--disable-host-loopback refuses it)")
     print("\n".join(lines), flush=True)
 

@@ -1,54 +1,128 @@
-"""Host side of ICMP echo flows: one unprivileged ICMP socket per (guest ident, destination).
+"""Host side of ICMP echo flows: one unprivileged ping socket per (guest ident, destination).
 
-`socket(AF_INET, SOCK_DGRAM, IPPROTO_ICMP)` ("ping socket") needs the user's group inside
-`net.ipv4.ping_group_range`; otherwise socket() fails with EACCES and the runtime says so once.
-The kernel replaces the echo identifier with the socket's own and fills in the checksum; it
-delivers only replies that match that identifier, so the identifier we hand back to the guest
-is simply the guest's own (the Stack keeps it per flow). The reply's TTL comes from
-`IP_RECVTTL`; ICMP errors about our echoes (unreachable, TTL exceeded) from the error queue
-(`IP_RECVERR`). The guest's TTL is applied with `IP_TTL` whenever it changes.
+`socket(AF_INET, SOCK_DGRAM, IPPROTO_ICMP)` ("ping socket"), or for an IPv6 destination
+`socket(AF_INET6, SOCK_DGRAM, IPPROTO_ICMPV6)`, needs the user's group inside
+`net.ipv4.ping_group_range` (one sysctl for both families); otherwise socket() fails with
+EACCES and the runtime says so once. The kernel replaces the echo identifier with the
+socket's own and fills in the checksum; it delivers only replies that match that identifier,
+so the identifier we hand back to the guest is simply the guest's own (the Stack keeps it per
+flow). The reply's TTL (hop limit) comes from `IP_RECVTTL` (`IPV6_RECVHOPLIMIT`); ICMP errors
+about our echoes (unreachable, TTL exceeded, packet too big) from the error queue
+(`IP_RECVERR`, `IPV6_RECVERR`), in the flow's own ICMP flavour. The guest's TTL is applied
+with `IP_TTL` (`IPV6_UNICAST_HOPS`) whenever it changes.
 """
 
 from __future__ import annotations
 
+import errno
 import socket
 import struct
 import time
+from dataclasses import dataclass
 
+from ..tcpip.fwd import echo_unreach_code
 from .host import FlowHost
-from .udp import SO_EE_ORIGIN_ICMP, WatchedSocket, drain_error_queue
+from .udp import SO_EE_ORIGIN_ICMP, SO_EE_ORIGIN_ICMP6, WatchedSocket, drain_error_queue
 
 _now = time.monotonic
 
 IP_TTL = 2
 IP_RECVERR = 11
 IP_RECVTTL = 12
+IPV6_UNICAST_HOPS = 16
+IPV6_RECVERR = 25
+IPV6_RECVHOPLIMIT = 51
+IPV6_HOPLIMIT = 52
 _ECHO_HDR = struct.Struct("!BBHHH")      # type, code, checksum, ident, seq
-_ECHO_REQUEST = 8
-_ECHO_REPLY = 0
 _INT = struct.Struct("=i")
 _READ_BATCH = 64
 _CMSG_SPACE = socket.CMSG_SPACE(4)
+ICMP_DEST_UNREACH = 3                     # RFC 792
+ICMPV6_DEST_UNREACH = 1                   # RFC 4443 §3.1, and its codes:
+ICMPV6_NO_ROUTE = 0
+ICMPV6_ADDR_UNREACH = 3
+
+
+@dataclass(frozen=True, slots=True)
+class EchoFamily:
+    """What differs between an IPv4 and an IPv6 echo flow's ping socket."""
+    af: int
+    proto: int
+    level: int              # setsockopt level of the options below
+    hops_opt: int           # the guest's TTL / hop limit for what we send
+    recverr: int
+    recvhops: int           # ask for the reply's TTL / hop limit ...
+    hops_cmsg: int          # ... which arrives in this control message
+    request: int            # echo request type
+    reply: int              # echo reply type
+    origin: int             # sock_extended_err origin of ICMP errors
+
+
+V4 = EchoFamily(socket.AF_INET, socket.IPPROTO_ICMP, socket.IPPROTO_IP, IP_TTL, IP_RECVERR,
+                IP_RECVTTL, IP_TTL, 8, 0, SO_EE_ORIGIN_ICMP)
+V6 = EchoFamily(socket.AF_INET6, socket.IPPROTO_ICMPV6, socket.IPPROTO_IPV6, IPV6_UNICAST_HOPS,
+                IPV6_RECVERR, IPV6_RECVHOPLIMIT, IPV6_HOPLIMIT, 128, 129, SO_EE_ORIGIN_ICMP6)
+
+
+def family_for(host: str) -> EchoFamily:
+    return V6 if ":" in host else V4
+
+
+def parse_reply(fam: EchoFamily, data: bytes,
+                ancdata: list[tuple[int, int, bytes]]) -> tuple[int, memoryview, int] | None:
+    """(seq, payload, TTL or hop limit) of an echo reply read from a ping socket; None when
+    it is not an echo reply of this family."""
+    if len(data) < 8 or data[0] != fam.reply:
+        return None
+    hops = 64
+    for level, kind, cdata in ancdata:
+        if level == fam.level and kind == fam.hops_cmsg and len(cdata) >= 4:
+            hops = _INT.unpack_from(cdata)[0]
+    return data[6] << 8 | data[7], memoryview(data)[8:], hops
+
+
+# errno of a failed socket()/connect() of an IPv6 echo flow -> ICMPv6 unreachable code: facts
+# about the destination (or about the host having no IPv6 at all), never our own shortages.
+_OPEN_UNREACH6 = {
+    errno.ENETUNREACH: ICMPV6_NO_ROUTE,
+    errno.EAFNOSUPPORT: ICMPV6_NO_ROUTE,      # this host has no IPv6
+    errno.EADDRNOTAVAIL: ICMPV6_NO_ROUTE,     # ... or no IPv6 address to send from
+    errno.EHOSTUNREACH: ICMPV6_ADDR_UNREACH,
+}
+
+
+def open_error(host: str, err: int) -> tuple[int, int] | None:
+    """The ICMP (type, code), in the flavour of `host`'s family, for each echo request the
+    guest sends on a flow whose socket could not be opened with `err`; None: the requests are
+    only dropped and counted (EACCES: ping_group_range; a shortage of our own)."""
+    if ":" not in host:
+        code = echo_unreach_code(err)
+        return None if code is None else (ICMP_DEST_UNREACH, code)
+    code = _OPEN_UNREACH6.get(err)
+    return None if code is None else (ICMPV6_DEST_UNREACH, code)
 
 
 class HostEchoFlow(WatchedSocket):
-    __slots__ = ("stack", "flow_id", "ttl")
+    __slots__ = ("stack", "flow_id", "ttl", "fam")
 
-    def __init__(self, flow_host: FlowHost, flow_id: int, sock: socket.socket):
+    def __init__(self, flow_host: FlowHost, flow_id: int, sock: socket.socket,
+                 fam: EchoFamily = V4):
         super().__init__(flow_host, sock)
         self.stack = flow_host.stack
         self.flow_id = flow_id
         self.ttl = 64
+        self.fam = fam
 
     def send(self, seq: int, ttl: int, data: bytes | bytearray | memoryview) -> None:
+        fam = self.fam
         if ttl != self.ttl:
             try:
-                self.sock.setsockopt(socket.IPPROTO_IP, IP_TTL, max(1, min(255, ttl)))
+                self.sock.setsockopt(fam.level, fam.hops_opt, max(1, min(255, ttl)))
                 self.ttl = ttl
             except OSError:
                 pass
         try:
-            self.sock.send(_ECHO_HDR.pack(_ECHO_REQUEST, 0, 0, 0, seq) + bytes(data))
+            self.sock.send(_ECHO_HDR.pack(fam.request, 0, 0, 0, seq) + bytes(data))
         except (BlockingIOError, InterruptedError):
             self.stack.icmp_echo_dropped(self.flow_id, "socket_full", _now())
         except OSError as e:
@@ -60,6 +134,7 @@ class HostEchoFlow(WatchedSocket):
         sock = self.sock
         stack = self.stack
         fid = self.flow_id
+        fam = self.fam
         now = _now()
         got = 0
         for _ in range(_READ_BATCH):
@@ -73,21 +148,18 @@ class HostEchoFlow(WatchedSocket):
                 self._report_errors(e.errno or 0, now)
                 break
             got += 1
-            if len(data) < 8 or data[0] != _ECHO_REPLY:
+            reply = parse_reply(fam, data, ancdata)
+            if reply is None:
                 self.flow_host.counters["icmp.host.rx.drop.type"] += 1
                 continue
-            ttl = 64
-            for level, kind, cdata in ancdata:
-                if level == socket.IPPROTO_IP and kind == IP_TTL and len(cdata) >= 4:
-                    ttl = _INT.unpack_from(cdata)[0]
-            seq = data[6] << 8 | data[7]
-            stack.icmp_host_echo_reply(fid, seq, memoryview(data)[8:], ttl, now)
+            seq, payload, hops = reply
+            stack.icmp_host_echo_reply(fid, seq, payload, hops, now)
         self.flow_host.request_flush()
 
     def _report_errors(self, err: int, now: float) -> None:
         reported = False
         for e in drain_error_queue(self.sock):
-            if e.origin == SO_EE_ORIGIN_ICMP:
+            if e.origin == self.fam.origin:
                 self.stack.icmp_host_error(self.flow_id, e.icmp_type, e.icmp_code, now,
                                            e.offender, e.info)
                 reported = True
@@ -96,13 +168,14 @@ class HostEchoFlow(WatchedSocket):
 
 
 def open_flow(flow_host: FlowHost, flow_id: int, host: str) -> HostEchoFlow:
-    """An ICMP socket connected to `host`, watched by the loop. Raises OSError (EACCES when
-    ping_group_range excludes us)."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC,
-                         socket.IPPROTO_ICMP)
+    """A ping socket connected to `host` (its family), watched by the loop. Raises OSError
+    (EACCES when ping_group_range excludes us; EAFNOSUPPORT on a host without IPv6)."""
+    fam = family_for(host)
+    sock = socket.socket(fam.af, socket.SOCK_DGRAM | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC,
+                         fam.proto)
     try:
-        sock.setsockopt(socket.IPPROTO_IP, IP_RECVERR, 1)
-        sock.setsockopt(socket.IPPROTO_IP, IP_RECVTTL, 1)
+        sock.setsockopt(fam.level, fam.recverr, 1)
+        sock.setsockopt(fam.level, fam.recvhops, 1)
         local = flow_host.bind_address_for(host)
         if local is not None:
             sock.bind((local, 0))
@@ -110,6 +183,6 @@ def open_flow(flow_host: FlowHost, flow_id: int, host: str) -> HostEchoFlow:
     except OSError:
         sock.close()
         raise
-    flow = HostEchoFlow(flow_host, flow_id, sock)
+    flow = HostEchoFlow(flow_host, flow_id, sock, fam)
     flow_host.loop.add_reader(flow.fd, flow.on_readable)
     return flow

@@ -2,9 +2,11 @@
 
 Not an asyncio `DatagramProtocol`: the runtime watches the socket with `loop.add_reader` and
 reads it itself, because the transport would hide what we need from the kernel — the error
-queue (`IP_RECVERR`, read with `MSG_ERRQUEUE`), which tells us the ICMP type, code and sender
-behind an error, so the guest gets the same ICMP error (port unreachable, TTL exceeded, ...)
-instead of a guess from the errno. Opening is synchronous (a UDP connect only picks a route),
+queue (`IP_RECVERR`, or `IPV6_RECVERR` for an IPv6 socket, read with `MSG_ERRQUEUE`), which
+tells us the ICMP (ICMPv6) type, code and sender behind an error, so the guest gets the same
+error (port unreachable, TTL exceeded, ...) instead of a guess from the errno. The ICMP details
+are passed on only when the host socket's family is the guest flow's (a DNS flow may reach an
+upstream of the other family: then the guest hears the errno alone, in its own ICMP flavour). Opening is synchronous (a UDP connect only picks a route),
 so no datagram has to wait in a queue for the socket.
 
 Each readable event reads up to `_READ_BATCH` datagrams, hands them to `Stack`, and asks the
@@ -28,6 +30,9 @@ SO_EE_ORIGIN_ICMP = 2
 SO_EE_ORIGIN_ICMP6 = 3
 _SOCK_EXTENDED_ERR = struct.Struct("=IBBBBII")   # ee_errno, origin, type, code, pad, info, data
 _SOCKADDR_FAMILY = struct.Struct("=H")
+# Where the offender's address sits in the sockaddr after it: (offset, length) per family.
+_OFFENDER_AT = {socket.AF_INET: (4, 4), socket.AF_INET6: (8, 16)}   # sin_addr; sin6_addr
+ICMP_ORIGINS = frozenset((SO_EE_ORIGIN_ICMP, SO_EE_ORIGIN_ICMP6))
 _READ_BATCH = 64
 _RECV_SIZE = 65536
 _ERRQUEUE_MAX = 16
@@ -44,18 +49,21 @@ class HostError:
         self.icmp_type = icmp_type
         self.icmp_code = icmp_code
         self.info = info
-        self.offender = offender          # 4 bytes (IPv4 sender of the ICMP error) or None
+        self.offender = offender          # sender of the ICMP error: 4 or 16 bytes, or None
 
 
 def parse_extended_err(cdata: bytes) -> HostError | None:
-    """A `struct sock_extended_err` (+ offender sockaddr) from an IP_RECVERR control message."""
+    """A `struct sock_extended_err` (+ the offender's sockaddr_in or sockaddr_in6) from an
+    IP_RECVERR or IPV6_RECVERR control message."""
     if len(cdata) < _SOCK_EXTENDED_ERR.size:
         return None
     err, origin, etype, code, _pad, info, _data = _SOCK_EXTENDED_ERR.unpack_from(cdata)
     offender = None
     off = _SOCK_EXTENDED_ERR.size
-    if len(cdata) >= off + 8 and _SOCKADDR_FAMILY.unpack_from(cdata, off)[0] == socket.AF_INET:
-        offender = bytes(cdata[off + 4:off + 8])
+    if len(cdata) >= off + 2:
+        at = _OFFENDER_AT.get(_SOCKADDR_FAMILY.unpack_from(cdata, off)[0])
+        if at is not None and len(cdata) >= off + at[0] + at[1]:
+            offender = bytes(cdata[off + at[0]:off + at[0] + at[1]])
     return HostError(err, origin, etype, code, info, offender)
 
 
@@ -97,12 +105,14 @@ class WatchedSocket:
 
 
 class HostUdpFlow(WatchedSocket):
-    __slots__ = ("stack", "flow_id")
+    __slots__ = ("stack", "flow_id", "relay_icmp")
 
-    def __init__(self, flow_host: FlowHost, flow_id: int, sock: socket.socket):
+    def __init__(self, flow_host: FlowHost, flow_id: int, sock: socket.socket,
+                 relay_icmp: bool = True):
         super().__init__(flow_host, sock)
         self.stack = flow_host.stack
         self.flow_id = flow_id
+        self.relay_icmp = relay_icmp      # the socket's ICMP flavour is the guest flow's
 
     def on_readable(self) -> None:
         recv = self.sock.recv
@@ -138,7 +148,7 @@ class HostUdpFlow(WatchedSocket):
     def _report_errors(self, err: int, now: float) -> None:
         reported = False
         for e in drain_error_queue(self.sock):
-            if e.origin == SO_EE_ORIGIN_ICMP:
+            if e.origin in ICMP_ORIGINS and self.relay_icmp:
                 self.stack.udp_host_error(self.flow_id, e.errno, now, e.icmp_type, e.icmp_code,
                                           e.offender, e.info)
             else:
@@ -148,9 +158,12 @@ class HostUdpFlow(WatchedSocket):
             self.stack.udp_host_error(self.flow_id, err, now)
 
 
-def open_flow(flow_host: FlowHost, flow_id: int, host: str, port: int) -> HostUdpFlow:
-    """A connected UDP socket to host:port watched by the loop. Raises OSError when it cannot
-    be opened or routed (ENETUNREACH, ...); the runtime reports that per guest datagram."""
+def open_flow(flow_host: FlowHost, flow_id: int, host: str, port: int,
+              guest: str | None = None) -> HostUdpFlow:
+    """A connected UDP socket to host:port watched by the loop (`guest`: the guest side's
+    address, whose family says which ICMP flavour the guest speaks; None: host's). Raises
+    OSError when it cannot be opened or routed (EAFNOSUPPORT on a host without IPv6,
+    ENETUNREACH, ...); the runtime reports that per guest datagram."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_DGRAM | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC)
     try:
@@ -165,6 +178,7 @@ def open_flow(flow_host: FlowHost, flow_id: int, host: str, port: int) -> HostUd
     except OSError:
         sock.close()
         raise
-    flow = HostUdpFlow(flow_host, flow_id, sock)
+    relay = guest is None or (":" in guest) == (family == socket.AF_INET6)
+    flow = HostUdpFlow(flow_host, flow_id, sock, relay)
     flow_host.loop.add_reader(flow.fd, flow.on_readable)
     return flow

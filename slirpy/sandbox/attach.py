@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from slirpy import netconf
 from slirpy.config import NetConfig
@@ -47,6 +47,7 @@ class AttachedTap:
     vnet_hdr: bool
     offload: bool
     fallback_reason: str | None = None
+    warnings: list[str] = field(default_factory=list)     # from configuring it (netconf)
 
 
 def attach_tap(opts: AttachOptions) -> AttachedTap:
@@ -90,7 +91,8 @@ def attach_tap(opts: AttachOptions) -> AttachedTap:
         pass
     os.set_blocking(tap_fd, False)
     return AttachedTap(fd=tap_fd, name=note.get("name", opts.tap_name), vnet_hdr=bool(note.get("vnet_hdr")),
-                       offload=bool(note.get("offload")), fallback_reason=note.get("fallback_reason"))
+                       offload=bool(note.get("offload")), fallback_reason=note.get("fallback_reason"),
+                       warnings=[str(w) for w in note.get("warnings") or ()])
 
 
 def _attach_child(sock: socket.socket, opts: AttachOptions) -> int:  # pragma: no cover
@@ -126,10 +128,10 @@ def _attach_child(sock: socket.socket, opts: AttachOptions) -> int:  # pragma: n
         send_error(sock, e)
         return 1
     try:
-        if opts.configure:
-            netconf.configure(tap.name, opts.net)
+        # IPv6 off leaves the TAP's IPv6 as the kernel made it, as slirp4netns does.
+        warnings = netconf.configure(tap.name, opts.net) if opts.configure else []
         note = {"name": tap.name, "vnet_hdr": tap.vnet_hdr, "offload": tap.offload,
-                "fallback_reason": tap.fallback_reason}
+                "fallback_reason": tap.fallback_reason, "warnings": warnings}
         send_tap(sock, note, tap.fd)
     except (OSError, netconf.NetconfError) as e:
         send_error(sock, e)

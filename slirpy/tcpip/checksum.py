@@ -1,4 +1,5 @@
-"""The Internet checksum (RFC 1071), computed with big integers instead of a word loop.
+"""The Internet checksum (RFC 1071), computed with big integers instead of a word loop, and
+the IPv4 (RFC 9293 §3.1) and IPv6 (RFC 8200 §8.1) pseudo-headers of TCP, UDP and ICMPv6.
 
 Because 2**16 == 1 (mod 0xFFFF), the one's-complement sum of a buffer's 16-bit big-endian
 words is congruent to the whole buffer read as one big-endian integer, modulo 0xFFFF. One
@@ -41,15 +42,19 @@ def internet_checksum(data: bytes | bytearray | memoryview, initial: int = 0) ->
 
 
 def pseudo_header_sum(src: bytes, dst: bytes, proto: int, length: int) -> int:
-    """Folded sum of the IPv4 pseudo-header (RFC 9293 §3.1) for a segment of `length` bytes.
+    """Folded sum of the pseudo-header for a segment of `length` bytes: IPv4's (RFC 9293 §3.1)
+    when the addresses are 4 bytes, IPv6's (RFC 8200 §8.1) when they are 16.
 
-    src, zero+proto and length are summed as words. Because the sum is taken modulo 0xFFFF,
-    `length` may exceed 16 bits (the TCP length of a GSO super-frame is never put on the wire,
-    but a caller verifying an oversized buffer must get a wrong sum, not a struct.error).
-    Addresses must be 4 bytes each.
+    The IPv6 pseudo-header carries a 32-bit length and 24 zero bits before the next header;
+    its words sum, modulo 0xFFFF, to the same value as IPv4's zero+proto and 16-bit length,
+    so one formula serves both: each address read as one integer, plus proto, plus length.
+    Because the sum is taken modulo 0xFFFF, `length` may exceed 16 bits (the length of a GSO
+    super-frame is never put on the wire, but a caller verifying an oversized buffer must get
+    a wrong sum, not a struct.error). Both addresses must have the same length, 4 or 16.
     """
-    if len(src) != 4 or len(dst) != 4:
-        raise ValueError("pseudo_header_sum: IPv4 addresses must be 4 bytes")
+    n = len(src)
+    if n != len(dst) or (n != 4 and n != 16):
+        raise ValueError("pseudo_header_sum: addresses must be both 4 or both 16 bytes")
     n = int.from_bytes(src, "big") + int.from_bytes(dst, "big") + proto + length
     if n == 0:
         return 0

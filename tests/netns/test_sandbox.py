@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from slirpy import tap as tapmod
-from slirpy.config import NetConfig, parse_cidr
+from slirpy.config import NetConfig, build_net_config, parse_cidr
 from slirpy.sandbox import Sandbox, SandboxError, SandboxOptions
 from slirpy.tap import VNET_HDR_LEN, TapDevice
 
@@ -84,6 +84,35 @@ def test_tap0_is_configured(cidr, mtu, capfd, no_stray_processes):
     assert f" mtu {mtu} " in tap_line and " qlen 10000" in tap_line and ",UP," in tap_line, tap_line
     lo_line = next(ln for ln in links.splitlines() if ": lo:" in ln)
     assert ",UP," in lo_line, lo_line
+
+
+IPV6_PROBE = ("ip -o -6 addr show dev tap0; echo ROUTES; ip -6 route show; echo SYSCTL; "
+              "cat /proc/sys/net/ipv6/conf/tap0/accept_dad /proc/sys/net/ipv6/conf/tap0/accept_ra "
+              "/proc/sys/net/ipv6/conf/tap0/disable_ipv6")
+
+
+@pytest.mark.parametrize("cidr6", ["fd00::/64", "fd12:3456:789a:1::/64"])
+def test_tap0_gets_ipv6_statically_without_dad(cidr6, capfd, no_stray_processes):
+    net = build_net_config(cidr6=cidr6, mtu=1500)
+    assert run(["sh", "-c", IPV6_PROBE], net) == 0
+    out = capfd.readouterr().out
+    addrs, rest = out.split("ROUTES\n")
+    routes, sysctls = rest.split("SYSCTL\n")
+    glob = [ln for ln in addrs.splitlines() if "scope global" in ln]
+    # exactly the static address, usable at once (not tentative: no DAD), no SLAAC one beside it
+    assert len(glob) == 1 and f"inet6 {net.guest6}/64 " in glob[0], addrs
+    assert "nodad" in glob[0] and "tentative" not in addrs, addrs
+    assert f"default via {net.gateway6} dev tap0" in routes, routes
+    assert sysctls.split() == ["0", "0", "0"], sysctls
+
+
+def test_no_ipv6_disables_it_on_tap0(capfd, no_stray_processes):
+    net = build_net_config(ipv6=False)
+    assert run(["sh", "-c", IPV6_PROBE], net) == 0
+    addrs, rest = capfd.readouterr().out.split("ROUTES\n")
+    routes, sysctls = rest.split("SYSCTL\n")
+    assert "inet6" not in addrs and "tap0" not in routes, (addrs, routes)
+    assert sysctls.split()[-1] == "1", sysctls
 
 
 def test_guest_mac_is_set(capfd):

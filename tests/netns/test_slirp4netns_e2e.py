@@ -4,8 +4,9 @@ The target is `unshare -Urn sleep` (a user+net namespace owned by us, as Rootles
 Podman make them); commands run in it with `nsenter -U -n --preserve-credentials`.  Checked:
 option validation against the real slirp4netns binary (same message, same exit code), the
 ready fd, the exit fd, exit when the target goes away, the `--configure` result as `ip` shows
-it, a TCP transfer both ways (sha256), `--disable-host-loopback` and its default, attaching by
-path with `--userns-path`, `--cidr`, DNS at network+3.
+it (with and without `--enable-ipv6`), a TCP transfer both ways (sha256),
+`--disable-host-loopback` and its default, attaching by path with `--userns-path`, `--cidr`,
+DNS at network+3.
 """
 
 from __future__ import annotations
@@ -202,8 +203,9 @@ def test_help_names_every_option_rootlesskit_and_podman_probe():
 
 
 @pytest.mark.parametrize("args, message", [
-    (["-6", "1", "tap0"], "IPv6 is not supported"),
-    (["--outbound-addr6=::1", "1", "tap0"], "IPv6 is not supported"),
+    (["-6", "--mtu=1000", "1", "tap0"], "IPv6 needs an MTU of at least 1280"),
+    (["-6", "--outbound-addr6=nosuchif0", "1", "tap0"], "neither an IPv6 address nor an interface"),
+    (["-6", "--outbound-addr6=2001:db8:dead::77", "1", "tap0"], "cannot bind 2001:db8:dead::77 here"),
     (["--outbound-addr=nosuchif0", "1", "tap0"], "neither an IPv4 address nor an interface"),
     (["--outbound-addr=192.0.2.77", "1", "tap0"], "cannot bind 192.0.2.77 here"),
     (["--target-type=bess", "1", "tap0"], "only netns"),
@@ -242,6 +244,34 @@ def test_configure_ready_fd_and_tcp_both_ways(target, slirpy, host_server):
     assert down == {"len": size, "sha": expected(size, 7)}, down
     # The host saw the connection coming from its own address, as any proxied flow.
     assert sink.wait_results(1)[0].peer[0] == HOST_ADDR
+
+
+def test_help_offers_enable_ipv6_to_podman():
+    # Podman 4.3 passes --enable-ipv6 whenever the helper's --help mentions it; it must then work.
+    res = run_cli([*S4N, "--help"])
+    line = next(l for l in res.stdout.splitlines() if "--enable-ipv6" in l)
+    assert line.startswith("-6, --enable-ipv6") and "not supported" not in line, line
+
+
+def test_enable_ipv6_with_configure_sets_the_address_and_route(target, slirpy):
+    s = slirpy("-c", "--enable-ipv6", "--disable-host-loopback", str(target.pid), "tap0")
+    assert s.wait_ready() == b"1"
+    addr = target.run("ip", "-o", "-6", "addr", "show", "dev", "tap0", "scope", "global").stdout
+    assert "inet6 fd00::100/64 " in addr and "tentative" not in addr, addr
+    assert len(addr.splitlines()) == 1, addr           # the static address only: no SLAAC one
+    assert "default via fd00::2 dev tap0" in target.run("ip", "-6", "route").stdout
+    # IPv4 is configured as before
+    assert "inet 10.0.2.100/24" in target.run("ip", "-o", "-4", "addr", "show", "dev", "tap0").stdout
+
+
+def test_ipv6_stays_off_by_default_as_in_slirp4netns(target, slirpy):
+    s = slirpy("-c", str(target.pid), "tap0")
+    assert s.wait_ready() == b"1"
+    assert "inet6 fd00" not in target.run("ip", "-o", "-6", "addr", "show", "dev", "tap0").stdout
+    assert "fd00::2" not in target.run("ip", "-6", "route").stdout
+    s.proc.send_signal(signal.SIGTERM)
+    assert s.wait() == 0
+    assert "IPv6" not in s.proc.stdout.read()          # the banner has no IPv6 lines
 
 
 def test_without_configure_the_tap_exists_but_is_left_alone(target, slirpy):

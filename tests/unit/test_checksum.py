@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from slirpy.tcpip.checksum import finish, internet_checksum, pseudo_header_sum, sum16
-from slirpy.tcpip.wire import ipv4, udp
+from slirpy.tcpip.wire import icmpv6, ipv4, udp
 from slirpy.tcpip.wire import tcp
 
 SETTINGS = settings(database=None, deadline=None, max_examples=400)
@@ -108,6 +108,47 @@ def test_pseudo_header_oversized_length_does_not_raise():
 def test_pseudo_header_rejects_bad_address_length():
     with pytest.raises(ValueError):
         pseudo_header_sum(b"", b"\0\0\0\0", 6, 20)
+    for src, dst in ((bytes(4), bytes(16)), (bytes(16), bytes(4)), (bytes(8), bytes(8)),
+                     (bytes(15), bytes(16)), (bytes(17), bytes(17))):
+        with pytest.raises(ValueError):
+            pseudo_header_sum(src, dst, 6, 20)
+
+
+def ref_pseudo6(src: bytes, dst: bytes, next_header: int, length: int) -> bytes:
+    """RFC 8200 §8.1, literally: source, destination, 32-bit upper-layer packet length,
+    24 zero bits, next header."""
+    return src + dst + struct.pack("!I", length) + bytes(3) + bytes((next_header,))
+
+
+@SETTINGS
+@given(st.binary(min_size=16, max_size=16), st.binary(min_size=16, max_size=16),
+       st.integers(0, 255), st.integers(0, 0xFFFFFFFF))
+def test_pseudo_header_v6_matches_reference(src, dst, proto, length):
+    assert pseudo_header_sum(src, dst, proto, length) == ref_sum16(ref_pseudo6(src, dst, proto, length))
+
+
+def test_pseudo_header_v6_known_value():
+    # fe80::1 -> ff02::1, ICMPv6, 32 bytes: words fe80 + 0001 + ff02 + 0001 + 0020 + 003a
+    src = bytes.fromhex("fe800000000000000000000000000001")
+    dst = bytes.fromhex("ff020000000000000000000000000001")
+    assert pseudo_header_sum(src, dst, 58, 32) == ref_sum16(bytes.fromhex(
+        "fe80 0001 ff02 0001 0020 003a".replace(" ", ""))) == (0xFE80 + 1 + 0xFF02 + 1 + 0x20 + 0x3A) % 0xFFFF
+
+
+SRC6 = bytes.fromhex("fd000000000000000000000000000100")
+DST6 = bytes.fromhex("20010db8000000000000000000000001")
+
+
+@SETTINGS
+@given(st.binary(max_size=1400), st.integers(0, 0xFFFF), st.integers(0, 0xFFFF))
+def test_checksummed_ipv6_packets_sum_to_ffff(payload, sport, dport):
+    """UDP, TCP and ICMPv6 over IPv6 checksum to the literal RFC 8200 §8.1 pseudo-header."""
+    udp_msg = udp.build_datagram(SRC6, DST6, sport, dport, payload)
+    assert ref_sum16(ref_pseudo6(SRC6, DST6, 17, len(udp_msg)) + udp_msg) == 0xFFFF
+    seg = tcp.TcpSegment(sport, dport, 1, 2, tcp.ACK | tcp.PSH, 1000, payload=payload).pack(SRC6, DST6)
+    assert ref_sum16(ref_pseudo6(SRC6, DST6, 6, len(seg)) + seg) == 0xFFFF
+    msg = icmpv6.build_message(SRC6, DST6, icmpv6.ECHO_REQUEST, 0, sport.to_bytes(4, "big"), payload)
+    assert ref_sum16(ref_pseudo6(SRC6, DST6, 58, len(msg)) + msg) == 0xFFFF
 
 
 SRC = bytes((10, 0, 2, 100))

@@ -40,6 +40,45 @@ def test_sandbox_text_points_at_the_forwarder_with_the_hosts_search_lines():
     assert parse(text)[0] == ["10.0.2.3"]
 
 
+def test_sandbox_text_lists_the_ipv6_forwarder_after_the_ipv4_one():
+    text = sandbox_text("10.0.2.3", ["search a.example"], "fd00::3")
+    lines = [l for l in text.splitlines() if not l.startswith("#")]
+    assert lines == ["nameserver 10.0.2.3", "nameserver fd00::3", "search a.example"]
+    assert parse(text)[0] == ["10.0.2.3", "fd00::3"]
+
+
+def test_resolv_conf_sandbox_text_with_and_without_ipv6(tmp_path):
+    path = tmp_path / "resolv.conf"
+    path.write_text("nameserver 192.0.2.1\nsearch corp.test\n")
+    rc = ResolvConf(str(path))
+    assert rc.sandbox_text("10.0.2.3").splitlines()[1:] == ["nameserver 10.0.2.3", "search corp.test"]
+    assert rc.sandbox_text("10.0.2.3", "fd00::3").splitlines()[1:] == [
+        "nameserver 10.0.2.3", "nameserver fd00::3", "search corp.test"]
+
+
+def test_run_sandbox_gives_the_sandbox_both_forwarders_only_with_ipv6(tmp_path, monkeypatch):
+    from slirpy import launch
+    from slirpy.config import build_net_config
+    from slirpy.sandbox import SandboxError
+
+    host = tmp_path / "resolv.conf"
+    host.write_text("nameserver 192.0.2.1\n")
+    texts = []
+
+    def fake_start(opts):
+        texts.append(opts.resolv_conf_text)
+        raise SandboxError("not started")
+
+    monkeypatch.setattr("slirpy.sandbox.Sandbox.start", fake_start)
+    for ipv6 in (None, False):
+        net = build_net_config(resolv_conf=str(host), ipv6=ipv6, cidr6="fd12::/64")
+        with pytest.raises(SystemExit):
+            launch.run_sandbox(net, ["true"], quiet=True)
+    with_v6, without = ([l for l in t.splitlines() if l.startswith("nameserver")] for t in texts)
+    assert with_v6 == ["nameserver 10.0.2.3", "nameserver fd12::3"]
+    assert without == ["nameserver 10.0.2.3"]
+
+
 def test_reread_when_the_file_changes(tmp_path):
     path = tmp_path / "resolv.conf"
     path.write_text("nameserver 192.0.2.1\n")

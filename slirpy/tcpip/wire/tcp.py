@@ -158,7 +158,8 @@ class TcpSegment:
     ) -> "TcpSegment":
         """Parse `buf`, the whole TCP segment (header + payload, nothing after it).
 
-        With `verify_checksum`, `src_ip`/`dst_ip` (4 bytes each) give the pseudo-header.
+        With `verify_checksum`, `src_ip`/`dst_ip` (4 or 16 bytes each) give the IPv4 or IPv6
+        pseudo-header.
         """
         n = len(buf)
         if n < TCP_HLEN:

@@ -1,6 +1,7 @@
-"""UDP header (RFC 768) with the IPv4 pseudo-header checksum.
+"""UDP header (RFC 768) with the IPv4 or IPv6 pseudo-header checksum (by address length).
 
-A checksum field of 0 means the sender computed none (allowed over IPv4); a computed
+A checksum field of 0 means the sender computed none: allowed over IPv4, invalid over IPv6
+(RFC 8200 §8.1), where such a datagram is refused when checksums are verified. A computed
 checksum of 0 is therefore sent as 0xFFFF.
 """
 
@@ -35,8 +36,8 @@ class UdpHeader:
     ) -> "UdpHeader":
         """Parse `buf`, the IP payload. Bytes after `length` are allowed and ignored.
 
-        With `verify_checksum` (which needs `src_ip`/`dst_ip`), a nonzero checksum is checked
-        over buf[:length].
+        With `verify_checksum` (which needs `src_ip`/`dst_ip`, 4 or 16 bytes each), a nonzero
+        checksum is checked over buf[:length]; a zero one is accepted only over IPv4.
         """
         n = len(buf)
         if n < UDP_HLEN:
@@ -44,8 +45,11 @@ class UdpHeader:
         sport, dport, length, csum = UDP_HDR.unpack_from(buf, 0)
         if length < UDP_HLEN or length > n:
             raise MalformedPacket("udp.bad_length")
-        if verify_checksum and csum != 0:
-            if sum16(buf[:length], pseudo_header_sum(src_ip, dst_ip, PROTO_UDP, length)) != 0xFFFF:
+        if verify_checksum:
+            if csum == 0:
+                if len(src_ip) == 16:
+                    raise MalformedPacket("udp.zero_checksum_v6")
+            elif sum16(buf[:length], pseudo_header_sum(src_ip, dst_ip, PROTO_UDP, length)) != 0xFFFF:
                 raise MalformedPacket("udp.bad_checksum")
         return cls(sport, dport, length, csum)
 
@@ -62,11 +66,14 @@ def build_datagram(
     payload: bytes | bytearray | memoryview,
     checksum: bool = True,
 ) -> bytes:
-    """UDP header + payload. With `checksum`, the pseudo-header checksum is filled in."""
+    """UDP header + payload. With `checksum`, the pseudo-header checksum is filled in (over
+    IPv6 it is mandatory: `checksum=False` with 16-byte addresses is a ValueError)."""
     length = UDP_HLEN + len(payload)
     if length > UDP_MAX_LENGTH:
         raise ValueError(f"UDP payload of {len(payload)} bytes does not fit in a datagram")
     csum = 0
+    if not checksum and len(src_ip) == 16:
+        raise ValueError("a UDP datagram over IPv6 must carry a checksum")
     if checksum:
         s = sum16(payload, pseudo_header_sum(src_ip, dst_ip, PROTO_UDP, length)
                   + (src_port + dst_port + length))

@@ -1,0 +1,47 @@
+"""netconf's IPv6 sysctls for the sandbox interface (the netlink part runs in tests/netns)."""
+
+from __future__ import annotations
+
+import os
+
+from slirpy import netconf
+from slirpy.config import build_net_config
+
+
+def test_ipv6_on_turns_off_dad_and_router_advertisements_before_up():
+    net = build_net_config()
+    assert net.ipv6
+    assert netconf.ipv6_sysctls(net) == {"accept_dad": "0", "accept_ra": "0"}
+    assert netconf.ipv6_sysctls(net, hide_ipv6=True) == {"accept_dad": "0", "accept_ra": "0"}
+
+
+def test_ipv6_off_touches_nothing_unless_asked_to_hide_it():
+    net = build_net_config(ipv6=False)
+    assert netconf.ipv6_sysctls(net) == {}
+    assert netconf.ipv6_sysctls(net, hide_ipv6=True) == {"disable_ipv6": "1"}
+
+
+def test_set_ipv6_sysctls_writes_each_value(tmp_path):
+    conf = tmp_path / "tap0"
+    conf.mkdir()
+    for name in ("accept_dad", "accept_ra"):
+        (conf / name).write_text("1\n")
+    assert netconf.set_ipv6_sysctls("tap0", {"accept_dad": "0", "accept_ra": "0"}, str(tmp_path)) == []
+    assert (conf / "accept_dad").read_text() == "0"
+    assert (conf / "accept_ra").read_text() == "0"
+
+
+def test_set_ipv6_sysctls_without_kernel_ipv6_is_nothing_to_do(tmp_path):
+    assert netconf.set_ipv6_sysctls("tap0", {"disable_ipv6": "1"}, str(tmp_path)) == []
+    assert not (tmp_path / "tap0").exists()
+
+
+def test_set_ipv6_sysctls_names_what_it_could_not_set(tmp_path):
+    conf = tmp_path / "tap0"
+    conf.mkdir()
+    (conf / "accept_ra").write_text("1\n")
+    (conf / "accept_dad").mkdir()            # opening it for writing fails: EISDIR
+    problems = netconf.set_ipv6_sysctls("tap0", {"accept_dad": "0", "accept_ra": "0"}, str(tmp_path))
+    assert problems == ["cannot set net.ipv6.conf.tap0.accept_dad=0: Is a directory"]
+    assert (conf / "accept_ra").read_text() == "0"
+    assert os.path.isdir(conf / "accept_dad")

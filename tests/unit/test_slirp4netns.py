@@ -1,0 +1,69 @@
+"""slirp4netns mode's IPv6 options, parsed and built into a NetConfig (no namespace touched)."""
+
+from __future__ import annotations
+
+import ipaddress
+
+import pytest
+
+from slirpy import config, slirp4netns as s4n
+
+
+def build(*args: str):
+    return s4n.build_config(s4n.parse_args([*args, "1", "tap0"]))
+
+
+@pytest.mark.parametrize("args", [("-6",), ("--enable-ipv6",), ("--enable-ip",)])   # getopt prefixes
+def test_enable_ipv6_gives_slirp4netns_layout(args):
+    net = build(*args)
+    assert net.network6 == ipaddress.IPv6Network("fd00::/64")
+    assert (str(net.guest6), str(net.gateway6), str(net.dns6)) == ("fd00::100", "fd00::2", "fd00::3")
+
+
+def test_ipv6_is_off_by_default_as_in_slirp4netns():
+    assert build().network6 is None
+    assert build("--mtu=65520").network6 is None
+
+
+def test_disable_host_loopback_is_one_switch_for_both_gateways():
+    assert build("-6").allow_host_loopback is True
+    assert build("-6", "--disable-host-loopback").allow_host_loopback is False
+
+
+def test_outbound_addr6(monkeypatch):
+    monkeypatch.setattr(config, "resolve_outbound_addr6", lambda v: {"eth0": "2001:db8::5"}[v])
+    net = build("-6", "--outbound-addr6=eth0")
+    assert net.outbound_addr6 == "2001:db8::5"
+    assert net.bind_address_for("2001:db8::1") == "2001:db8::5"
+    assert net.bind_address_for("::1") is None
+
+
+@pytest.mark.parametrize("args, words", [
+    (("-6", "--mtu=1279"), "slirpy: invalid MTU 1279 with IPv6: IPv6 needs an MTU of at least 1280"),
+    (("-6", "--outbound-addr6=not-an-interface0"),
+     "slirpy: invalid --outbound-addr6 'not-an-interface0': neither an IPv6 address nor an interface"),
+])
+def test_ipv6_errors_are_exit_1_with_one_line(args, words):
+    with pytest.raises(s4n.Exit) as info:
+        build(*args)
+    assert info.value.code == 1 and info.value.err.startswith(words), info.value.err
+    assert "\n" not in info.value.err
+
+
+def test_help_lists_enable_ipv6_and_outbound_addr6(capsys):
+    assert s4n.run(["--help"]) == 0
+    out = capsys.readouterr().out
+    lines = {l.split()[0].rstrip(","): l for l in out.splitlines() if l.startswith("-")}
+    assert "enable IPv6" in lines["-6"] and "--enable-ipv6" in lines["-6"]
+    assert "--outbound-addr6=IPv6" in out and "not supported" not in lines["--outbound-addr6=IPv6"]
+
+
+def test_banner_names_the_ipv6_addresses_only_with_ipv6(capsys):
+    opts = s4n.parse_args(["-6", "1", "tap0"])
+    s4n._print_banner(opts, s4n.build_config(opts))
+    out = capsys.readouterr().out
+    assert "* IPv6 Gateway:    fd00::2" in out and "* IPv6 DNS:        fd00::3" in out
+    assert "as 10.0.2.2 and [::1]:* as fd00::2" in out
+    opts = s4n.parse_args(["1", "tap0"])
+    s4n._print_banner(opts, s4n.build_config(opts))
+    assert "IPv6" not in capsys.readouterr().out
