@@ -117,7 +117,8 @@ def parse_wrk(text: str) -> dict[str, float]:
 
 
 def parse_pingpong_json(text: str) -> dict[str, float]:
-    """The last JSON object line of perf/bench's PINGPONG client -> avg_us, p99_us, observations."""
+    """The last JSON object line of perf/bench's PINGPONG client -> avg_us, p99_us, observations
+    and server_family (4 or 6: what the server saw the connection arrive over)."""
     for line in reversed(text.strip().splitlines()):
         line = line.strip()
         if line.startswith("{"):
@@ -126,7 +127,8 @@ def parse_pingpong_json(text: str) -> dict[str, float]:
             except json.JSONDecodeError:
                 break
             if isinstance(data, dict) and {"avg_us", "p99_us"} <= data.keys():
-                return {k: float(data[k]) for k in ("avg_us", "p99_us", "observations") if k in data}
+                return {k: float(data[k]) for k in ("avg_us", "p99_us", "observations", "server_family")
+                        if k in data}
             break
     raise ToolOutputError(f"pingpong: no result line in: {text.strip()[-300:]!r}")
 
