@@ -14,7 +14,10 @@ server answers with one compact JSON object, no newline, and closes. Requests:
 are {"error":{"desc":"bad request: ..."}} with slirp4netns's descriptions; where slirp4netns
 says only "slirp_add_hostfwd failed", we say why (address in use, privileged port, ...).
 Ids count from 1 and are never reused. host_addr defaults to 0.0.0.0 and may also be IPv6
-(an extension); guest_addr defaults to, and must be, the sandbox's address.
+(an extension). guest_addr must be the sandbox's address: its IPv4 one, or (an extension) its
+IPv6 one when IPv6 is on; it picks the family the clients reach the sandbox over (a client of
+the other family appears as that family's gateway). Without it each client reaches the
+sandbox over its own family, and `list_hostfwd` shows the address of the listener's family.
 
 The server knows only a small `Controller` (add / list / remove forwards), never the Stack.
 Each "execute" name maps to one handler function in `HANDLERS`; adding a request (a future
@@ -38,7 +41,8 @@ REQUEST_TIMEOUT = 5.0       # seconds to wait for a complete request
 
 
 class Controller(Protocol):
-    guest_addr: str
+    guest_addr: str                 # the sandbox's IPv4 address
+    guest_addr6: str | None         # its IPv6 address; None with IPv6 off
 
     async def add_forward(self, spec: PortSpec) -> int:
         """Publish `spec`; return its id. Raise an exception whose str() says why not."""
@@ -103,28 +107,43 @@ async def _add_hostfwd(ctl: Controller, req: dict) -> dict:
     host_port = _number(args, "host_port")
     if not 0 < host_port < 65536:
         raise bad("host_port")
-    guest_addr = _string(args, "guest_addr") or ctl.guest_addr
-    try:
-        ok = ipaddress.ip_address(guest_addr) == ipaddress.ip_address(ctl.guest_addr)
-    except ValueError:
-        ok = False
-    if not ok:
-        raise bad("guest_addr")
+    guest_addr = _guest_addr(ctl, _string(args, "guest_addr"))
     guest_port = _number(args, "guest_port")
     if not 0 < guest_port < 65536:
         raise bad("guest_port")
     try:
-        fid = await ctl.add_forward(PortSpec(proto, host_addr, host_port, guest_port))
+        fid = await ctl.add_forward(PortSpec(proto, host_addr, host_port, guest_port, guest_addr))
     except Exception as e:          # the controller's reason, e.g. PortError
         raise ApiError(f"bad request: add_hostfwd: {e}") from None
     return {"return": {"id": fid}}
 
 
+def _guest_addr(ctl: Controller, text: str | None) -> str | None:
+    """add_hostfwd's guest_addr: one of the sandbox's addresses (canonical), or None if absent."""
+    if not text:
+        return None
+    try:
+        ip = ipaddress.ip_address(text)
+    except ValueError:
+        ip = None
+    if ip is None or ip not in {ipaddress.ip_address(a) for a in (ctl.guest_addr, ctl.guest_addr6) if a}:
+        raise ApiError("bad request: add_hostfwd: bad arguments.guest_addr")
+    return str(ip)
+
+
+def shown_guest_addr(ctl: Controller, spec: PortSpec) -> str:
+    """The guest address list_hostfwd shows: the forward's own, else the listener family's."""
+    if spec.guest_addr is not None:
+        return spec.guest_addr
+    if ":" in spec.host_addr and ctl.guest_addr6 is not None:
+        return ctl.guest_addr6
+    return ctl.guest_addr
+
+
 async def _list_hostfwd(ctl: Controller, req: dict) -> dict:
-    guest = ctl.guest_addr
     return {"entries": [
         {"id": fid, "proto": s.proto, "host_addr": s.host_addr, "host_port": s.host_port,
-         "guest_addr": guest, "guest_port": s.guest_port}
+         "guest_addr": shown_guest_addr(ctl, s), "guest_port": s.guest_port}
         for fid, s in ctl.list_forwards()
     ]}
 

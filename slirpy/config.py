@@ -347,13 +347,16 @@ class PortSpec:
     """One published port: host `host_addr:host_port` -> the guest's `guest_port`.
 
     `host_port` 0 means "any free port" (docker's `-p 80`); the listener picks one.
-    `host_addr` is an IPv4 or IPv6 address in canonical text form.
+    `host_addr` is an IPv4 or IPv6 address in canonical text form. `guest_addr` (the API's,
+    canonical text) is the sandbox address the clients reach, which picks the family; None:
+    each client reaches the sandbox address of its own family (IPv4 without IPv6).
     """
 
     proto: str
     host_addr: str
     host_port: int
     guest_port: int
+    guest_addr: str | None = None
 
     def __str__(self) -> str:
         addr = f"[{self.host_addr}]" if ":" in self.host_addr else self.host_addr

@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import ipaddress
 import json
 import os
 import pwd
 import shutil
+import socket
 from dataclasses import dataclass
 from typing import TextIO
 
@@ -211,7 +213,7 @@ def run_checks() -> list[Finding]:
     uid, gid = os.getuid(), os.getgid()
     user = user_name(uid)
     return [*_userns_knob_findings(sysctls), _tun_finding(user), *_namespace_findings(sysctls),
-            _ping_finding(gid), *_subid_findings(user, uid)]
+            _ping_finding(gid), _ipv6_finding(), *_subid_findings(user, uid)]
 
 
 def user_name(uid: int) -> str:
@@ -290,6 +292,73 @@ def _ping_finding(gid: int) -> Finding:
                    f"= {' '.join((text or 'absent').split())}; " + (f"includes gid {gid}" if ok else
                                        f"excludes gid {gid}: ping from the sandbox will not work"),
                    "" if ok else FIX_PING)
+
+
+IF_INET6 = "/proc/net/if_inet6"
+IPV6_ROUTE = "/proc/net/ipv6_route"
+_RTF_REJECT = 0x0200
+
+
+def global_ipv6_addresses(if_inet6: str) -> list[tuple[str, str]]:
+    """(address, interface) of each global-scope address in /proc/net/if_inet6's text."""
+    found = []
+    for line in if_inet6.splitlines():
+        parts = line.split()
+        if len(parts) == 6 and parts[3] == "00":
+            try:
+                found.append((str(ipaddress.IPv6Address(bytes.fromhex(parts[0]))), parts[5]))
+            except ValueError:
+                continue
+    return found
+
+
+def ipv6_default_route(ipv6_route: str) -> str | None:
+    """The interface of a usable IPv6 default route in /proc/net/ipv6_route's text, or None
+    (the kernel's own `unreachable default dev lo` route has RTF_REJECT)."""
+    for line in ipv6_route.splitlines():
+        parts = line.split()
+        if (len(parts) == 10 and parts[0] == "0" * 32 and parts[1] == "00"
+                and not int(parts[8], 16) & _RTF_REJECT):
+            return parts[9]
+    return None
+
+
+def ipv6_finding(if_inet6: str | None, ipv6_route: str, ping6_errno: int) -> Finding:
+    """The host's IPv6, as the sandbox's IPv6 connections will find it (never required: the
+    sandbox's IPv4 and DNS do not depend on it). `if_inet6` None: the kernel has no IPv6."""
+    effect = "the sandbox's connections to IPv6 addresses fail at once (IPv4 is not affected)"
+    if if_inet6 is None:
+        return Finding("IPv6", False, False, f"this kernel has IPv6 turned off; {effect}",
+                       "slirpy run --no-ipv6 (hides IPv6 from the sandbox)")
+    addrs = global_ipv6_addresses(if_inet6)
+    route = ipv6_default_route(ipv6_route)
+    if not addrs:
+        return Finding("IPv6", False, False, f"no global IPv6 address on this host; {effect}", "")
+    ping = ("ICMPv6 ping sockets allowed" if ping6_errno == 0 else
+            f"ICMPv6 ping sockets refused ({os.strerror(ping6_errno)}): ping -6 from the sandbox will not work")
+    addr, ifname = addrs[0]
+    if route is None:
+        return Finding("IPv6", False, False, f"{addr} on {ifname} but no IPv6 default route: IPv6 "
+                       f"destinations beyond this host's own networks are unreachable; {ping}", "")
+    return Finding("IPv6", True, False, f"{addr} on {ifname}, default route via {route}; {ping}",
+                   "" if ping6_errno == 0 else FIX_PING)
+
+
+def _read(path: str) -> str | None:
+    try:
+        with open(path, encoding="ascii", errors="replace") as f:
+            return f.read()
+    except OSError:
+        return None
+
+
+def _ipv6_finding() -> Finding:
+    try:
+        socket.socket(socket.AF_INET6, socket.SOCK_DGRAM, socket.IPPROTO_ICMPV6).close()
+        ping6_errno = 0
+    except OSError as e:
+        ping6_errno = e.errno or errno.EACCES
+    return ipv6_finding(_read(IF_INET6), _read(IPV6_ROUTE) or "", ping6_errno)
 
 
 def _subid_findings(user: str, uid: int) -> list[Finding]:

@@ -3,13 +3,20 @@
 One `Forward` per published port (`-p`, or `add_hostfwd` on the API socket):
 
 * TCP: an ordinary listening socket served by the loop (`create_server`). Each accepted
-  client becomes `Stack.tcp_inbound_open(client_ip, client_port, guest_port)`: the guest sees
-  a SYN from the client's own address and port. The client's socket is then driven by
+  client becomes `Stack.tcp_inbound_open(client_ip, client_port, guest_port, guest_ip=...)`:
+  the guest sees a SYN from the client's own address and port. The client's address goes to
+  the Stack as the socket gives it (an IPv4 client of a dual-stack `[::]` listener as
+  `::ffff:a.b.c.d`): the Stack picks the family from it, unless the forward names the guest
+  address (the API's guest_addr, passed packed as `guest_ip`). The client's socket is then driven by
   `InboundTcpProtocol`, the same protocol and the same Stack events as an outbound flow.
   The guest refusing (RST) or never answering resets the client at once.
 * UDP: one socket, read with `add_reader`. Each client address:port is one Stack flow
   (`udp_inbound_open`); the guest's replies leave through the listening socket to that
   client (`InboundUdpFlow.send`); the Stack expires idle flows as it does outbound ones.
+
+A `[::]` listener is dual-stack (IPv4 clients too), except when the same port is also
+published on an IPv4 address: then it takes IPv6 clients only (IPV6_V6ONLY), as docker's
+`[::]` and `0.0.0.0` pair does, so that both can be bound.
 
 Listening sockets are ordinary sockets of the user who runs slirpy, so the host firewall
 applies to them. They are bound synchronously (`bind_listener`), so that every error — port
@@ -26,6 +33,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import errno
+import ipaddress
 import socket
 import struct
 import time
@@ -92,10 +100,23 @@ def describe_bind_error(spec: PortSpec, err: OSError, port_start: int | None = N
     return f"cannot publish {where}: {err.strerror or err}"
 
 
-def bind_listener(spec: PortSpec) -> tuple[PortSpec, socket.socket]:
-    """Bind (and for TCP, listen on) the host socket of `spec`. Returns the spec with its
-    actual host port (a free one when it asked for 0) and the non-blocking socket.
-    Raises PortError."""
+def v6only_beside(spec: PortSpec, others: Iterable[PortSpec]) -> bool:
+    """Whether `spec`'s listener must take IPv6 clients only: it is `[::]` and the same port
+    is published on an IPv4 address too (a dual-stack `[::]` would hold that port's IPv4 side)."""
+    return spec.host_addr == "::" and spec.host_port != 0 and any(
+        o.proto == spec.proto and o.host_port == spec.host_port and ":" not in o.host_addr
+        for o in others)
+
+
+def guest_ip_of(spec: PortSpec) -> bytes | None:
+    """The forward's guest address, packed (4 or 16 bytes), or None: the client's family decides."""
+    return None if spec.guest_addr is None else ipaddress.ip_address(spec.guest_addr).packed
+
+
+def bind_listener(spec: PortSpec, v6only: bool = False) -> tuple[PortSpec, socket.socket]:
+    """Bind (and for TCP, listen on) the host socket of `spec` (an IPv6 one dual-stack unless
+    `v6only`). Returns the spec with its actual host port (a free one when it asked for 0)
+    and the non-blocking socket. Raises PortError."""
     family = socket.AF_INET6 if ":" in spec.host_addr else socket.AF_INET
     kind = socket.SOCK_STREAM if spec.proto == "tcp" else socket.SOCK_DGRAM
     try:
@@ -105,6 +126,8 @@ def bind_listener(spec: PortSpec) -> tuple[PortSpec, socket.socket]:
     try:
         if kind == socket.SOCK_STREAM:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:      # explicit: whatever net.ipv6.bindv6only says
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, int(v6only))
         sock.bind((spec.host_addr, spec.host_port))
         if kind == socket.SOCK_STREAM:
             sock.listen(_BACKLOG)
@@ -121,6 +144,7 @@ def bind_all(specs: Iterable[PortSpec]) -> list[tuple[PortSpec, socket.socket]]:
     """Bind every spec; on the first error close what was bound and raise PortError."""
     bound: list[tuple[PortSpec, socket.socket]] = []
     seen: dict[tuple[str, str, int], PortSpec] = {}
+    specs = list(specs)
     try:
         for spec in specs:
             key = (spec.proto, spec.host_addr, spec.host_port)
@@ -128,7 +152,7 @@ def bind_all(specs: Iterable[PortSpec]) -> list[tuple[PortSpec, socket.socket]]:
                 raise PortError(f"cannot publish {host_port_text(spec.host_addr, spec.host_port, spec.proto)}"
                                 f" twice (to container ports {seen[key].guest_port} and {spec.guest_port})")
             seen[key] = spec
-            bound.append(bind_listener(spec))
+            bound.append(bind_listener(spec, v6only_beside(spec, specs)))
     except PortError:
         for _, s in bound:
             s.close()
@@ -142,11 +166,12 @@ def bind_all(specs: Iterable[PortSpec]) -> list[tuple[PortSpec, socket.socket]]:
 class InboundTcpProtocol(HostTcpProtocol):
     """An accepted client of a published TCP port; its flow is opened towards the guest."""
 
-    __slots__ = ("guest_port",)
+    __slots__ = ("guest_port", "guest_ip")
 
-    def __init__(self, flow_host: FlowHost, guest_port: int):
+    def __init__(self, flow_host: FlowHost, guest_port: int, guest_ip: bytes | None = None):
         super().__init__(flow_host, 0)
         self.guest_port = guest_port
+        self.guest_ip = guest_ip
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         transport = self.transport = cast(asyncio.Transport, transport)    # a TCP stream's
@@ -155,7 +180,8 @@ class InboundTcpProtocol(HostTcpProtocol):
         peer = transport.get_extra_info("peername")
         fid = None
         if peer:
-            fid = self.stack.tcp_inbound_open(peer[0], peer[1], self.guest_port, _now())
+            fid = self.stack.tcp_inbound_open(peer[0], peer[1], self.guest_port, _now(),
+                                              guest_ip=self.guest_ip)
         if fid is None:
             self.closed = True
             flow_host.counters["ports.tcp.refused"] += 1
@@ -217,11 +243,13 @@ class InboundUdpFlow:
 
 
 class UdpListener(WatchedSocket):
-    __slots__ = ("guest_port", "clients", "v6")
+    __slots__ = ("guest_port", "guest_ip", "clients", "v6")
 
-    def __init__(self, flow_host: FlowHost, sock: socket.socket, guest_port: int):
+    def __init__(self, flow_host: FlowHost, sock: socket.socket, guest_port: int,
+                 guest_ip: bytes | None = None):
         super().__init__(flow_host, sock)
         self.guest_port = guest_port
+        self.guest_ip = guest_ip
         self.clients: dict[SockAddr, InboundUdpFlow] = {}
         self.v6 = sock.family == socket.AF_INET6
         if self.v6:
@@ -257,7 +285,8 @@ class UdpListener(WatchedSocket):
                 break
             flow = clients.get(addr)
             if flow is None:
-                fid = stack.udp_inbound_open(addr[0], addr[1], self.guest_port, now)
+                fid = stack.udp_inbound_open(addr[0], addr[1], self.guest_port, now,
+                                             guest_ip=self.guest_ip)
                 if fid is None:
                     flow_host.counters["ports.udp.refused"] += 1
                     continue
@@ -272,13 +301,14 @@ class UdpListener(WatchedSocket):
 
 
 class Forward:
-    __slots__ = ("id", "spec", "server", "udp")
+    __slots__ = ("id", "spec", "server", "udp", "dual_stack")
 
-    def __init__(self, fid: int, spec: PortSpec):
+    def __init__(self, fid: int, spec: PortSpec, dual_stack: bool = False):
         self.id = fid
         self.spec = spec
         self.server: asyncio.AbstractServer | None = None
         self.udp: UdpListener | None = None
+        self.dual_stack = dual_stack       # a `[::]` listener that takes IPv4 clients too
 
     def close(self) -> None:
         if self.server is not None:
@@ -292,23 +322,28 @@ class Forward:
 class PortManager:
     """The runtime's published ports; the API's Controller."""
 
-    def __init__(self, flow_host: FlowHost, guest_addr: str):
+    def __init__(self, flow_host: FlowHost, guest_addr: str, guest_addr6: str | None = None):
         self.flow_host = flow_host
-        self.guest_addr = guest_addr       # the sandbox's address, as the API reports it
+        self.guest_addr = guest_addr       # the sandbox's addresses, as the API reports them
+        self.guest_addr6 = guest_addr6     # (None: IPv6 off)
         self.forwards: dict[int, Forward] = {}
         self._next_id = 1
 
     async def adopt(self, spec: PortSpec, sock: socket.socket) -> Forward:
         """Serve an already bound listener (from `bind_listener`)."""
         flow_host = self.flow_host
-        fwd = Forward(self._next_id, spec)
+        dual = (spec.host_addr == "::" and
+                not sock.getsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY))
+        fwd = Forward(self._next_id, spec, dual)
+        guest_ip = guest_ip_of(spec)
         try:
             if spec.proto == "tcp":
                 guest_port = spec.guest_port
                 fwd.server = await flow_host.loop.create_server(
-                    lambda: InboundTcpProtocol(flow_host, guest_port), sock=sock, backlog=_BACKLOG)
+                    lambda: InboundTcpProtocol(flow_host, guest_port, guest_ip), sock=sock,
+                    backlog=_BACKLOG)
             else:
-                fwd.udp = UdpListener(flow_host, sock, spec.guest_port)
+                fwd.udp = UdpListener(flow_host, sock, spec.guest_port, guest_ip)
         except OSError as e:
             sock.close()
             raise PortError(describe_bind_error(spec, e)) from None
@@ -319,12 +354,16 @@ class PortManager:
     # Controller protocol (api.py)
 
     async def add_forward(self, spec: PortSpec) -> int:
+        where = host_port_text(spec.host_addr, spec.host_port, spec.proto)
         for f in self.forwards.values():
             s = f.spec
             if (s.proto, s.host_addr, s.host_port) == (spec.proto, spec.host_addr, spec.host_port):
-                raise PortError(f"cannot publish {host_port_text(spec.host_addr, spec.host_port, spec.proto)}: "
-                                f"already published (id {f.id})")
-        spec, sock = bind_listener(spec)
+                raise PortError(f"cannot publish {where}: already published (id {f.id})")
+            if (":" not in spec.host_addr and f.dual_stack and
+                    (s.proto, s.host_port) == (spec.proto, spec.host_port)):
+                raise PortError(f"cannot publish {where}: {host_port_text(s.host_addr, s.host_port, s.proto)} "
+                                f"(id {f.id}) takes its IPv4 clients too")
+        spec, sock = bind_listener(spec, v6only_beside(spec, [f.spec for f in self.forwards.values()]))
         fwd = await self.adopt(spec, sock)
         return fwd.id
 

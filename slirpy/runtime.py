@@ -110,7 +110,8 @@ class Runtime:
         self.tap_gone = False          # the TAP device went away (its namespace was torn down)
         self.linger = 5.0              # seconds to let flows finish after the command exited
         self._dispatch = self._dispatch_table()
-        self.ports = _ports.PortManager(self, str(config.guest))
+        self.ports = _ports.PortManager(self, str(config.guest),
+                                        str(config.guest6) if config.ipv6 else None)
         self.api: ApiServer | None = None
         self._pending_listeners: list = []
         self._pending_api: tuple[str, Any] | None = None       # (path, bound socket)
@@ -517,6 +518,10 @@ class RuntimeControl:
     @property
     def guest_addr(self) -> str:
         return self._ports.guest_addr
+
+    @property
+    def guest_addr6(self) -> str | None:
+        return self._ports.guest_addr6
 
     async def add_forward(self, spec: PortSpec) -> int:
         return await self._ports.add_forward(spec)

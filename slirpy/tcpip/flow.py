@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import heapq
 from collections import OrderedDict, deque
-from typing import TYPE_CHECKING, Any, Iterator, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence, TypeVar
 
 from .checksum import sum16
 from .events import IcmpEchoFlowClosed, StackEvent, UdpFlowClosed
@@ -44,6 +44,8 @@ _PROTO_ICMP = 1
 
 FlowKey = tuple[bytes, int, bytes, int]   # guest ip, guest port, peer ip, peer port (as the guest sees it)
 EchoKey = tuple[bytes, int, bytes]        # guest ip, echo ident, peer ip
+# A TCP flow's framer: emit(flow, mss, segments) puts its segments on the link (iface/framer*.py)
+Emit = Callable[["TcpFlow", int, Sequence[Any]], None]
 
 K = TypeVar("K")
 
@@ -81,21 +83,24 @@ class TcpFlow(Flow):
     """One TCP flow: its `TcpConnection`, the prebuilt parts of every frame it emits, and the
     bookkeeping the stack needs (half-open, host reads paused, bytes queued)."""
 
-    __slots__ = ("conn", "eth_prefix", "ip_base_sum", "pseudo_base", "syn_head", "half_open",
-                 "read_paused", "bytes_in", "bytes_out", "queued", "give_up_at")
+    __slots__ = ("conn", "emit", "eth_prefix", "ip_base_sum", "pseudo_base", "syn_head",
+                 "half_open", "read_paused", "bytes_in", "bytes_out", "queued", "give_up_at")
 
     def __init__(self, flow_id: int, key: FlowKey, conn: TcpConnection, guest_ip: bytes,
                  guest_port: int, host_ip: bytes, host_port: int, eth_prefix: bytes | None,
                  now: float, syn_head: bytes = b"", inbound: bool = False,
-                 target: str = "") -> None:
+                 target: str = "", *, emit: Emit) -> None:
         Flow.__init__(self, flow_id, key, guest_ip, guest_port, host_ip, host_port, target, now,
                       inbound)
         self.conn = conn
+        self.emit = emit                  # its family's framer: emit(flow, mss, segments)
         self.eth_prefix = eth_prefix      # None until the guest's MAC is known (inbound flows)
         # Sum of the IPv4 header fields that never change for this flow (version/IHL, DF,
-        # TTL/protocol, addresses): per frame only total length and ident are added.
+        # TTL/protocol, addresses): per frame only total length and ident are added. (An
+        # IPv6 header has no checksum: its framer leaves this unused.)
         self.ip_base_sum = 0x4500 + 0x4000 + ((64 << 8) | _PROTO_TCP) + sum16(host_ip + guest_ip)
-        # Pseudo-header sum without the length, for the TCP checksum.
+        # Pseudo-header sum without the length, for the TCP checksum (the same for IPv6: the
+        # 32-bit length and next header of its pseudo-header sum alike modulo 0xFFFF).
         self.pseudo_base = sum16(host_ip + guest_ip) + _PROTO_TCP
         self.syn_head = syn_head          # start of the guest's SYN packet, quoted in ICMP errors
         self.half_open = True
@@ -107,16 +112,19 @@ class TcpFlow(Flow):
 
 
 class DatagramFlow(Flow):
-    """One UDP flow (guest ip:port <-> host ip:port) or ICMP echo flow (guest ip, ident, host ip)."""
+    """One UDP flow (guest ip:port <-> host ip:port) or ICMP echo flow (guest ip, ident, host
+    ip), of either IP family."""
 
-    __slots__ = ("proto", "dns", "last_head", "last_active", "replied", "datagrams_in",
+    __slots__ = ("proto", "fam", "dns", "last_head", "last_active", "replied", "datagrams_in",
                  "datagrams_out", "pseudo_base")
 
     def __init__(self, flow_id: int, key: Any, proto: int, guest_ip: bytes, guest_port: int,
                  host_ip: bytes, host_port: int, now: float, dns: bool = False,
-                 target: str = "") -> None:
+                 target: str = "", fam: Any = None) -> None:
         Flow.__init__(self, flow_id, key, guest_ip, guest_port, host_ip, host_port, target, now)
-        self.proto = proto                # 17 (UDP) or 1 (ICMP echo; ports are the echo ident)
+        # 17 (UDP) or 1 (an echo flow, ICMP or ICMPv6 by its family; ports are the echo ident)
+        self.proto = proto
+        self.fam = fam                    # its IP family's framing (iface.link.IpFamily)
         self.dns = dns                    # to the DNS forwarder: the runtime picks the upstream
         self.last_head = b""              # start of the last guest packet (IP header on)
         self.last_active = now
@@ -290,7 +298,7 @@ class FlowTable:
         self._counters["tcp.flows.opened"] += 1
 
     def new_dgram(self, key: Any, proto: int, guest_ip: bytes, guest_port: int, host_ip: bytes,
-                  host_port: int, now: float, dns: bool, target: str) -> DatagramFlow:
+                  host_port: int, now: float, dns: bool, target: str, fam: Any) -> DatagramFlow:
         """Open a UDP or echo flow (evicting the least recently active one when full)."""
         if proto == _PROTO_UDP:
             table: OrderedDict[Any, DatagramFlow] = self.udp
@@ -303,7 +311,7 @@ class FlowTable:
             self.close_dgram(table[victim], "evicted")
         flow_id = self.new_id()
         flow = DatagramFlow(flow_id, key, proto, guest_ip, guest_port, host_ip, host_port, now,
-                            dns, target)
+                            dns, target, fam)
         table[key] = flow
         self.dgram_by_id[flow_id] = flow
         self.by_id[flow_id] = flow

@@ -5,7 +5,11 @@ Theory of operation
 The stack plays every host the guest can reach on its Ethernet link: the virtual gateway
 (network+2) and DNS address (network+3) answer ARP and ICMP echo themselves; everything else
 the guest sends through the gateway is terminated here and becomes a *flow* the runtime
-proxies to an ordinary host socket.
+proxies to an ordinary host socket. With `config.network6` (IPv6, dual stack) the same holds
+for IPv6: gateway network6+2 (and its link-local address), DNS network6+3, neighbour discovery
+and router advertisements (prefix, MTU, RDNSS) instead of ARP, ICMPv6 instead of ICMP; flows of
+both families share one table and the same handlers, and events carry the IPv6 address as
+text. Without it every IPv6 frame is dropped and counted (`ipv6.rx.drop.off`).
 
 Inputs are frames from the TAP (`receive_frame(frame, now)`), host-side happenings
 (`tcp_host_*`), and the clock (`handle_timer(now)`). Outputs are frames for the TAP
@@ -66,11 +70,19 @@ inbound flow can never share a key with an outbound one: an inbound open whose k
 (`tcp.inbound.drop.tuple_in_use`). Until the guest's MAC is known (a guest that only
 listens has sent nothing yet) inbound frames wait and the stack ARPs for the guest.
 
-Not implemented here (yet): IPv6, IP fragments (dropped, counted).
+Inbound over IPv6: `guest_ip=None` follows the client's family (an IPv6 client reaches the
+guest's IPv6 address from its own, or from the IPv6 gateway when the guest could not route
+back to it; an IPv4 or IPv4-mapped client, or any client with IPv6 off, goes over IPv4); an
+explicit packed `guest_ip` picks the family, and a client of the other family appears as that
+family's gateway.
+
+Not implemented here: IP fragments and IPv6 extension headers beyond the walk of wire/ipv6.py
+(dropped, counted).
 
 Layout: this module only wires the layers together and is the public API. The work is done
-by iface/ (link, neighbours, ipv4, tcp, udp, icmp, framer), flow.py (tables, ids, deadlines,
-budgets), fwd.py (every forwarding/NAT decision) and events.py (what the runtime is told).
+by iface/ (link, neighbours and ndp, ipv4 and ipv6, tcp, udp, icmp and icmpv6, framer and
+framer6), flow.py (tables, ids, deadlines, budgets), fwd.py (every forwarding/NAT decision)
+and events.py (what the runtime is told).
 Per-packet and per-host-input entry points are the layers' own bound methods, set on the
 instance, so the facade adds no call layer to the hot path.
 """
@@ -90,9 +102,12 @@ from .events import (  # noqa: F401  (re-exported: the runtime-facing events are
 )
 from .flow import DatagramFlow, FlowTable, TcpFlow
 from .fwd import ECONNREFUSED, EHOSTUNREACH, ENETUNREACH  # noqa: F401  (re-exported for tests)
-from .iface.icmp import IcmpHandler
+from .iface.icmp import ErrorChannel, IcmpHandler
+from .iface.icmpv6 import Icmpv6Handler
 from .iface.ipv4 import Ipv4Input
+from .iface.ipv6 import Ipv6Input
 from .iface.link import Frame, Link
+from .iface.ndp import Ndp
 from .iface.neighbours import Neighbours
 from .iface.tcp import TcpHandler
 from .iface.udp import UdpHandler
@@ -134,14 +149,29 @@ class Stack:
         self._icmp = icmp = IcmpHandler(config, link, table, fwd, self._events)
         dirty: dict[int, TcpFlow] = {}
         self.neighbours = nb = Neighbours(config, link, table, dirty)
-        self._tcp = tcp = TcpHandler(config, link, nb, table, fwd, icmp, self._events, self._rng)
+        # The ICMP flavour of each family's flows, by address length (IPv6 adds its own).
+        errors: dict[int, ErrorChannel] = {4: icmp}
+        ndp = icmp6 = None
+        if config.network6 is not None:
+            ndp = Ndp(config, link, nb)
+            nb.solicit6 = ndp.solicit_guest
+            icmp6 = errors[16] = Icmpv6Handler(config, link, table, fwd, ndp, icmp, self._events)
+        self.ndp: Ndp | None = ndp
+        self._icmp6: Icmpv6Handler | None = icmp6
+        self._tcp = tcp = TcpHandler(config, link, nb, table, fwd, errors, self._events,
+                                     self._rng)
         tcp.dirty = self._dirty = dirty
-        self._udp = udp = UdpHandler(config, link, nb, table, fwd, icmp, self._events)
+        self._udp = udp = UdpHandler(config, link, nb, table, fwd, errors, self._events)
         nb.deliver_udp = udp.host_datagram
         self.ipv4 = Ipv4Input(link, nb, Prefix(config.network), tcp.receive, udp.receive,
                               icmp.receive)
         link.ipv4_input = self.ipv4.receive
         link.arp_input = nb.receive_arp
+        self.ipv6: Ipv6Input | None = None
+        if ndp is not None and icmp6 is not None:
+            self.ipv6 = Ipv6Input(link, nb, ndp, Prefix(config.network6), tcp.receive,
+                                  udp.receive, icmp6.receive, icmp6.receive_link)
+            link.ipv6_input = self.ipv6.receive
         self._bind_entry_points()
 
     def _bind_entry_points(self) -> None:
@@ -156,9 +186,28 @@ class Stack:
         self.tcp_host_write_paused = tcp.host_write_paused
         self.udp_host_datagram = udp.host_datagram
         self.udp_host_error = udp.host_error
-        self.icmp_host_echo_reply = icmp.host_echo_reply
-        self.icmp_host_error = icmp.host_error
         self.icmp_echo_dropped = icmp.echo_dropped
+        if self._icmp6 is None:
+            self.icmp_host_echo_reply = icmp.host_echo_reply
+            self.icmp_host_error = icmp.host_error
+        else:
+            self.icmp_host_echo_reply = self._echo_reply_by_family
+            self.icmp_host_error = self._echo_error_by_family
+
+    def _icmp_of(self, flow_id: int) -> IcmpHandler | Icmpv6Handler:
+        """The ICMP flavour of an echo flow (IPv4's for a flow that is gone: it counts that)."""
+        flow = self.table.dgram_by_id.get(flow_id)
+        if flow is not None and len(flow.guest_ip) == 16 and self._icmp6 is not None:
+            return self._icmp6
+        return self._icmp
+
+    def _echo_reply_by_family(self, flow_id: int, seq: int, data: bytes | memoryview,
+                              hop_limit: int, now: float) -> None:
+        self._icmp_of(flow_id).host_echo_reply(flow_id, seq, data, hop_limit, now)
+
+    def _echo_error_by_family(self, flow_id: int, icmp_type: int, icmp_code: int, now: float,
+                              offender: bytes | None = None, info: int = 0) -> None:
+        self._icmp_of(flow_id).host_error(flow_id, icmp_type, icmp_code, now, offender, info)
 
     # ------------------------------------------------------------------ public: TAP side
 
@@ -229,16 +278,17 @@ class Stack:
         if self.link.guest_mac is None:
             self.neighbours.arp_for_guest(now)
 
-    def inbound_source(self, client_ip: str) -> bytes:
-        """The address the guest sees for a host client at `client_ip` (fwd.py decides)."""
-        return self.fwd.inbound_source(client_ip)
+    def inbound_source(self, client_ip: str, guest_ip: bytes | None = None) -> bytes:
+        """The address the guest (at `guest_ip`, by default its IPv4 address) sees for a host
+        client at `client_ip` (fwd.py decides)."""
+        return self.fwd.inbound_source(client_ip, guest_ip)
 
     def tcp_inbound_open(self, client_ip: str, client_port: int, guest_port: int,
-                         now: float) -> int | None:
+                         now: float, guest_ip: bytes | None = None) -> int | None:
         """A host client connected to a port published to `guest_port`: open a flow whose SYN
-        reaches the guest from the client's address (or the gateway's, see the module doc).
-        Returns the flow id, or None when the flow cannot be opened (counted): the runtime
-        then resets the client."""
+        reaches the guest (at `guest_ip`, packed, or chosen by the client's family) from the
+        client's address (or the gateway's, see the module doc). Returns the flow id, or None
+        when the flow cannot be opened (counted): the runtime then resets the client."""
         c = self.counters
         if not _fwd.ports_valid(guest_port, client_port):
             c["tcp.inbound.drop.port_zero"] += 1
@@ -247,21 +297,31 @@ class Stack:
         if why is not None:
             c["tcp.inbound.drop." + why] += 1
             return None
+        guest = self.fwd.inbound_guest(client_ip, guest_ip)
+        if guest is None:
+            c["tcp.inbound.drop.family_off"] += 1
+            return None
         key = self.fwd.inbound_key(client_ip, client_port, guest_port, self.table.tcp_by_key,
-                                   "tcp", self._tcp.free_time_wait)
+                                   "tcp", self._tcp.free_time_wait, guest)
         if key is None:
             return None
         return self._tcp.inbound_open(key, guest_port, client_ip, now)
 
     def udp_inbound_open(self, client_ip: str, client_port: int, guest_port: int,
-                         now: float) -> int | None:
+                         now: float, guest_ip: bytes | None = None) -> int | None:
         """A new host client (address:port) sent to a UDP port published to `guest_port`:
-        make its flow (deliver its datagrams with `udp_host_datagram`). Returns the flow id,
-        or None (counted)."""
+        make its flow (deliver its datagrams with `udp_host_datagram`); the guest side as for
+        `tcp_inbound_open`. Returns the flow id, or None (counted)."""
+        c = self.counters
         if not _fwd.ports_valid(guest_port, client_port):
-            self.counters["udp.inbound.drop.port_zero"] += 1
+            c["udp.inbound.drop.port_zero"] += 1
             return None
-        key = self.fwd.inbound_key(client_ip, client_port, guest_port, self.table.udp, "udp")
+        guest = self.fwd.inbound_guest(client_ip, guest_ip)
+        if guest is None:
+            c["udp.inbound.drop.family_off"] += 1
+            return None
+        key = self.fwd.inbound_key(client_ip, client_port, guest_port, self.table.udp, "udp",
+                                   None, guest)
         if key is None:
             return None
-        return self._udp.inbound_open(key, self.guest_ip, guest_port, client_ip, now)
+        return self._udp.inbound_open(key, guest, guest_port, client_ip, now)

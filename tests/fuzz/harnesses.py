@@ -1,4 +1,5 @@
-"""Fuzz harnesses: one per wire parser, and one that drives a whole `Stack`.
+"""Fuzz harnesses: one per wire parser, and one that drives a whole `Stack`. The IPv6 ones
+(ipv6, icmpv6, ndp) live in tests/fuzz/harnesses_ipv6.py and are registered here.
 
 A harness is called with one input (``bytes``) and must return normally. Malformed input is
 fine -- the parsers raise `MalformedPacket` and the harness swallows it -- but any other
@@ -44,6 +45,7 @@ from slirpy.tcpip.wire.udp import UdpHeader
 from slirpy.tcpip.wire.virtio import VirtioNetHeader
 
 from tests.fuzz.guestsim import GUEST_IP, HOST_IP, Guest
+from tests.fuzz.harnesses_ipv6 import fuzz_icmpv6, fuzz_ipv6, fuzz_ndp
 
 CORPUS = Path(__file__).resolve().parent / "corpus"
 A = GUEST_IP
@@ -429,6 +431,9 @@ HARNESSES = {
     "icmp": (fuzz_icmp, lambda: corpus("icmp")),
     "udp": (fuzz_udp, lambda: corpus("udp")),
     "tcp": (fuzz_tcp, lambda: corpus("tcp")),
+    "ipv6": (fuzz_ipv6, lambda: corpus("ipv6")),
+    "icmpv6": (fuzz_icmpv6, lambda: corpus("icmpv6")),
+    "ndp": (fuzz_ndp, lambda: corpus("ndp")),
     "stack": (None, stack_corpus),          # target built per run: StackHarness(seed)
     "dns": (None, dns_corpus),              # target built per run: DnsHarness(seed)
 }

@@ -16,6 +16,7 @@ from slirpy.config import PortSpec
 
 class FakeController:
     guest_addr = "10.0.2.100"
+    guest_addr6: str | None = "fd00::100"
 
     def __init__(self):
         self.forwards: dict[int, PortSpec] = {}
@@ -120,6 +121,52 @@ def test_ipv6_host_address_is_accepted_and_canonical():
     assert run(ctl, '{"execute": "add_hostfwd", "arguments": {"proto": "tcp", "host_addr": "0::1", '
                     '"host_port": 8092, "guest_port": 80}}') == b'{"return":{"id":1}}'
     assert ctl.forwards[1].host_addr == "::1"
+
+
+def add(ctl, host_addr: str, host_port: int, guest_addr: str | None = None) -> bytes:
+    args = {"proto": "tcp", "host_addr": host_addr, "host_port": host_port, "guest_port": 80}
+    if guest_addr is not None:
+        args["guest_addr"] = guest_addr
+    return run(ctl, json.dumps({"execute": "add_hostfwd", "arguments": args}))
+
+
+@pytest.mark.parametrize("given, kept", [
+    (None, None),                              # each client reaches the guest over its own family
+    ("10.0.2.100", "10.0.2.100"),              # slirp4netns's: every client over IPv4
+    ("fd00::100", "fd00::100"),                # an extension: every client over IPv6
+    ("FD00:0:0::100", "fd00::100"),            # canonical
+])
+def test_guest_addr_is_one_of_the_sandboxs_addresses(given, kept):
+    ctl = FakeController()
+    assert add(ctl, "::", 8095, given) == b'{"return":{"id":1}}'
+    assert ctl.forwards[1] == PortSpec("tcp", "::", 8095, 80, kept)
+
+
+@pytest.mark.parametrize("guest6, given", [
+    ("fd00::100", "fd00::5"),                  # not the sandbox
+    ("fd00::100", "::ffff:10.0.2.100"),        # not the same address, whatever it maps to
+    (None, "fd00::100"),                       # IPv6 off: the sandbox has no IPv6 address
+])
+def test_other_guest_addresses_keep_slirp4netns_error(guest6, given):
+    ctl = FakeController()
+    ctl.guest_addr6 = guest6
+    assert add(ctl, "::1", 8096, given) == \
+        b'{"error":{"desc":"bad request: add_hostfwd: bad arguments.guest_addr"}}'
+    assert ctl.forwards == {}
+
+
+def test_list_shows_the_guest_address_each_forward_reaches():
+    ctl = FakeController()
+    add(ctl, "0.0.0.0", 8081)
+    add(ctl, "::", 8082)
+    add(ctl, "::1", 8083, "10.0.2.100")
+    add(ctl, "127.0.0.1", 8084, "fd00::100")
+    entries = json.loads(run(ctl, '{"execute": "list_hostfwd"}'))["entries"]
+    assert [(e["host_addr"], e["guest_addr"]) for e in entries] == [
+        ("0.0.0.0", "10.0.2.100"), ("::", "fd00::100"), ("::1", "10.0.2.100"),
+        ("127.0.0.1", "fd00::100")]
+    ctl.guest_addr6 = None                     # IPv6 off: every client reaches the IPv4 address
+    assert api.shown_guest_addr(ctl, PortSpec("tcp", "::", 8082, 80)) == "10.0.2.100"
 
 
 def test_a_new_execute_is_one_handler():

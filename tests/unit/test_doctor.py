@@ -109,3 +109,42 @@ def test_print_report_exit_code(monkeypatch):
     out = io.StringIO()
     assert doctor.print_report(out) == 1
     assert "[FAIL] c: broken" in out.getvalue() and "fix: do c" in out.getvalue()
+
+
+IF_INET6 = """\
+fd000000000000000000000000000002 04 40 00 82     eth0
+00000000000000000000000000000001 01 80 10 80       lo
+fe8000000000000000fc00fffe000001 04 40 20 80     eth0
+"""
+ROUTE_DEFAULT = ("00000000000000000000000000000000 00 00000000000000000000000000000000 00 "
+                 "fd000000000000000000000000000001 00000400 00000003 00000000 00000003     eth0\n")
+ROUTE_UNREACHABLE = ("00000000000000000000000000000000 00 00000000000000000000000000000000 00 "
+                     "00000000000000000000000000000000 ffffffff 00000001 00000000 00200200       lo\n")
+ROUTE_LOCAL = ("fd000000000000000000000000000000 40 00000000000000000000000000000000 00 "
+               "00000000000000000000000000000000 00000100 00000001 00000000 00000001     eth0\n")
+
+
+def test_global_ipv6_addresses_skip_loopback_and_link_local():
+    assert doctor.global_ipv6_addresses(IF_INET6) == [("fd00::2", "eth0")]
+    assert doctor.global_ipv6_addresses("garbage\n\n") == []
+
+
+def test_ipv6_default_route_ignores_the_kernels_unreachable_one():
+    assert doctor.ipv6_default_route(ROUTE_LOCAL + ROUTE_DEFAULT) == "eth0"
+    assert doctor.ipv6_default_route(ROUTE_LOCAL + ROUTE_UNREACHABLE) is None
+    assert doctor.ipv6_default_route("") is None
+
+
+def test_ipv6_finding_says_what_the_sandbox_gets():
+    ok = doctor.ipv6_finding(IF_INET6, ROUTE_DEFAULT, 0)
+    assert (ok.ok, ok.required) == (True, False)
+    assert ok.detail == "fd00::2 on eth0, default route via eth0; ICMPv6 ping sockets allowed"
+    no_ping = doctor.ipv6_finding(IF_INET6, ROUTE_DEFAULT, errno.EACCES)
+    assert "ping -6 from the sandbox will not work" in no_ping.detail and no_ping.fix == doctor.FIX_PING
+    no_route = doctor.ipv6_finding(IF_INET6, ROUTE_UNREACHABLE, 0)
+    assert not no_route.ok and "no IPv6 default route" in no_route.detail
+    lo_only = doctor.ipv6_finding(IF_INET6.splitlines()[1] + "\n", "", 0)
+    assert not lo_only.ok and lo_only.detail.startswith("no global IPv6 address on this host; the "
+                                                        "sandbox's connections to IPv6 addresses fail at once")
+    off = doctor.ipv6_finding(None, "", errno.EAFNOSUPPORT)
+    assert not off.ok and not off.required and "IPv6 turned off" in off.detail and "--no-ipv6" in off.fix

@@ -1,18 +1,20 @@
 """ICMP: the echo responder of the virtual hosts, the echo proxy, and every ICMP error the
-guest is sent.
+guest is sent over IPv4.
 
 Why a module: ICMP is both a transport of its own (echo flows, one per guest identifier and
 destination, sent by the runtime from an unprivileged ICMP socket; nothing here forges a
 reply) and the error channel of the others: a refused UDP datagram, a failed TCP connect, an
 error the host learned about a UDP or echo flow all become an ICMP error built here, quoting
-the guest's packet.
+the guest's packet. ICMPv6 (icmpv6.py) is the same for IPv6 flows: both offer the
+`ErrorChannel` interface, which the TCP and UDP handlers pick by the flow's address length,
+and share the echo-flow bookkeeping (`proxy_echo`).
 """
 
 from __future__ import annotations
 
 import struct
 from collections import deque
-from typing import Any
+from typing import Any, Protocol
 
 from .. import fwd as _fwd
 from ..wire import icmp as _icmp
@@ -26,6 +28,19 @@ QUOTE_MAX = _icmp.ERROR_QUOTE_MAX       # head of a guest packet kept for ICMP e
 _ECHO_ID_SEQ = struct.Struct("!HH")
 
 
+class ErrorChannel(Protocol):
+    """What the TCP and UDP handlers ask of an ICMP flavour (ICMPv4 or ICMPv6)."""
+
+    unreach_type: int               # the flavour's destination-unreachable type
+
+    def flow_error(self, flow: DatagramFlow, icmp_type: int, icmp_code: int,
+                   offender: bytes | None, info: int) -> None: ...
+
+    def port_unreachable(self, packet: memoryview, src: bytes, dst: bytes) -> None: ...
+
+    def unreachable_from_gateway(self, to_ip: bytes, code: int, quote: bytes) -> None: ...
+
+
 class IcmpHandler:
     def __init__(self, config: Any, link: Link, table: FlowTable, fwd: _fwd.Forwarder,
                  events: deque[StackEvent]) -> None:
@@ -37,6 +52,7 @@ class IcmpHandler:
         self._events = events
         self._mtu: int = config.mtu
         self.gateway_ip = fwd.gateway_ip
+        self.unreach_type = _icmp.DEST_UNREACH
 
     # ------------------------------------------------------------------ guest side
 
@@ -64,20 +80,27 @@ class IcmpHandler:
         if verdict.host is None:
             c["icmp.rx.drop." + verdict.why] += 1
             return
+        self.proxy_echo(packet, msg, src, dst, ttl, verdict.host, now)
+
+    def proxy_echo(self, packet: memoryview, msg: memoryview, src: bytes, dst: bytes, ttl: int,
+                   host: str, now: float) -> None:
+        """An echo request (`msg`, the ICMP or ICMPv6 message of `packet`) the forwarder let
+        through to `host`: into its echo flow (opened here), and to the runtime to send. Both
+        flavours' echo messages keep identifier and sequence at the same place."""
         ident, seq = _ECHO_ID_SEQ.unpack_from(msg, 4)
         key = (src, ident, dst)
         table = self._table.echo
         flow = table.get(key)
         if flow is None:
             flow = self._table.new_dgram(key, PROTO_ICMP, src, ident, dst, 0, now, False,
-                                         verdict.host)
-            self._events.append(IcmpEchoFlowOpened(flow.flow_id, verdict.host, ntoa(src), ident))
+                                         host, self._link.family(src))
+            self._events.append(IcmpEchoFlowOpened(flow.flow_id, host, ntoa(src), ident))
         else:
             table.move_to_end(key)
-        flow.last_head = bytes(packet[:QUOTE_MAX])
+        flow.last_head = bytes(packet[:flow.fam.quote_max])
         flow.last_active = now
         flow.datagrams_in += 1
-        c["icmp.rx.echo_request.proxied"] += 1
+        self._counters["icmp.rx.echo_request.proxied"] += 1
         self._events.append(IcmpEchoRequested(flow.flow_id, seq, ttl, msg[_icmp.ICMP_HLEN:]))
 
     # ------------------------------------------------------------------ host side

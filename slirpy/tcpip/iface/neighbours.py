@@ -1,11 +1,13 @@
-"""Neighbours: ARP (answering for the virtual hosts, learning the guest's MAC) and the queues
-of what waits for that MAC.
+"""Neighbours: ARP (answering for the virtual hosts, learning the guest's MAC), the one
+neighbour table, and the queues of what waits for the guest's MAC.
 
 Why a module: the only thing the stack must learn about its link is who is on it. A guest that
 has only listened so far (inbound flows to a published port) has sent nothing, so its MAC is
 unknown: TCP flows wait in `await_tcp` (their segments stay pending in the connection) and UDP
-datagrams in `await_udp` while we ARP for the guest, at most every `GUEST_ARP_INTERVAL`.
-IPv6 adds NDP beside ARP here.
+datagrams in `await_udp` while we ask for the guest (ARP, or NDP for an IPv6 flow), at most
+every `GUEST_ARP_INTERVAL`. NDP (ndp.py) sits beside ARP and shares the table (IPv4 and IPv6
+entries together, `limits.max_neighbours` in all) and the guest's MAC: the guest has one MAC,
+learned from either family and used by both.
 """
 
 from __future__ import annotations
@@ -23,9 +25,14 @@ GUEST_ARP_INTERVAL = 0.5        # seconds between ARP requests for a silent gues
 UDP_AWAIT_MAC_MAX = 64          # inbound datagrams held while the guest's MAC is unknown
 
 UdpDeliver = Callable[[int, bytes, float], None]
+Solicit = Callable[[float], None]
 
 
 def _drop(flow_id: int, data: bytes, now: float) -> None:
+    return None
+
+
+def _no_solicit(now: float) -> None:
     return None
 
 
@@ -46,6 +53,7 @@ class Neighbours:
         self.await_tcp: dict[int, TcpFlow] = {}
         self.await_udp: deque[tuple[int, bytes, float]] = deque()
         self.deliver_udp: UdpDeliver = _drop       # wired to the UDP handler by the Stack
+        self.solicit6: Solicit = _no_solicit        # wired to NDP by the Stack (IPv6 on)
         self._guest_arp_at: float | None = None
 
     def receive_arp(self, mv: memoryview, src_mac: bytes) -> None:
@@ -64,20 +72,37 @@ class Neighbours:
         c["arp.tx.reply"] += 1
 
     def learn(self, ip: bytes, mac: bytes) -> None:
+        """An IPv4 neighbour (from ARP or an IPv4 packet), if it is on the sandbox network."""
         net = self._net
         if (int.from_bytes(ip, "big") & net.mask) != net.lo or mac[0] & 1:
             return
+        self.remember(ip, mac, "arp.neighbour.evicted")
+        if ip == self.guest_ip:
+            self.guest_mac_is(mac)
+
+    def remember(self, ip: bytes, mac: bytes, evicted: str) -> None:
+        """Enter a neighbour of either family in the one bounded table (the least recently
+        added entry makes room; counted as `evicted`)."""
         table = self.entries
         if ip not in table:
             victim = lru_victim(table, self._max)
             if victim is not None:
                 table.pop(victim)
-                self._counters["arp.neighbour.evicted"] += 1
+                self._counters[evicted] += 1
         table[ip] = mac
-        if ip == self.guest_ip:
-            self._link.guest_mac = mac
-            if self.await_tcp or self.await_udp:
-                self._guest_mac_learned(mac)
+
+    def guest_mac_is(self, mac: bytes) -> None:
+        """The guest's MAC, learned from either family: what waited for it leaves now."""
+        self._link.guest_mac = mac
+        if self.await_tcp or self.await_udp:
+            self._guest_mac_learned(mac)
+
+    def solicit_guest(self, guest_ip: bytes, now: float) -> None:
+        """Ask for the guest's MAC on behalf of a flow to `guest_ip` (ARP, or NDP for IPv6)."""
+        if len(guest_ip) == 16:
+            self.solicit6(now)
+        else:
+            self.arp_for_guest(now)
 
     def arp_for_guest(self, now: float) -> None:
         last = self._guest_arp_at
@@ -89,21 +114,22 @@ class Neighbours:
         link.send_arp(BROADCAST_MAC, link.gw_mac, req.pack())
         self._counters["arp.tx.request"] += 1
 
-    def hold_udp(self, flow_id: int, data: bytes | memoryview, now: float) -> bool:
+    def hold_udp(self, flow_id: int, data: bytes | memoryview, now: float,
+                 guest_ip: bytes = b"") -> bool:
         """Keep an inbound datagram until the guest's MAC is known; False when the queue is full."""
         if len(self.await_udp) >= UDP_AWAIT_MAC_MAX:
             return False
         self.await_udp.append((flow_id, bytes(data), now))
-        self.arp_for_guest(now)
+        self.solicit_guest(guest_ip, now)
         return True
 
     def _guest_mac_learned(self, mac: bytes) -> None:
         if self.await_tcp:
-            prefix = self._link.eth_prefix(mac)
+            link = self._link
             live = self._table.tcp_by_id
             for fid, flow in self.await_tcp.items():
                 if fid in live:
-                    flow.eth_prefix = prefix
+                    flow.eth_prefix = link.eth_prefix(mac, None, link.family(flow.guest_ip).ethertype)
                     self._dirty[fid] = flow
             self.await_tcp.clear()
         held = self.await_udp

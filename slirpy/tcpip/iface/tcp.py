@@ -9,10 +9,16 @@ where it goes; flow.py keeps the tables and budgets; framer.py builds the frames
 Inbound flows (published ports): the SYN reaches the guest from the client's own address (or
 the gateway's, fwd.py) and port; a guest RST closes the flow with `reset=True`; a SYN the
 guest never answers gives up after `Limits.tcp_inbound_timeout`, also with `reset=True`.
+
+Both IP families: segments arrive the same way from ipv4.py and ipv6.py; what differs per
+family (the TcpParams with its MSS, the framer, the ethertype, the ICMP flavour of a failed
+connect) is chosen by address length when a flow is made (`_Family`) or on an error path,
+never per segment.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import random
 import struct
@@ -31,9 +37,11 @@ from ..tcp.connection import TcpConnection
 from ..tcp.events import Closed, DataReceived, EofReceived, Established, Reset
 from ..tcp.params import TcpParams
 from ..tcp.state import TcpState
+from ..flow import Emit
 from ..wire.tcp import ACK, FIN, RST, SYN, TcpSegment
 from .framer import GSO_MAX, Framer
-from .icmp import IcmpHandler
+from .framer6 import GSO_MAX6, Framer6
+from .icmp import ErrorChannel
 from .link import Link
 from .neighbours import Neighbours
 
@@ -41,10 +49,22 @@ SYN_HEAD_MAX = 576 - 20 - 8             # what an ICMP error may quote (RFC 1812
 _PORT_PAIR = struct.Struct("!HH")
 
 
+class _Family:
+    """What a TCP flow of one IP family is made with."""
+
+    __slots__ = ("params", "emit", "ethertype", "quote_max")
+
+    def __init__(self, params: TcpParams, emit: Emit, ethertype: int, quote_max: int) -> None:
+        self.params = params
+        self.emit = emit
+        self.ethertype = ethertype
+        self.quote_max = quote_max      # head of the guest's SYN kept for an ICMP error
+
+
 class TcpHandler:
     def __init__(self, config: Any, link: Link, neighbours: Neighbours, table: FlowTable,
-                 fwd: _fwd.Forwarder, icmp: IcmpHandler, events: deque[StackEvent],
-                 rng: random.Random) -> None:
+                 fwd: _fwd.Forwarder, errors: dict[int, ErrorChannel],
+                 events: deque[StackEvent], rng: random.Random) -> None:
         limits = self._limits = config.limits
         self._link = link
         self._neighbours = neighbours
@@ -55,9 +75,8 @@ class TcpHandler:
         self._all_by_id = table.by_id
         self._budgets = table.budgets
         self._fwd = fwd
-        self._icmp = icmp
+        self._errors = errors          # the ICMP flavour by address length (4 or 16)
         self._events = events
-        self._emit = Framer(link).emit
         self._iss_secret = rng.randbytes(16)
         self.guest_ip: bytes = config.guest.packed
         self.dirty: dict[int, TcpFlow] = {}      # insertion-ordered set of flows to service
@@ -70,6 +89,13 @@ class TcpHandler:
             ack_delay=limits.tcp_ack_delay,
             counters=c,
         )
+        # IPv6: 20 more header bytes per packet, and its own framer (framer6.py).
+        params6 = dataclasses.replace(self.params, mss=config.mtu - 60,
+                                      gso_max=GSO_MAX6 if link.offload else 0)
+        self._families = {
+            4: _Family(self.params, Framer(link).emit, link.v4.ethertype, SYN_HEAD_MAX),
+            16: _Family(params6, Framer6(link).emit, link.v6.ethertype, link.v6.quote_max),
+        }
 
     # ------------------------------------------------------------------ guest segments
 
@@ -165,13 +191,15 @@ class TcpHandler:
             self._counters["tx.drop.no_guest_mac"] += 1
             return
         assert verdict.host is not None
+        fam = self._families[len(src)]
         flow_id = self._table.new_id()
         key = (src, seg.src_port, dst, seg.dst_port)
-        conn = TcpConnection.passive(seg, self._iss(key, now), now, self.params)
+        conn = TcpConnection.passive(seg, self._iss(key, now), now, fam.params)
         conn.set_receive_window(self._budgets.rcv_share)
         flow = TcpFlow(flow_id, key, conn, src, seg.src_port, dst, seg.dst_port,
-                       self._link.eth_prefix(mac), now, syn_head=bytes(packet[:SYN_HEAD_MAX]),
-                       target=verdict.host)
+                       self._link.eth_prefix(mac, None, fam.ethertype), now,
+                       syn_head=bytes(packet[:fam.quote_max]), target=verdict.host,
+                       emit=fam.emit)
         self._table.add_tcp(flow)
         if verdict.dns:
             self._counters["dns.tcp.flows.opened"] += 1
@@ -201,14 +229,14 @@ class TcpHandler:
                 # An inbound flow to a guest whose MAC we do not know yet: hold its segments
                 # (they stay pending in the connection) and ask for the MAC.
                 self._neighbours.await_tcp[fid] = flow
-                self._neighbours.arp_for_guest(now)
+                self._neighbours.solicit_guest(flow.guest_ip, now)
                 self._rearm(flow, conn.get_timer())
                 return
             conn.segments_to_send(now)           # nothing was ever sent: nothing to reset
         else:
             segments = conn.segments_to_send(now)
             if segments:
-                self._emit(flow, conn.snd_mss, segments)
+                flow.emit(flow, conn.snd_mss, segments)
         events = self._events
         closed = reset = False
         for ev in conn.take_events():
@@ -288,16 +316,18 @@ class TcpHandler:
     # ------------------------------------------------------------------ inbound
 
     def inbound_open(self, key: FlowKey, guest_port: int, client_ip: str, now: float) -> int:
-        """Open the active flow of a published port's client (key from fwd.inbound_key)."""
+        """Open the active flow of a published port's client (key from fwd.inbound_key: the
+        guest address in it says the family)."""
         c = self._counters
-        _, _, src, sport = key
+        guest_ip, _, src, sport = key
+        fam = self._families[len(guest_ip)]
         flow_id = self._table.new_id()
-        conn = TcpConnection.active(self._iss(key, now), now, self.params)
+        conn = TcpConnection.active(self._iss(key, now), now, fam.params)
         conn.set_receive_window(self._budgets.rcv_share)
         mac = self._link.guest_mac
-        prefix = self._link.eth_prefix(mac) if mac is not None else None
-        flow = TcpFlow(flow_id, key, conn, self.guest_ip, guest_port, src, sport, prefix, now,
-                       inbound=True, target=client_ip)
+        prefix = self._link.eth_prefix(mac, None, fam.ethertype) if mac is not None else None
+        flow = TcpFlow(flow_id, key, conn, guest_ip, guest_port, src, sport, prefix, now,
+                       inbound=True, target=client_ip, emit=fam.emit)
         self._table.add_tcp(flow)
         c["tcp.inbound.opened"] += 1
         flow.give_up_at = now + self._limits.tcp_inbound_timeout
@@ -320,7 +350,7 @@ class TcpHandler:
         if flow.eth_prefix is not None:
             segments = conn.segments_to_send(now)
             if segments:
-                self._emit(flow, conn.snd_mss, segments)
+                flow.emit(flow, conn.snd_mss, segments)
         self.forget(flow, True)
 
     # ------------------------------------------------------------------ host side
@@ -338,7 +368,8 @@ class TcpHandler:
         if flow is None:
             return
         c = self._counters
-        code = _fwd.connect_failure(err)
+        n = len(flow.guest_ip)
+        code = _fwd.connect_failure(err, n == 16)
         if err == _fwd.ECONNREFUSED:
             c["tcp.connect.refused"] += 1
             flow.conn.refuse()
@@ -350,7 +381,7 @@ class TcpHandler:
             c["tcp.connect.unreachable"] += 1
             # The guest's kernel aborts a connect in SYN-SENT on any ICMP unreachable that
             # quotes its SYN; no RST, so that it reports the right error.
-            self._icmp.unreachable_from_gateway(flow.guest_ip, code, flow.syn_head)
+            self._errors[n].unreachable_from_gateway(flow.guest_ip, code, flow.syn_head)
             self.forget(flow, False)
             return
         self.dirty[flow_id] = flow

@@ -8,7 +8,11 @@ decides where it goes (DNS to network+3:53 goes to the upstream) or how it is re
 does not enable UDP offloads, so every guest datagram fits the MTU; the checksum of one that
 is neither NEEDS_CSUM nor DATA_VALID is verified. Datagrams to the guest carry NEEDS_CSUM
 with the pseudo-header sum when offloads are on, a full checksum otherwise; one that would not
-fit the MTU unfragmented is dropped and counted.
+fit the MTU unfragmented is dropped and counted. The same code serves both IP families: a
+flow keeps its family's framing (`DatagramFlow.fam`: header length and builder, ethertype,
+checksum offload header, how much of a packet an error may quote) and ICMP flavour (picked
+by address length on the error paths), and DNS at the IPv6 DNS address is DNS as at
+network+3. Over IPv6 a UDP checksum is mandatory: the wire parser refuses a zero one.
 """
 
 from __future__ import annotations
@@ -17,15 +21,13 @@ from collections import deque
 from typing import Any
 
 from .. import fwd as _fwd
-from ..wire import icmp as _icmp
 from ..addr import ntoa
 from ..checksum import finish, fold, sum16
 from ..events import StackEvent, UdpDatagramReceived, UdpFlowOpened
 from ..flow import DatagramFlow, FlowKey, FlowTable
-from ..wire.ipv4 import IPV4_HLEN, PROTO_UDP
-from ..wire.ipv4 import build_header as build_ipv4_header
+from ..wire.ipv4 import PROTO_UDP
 from ..wire.udp import UDP_HDR, UDP_HLEN, UdpHeader
-from .icmp import QUOTE_MAX, IcmpHandler
+from .icmp import ErrorChannel
 from .link import Link
 from .neighbours import Neighbours
 
@@ -39,14 +41,15 @@ def is_dns_query(payload: memoryview) -> bool:
 
 class UdpHandler:
     def __init__(self, config: Any, link: Link, neighbours: Neighbours, table: FlowTable,
-                 fwd: _fwd.Forwarder, icmp: IcmpHandler, events: deque[StackEvent]) -> None:
+                 fwd: _fwd.Forwarder, errors: dict[int, ErrorChannel],
+                 events: deque[StackEvent]) -> None:
         self._link = link
         self._neighbours = neighbours
         self._counters = link.counters
         self._table = table
         self._flows = table.udp
         self._fwd = fwd
-        self._icmp = icmp
+        self._errors = errors          # the ICMP flavour by address length (4 or 16)
         self._events = events
         self._mtu: int = config.mtu
 
@@ -70,7 +73,7 @@ class UdpHandler:
                 c["dns.rx.drop.garbage"] += 1
                 return
             table.move_to_end(key)
-        flow.last_head = bytes(packet[:QUOTE_MAX])
+        flow.last_head = bytes(packet[:flow.fam.quote_max])
         flow.last_active = now
         flow.datagrams_in += 1
         c["udp.rx.datagrams"] += 1
@@ -87,14 +90,14 @@ class UdpHandler:
         if verdict.host is None:
             c["udp.rx.drop." + verdict.why] += 1
             if verdict.reply == _fwd.REPLY_PORT_UNREACH:
-                self._icmp.port_unreachable(packet, src, dst)
+                self._errors[len(src)].port_unreachable(packet, src, dst)
             return None
         dns = verdict.dns
         if dns and not is_dns_query(payload):
             c["dns.rx.drop.garbage"] += 1
             return None
         flow = self._table.new_dgram(key, PROTO_UDP, src, sport, dst, dport, now, dns,
-                                     verdict.host)
+                                     verdict.host, self._link.family(src))
         if dns:
             c["dns.flows.opened"] += 1
         self._events.append(UdpFlowOpened(flow.flow_id, verdict.host, dport, ntoa(src), sport,
@@ -106,7 +109,7 @@ class UdpHandler:
         """Make the flow of a published port's new client (key from the Stack's inbound_key)."""
         _, _, src, sport = key
         flow = self._table.new_dgram(key, PROTO_UDP, guest_ip, guest_port, src, sport, now,
-                                     False, client_ip)
+                                     False, client_ip, self._link.family(guest_ip))
         flow.inbound = True
         self._counters["udp.inbound.opened"] += 1
         return flow.flow_id
@@ -119,13 +122,14 @@ class UdpHandler:
             c["udp.host.drop.no_flow"] += 1
             return
         n = len(data)
-        if IPV4_HLEN + UDP_HLEN + n > self._mtu:
+        fam = flow.fam
+        if fam.hlen + UDP_HLEN + n > self._mtu:
             c["udp.tx.drop.too_big"] += 1
             return
         link = self._link
         mac = link.guest_mac
         if mac is None:
-            if flow.inbound and self._neighbours.hold_udp(flow_id, data, now):
+            if flow.inbound and self._neighbours.hold_udp(flow_id, data, now, flow.guest_ip):
                 c["udp.inbound.await_mac"] += 1
             else:
                 c["tx.drop.no_guest_mac"] += 1
@@ -140,30 +144,33 @@ class UdpHandler:
         p = flow.pseudo_base + length
         if link.offload:
             udp = UDP_HDR.pack(sport, dport, length, fold(p))
-            vnet = link.vnet_udp_csum
+            vnet = fam.vnet_udp_csum
         else:
             csum = finish(sum16(data, p + sport + dport + length)) or 0xFFFF
             udp = UDP_HDR.pack(sport, dport, length, csum)
             vnet = link.vnet_plain
         src = flow.host_ip
-        head = (vnet + link.eth_prefix(mac, link.virtual_macs.get(src))
-                + build_ipv4_header(src, flow.guest_ip, PROTO_UDP, length) + udp)
+        head = (vnet + link.eth_prefix(mac, link.virtual_macs.get(src), fam.ethertype)
+                + fam.build_header(src, flow.guest_ip, PROTO_UDP, length) + udp)
         link.frames.append((head, data) if n else head)
         c["udp.tx.datagrams"] += 1
 
     def host_error(self, flow_id: int, err: int, now: float, icmp_type: int | None = None,
                    icmp_code: int = 0, offender: bytes | None = None, info: int = 0) -> None:
         """The flow's host socket reported an error: errno `err`, and when the kernel told us
-        (IP_RECVERR), the ICMP type/code it received from `offender`. Becomes an ICMP error to
-        the guest quoting its last datagram on the flow."""
+        (IP_RECVERR / IPV6_RECVERR), the ICMP type/code it received from `offender` (ICMPv6
+        values and a 16-byte offender for an IPv6 flow). Becomes an ICMP error of the flow's
+        flavour to the guest, quoting its last datagram on the flow."""
         flow = self._table.dgram_by_id.get(flow_id)
         if flow is None or flow.proto != PROTO_UDP:
             return
+        n = len(flow.guest_ip)
+        errors = self._errors[n]
         if icmp_type is None:
-            code = _fwd.datagram_unreach_code(err)
+            code = _fwd.datagram_unreach_code(err, n == 16)
             if code is None:
                 self._counters["udp.host.error.other"] += 1
                 return
-            icmp_type, icmp_code = _icmp.DEST_UNREACH, code
+            icmp_type, icmp_code = errors.unreach_type, code
         self._counters["udp.host.error"] += 1
-        self._icmp.flow_error(flow, icmp_type, icmp_code, offender, info)
+        errors.flow_error(flow, icmp_type, icmp_code, offender, info)

@@ -1,0 +1,69 @@
+"""IPv6 input: validate the header and walk its extension headers (with the wire module's
+parser), drop what the stack does not take (fragments, sources it cannot answer), learn the
+sender's MAC, and hand the packet to its transport handler.
+
+Why a module: this is the only code that knows the packet is IPv6 on the way in, as ipv4.py is
+for IPv4; the transport handlers below get the same (packet, l4 offset, src, dst, verify, now)
+from either. Sources inside network6 may open flows; link-local and unspecified sources are
+link business only, so they reach ICMPv6 (neighbour discovery, echo to the gateway's
+link-local address) and nothing else. Any accepted packet may bring an unsolicited Router
+Advertisement (ndp.py) when none went out for a while.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from ..addr import Prefix, is_link_local6
+from ..wire.icmpv6 import UNSPECIFIED
+from ..wire.ipv6 import PROTO_FRAGMENT, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP, parse_fields
+from .ipv4 import IcmpInput, L4Input
+from .link import Link
+from .ndp import Ndp
+from .neighbours import Neighbours
+
+
+class Ipv6Input:
+    """The IPv6 receive path; the transport inputs are wired by the Stack."""
+
+    def __init__(self, link: Link, neighbours: Neighbours, ndp: Ndp, net: Prefix,
+                 tcp: L4Input, udp: L4Input, icmp: IcmpInput, icmp_link: IcmpInput) -> None:
+        self._counters = link.counters
+        self._neighbours = neighbours.entries
+        self._ndp = ndp
+        self._learn: Callable[[bytes, bytes], None] = ndp.learn
+        self._net_lo = net.lo
+        self._net_mask = net.mask
+        self._tcp = tcp
+        self._udp = udp
+        self._icmp = icmp
+        self._icmp_link = icmp_link
+
+    def receive(self, mv: memoryview, src_mac: bytes, verify: bool, now: float) -> None:
+        proto, l4, end, hop_limit, src, dst = parse_fields(mv)
+        if proto == PROTO_FRAGMENT:
+            self._counters["ipv6.rx.drop.fragment"] += 1
+            return
+        packet = mv[:end]
+        if (int.from_bytes(src, "big") & self._net_mask) == self._net_lo:
+            if src_mac != self._neighbours.get(src):
+                self._learn(src, src_mac)
+            if proto == PROTO_TCP:
+                self._tcp(packet, l4, src, dst, verify, now)
+            elif proto == PROTO_UDP:
+                self._udp(packet, l4, src, dst, verify, now)
+            elif proto == PROTO_ICMPV6:
+                self._icmp(packet, l4, src, dst, hop_limit, now)
+            else:
+                self._counters["ipv6.rx.drop.proto"] += 1
+                return
+        elif proto == PROTO_ICMPV6 and (is_link_local6(src) or src == UNSPECIFIED):
+            if src != UNSPECIFIED and src_mac != self._neighbours.get(src):
+                self._learn(src, src_mac)
+            self._icmp_link(packet, l4, src, dst, hop_limit, now)
+        else:
+            self._counters["ipv6.rx.drop.bad_src"] += 1
+            return
+        ndp = self._ndp
+        if now >= ndp.advertise_due:
+            ndp.advertise(now)
