@@ -536,12 +536,17 @@ def guest_udp_echo(host, port, sizes, tries=5, wait=1.0):
 
 
 def guest_udp_refused(host, port, tries=3, wait=3.0):
-    """A datagram to a closed port: the ICMP(v6) port unreachable slirpy relays shows up as
-    ECONNREFUSED on the connected socket."""
-    with socket.socket(family_of(host), socket.SOCK_DGRAM) as s:
+    """A datagram to a port that cannot answer: the ICMP(v6) error slirpy relays shows up on
+    the connected socket (ECONNREFUSED for a closed port, ENETUNREACH for no route...).
+    IP(V6)_RECVERR is on, so that soft errors such as no-route are reported too."""
+    family = family_of(host)
+    with socket.socket(family, socket.SOCK_DGRAM) as s:
+        if family == socket.AF_INET6:
+            s.setsockopt(socket.IPPROTO_IPV6, 25, 1)         # IPV6_RECVERR
+        else:
+            s.setsockopt(socket.IPPROTO_IP, 11, 1)           # IP_RECVERR
         s.connect((host, port))
         s.settimeout(wait)
-        outcome = "timeout"
         for _ in range(tries):
             try:
                 s.send(b"anyone there?")
@@ -551,7 +556,7 @@ def guest_udp_refused(host, port, tries=3, wait=3.0):
                 continue
             except OSError as e:
                 return {"outcome": _errname(e)}
-        return {"outcome": outcome}
+        return {"outcome": "timeout"}
 
 
 GUEST_OPS = {
