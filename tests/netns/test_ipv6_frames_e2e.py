@@ -11,6 +11,8 @@ Guest class of rawframes.py) and writes what its own kernel would never send:
 - a Neighbor Solicitation flood from 1000 distinct addresses and MACs: every one answered,
   the neighbour table kept within `--limit max_neighbours` (evictions counted), the download
   alongside byte-exact;
+- extension headers: chains slirpy must walk (answered) and chains it must drop, each with
+  its own counter;
 - with `--no-ipv6`: ICMPv6 echo requests to fd00::2 are dropped and counted (ipv6.rx.drop.off)
   and never answered, and the guest has no IPv6 address but link-local.
 
@@ -230,6 +232,103 @@ def op_ns_flood(count: int, seed: int = 1, pace_every: int = 50) -> dict:
     return {"sent": count, "answered": len(answered), "sniff_drops": sniffer.rx_drops()}
 
 
+HOPOPTS, ROUTING, FRAGMENT, DSTOPTS, GRE = 0, 43, 44, 60, 47
+PADN4 = b"\x01\x04\x00\x00\x00\x00"         # one PadN option: with the 2 header bytes, 8 bytes
+
+
+def opts(nh: int, body: bytes = PADN4, length: int | None = None) -> bytes:
+    """A hop-by-hop or destination-options header; `length` overrides Hdr Ext Len."""
+    return struct.pack("!BB", nh, (len(body) + 2) // 8 - 1 if length is None else length) + body
+
+
+def routing(nh: int, segments_left: int) -> bytes:
+    """A routing header (type 0) with one address."""
+    return struct.pack("!BBBB4x", nh, 2, 0, segments_left) + a16("fd00::7")
+
+
+def fragment(nh: int) -> bytes:
+    return struct.pack("!BxHI", nh, 1, 0x5117)          # offset 0, more fragments, an id
+
+
+HBH = (HOPOPTS, opts)
+DST = (DSTOPTS, opts)
+RT_DONE = (ROUTING, lambda nh: routing(nh, 0))      # segments left 0: the packet is for us
+RT_LEFT = (ROUTING, lambda nh: routing(nh, 1))      # a source route we would have to follow
+FRAG = (FRAGMENT, fragment)
+DST_BAD_OPTION = (DSTOPTS, lambda nh: opts(nh, b"\xc2\x04\x00\x00\x00\x00"))  # unknown: discard
+HBH_PAST_END = (HOPOPTS, lambda nh: opts(nh, length=5))          # claims 48 bytes
+
+
+def chain(src: str, dst: str, headers: list, upper_nh: int, upper: bytes) -> bytes:
+    """An IPv6 packet: `headers` ((type, builder(next_header)) pairs, outermost first), then
+    the upper-layer bytes."""
+    body, nh = upper, upper_nh
+    for htype, build in reversed(headers):
+        body = build(nh) + body
+        nh = htype
+    return struct.pack("!IHBB", 6 << 28, len(body), nh, 64) + a16(src) + a16(dst) + body
+
+
+def ext_header_cases(ident: int) -> tuple[dict[str, bytes], dict[str, int]]:
+    """(kind -> IPv6 packet, good kind -> echo sequence number): echo requests from the
+    guest's fd00::100 to fd00::2 behind extension-header chains that slirpy must walk (good)
+    or drop with its own counter (the others, see EXT_EXPECTED)."""
+    src, dst = util.GUEST6_ADDR, util.GATEWAY6_ADDR
+
+    def echo(headers: list, seq: int, source: str = src) -> bytes:
+        msg = icmpv6(source, dst, ECHO_REQUEST, 0, struct.pack("!HH", ident, seq) + b"ext")
+        return chain(source, dst, headers, ICMPV6, msg)
+
+    good = {"hbh_dstopts": echo([HBH, DST], 1), "routing_done": echo([RT_DONE], 2),
+            "eight_headers": echo([DST] * 8, 3)}
+    ok = good["routing_done"]
+    bad = {
+        "fragment": echo([FRAG], 10),
+        "routing_left": echo([RT_LEFT], 11),
+        "hbh_not_first": echo([DST, HBH], 12),
+        "nine_headers": echo([DST] * 9, 13),
+        "ext_truncated": echo([HBH_PAST_END], 14),
+        "bad_option": echo([DST_BAD_OPTION], 15),
+        "unknown_proto": chain(src, dst, [], GRE, bytes(8)),
+        "outside_source": echo([], 16, source="2001:db8::99"),
+        "bad_length": ok[:4] + struct.pack("!H", len(ok) - 40 + 100) + ok[6:],
+        "truncated": ok[:30],
+        "bad_version": bytes([0x40 | ok[0] & 0x0F]) + ok[1:],
+    }
+    return {**good, **bad}, {"hbh_dstopts": 1, "routing_done": 2, "eight_headers": 3}
+
+
+def op_ext_headers(count: int = 2, ident: int = 0x7777, timeout: float = 10.0) -> dict:
+    """Each case `count` times (bad ones first); then wait for the echo replies of the good
+    ones, which come after every bad one was handled (slirpy handles frames in order)."""
+    g = Guest6()
+    sniffer = Guest6()
+    sniffer.only_icmpv6_in()
+    gw_mac = gateway6_mac(g)
+    cases, good_seqs = ext_header_cases(ident)
+    for kind in sorted(cases, key=lambda k: k in good_seqs):
+        for _ in range(count):
+            g.send(g.eth(cases[kind], ETH_P_IPV6, dst=gw_mac))
+    want = {seq: 0 for seq in good_seqs.values()}
+
+    def is_reply(frame, _t):
+        m = icmpv6_of(frame)
+        if m is None or m[2] != 129:
+            return False
+        rid, seq = struct.unpack_from("!HH", m[3], 4)
+        if rid == ident and seq in want:
+            want[seq] += 1
+            return True
+        return False
+
+    try:
+        sniffer.sniff_until(is_reply, lambda got: all(n >= count for n in want.values()), timeout)
+    except TimeoutError:
+        pass
+    return {"sent": {k: count for k in cases}, "replies": {k: want[v] for k, v in good_seqs.items()},
+            "sniff_drops": sniffer.rx_drops()}
+
+
 def op_echo6_frames(count: int) -> dict:
     """`count` ICMPv6 echo requests to fd00::2 written on tap0 (whatever the guest's own
     IPv6 configuration), to the gateway's IPv4 MAC."""
@@ -243,7 +342,7 @@ def op_echo6_frames(count: int) -> dict:
 
 if __name__ == "__main__":
     rawframes.OPS.update(rs_ra=op_rs_ra, hostile_ndp=op_hostile_ndp, ns_flood=op_ns_flood,
-                         echo6_frames=op_echo6_frames)
+                         echo6_frames=op_echo6_frames, ext_headers=op_ext_headers)
     sys.exit(rawframes.main(sys.argv))
 
 
@@ -328,6 +427,40 @@ def test_ns_flood_stays_within_the_neighbour_table_bound():
     assert (down["len"], down["sha"]) == (32 * MiB + 1, expected(32 * MiB + 1, 81)), down
     assert c.get("ndp.tx.na", 0) >= n, c
     assert c.get("ndp.neighbour.evicted", 0) >= n - bound, c
+
+
+# ext_header_cases kind -> the counter that must count exactly its drops
+EXT_EXPECTED = {
+    "fragment": "ipv6.rx.drop.fragment",
+    "routing_left": "rx.drop.ipv6.routing",
+    "hbh_not_first": "rx.drop.ipv6.ext_chain",
+    "nine_headers": "rx.drop.ipv6.ext_chain",
+    "ext_truncated": "rx.drop.ipv6.ext_truncated",
+    "bad_option": "rx.drop.ipv6.ext_option",
+    "unknown_proto": "ipv6.rx.drop.proto",
+    "outside_source": "ipv6.rx.drop.bad_src",
+    "bad_length": "rx.drop.ipv6.bad_length",
+    "truncated": "rx.drop.ipv6.truncated",
+    "bad_version": "rx.drop.ipv6.bad_version",
+}
+
+
+def test_extension_headers_are_walked_and_bad_chains_dropped_with_their_counters():
+    """Echo requests to fd00::2 behind hop-by-hop, destination-options (up to 8 headers) and
+    finished routing headers are answered; fragments, live source routes, misplaced
+    hop-by-hop, 9 headers, truncated or discard-me options, unknown protocols, foreign
+    sources and broken fixed headers are each dropped and counted, exactly."""
+    out, c = run_frames(["--mtu", "1500"], {"ops": [{"op": "ext_headers", "count": 2}]})
+    [ext] = out["ops"]
+    assert "exception" not in ext, ext
+    assert ext["sniff_drops"] == 0, ext
+    assert ext["replies"] == {"hbh_dstopts": 2, "routing_done": 2, "eight_headers": 2}, ext
+    assert set(ext["sent"]) == set(EXT_EXPECTED) | set(ext["replies"]), ext
+    want: dict[str, int] = {}
+    for kind, counter in EXT_EXPECTED.items():
+        want[counter] = want.get(counter, 0) + ext["sent"][kind]
+    assert {k: c.get(k, 0) for k in want} == want, c
+    assert c.get("icmpv6.tx.echo_reply", 0) == 6, c
 
 
 def test_no_ipv6_drops_and_counts_every_ipv6_frame():
