@@ -132,6 +132,20 @@ def test_tcp_both_ways_byte_exact(options, host_server, tmp_path):
         assert c.get("tcp.tx.gso_frames", 0) > 0, c
 
 
+@pytest.mark.long
+@pytest.mark.parametrize("options", CONFIGS[:3])
+def test_tcp_1gib_both_ways(options, host_server):
+    """--long: 1 GiB each way over IPv6, byte-exact."""
+    size = 1 << 30
+    sink = host_server("sink", HOST6_ADDR)
+    source = host_server("source", HOST6_ADDR, size=size + 1, seed=91)
+    up, down = run_guest(options, [
+        {"op": "upload", "host": HOST6_ADDR, "port": sink.port, "size": size + 3, "seed": 90},
+        {"op": "download", "host": HOST6_ADDR, "port": source.port}], timeout=900)
+    assert up.get("server") == {"len": size + 3, "sha": expected(size + 3, 90)}, up
+    assert down == {"len": size + 1, "sha": expected(size + 1, 91)}, down
+
+
 def test_refused_port_fails_at_once():
     """A closed IPv6 host port must give the guest ECONNREFUSED (a RST), not a timeout."""
     with unused_port(HOST6_ADDR) as closed:
