@@ -14,7 +14,7 @@ Guest class of rawframes.py) and writes what its own kernel would never send:
 - extension headers: chains slirpy must walk (answered) and chains it must drop, each with
   its own counter;
 - with `--no-ipv6`: ICMPv6 echo requests to fd00::2 are dropped and counted (ipv6.rx.drop.off)
-  and never answered, and the guest has no IPv6 address but link-local.
+  and never answered, and the guest has no IPv6 address (a link-local one at most) nor route.
 
 This file is also the guest side: `python test_ipv6_frames_e2e.py '<json spec>'` runs
 rawframes.py's driver with the IPv6 ops below added (one JSON line on stdout).
@@ -464,8 +464,8 @@ def test_extension_headers_are_walked_and_bad_chains_dropped_with_their_counters
 
 
 def test_no_ipv6_drops_and_counts_every_ipv6_frame():
-    """--no-ipv6: nothing IPv6 on tap0 but link-local; echo requests written to fd00::2 are
-    dropped (ipv6.rx.drop.off), none answered."""
+    """--no-ipv6: no IPv6 address on tap0 (a link-local one at most) and no route; echo
+    requests written to fd00::2 are dropped (ipv6.rx.drop.off), none answered."""
     out, c = run_frames(["--no-ipv6"], {"ops": [{"op": "if6info"}, {"op": "echo6_frames", "count": 5},
                                                 {"op": "connect", "host": HOST6_ADDR, "port": 9,
                                                  "timeout": 10}]})
