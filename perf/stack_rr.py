@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """The pure Stack's own cost of one small request/response, in process: no TAP, no sockets.
 
-One established flow (guest 10.0.2.100:40000 -> 203.0.113.1:80, offloads on). Each round
-trip: a 64-byte guest request frame (its ACK field acknowledging our last answer) goes into
+One established flow (guest 10.0.2.100:40000 -> 203.0.113.1:80, offloads on; with `--ipv6`
+the same over IPv6, fd00::100 -> 2001:db8::1). Each round trip: a 64-byte guest request frame (its ACK field acknowledging our last answer) goes into
 `receive_frame`, the frames and events come out, 64 bytes of host answer go into
 `tcp_host_data`, and its frame comes out — what the runtime does for one sockperf or HTTP
 keep-alive exchange, minus the system calls and the event loop. The guest frames are built
@@ -11,7 +11,7 @@ before the clock starts.
 Prints microseconds per round trip (the best of `--repeat` timings). With `--profile`, a
 cProfile listing instead (its overhead inflates the absolute figure about fourfold).
 
-Usage:  python perf/stack_rr.py [--rounds 50000] [--repeat 3] [--profile]
+Usage:  python perf/stack_rr.py [--rounds 50000] [--repeat 3] [--profile] [--ipv6]
 """
 
 from __future__ import annotations
@@ -30,20 +30,30 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from slirpy.config import NetConfig                                    # noqa: E402
 from slirpy.tcpip import stack as st                                   # noqa: E402
 from slirpy.tcpip.wire.ipv4 import build_header as ip_header                # noqa: E402
+from slirpy.tcpip.wire.ipv6 import build_header as ip6_header               # noqa: E402
 from slirpy.tcpip.wire.tcp import ACK, PSH, SYN, TcpOptions, build_header   # noqa: E402
 from slirpy.tcpip.wire.virtio import VNET_HDR_LEN                           # noqa: E402
 
 GUEST = bytes([10, 0, 2, 100])
 REMOTE = bytes([203, 0, 113, 1])
+GUEST6 = bytes.fromhex("fd000000000000000000000000000100")
+REMOTE6 = bytes.fromhex("20010db8000000000000000000000001")
 GUEST_MAC = bytes.fromhex("020000000064")
 GW_MAC = bytes.fromhex("52550a000202")
 SIZE = 64
 
 
+VNET = bytes([1]) + bytes(VNET_HDR_LEN - 1)                 # F_NEEDS_CSUM: not verified again
+
+
 def guest_frame(tcp: bytes) -> bytes:
     """A frame as the TAP hands it over: virtio header (checksum already valid), Ethernet, IP."""
-    vnet = bytes([1]) + bytes(VNET_HDR_LEN - 1)            # F_NEEDS_CSUM: not verified again
-    return vnet + GW_MAC + GUEST_MAC + b"\x08\x00" + ip_header(GUEST, REMOTE, 6, len(tcp)) + tcp
+    return VNET + GW_MAC + GUEST_MAC + b"\x08\x00" + ip_header(GUEST, REMOTE, 6, len(tcp)) + tcp
+
+
+def guest_frame6(tcp: bytes) -> bytes:
+    """The same over IPv6."""
+    return VNET + GW_MAC + GUEST_MAC + b"\x86\xdd" + ip6_header(GUEST6, REMOTE6, 6, len(tcp)) + tcp
 
 
 def drain(stack: st.Stack) -> None:
@@ -51,21 +61,22 @@ def drain(stack: st.Stack) -> None:
         pass
 
 
-def setup(rounds: int):
+def setup(rounds: int, ipv6: bool = False):
     s = st.Stack(NetConfig(mtu=65520), vnet_hdr=True, offload=True, rng=random.Random(1))
+    frame, ip_hlen = (guest_frame6, 40) if ipv6 else (guest_frame, 20)
     syn = build_header(40000, 80, 1000, 0, SYN, 65535,
-                       TcpOptions(mss=65480, wscale=7, sack_permitted=True).pack())
-    s.receive_frame(guest_frame(syn), 0.0)
+                       TcpOptions(mss=65520 - 20 - ip_hlen, wscale=7, sack_permitted=True).pack())
+    s.receive_frame(frame(syn), 0.0)
     flow_id = s.next_event().flow_id
     s.tcp_host_connected(flow_id, 0.0)
-    [synack] = s.frames_to_send(0.0)
-    iss = struct.unpack_from("!I", synack, VNET_HDR_LEN + 14 + 20 + 4)[0]
-    s.receive_frame(guest_frame(build_header(40000, 80, 1001, iss + 1, ACK, 65535)), 0.0)
+    synack = s.frames_to_send(0.0)[-1]          # (over IPv6 after the first router advertisement)
+    iss = struct.unpack_from("!I", synack, VNET_HDR_LEN + 14 + ip_hlen + 4)[0]
+    s.receive_frame(frame(build_header(40000, 80, 1001, iss + 1, ACK, 65535)), 0.0)
     s.frames_to_send(0.0)
     drain(s)
     request = b"q" * SIZE
-    frames = [guest_frame(build_header(40000, 80, 1001 + SIZE * i, iss + 1 + SIZE * i,
-                                       ACK | PSH, 65535) + request) for i in range(rounds)]
+    frames = [frame(build_header(40000, 80, 1001 + SIZE * i, iss + 1 + SIZE * i,
+                                 ACK | PSH, 65535) + request) for i in range(rounds)]
     return s, flow_id, frames
 
 
@@ -90,23 +101,25 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=50000)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--profile", action="store_true")
+    ap.add_argument("--ipv6", action="store_true", help="the same flow over IPv6")
     args = ap.parse_args()
     if args.profile:
-        s, fid, frames = setup(args.rounds)
+        s, fid, frames = setup(args.rounds, args.ipv6)
         prof = cProfile.Profile()
         prof.runcall(run, s, fid, frames)
         pstats.Stats(prof).sort_stats("tottime").print_stats(20)
         return 0
     best = None
     for _ in range(args.repeat):
-        s, fid, frames = setup(args.rounds)
+        s, fid, frames = setup(args.rounds, args.ipv6)
         t = time.perf_counter()
         run(s, fid, frames)
         dt = (time.perf_counter() - t) / args.rounds * 1e6
         best = dt if best is None else min(best, dt)
         segs = s.counters["tcp.tx.segments"]
-    print(f"{best:.1f} us per {SIZE}-byte request + {SIZE}-byte answer through the Stack "
-          f"(best of {args.repeat} x {args.rounds}; {segs} segments sent in the last run)")
+    print(f"{best:.1f} us per {SIZE}-byte request + {SIZE}-byte answer through the Stack"
+          f"{' over IPv6' if args.ipv6 else ''} (best of {args.repeat} x {args.rounds}; "
+          f"{segs} segments sent in the last run)")
     return 0
 
 

@@ -14,13 +14,14 @@ with `IP_TTL` (`IPV6_UNICAST_HOPS`) whenever it changes.
 
 from __future__ import annotations
 
-import errno
 import socket
 import struct
 import time
 from dataclasses import dataclass
 
 from ..tcpip.fwd import echo_unreach_code
+from ..tcpip.wire.icmp import DEST_UNREACH as ICMP_DEST_UNREACH
+from ..tcpip.wire.icmpv6 import DEST_UNREACH as ICMPV6_DEST_UNREACH
 from .host import FlowHost
 from .udp import SO_EE_ORIGIN_ICMP, SO_EE_ORIGIN_ICMP6, WatchedSocket, drain_error_queue
 
@@ -37,10 +38,6 @@ _ECHO_HDR = struct.Struct("!BBHHH")      # type, code, checksum, ident, seq
 _INT = struct.Struct("=i")
 _READ_BATCH = 64
 _CMSG_SPACE = socket.CMSG_SPACE(4)
-ICMP_DEST_UNREACH = 3                     # RFC 792
-ICMPV6_DEST_UNREACH = 1                   # RFC 4443 §3.1, and its codes:
-ICMPV6_NO_ROUTE = 0
-ICMPV6_ADDR_UNREACH = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,25 +78,16 @@ def parse_reply(fam: EchoFamily, data: bytes,
     return data[6] << 8 | data[7], memoryview(data)[8:], hops
 
 
-# errno of a failed socket()/connect() of an IPv6 echo flow -> ICMPv6 unreachable code: facts
-# about the destination (or about the host having no IPv6 at all), never our own shortages.
-_OPEN_UNREACH6 = {
-    errno.ENETUNREACH: ICMPV6_NO_ROUTE,
-    errno.EAFNOSUPPORT: ICMPV6_NO_ROUTE,      # this host has no IPv6
-    errno.EADDRNOTAVAIL: ICMPV6_NO_ROUTE,     # ... or no IPv6 address to send from
-    errno.EHOSTUNREACH: ICMPV6_ADDR_UNREACH,
-}
-
-
 def open_error(host: str, err: int) -> tuple[int, int] | None:
     """The ICMP (type, code), in the flavour of `host`'s family, for each echo request the
     guest sends on a flow whose socket could not be opened with `err`; None: the requests are
-    only dropped and counted (EACCES: ping_group_range; a shortage of our own)."""
-    if ":" not in host:
-        code = echo_unreach_code(err)
-        return None if code is None else (ICMP_DEST_UNREACH, code)
-    code = _OPEN_UNREACH6.get(err)
-    return None if code is None else (ICMPV6_DEST_UNREACH, code)
+    only dropped and counted (EACCES: ping_group_range; a shortage of our own). The codes
+    come from the stack's one errno table (fwd.py)."""
+    v6 = ":" in host
+    code = echo_unreach_code(err, v6)
+    if code is None:
+        return None
+    return (ICMPV6_DEST_UNREACH if v6 else ICMP_DEST_UNREACH), code
 
 
 class HostEchoFlow(WatchedSocket):

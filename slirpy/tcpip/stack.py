@@ -68,7 +68,8 @@ peer ip, peer port) for both directions, exactly as the guest kernel sees its so
 inbound flow can never share a key with an outbound one: an inbound open whose key is taken
 (not by a flow in TIME-WAIT) picks another gateway port, or fails for a real client address
 (`tcp.inbound.drop.tuple_in_use`). Until the guest's MAC is known (a guest that only
-listens has sent nothing yet) inbound frames wait and the stack ARPs for the guest.
+listens has sent nothing yet) inbound frames wait and the stack ARPs for the guest (and, for
+an IPv6 flow, sends it a neighbour solicitation too).
 
 Inbound over IPv6: `guest_ip=None` follows the client's family (an IPv6 client reaches the
 guest's IPv6 address from its own, or from the IPv6 gateway when the guest could not route
@@ -89,6 +90,7 @@ instance, so the facade adds no call layer to the hot path.
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from collections import defaultdict, deque
 from typing import Any, Callable
@@ -111,6 +113,7 @@ from .iface.ndp import Ndp
 from .iface.neighbours import Neighbours
 from .iface.tcp import TcpHandler
 from .iface.udp import UdpHandler
+from .wire.ipv6 import IPV6_MIN_MTU
 
 
 class Stack:
@@ -133,6 +136,8 @@ class Stack:
 
     def __init__(self, config: Any, *, vnet_hdr: bool, offload: bool,
                  rng: random.Random | None = None) -> None:
+        if config.network6 is not None and config.mtu < IPV6_MIN_MTU:
+            config = dataclasses.replace(config, network6=None)   # RFC 8200 §5: no IPv6 link
         self.config = config
         self.limits = config.limits
         self._rng = rng or random.Random(0)

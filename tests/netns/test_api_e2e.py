@@ -155,3 +155,33 @@ def test_run_time_errors_are_api_errors(tmp_path, sandbox):  # noqa: F811
     assert r.returncode == 2 and "needs a host port" in r.stderr
     r = port_cli("ls", "--api-socket", str(tmp_path / "missing.sock"))
     assert r.returncode == 1 and "missing.sock" in r.stderr
+
+
+def test_guest_addr_picks_the_family_clients_reach_the_sandbox_over(tmp_path, sandbox):  # noqa: F811
+    path = str(tmp_path / "api.sock")
+    sandbox(["--api-socket", path], guest_server_argv(tcp=[80], host=None))
+
+    def add(host_addr, host_port, guest_addr=None):
+        args = {"proto": "tcp", "host_addr": host_addr, "host_port": host_port, "guest_port": 80}
+        if guest_addr is not None:
+            args["guest_addr"] = guest_addr
+        return api.request(path, {"execute": "add_hostfwd", "arguments": args})
+
+    assert add(HOST_ADDR, 18196, "fd00::100") == {"return": {"id": 1}}     # an extension
+    assert add("::1", 18197, "10.0.2.100") == {"return": {"id": 2}}        # slirp4netns's way
+    assert add("::1", 18198) == {"return": {"id": 3}}                      # the client's family
+    assert add("::1", 18199, "fd00::5") == {
+        "error": {"desc": "bad request: add_hostfwd: bad arguments.guest_addr"}}
+    # an IPv4 client reaches the sandbox's IPv6 address from the IPv6 gateway, and the other
+    # way round; without guest_addr an IPv6 client stays IPv6
+    _, line, _ = tcp_exchange((HOST_ADDR, 18196), b"", src=HOST_ADDR2)
+    assert line.split()[0] == "fd00::2", line
+    _, line, _ = tcp_exchange(("::1", 18197), b"")
+    assert line.split()[0] in ("10.0.2.2", "::ffff:10.0.2.2"), line
+    _, line, _ = tcp_exchange(("::1", 18198), b"")
+    assert line.split()[0] == "fd00::2", line
+    entries = api.request(path, {"execute": "list_hostfwd"})["entries"]
+    assert [(e["host_addr"], e["guest_addr"]) for e in entries] == [
+        (HOST_ADDR, "fd00::100"), ("::1", "10.0.2.100"), ("::1", "fd00::100")]
+    r = port_cli("ls", "--api-socket", path)
+    assert "[fd00::100]:80" in r.stdout and "[::1]:18198" in r.stdout, r.stdout

@@ -61,10 +61,11 @@ async def hairpin(host, port):
 
 async def main():
     loop = asyncio.get_running_loop()
+    host = cfg.get("host", "0.0.0.0")          # None: IPv4 and IPv6
     for p in cfg.get("tcp", []):
-        await asyncio.start_server(tcp, "0.0.0.0", p, backlog=512)
+        await asyncio.start_server(tcp, host, p, backlog=512)
     for p in cfg.get("udp", []):
-        await loop.create_datagram_endpoint(Udp, local_addr=("0.0.0.0", p))
+        await loop.create_datagram_endpoint(Udp, local_addr=(host or "::", p))
     print("READY", flush=True)
     if cfg.get("hairpin"):
         await hairpin(*cfg["hairpin"])
@@ -74,10 +75,10 @@ asyncio.run(main())
 '''
 
 
-def guest_server_argv(tcp=(), udp=(), hairpin=None) -> list[str]:
+def guest_server_argv(tcp=(), udp=(), hairpin=None, host="0.0.0.0") -> list[str]:
     import json
     return [sys.executable, "-c", GUEST_SERVER, json.dumps({"tcp": list(tcp), "udp": list(udp),
-                                                            "hairpin": hairpin})]
+                                                            "hairpin": hairpin, "host": host})]
 
 
 class Sandbox:
@@ -203,10 +204,15 @@ def test_tcp_and_udp_publish_keep_the_clients_source_address(sandbox):
     box.stop()
 
 
-def test_ipv6_loopback_client_appears_as_the_gateway(sandbox):
-    sandbox(["-p", "[::1]:18082:80"], guest_server_argv(tcp=[80]))
+@pytest.mark.parametrize("ipv6, gateway", [(True, "fd00::2"), (False, GATEWAY_ADDR)],
+                         ids=["ipv6", "no-ipv6"])
+def test_ipv6_loopback_client_appears_as_the_gateway(sandbox, ipv6, gateway):
+    # With IPv6 the guest is reached over IPv6, from the IPv6 gateway (::1 is not routable
+    # from it); without, over IPv4 from the IPv4 gateway, as before.
+    sandbox(["-p", "[::1]:18082:80", "--ipv6" if ipv6 else "--no-ipv6"],
+            guest_server_argv(tcp=[80], host=None))
     me, line, rest = tcp_exchange(("::1", 18082), b"six")
-    assert line == f"{GATEWAY_ADDR} {me[1]}" and rest == b"six"
+    assert line == f"{gateway} {me[1]}" and rest == b"six"
 
 
 def test_nothing_listening_in_the_sandbox_resets_the_client_at_once(sandbox):

@@ -375,7 +375,12 @@ def test_everything_dies_with_slirpy(tmp_path, no_stray_processes):
         sup = int(parent.stdout.readline())
         wait_for(ready.exists, "the command to start")
         victims = [sup, *[int(x) for x in Path(f"/proc/{sup}/task/{sup}/children").read_text().split()]]
-        victims += [int(p) for p in os.listdir("/proc") if p.isdigit() and _cmdline(int(p)) == f"sleep {token}"]
+        def sleeps() -> list[int]:
+            found = [int(p) for p in os.listdir("/proc") if p.isdigit() and _cmdline(int(p)) == f"sleep {token}"]
+            return found if len(found) == 2 else []
+
+        # both sleeps: the background one may not have exec'd yet when `ready` appears
+        victims += wait_for(sleeps, "both sleeps to start")
         assert len(victims) == 5 and all(alive(p) for p in victims), victims
         parent.kill()
         assert parent.wait(DEADLINE) == -signal.SIGKILL

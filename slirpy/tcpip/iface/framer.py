@@ -5,8 +5,8 @@ segment becomes a frame: with offloads, segments of up to `TcpParams.gso_max` by
 one GSO super-frame marked NEEDS_CSUM with only the pseudo-header sum in the checksum field
 (the guest's kernel cuts and finishes them); without, every segment fits the guest's MSS and
 carries a full checksum. Per flow the constant parts (Ethernet prefix, IPv4 and pseudo-header
-sums) are prebuilt on the flow record; per segment only lengths are added. IPv6 adds its own
-framer (GSO_TCPV6, no header checksum) beside this one.
+sums) are prebuilt on the flow record; per segment only lengths are added. framer6.py is the
+IPv6 one (GSO_TCPV6, no header checksum); a flow keeps its family's `emit`.
 """
 
 from __future__ import annotations

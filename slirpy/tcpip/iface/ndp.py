@@ -89,7 +89,7 @@ class Ndp:
             self._solicitation(hdr, src, now)
         elif t == _icmpv6.NEIGHBOR_ADVERT:
             self._advertisement(hdr)
-        else:
+        else:                                   # ROUTER_SOLICIT: the only NDP type left
             self._router_solicitation(hdr, src, now)
 
     def _solicitation(self, hdr: Icmpv6Header, src: bytes, now: float) -> None:

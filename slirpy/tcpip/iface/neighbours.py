@@ -98,11 +98,12 @@ class Neighbours:
             self._guest_mac_learned(mac)
 
     def solicit_guest(self, guest_ip: bytes, now: float) -> None:
-        """Ask for the guest's MAC on behalf of a flow to `guest_ip` (ARP, or NDP for IPv6)."""
+        """Ask for the guest's MAC on behalf of a flow to `guest_ip`: ARP, and for an IPv6
+        flow NDP too (the guest has one MAC; whichever family answers first frees the flow,
+        so a guest whose IPv6 address is not `guest6`, say one it made by SLAAC, answers)."""
         if len(guest_ip) == 16:
             self.solicit6(now)
-        else:
-            self.arp_for_guest(now)
+        self.arp_for_guest(now)
 
     def arp_for_guest(self, now: float) -> None:
         last = self._guest_arp_at
