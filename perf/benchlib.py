@@ -8,6 +8,8 @@ numbers or text, so tests/unit/test_perf_parse.py can check it from fixed sample
   buffer is not what crossed the network.
 - ``parse_sockperf``: ``sockperf ping-pong`` text -> average and 99th percentile latency (us).
 - ``parse_wrk``: ``wrk`` text -> requests/s and error counts.
+- ``parse_pingpong_json``: the JSON line of perf/bench's own PINGPONG client (IPv6 and IPv4
+  alike) -> average and 99th percentile latency (us).
 - ``proc_cpu_ticks`` / ``proc_rss_kib`` / ``cpu_idle_fraction``: /proc/PID/stat, /proc/PID/status,
   /proc/stat text -> numbers.
 - ``summarize``: samples -> median/min/max; ``ratio_rows`` and ``evaluate_targets`` compare the
@@ -112,6 +114,23 @@ def parse_wrk(text: str) -> dict[str, float]:
     if non2xx:
         errors += int(non2xx.group(1))
     return {"rps": float(rps.group(1)), "requests": float(reqs.group(1)), "errors": float(errors)}
+
+
+def parse_pingpong_json(text: str) -> dict[str, float]:
+    """The last JSON object line of perf/bench's PINGPONG client -> avg_us, p99_us, observations
+    and server_family (4 or 6: what the server saw the connection arrive over)."""
+    for line in reversed(text.strip().splitlines()):
+        line = line.strip()
+        if line.startswith("{"):
+            try:
+                data = json.loads(line)
+            except json.JSONDecodeError:
+                break
+            if isinstance(data, dict) and {"avg_us", "p99_us"} <= data.keys():
+                return {k: float(data[k]) for k in ("avg_us", "p99_us", "observations", "server_family")
+                        if k in data}
+            break
+    raise ToolOutputError(f"pingpong: no result line in: {text.strip()[-300:]!r}")
 
 
 # -- /proc -----------------------------------------------------------------------------------------

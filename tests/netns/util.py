@@ -37,6 +37,14 @@ GUEST_ADDR = "10.0.2.100"
 GATEWAY_ADDR = "10.0.2.2"
 DNS_ADDR = "10.0.2.3"
 
+# IPv6 (issue 16): helpers/testns gives lo 2001:db8::1/64 and 2001:db8:1::1/64; the sandbox
+# network is fd00::/64 in slirp4netns's layout.
+HOST6_ADDR = "2001:db8::1"
+HOST6_ADDR2 = "2001:db8:1::1"
+GUEST6_ADDR = "fd00::100"
+GATEWAY6_ADDR = "fd00::2"
+DNS6_ADDR = "fd00::3"
+
 CHUNK = 1 << 20
 DEFAULT_TIMEOUT = 120.0
 
@@ -97,11 +105,11 @@ class HostServer:
         self.results: list[ConnResult] = []
         self.accepted = 0
         self._cond = threading.Condition()
-        self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._sock = socket.socket(family_of(addr), socket.SOCK_STREAM)
         self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self._sock.bind((addr, port))
         self._sock.listen(1024)
-        self.addr, self.port = self._sock.getsockname()
+        self.addr, self.port = self._sock.getsockname()[:2]
         self._closed = False
         self._threads: list[threading.Thread] = []
         self._acceptor = threading.Thread(target=self._accept_loop, daemon=True,
@@ -200,9 +208,35 @@ class HostServer:
 def unused_port(addr: str = HOST_ADDR) -> socket.socket:
     """A socket bound (not listening) to a free port: connections to it are refused, and no
     one else can take the port while the socket lives."""
-    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s = socket.socket(family_of(addr), socket.SOCK_STREAM)
     s.bind((addr, 0))
     return s
+
+
+def family_of(addr: str) -> socket.AddressFamily:
+    """AF_INET6 for an IPv6 address text, else AF_INET."""
+    return socket.AF_INET6 if ":" in addr else socket.AF_INET
+
+
+def add_lo_address(addr: str) -> None:
+    """Give lo one more address (an IPv6 one without DAD), if it does not have it yet.
+    Only inside helpers/testns, which is ours to change."""
+    with socket.socket(family_of(addr), socket.SOCK_DGRAM) as s:
+        try:
+            s.bind((addr, 0))
+            return
+        except OSError:
+            pass
+    prefix = "/128" if ":" in addr else "/32"
+    extra = ["nodad"] if ":" in addr else []
+    subprocess.run(["ip", "addr", "add", addr + prefix, "dev", "lo", *extra], check=True,
+                   capture_output=True)
+
+
+def read_counters(path) -> dict[str, int]:
+    """The counters of a `--stats-file` (written when slirpy exits)."""
+    with open(path) as f:
+        return json.load(f)["counters"]
 
 
 # --------------------------------------------------------------------------- running slirpy
@@ -450,6 +484,81 @@ def guest_ifinfo(name="tap0"):
     return {"names": sorted(n for _, n in socket.if_nameindex()), "mtu": mtu, "addr": addr}
 
 
+def guest_if6info(name="tap0"):
+    """The IPv6 addresses of an interface (/proc/net/if_inet6: address, prefix length, scope,
+    flags) and the IPv6 routes through it (/proc/net/ipv6_route), as text."""
+    import ipaddress
+    addrs = []
+    try:
+        with open("/proc/net/if_inet6") as f:
+            for line in f:
+                hexaddr, _, plen, scope, flags, dev = line.split()
+                if dev == name:
+                    addrs.append({"addr": str(ipaddress.IPv6Address(bytes.fromhex(hexaddr))),
+                                  "plen": int(plen, 16), "scope": int(scope, 16),
+                                  "tentative": bool(int(flags, 16) & 0x40)})
+    except FileNotFoundError:            # IPv6 disabled in this kernel
+        pass
+    routes = []
+    try:
+        with open("/proc/net/ipv6_route") as f:
+            for line in f:
+                dst, dlen, _, _, gw, *_, dev = line.split()
+                if dev == name:
+                    routes.append({"dst": f"{ipaddress.IPv6Address(bytes.fromhex(dst))}/{int(dlen, 16)}",
+                                   "via": str(ipaddress.IPv6Address(bytes.fromhex(gw)))})
+    except FileNotFoundError:
+        pass
+    return {"addrs": addrs, "routes": routes}
+
+
+def guest_udp_echo(host, port, sizes, tries=5, wait=1.0):
+    """Send one datagram per size to a UDP echo server (retrying a lost one); report which came
+    back byte-exact and the local address used."""
+    with socket.socket(family_of(host), socket.SOCK_DGRAM) as s:
+        s.connect((host, port))
+        s.settimeout(wait)
+        echoed = []
+        for i, size in enumerate(sizes):
+            data = random.Random(7000 + i).randbytes(size)
+            ok = False
+            for _ in range(tries):
+                s.send(data)
+                try:
+                    while not ok:
+                        ok = s.recv(70000) == data
+                except socket.timeout:
+                    pass
+                if ok:
+                    break
+            echoed.append(ok)
+        return {"echoed": echoed, "local": s.getsockname()[0]}
+
+
+def guest_udp_refused(host, port, tries=3, wait=3.0):
+    """A datagram to a port that cannot answer: the ICMP(v6) error slirpy relays shows up on
+    the connected socket (ECONNREFUSED for a closed port, ENETUNREACH for no route...).
+    IP(V6)_RECVERR is on, so that soft errors such as no-route are reported too."""
+    family = family_of(host)
+    with socket.socket(family, socket.SOCK_DGRAM) as s:
+        if family == socket.AF_INET6:
+            s.setsockopt(socket.IPPROTO_IPV6, 25, 1)         # IPV6_RECVERR
+        else:
+            s.setsockopt(socket.IPPROTO_IP, 11, 1)           # IP_RECVERR
+        s.connect((host, port))
+        s.settimeout(wait)
+        for _ in range(tries):
+            try:
+                s.send(b"anyone there?")
+                s.recv(100)
+                return {"outcome": "answered"}
+            except socket.timeout:
+                continue
+            except OSError as e:
+                return {"outcome": _errname(e)}
+        return {"outcome": "timeout"}
+
+
 GUEST_OPS = {
     "upload": guest_upload,
     "download": guest_download,
@@ -457,6 +566,9 @@ GUEST_OPS = {
     "connect": guest_connect,
     "parallel_echo": guest_parallel_echo,
     "ifinfo": guest_ifinfo,
+    "if6info": guest_if6info,
+    "udp_echo": guest_udp_echo,
+    "udp_refused": guest_udp_refused,
 }
 
 
