@@ -55,7 +55,7 @@ def run_harness(name: str, inputs: int, seed: int = 0, max_findings: int = 50) -
             f = Finding(name, i, data, f"{type(e).__name__}: {e}", traceback.format_exc())
             res.findings.append(f)
             res.distinct.setdefault(key, f)
-            if name == "stack":
+            if name in ("stack", "stack6"):
                 fn = make_target(name, seed + i + 1)     # a broken stack is not fuzzed further
             if len(res.findings) >= max_findings:
                 res.inputs = i + 1

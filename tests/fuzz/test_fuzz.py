@@ -11,7 +11,7 @@ from tests.fuzz import harnesses_ipv6 as h6
 from tests.fuzz import runner
 from tests.fuzz.mutate import Mutator
 
-SHORT = {"stack": 10_000}
+SHORT = {"stack": 10_000, "stack6": 10_000}
 DEFAULT_SHORT = 20_000
 
 

@@ -166,8 +166,10 @@ def test_dig_and_glibc_through_the_forwarder(dns_server, resolv, tmp_path):
         timeout=90)
     assert res.returncode == 0, res.describe()
     out = res.stdout
-    conf = [l for l in out.splitlines() if l and not l.startswith("#")][:3]
-    assert conf == [f"nameserver {DNS_ADDR}", "search test", "options ndots:1 edns0"], res.describe()
+    conf = [l for l in out.splitlines() if l and not l.startswith("#")][:4]
+    # IPv6 is on by default: fd00::3 follows 10.0.2.3
+    assert conf == [f"nameserver {DNS_ADDR}", "nameserver fd00::3", "search test",
+                    "options ndots:1 edns0"], res.describe()
     assert "A=192.0.2.10\n" in out, res.describe()
     assert "AAAA=2001:db8::10\n" in out, res.describe()
     assert 'TXT="hello slirpy"\n' in out, res.describe()
