@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """The pure Stack's own cost of bulk TCP, per 65,000-byte segment, in process: no TAP, no sockets.
 
-One established flow (guest 10.0.2.100:40000 -> 203.0.113.1:80, MTU 65520, offloads on).
+One established flow (guest 10.0.2.100:40000 -> 203.0.113.1:80, MTU 65520, offloads on; with
+`--ipv6` the same over IPv6, fd00::100 -> 2001:db8::1).
 `up`: the guest sends super-frames of 65,000 bytes; the stack acknowledges them and hands the
 data to the runtime (events drained). `down`: 65,000 bytes of host data go into
 `tcp_host_data`, their frame comes out, and the guest's ACK of it goes in. Frames are built
@@ -13,7 +14,7 @@ are noisy; for an A/B of two trees that must not depend on load, count instructi
 --segments N --repeat 1` at two values of N, and divide the difference by the difference of N
 (perf/NOTES.md, "Counting instead of timing").
 
-Usage:  python perf/stack_bulk.py up|down [--segments 2000] [--repeat 3]
+Usage:  python perf/stack_bulk.py up|down [--segments 2000] [--repeat 3] [--ipv6]
 """
 
 from __future__ import annotations
@@ -30,32 +31,41 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from slirpy.config import NetConfig                                        # noqa: E402
 from slirpy.tcpip import stack as st                                       # noqa: E402
 from slirpy.tcpip.wire.ipv4 import build_header as ip_header                # noqa: E402
+from slirpy.tcpip.wire.ipv6 import build_header as ip6_header               # noqa: E402
 from slirpy.tcpip.wire.tcp import ACK, SYN, TcpOptions, build_header        # noqa: E402
 from slirpy.tcpip.wire.virtio import VNET_HDR_LEN                           # noqa: E402
 
 GUEST = bytes([10, 0, 2, 100])
 REMOTE = bytes([203, 0, 113, 1])
+GUEST6 = bytes.fromhex("fd000000000000000000000000000100")
+REMOTE6 = bytes.fromhex("20010db8000000000000000000000001")
 GUEST_MAC = bytes.fromhex("020000000064")
 GW_MAC = bytes.fromhex("52550a000202")
 SEGMENT = 65000
 
 
+VNET = bytes([1]) + bytes(VNET_HDR_LEN - 1)                # F_NEEDS_CSUM: not verified again
+IPV6 = False                                               # --ipv6
+
+
 def guest_frame(tcp: bytes) -> bytes:
-    vnet = bytes([1]) + bytes(VNET_HDR_LEN - 1)            # F_NEEDS_CSUM: not verified again
-    return vnet + GW_MAC + GUEST_MAC + b"\x08\x00" + ip_header(GUEST, REMOTE, 6, len(tcp)) + tcp
+    if IPV6:
+        return VNET + GW_MAC + GUEST_MAC + b"\x86\xdd" + ip6_header(GUEST6, REMOTE6, 6, len(tcp)) + tcp
+    return VNET + GW_MAC + GUEST_MAC + b"\x08\x00" + ip_header(GUEST, REMOTE, 6, len(tcp)) + tcp
 
 
 def setup() -> tuple[st.Stack, int, int]:
     s = st.Stack(NetConfig(mtu=65520), vnet_hdr=True, offload=True, rng=random.Random(1))
+    ip_hlen = 40 if IPV6 else 20
     syn = build_header(40000, 80, 1000, 0, SYN, 65535,
-                       TcpOptions(mss=65480, wscale=7, sack_permitted=True).pack())
+                       TcpOptions(mss=65520 - 20 - ip_hlen, wscale=7, sack_permitted=True).pack())
     s.receive_frame(guest_frame(syn), 0.0)
     ev = s.next_event()
     assert ev is not None
     flow_id: int = ev.flow_id  # type: ignore[attr-defined]
     s.tcp_host_connected(flow_id, 0.0)
-    [synack] = s.frames_to_send(0.0)
-    iss = struct.unpack_from("!I", synack, VNET_HDR_LEN + 14 + 20 + 4)[0]
+    synack = s.frames_to_send(0.0)[-1]      # (over IPv6 after the first router advertisement)
+    iss = struct.unpack_from("!I", synack, VNET_HDR_LEN + 14 + ip_hlen + 4)[0]
     s.receive_frame(guest_frame(build_header(40000, 80, 1001, iss + 1, ACK, 65535)), 0.0)
     s.frames_to_send(0.0)
     while s.next_event() is not None:
@@ -100,11 +110,15 @@ def main() -> int:
     ap.add_argument("direction", choices=("up", "down"))
     ap.add_argument("--segments", type=int, default=2000)
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--ipv6", action="store_true", help="the flow over IPv6")
     args = ap.parse_args()
+    global IPV6
+    IPV6 = args.ipv6
     best = min(run(args.direction, args.segments)[0] for _ in range(args.repeat))
     _, s = run(args.direction, 10)
     drops = {k: v for k, v in s.counters.items() if ".drop." in k}
     print(f"{best:.1f} us per {SEGMENT}-byte segment {args.direction} through the Stack "
+          f"over {'IPv6' if IPV6 else 'IPv4'} "
           f"(best of {args.repeat} x {args.segments}; drops in a check run: {drops or 'none'})")
     return 0
 
