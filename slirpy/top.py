@@ -336,16 +336,19 @@ def terminal(out_fd: int, in_fd: int | None) -> Iterator[int]:
     wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
     old_wake = signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
     old_winch = signal.signal(signal.SIGWINCH, lambda *_: None)
+    # Ctrl-C must end the view even if SIGINT came in ignored (a shell's background job).
+    old_int = signal.signal(signal.SIGINT, signal.default_int_handler)
     os.write(out_fd, ENTER.encode())
     try:
         yield wake_r
     finally:
         os.write(out_fd, LEAVE.encode())
         signal.signal(signal.SIGWINCH, old_winch)
+        signal.signal(signal.SIGINT, old_int)
         signal.set_wakeup_fd(old_wake)
         os.close(wake_r)
         os.close(wake_w)
-        if saved is not None:
+        if saved is not None and in_fd is not None:
             termios.tcsetattr(in_fd, termios.TCSADRAIN, saved)
 
 

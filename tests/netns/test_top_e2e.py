@@ -136,6 +136,16 @@ class PtyRun:
         self.out += data.decode(errors="replace")
         return True
 
+    def wait(self, timeout: float = 30.0) -> int:
+        """The command's exit status, reading its output meanwhile (a terminal nobody reads
+        fills up and blocks the writer), then everything it wrote until the slave closed."""
+        deadline = time.monotonic() + timeout
+        while self.proc.poll() is None and time.monotonic() < deadline:
+            self._read(0.2)
+        status = self.proc.wait(timeout=1)
+        self.drain()
+        return status
+
     def drain(self) -> None:
         """Read what is left, until the slave side closes (the command has exited)."""
         deadline = time.monotonic() + 20
@@ -189,16 +199,17 @@ def test_watch_in_a_terminal_shows_the_download_resizes_and_quits_on_ctrl_c(tmp_
         mark = len(term.out)
         set_size(term.master, 20, 60)         # the kernel sends SIGWINCH to the view
 
+        port = f":{box.server.port}"          # the host endpoint may be clipped on the left
+
         def narrow(text: str) -> bool:
-            return any(moving(flow_line(f, box.endpoint)) and max(map(len, f)) <= 60
-                       and flow_line(f, box.endpoint).startswith("tcp")
-                       and "ESTABLISHED" not in flow_line(f, box.endpoint)
+            return any(moving(flow_line(f, port)) and max(map(len, f)) <= 60
+                       and flow_line(f, port).startswith("tcp")
+                       and "ESTABLISHED" not in flow_line(f, port)
                        for f in frames(text))
         assert term.read_until(narrow, start=mark) is not None, term.out[mark:][-3000:]
 
         os.write(term.master, b"\x03")       # Ctrl-C
-        assert term.proc.wait(timeout=30) == 0, term.proc.stderr.read()
-        term.drain()
+        assert term.wait() == 0, term.proc.stderr.read()
         assert term.out.endswith(LEAVE), repr(term.out[-80:])
         assert term.out.endswith("\x1b[?1049l")
         assert term.proc.stderr.read() == b""
@@ -214,8 +225,7 @@ def test_watch_exits_with_one_line_when_the_sandbox_goes_away(tmp_path):
     try:
         assert term.read_until(lambda t: any(flow_line(f, box.endpoint) for f in frames(t)))
         box.kill()
-        assert term.proc.wait(timeout=30) == 1
-        term.drain()
+        assert term.wait() == 1
         assert term.out.endswith(LEAVE), repr(term.out[-80:])
         err = term.proc.stderr.read().decode()
         assert len(err.strip().splitlines()) == 1 and box.api in err, err
