@@ -326,30 +326,43 @@ def terminal(out_fd: int, in_fd: int | None) -> Iterator[int]:
     """The alternate screen, no echo and no line buffering on the keyboard (Ctrl-C still
     interrupts), SIGWINCH waking the loop; everything restored on the way out. Yields the read
     end of the wake-up pipe."""
-    saved = None
-    if in_fd is not None:
-        saved = termios.tcgetattr(in_fd)
-        quiet = termios.tcgetattr(in_fd)
-        quiet[3] &= ~(termios.ECHO | termios.ICANON)
-        quiet[6][termios.VMIN], quiet[6][termios.VTIME] = 0, 0
-        termios.tcsetattr(in_fd, termios.TCSANOW, quiet)
+    saved = termios.tcgetattr(in_fd) if in_fd is not None else None
     wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
     old_wake = signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
     old_winch = signal.signal(signal.SIGWINCH, lambda *_: None)
-    # Ctrl-C must end the view even if SIGINT came in ignored (a shell's background job).
+    # Ctrl-C must end the view even if SIGINT came in ignored (a shell's background job);
+    # `kill` too, with the terminal restored on the way out (status 143, as a shell shows it).
     old_int = signal.signal(signal.SIGINT, signal.default_int_handler)
-    os.write(out_fd, ENTER.encode())
+    old_term = signal.signal(signal.SIGTERM, _terminated)
     try:
+        if in_fd is not None and saved is not None:
+            quiet = termios.tcgetattr(in_fd)
+            quiet[3] &= ~(termios.ECHO | termios.ICANON)
+            quiet[6][termios.VMIN], quiet[6][termios.VTIME] = 0, 0
+            termios.tcsetattr(in_fd, termios.TCSANOW, quiet)
+        _write(out_fd, ENTER)
         yield wake_r
     finally:
-        os.write(out_fd, LEAVE.encode())
-        signal.signal(signal.SIGWINCH, old_winch)
+        _write(out_fd, LEAVE)
+        if in_fd is not None and saved is not None:
+            termios.tcsetattr(in_fd, termios.TCSADRAIN, saved)
+        signal.signal(signal.SIGTERM, old_term)
         signal.signal(signal.SIGINT, old_int)
+        signal.signal(signal.SIGWINCH, old_winch)
         signal.set_wakeup_fd(old_wake)
         os.close(wake_r)
         os.close(wake_w)
-        if saved is not None and in_fd is not None:
-            termios.tcsetattr(in_fd, termios.TCSADRAIN, saved)
+
+
+def _terminated(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
+def _write(fd: int, text: str) -> None:
+    """All of `text`: a write to a terminal may stop short when a signal comes in."""
+    data = memoryview(text.encode())
+    while data:
+        data = data[os.write(fd, data):]
 
 
 def _wait(deadline: float, wake_r: int, in_fd: int | None) -> str:
@@ -375,8 +388,8 @@ def _wait(deadline: float, wake_r: int, in_fd: int | None) -> str:
 
 def _draw(out_fd: int, stats: dict, flows: list[RatedFlow], interval: float) -> None:
     size = os.get_terminal_size(out_fd)
-    lines = render(stats, flows, size.columns, size.lines, interval)
-    os.write(out_fd, frame_text(lines, size.columns, size.lines).encode())
+    width, height = size.columns or 80, size.lines or 24        # 0: a size never set
+    _write(out_fd, frame_text(render(stats, flows, width, height, interval), width, height))
 
 
 def _loop(path: str, interval: float, out_fd: int, in_fd: int | None, wake_r: int) -> None:

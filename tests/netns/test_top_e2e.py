@@ -213,6 +213,8 @@ def test_watch_in_a_terminal_shows_the_download_resizes_and_quits_on_ctrl_c(tmp_
         assert term.out.endswith(LEAVE), repr(term.out[-80:])
         assert term.out.endswith("\x1b[?1049l")
         assert term.proc.stderr.read() == b""
+        assert termios.tcgetattr(term.master)[3] & (termios.ECHO | termios.ICANON) == (
+            termios.ECHO | termios.ICANON)          # typed keys echo again
     finally:
         term.close()
         box.close()
@@ -231,6 +233,25 @@ def test_watch_exits_with_one_line_when_the_sandbox_goes_away(tmp_path):
         assert len(err.strip().splitlines()) == 1 and box.api in err, err
     finally:
         term.close()
+        box.close()
+
+
+def test_top_quits_on_q_and_on_sigterm_restoring_the_terminal(tmp_path):
+    box = Sandbox(tmp_path)
+    try:
+        for stop, status in ((lambda t: os.write(t.master, b"q"), 0),
+                             (lambda t: t.proc.send_signal(signal.SIGTERM), 128 + 15)):
+            term = PtyRun([sys.executable, "-m", "slirpy", "top", "--api-socket", box.api],
+                          24, 80)
+            try:
+                assert term.read_until(lambda t: len(frames(t)) >= 2), term.out[-2000:]
+                stop(term)
+                assert term.wait() == status
+                assert term.out.endswith(LEAVE), repr(term.out[-80:])
+                assert termios.tcgetattr(term.master)[3] & termios.ECHO
+            finally:
+                term.close()
+    finally:
         box.close()
 
 
