@@ -31,7 +31,7 @@ from .api import ApiError, request
 
 # ------------------------------------------------------------------ rates (pure)
 
-RowKey = tuple
+RowKey = tuple[Any, Any, Any, Any]
 
 
 def row_key(row: dict) -> RowKey:
@@ -312,6 +312,8 @@ def snapshot(path: str, interval: float, out: IO[str]) -> int:
     except SandboxGone as e:
         sys.stderr.write(f"slirpy: {e}\n")
         return 1
+    except KeyboardInterrupt:
+        return 130
     for line in render(stats, compute_rates(rows0, rows1, t1 - t0), 10_000, None, interval):
         out.write(line + "\n")
     out.flush()
@@ -416,15 +418,12 @@ def watch(path: str, interval: float, out: IO[str] = sys.stdout, inp: IO[Any] = 
     out.flush()
     out_fd = out.fileno()
     in_fd = inp.fileno() if inp is not None and inp.isatty() else None
-    gone = None
     try:
         with terminal(out_fd, in_fd) as wake_r:
             _loop(path, interval, out_fd, in_fd, wake_r)
     except KeyboardInterrupt:
         return 0
-    except SandboxGone as e:
-        gone = str(e)
-    if gone is not None:
-        sys.stderr.write(f"slirpy: {gone}\n")
+    except SandboxGone as e:          # the terminal is restored by now: the message stays
+        sys.stderr.write(f"slirpy: {e}\n")
         return 1
     return 0
