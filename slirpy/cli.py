@@ -210,8 +210,17 @@ def stats(api_socket: str, as_json: bool) -> None:
 @main.command()
 @_api_socket_option
 @click.option("--json", "as_json", is_flag=True, help="Print the rows as JSON.")
-def flows(api_socket: str, as_json: bool) -> None:
+@click.option("--watch", is_flag=True,
+              help="Live view: refreshed in place, per-flow rates, busiest first (like `slirpy top`).")
+@click.option("--interval", type=click.FloatRange(0.1, 3600), default=1.0, show_default=True,
+              metavar="S", help="Seconds between two polls with --watch.")
+def flows(api_socket: str, as_json: bool, watch: bool, interval: float) -> None:
     """List the live flows of a running sandbox, like `conntrack -L`."""
+    if watch:
+        if as_json:
+            _fail("--watch and --json do not go together", 2)
+        from .top import watch as _watch
+        sys.exit(_watch(api_socket, interval))
     rows = _api_call(api_socket, {"execute": "flows"}).get("return", {}).get("flows", [])
     if as_json:
         click.echo(json.dumps(rows))
@@ -222,6 +231,17 @@ def flows(api_socket: str, as_json: bool) -> None:
         unit = "" if r["unit"] == "bytes" else " dg"
         click.echo(f"{r['proto']:5} {r['direction']:3} {r['guest']:21} {r['host']:21} {r['state']:12} "
                    f"{str(r['to_host']) + unit:>11} {str(r['to_guest']) + unit:>11} {r['age']:>6}s")
+
+
+@main.command()
+@_api_socket_option
+@click.option("--interval", type=click.FloatRange(0.1, 3600), default=1.0, show_default=True,
+              metavar="S", help="Seconds between two polls.")
+def top(api_socket: str, interval: float) -> None:
+    """Live flow view of a running sandbox, busiest first (`slirpy flows --watch`; q or Ctrl-C quits)."""
+    from .top import watch as _watch
+
+    sys.exit(_watch(api_socket, interval))
 
 
 @main.command()

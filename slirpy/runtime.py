@@ -462,7 +462,9 @@ class Runtime:
 
     def flow_table(self, now: float) -> list[dict]:
         """Live flows, in the spirit of `conntrack -L`: protocol, direction, guest and host
-        endpoints, state, traffic each way (TCP: payload bytes; UDP/ICMP: datagrams), age."""
+        endpoints, state, traffic each way (TCP: payload bytes; UDP/ICMP: datagrams), age;
+        `id` (never reused by a sandbox) and `bytes_to_host`/`bytes_to_guest` (payload bytes,
+        every protocol) let `slirpy flows --watch` compute rates between two polls."""
         def ep(ip: bytes, port: int) -> str:        # 4 or 16 bytes: 10.0.2.100:80, [fd00::100]:80
             return _ports.host_port_text(str(ipaddress.ip_address(ip)), port)
 
@@ -471,14 +473,16 @@ class Runtime:
             rows.append({"proto": "tcp", "direction": "in" if f.inbound else "out",
                          "guest": ep(f.guest_ip, f.guest_port), "host": ep(f.host_ip, f.host_port),
                          "state": f.conn.state.name, "to_host": f.bytes_in, "to_guest": f.bytes_out,
-                         "unit": "bytes", "age": round(now - f.opened_at, 1)})
+                         "unit": "bytes", "age": round(now - f.opened_at, 1), "id": f.flow_id,
+                         "bytes_to_host": f.bytes_in, "bytes_to_guest": f.bytes_out})
         for proto, flows in (("udp", self.stack.udp_flows()), ("icmp", self.stack.echo_flows())):
             for d in flows:
                 rows.append({"proto": proto, "direction": "in" if d.inbound else "out",
                              "guest": ep(d.guest_ip, d.guest_port), "host": ep(d.host_ip, d.host_port),
                              "state": "REPLIED" if d.replied else "UNREPLIED",
                              "to_host": d.datagrams_in, "to_guest": d.datagrams_out,
-                             "unit": "datagrams", "age": round(now - d.opened_at, 1)})
+                             "unit": "datagrams", "age": round(now - d.opened_at, 1), "id": d.flow_id,
+                             "bytes_to_host": d.bytes_in, "bytes_to_guest": d.bytes_out})
         return rows
 
     def snapshot(self) -> dict:

@@ -116,7 +116,7 @@ class DatagramFlow(Flow):
     ip), of either IP family."""
 
     __slots__ = ("proto", "fam", "dns", "last_head", "last_active", "replied", "datagrams_in",
-                 "datagrams_out", "pseudo_base")
+                 "datagrams_out", "bytes_in", "bytes_out", "pseudo_base")
 
     def __init__(self, flow_id: int, key: Any, proto: int, guest_ip: bytes, guest_port: int,
                  host_ip: bytes, host_port: int, now: float, dns: bool = False,
@@ -131,6 +131,8 @@ class DatagramFlow(Flow):
         self.replied = False
         self.datagrams_in = 0             # guest -> host
         self.datagrams_out = 0            # host -> guest
+        self.bytes_in = 0                 # guest -> host payload bytes (UDP payload, echo data)
+        self.bytes_out = 0                # host -> guest payload bytes
         # Pseudo-header sum (host -> guest) without the length, for UDP checksums.
         self.pseudo_base = sum16(host_ip + guest_ip) + proto
 

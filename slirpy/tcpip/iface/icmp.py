@@ -100,6 +100,7 @@ class IcmpHandler:
         flow.last_head = bytes(packet[:flow.fam.quote_max])
         flow.last_active = now
         flow.datagrams_in += 1
+        flow.bytes_in += len(msg) - _icmp.ICMP_HLEN
         self._counters["icmp.rx.echo_request.proxied"] += 1
         self._events.append(IcmpEchoRequested(flow.flow_id, seq, ttl, msg[_icmp.ICMP_HLEN:]))
 
@@ -122,6 +123,7 @@ class IcmpHandler:
         flow.replied = True
         flow.last_active = now
         flow.datagrams_out += 1
+        flow.bytes_out += len(data)
         self._table.echo.move_to_end(flow.key)
         self._send_ip(flow.host_ip, flow.guest_ip, PROTO_ICMP, msg, ttl=max(1, min(255, ttl)),
                       df=False)

@@ -114,6 +114,7 @@ class Icmpv6Handler:
         flow.replied = True
         flow.last_active = now
         flow.datagrams_out += 1
+        flow.bytes_out += len(data)
         self._table.echo.move_to_end(flow.key)
         self._send(src, dst, PROTO_ICMPV6, msg, max(1, min(255, hop_limit)))
         c["icmpv6.tx.echo_reply.proxied"] += 1

@@ -76,6 +76,7 @@ class UdpHandler:
         flow.last_head = bytes(packet[:flow.fam.quote_max])
         flow.last_active = now
         flow.datagrams_in += 1
+        flow.bytes_in += len(payload)
         c["udp.rx.datagrams"] += 1
         self._events.append(UdpDatagramReceived(flow.flow_id, payload))
 
@@ -137,6 +138,7 @@ class UdpHandler:
         flow.replied = True
         flow.last_active = now
         flow.datagrams_out += 1
+        flow.bytes_out += n
         self._flows.move_to_end(flow.key)
         length = UDP_HLEN + n
         sport = flow.host_port
