@@ -57,6 +57,12 @@ class Controller(Protocol):
     def flows(self) -> list[dict]:
         """One row per live flow (`slirpy flows`)."""
 
+    def pcap_start(self, path: str, max_size: int) -> dict:
+        """Start a capture (pcap.py); raise an exception whose str() says why not."""
+
+    def pcap_stop(self) -> dict | None:
+        """Stop the capture; what it wrote, or None if none ran."""
+
 
 class ApiError(Exception):
     """A request that gets an {"error": {"desc": ...}} reply."""
@@ -164,6 +170,37 @@ async def _flows(ctl: Controller, req: dict) -> dict:
     return {"return": {"flows": ctl.flows()}}
 
 
+async def _pcap_start(ctl: Controller, req: dict) -> dict:
+    from .pcap import DEFAULT_MAX_SIZE, parse_size
+
+    args = req.get("arguments")
+    if not isinstance(args, dict):
+        args = {}
+    path = _string(args, "path")
+    if not path:
+        raise ApiError("bad request: pcap_start: bad arguments.path")
+    size = args.get("max_size", DEFAULT_MAX_SIZE)
+    try:
+        max_size = parse_size(size) if isinstance(size, (int, str)) else -1
+    except ValueError:
+        max_size = -1
+    if max_size < 0:
+        raise ApiError("bad request: pcap_start: bad arguments.max_size")
+    try:
+        return {"return": ctl.pcap_start(path, max_size)}
+    except OSError as e:
+        raise ApiError(f"bad request: pcap_start: cannot write {path}: {e.strerror or e}") from None
+    except ValueError as e:
+        raise ApiError(f"bad request: pcap_start: {e}") from None
+
+
+async def _pcap_stop(ctl: Controller, req: dict) -> dict:
+    info = ctl.pcap_stop()
+    if info is None:
+        raise ApiError("bad request: pcap_stop: no capture is running")
+    return {"return": info}
+
+
 Handler = Callable[[Controller, dict], Awaitable[dict]]
 
 HANDLERS: dict[str, Handler] = {
@@ -173,6 +210,9 @@ HANDLERS: dict[str, Handler] = {
     # slirpy's own, read-only: not in slirp4netns
     "stats": _stats,
     "flows": _flows,
+    # slirpy's own packet capture (pcap.py)
+    "pcap_start": _pcap_start,
+    "pcap_stop": _pcap_stop,
 }
 
 

@@ -87,6 +87,10 @@ def main() -> None:
                    "[IPv6]:host:container work; repeatable. The sandbox sees each client's address.")
 @click.option("--api-socket", type=click.Path(dir_okay=False),
               help="Serve slirp4netns's JSON API (add_hostfwd, list_hostfwd, remove_hostfwd) here.")
+@click.option("--pcap", type=click.Path(dir_okay=False),
+              help="Capture every frame crossing tap0, both ways, to this pcap file.")
+@click.option("--pcap-max-size", default="1G", show_default=True, metavar="SIZE",
+              help="Stop the capture before the file exceeds SIZE bytes (K/M/G suffixes).")
 @click.option("--debug", is_flag=True, help="Debug logging.")
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
 def run(mtu: str, cidr: str, ipv6: bool | None, cidr6: str | None, no_offload: bool,
@@ -94,8 +98,8 @@ def run(mtu: str, cidr: str, ipv6: bool | None, cidr6: str | None, no_offload: b
         disable_dns: bool, dns_upstream: str | None, resolv_conf: str, stats_file: str | None,
         outbound_addr: str | None, outbound_addr6: str | None, limits: tuple[str, ...],
         impair: str | None,
-        publish: tuple[str, ...], api_socket: str | None, debug: bool,
-        command: tuple[str, ...]) -> None:
+        publish: tuple[str, ...], api_socket: str | None, pcap: str | None, pcap_max_size: str,
+        debug: bool, command: tuple[str, ...]) -> None:
     """Run COMMAND in a new network namespace with internet access through slirpy."""
     if debug:
         logging.basicConfig(level=logging.DEBUG, format="slirpy: %(levelname)s %(message)s")
@@ -110,8 +114,9 @@ def run(mtu: str, cidr: str, ipv6: bool | None, cidr6: str | None, no_offload: b
             impair_spec = parse_impair(impair)
         except ValueError as e:
             _fail(str(e), 2)
+    capture = (pcap, _pcap_size(pcap_max_size, "--pcap-max-size")) if pcap else None
     sys.exit(run_sandbox(config, list(command), map_subuids=map_subuids, stats_file=stats_file,
-                         impair=impair_spec, api_socket=api_socket))
+                         impair=impair_spec, api_socket=api_socket, pcap=capture))
 
 
 # ------------------------------------------------------------------ slirpy port add|ls|rm
@@ -231,6 +236,45 @@ def flows(api_socket: str, as_json: bool, watch: bool, interval: float) -> None:
         unit = "" if r["unit"] == "bytes" else " dg"
         click.echo(f"{r['proto']:5} {r['direction']:3} {r['guest']:21} {r['host']:21} {r['state']:12} "
                    f"{str(r['to_host']) + unit:>11} {str(r['to_guest']) + unit:>11} {r['age']:>6}s")
+
+
+# ------------------------------------------------------------------ slirpy pcap start|stop
+
+
+def _pcap_size(text: str, option: str) -> int:
+    from .pcap import parse_size
+
+    try:
+        return parse_size(text)
+    except ValueError as e:
+        _fail(f"{option}: {e}", 2)
+
+
+@main.group("pcap")
+def pcap_group() -> None:
+    """Start and stop a packet capture of a running sandbox (its --api-socket)."""
+
+
+@pcap_group.command("start")
+@_api_socket_option
+@click.option("--max-size", default="1G", show_default=True, metavar="SIZE",
+              help="Stop the capture before the file exceeds SIZE bytes (K/M/G suffixes).")
+@click.argument("file", type=click.Path(dir_okay=False))
+def pcap_start(api_socket: str, max_size: str, file: str) -> None:
+    """Capture every frame crossing the sandbox's TAP to FILE (pcap, nanosecond timestamps)."""
+    import os
+
+    size = _pcap_size(max_size, "--max-size")
+    _api_call(api_socket, {"execute": "pcap_start",
+                           "arguments": {"path": os.path.abspath(file), "max_size": size}})
+
+
+@pcap_group.command("stop")
+@_api_socket_option
+def pcap_stop(api_socket: str) -> None:
+    """Stop the capture; prints the file, frames and bytes written."""
+    info = _api_call(api_socket, {"execute": "pcap_stop"}).get("return", {})
+    click.echo(f"{info.get('path')}: {info.get('frames')} frames, {info.get('bytes')} bytes")
 
 
 @main.command()

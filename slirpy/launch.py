@@ -17,6 +17,8 @@ import click
 if TYPE_CHECKING:  # pragma: no cover
     from .config import NetConfig
     from .impair import ImpairSpec
+    from .runtime import Runtime
+    from .sandbox import Sandbox
 
 
 def fail(message: str, code: int = 1) -> NoReturn:
@@ -28,7 +30,8 @@ def fail(message: str, code: int = 1) -> NoReturn:
 def run_sandbox(config: NetConfig, argv: list[str], *, map_subuids: bool = False,
                 stats_file: str | None = None, quiet: bool = False,
                 setup: Callable[[], Awaitable[None]] | None = None,
-                impair: ImpairSpec | None = None, api_socket: str | None = None) -> int:
+                impair: ImpairSpec | None = None, api_socket: str | None = None,
+                pcap: tuple[str, int] | None = None) -> int:
     """Start the sandbox, serve it until the command exits, return the command's exit code."""
     import uvloop
 
@@ -53,6 +56,8 @@ def run_sandbox(config: NetConfig, argv: list[str], *, map_subuids: bool = False
         runtime = Runtime(config, sandbox.tap_fd, vnet_hdr=sandbox.vnet_hdr, offload=sandbox.offload,
                           impair=impair)
         from .ports import PortError, host_port_text
+        if pcap is not None:
+            _start_pcap(runtime, sandbox, *pcap)
         try:
             published = runtime.prepare_ports(config.ports, api_socket)
         except (PortError, OSError) as e:
@@ -71,3 +76,16 @@ def run_sandbox(config: NetConfig, argv: list[str], *, map_subuids: bool = False
         return code
     finally:
         sandbox.close()
+
+
+def _start_pcap(runtime: Runtime, sandbox: Sandbox, path: str, max_size: int) -> None:
+    """`--pcap`: start capturing before the command runs; a file that cannot be written ends
+    slirpy (and the sandbox) at start."""
+    from .pcap import start_capture
+
+    try:
+        start_capture(runtime, path, max_size)
+    except (OSError, ValueError) as e:
+        sandbox.send_signal(signal.SIGKILL)
+        sandbox.wait()
+        fail(f"--pcap {path}: {getattr(e, 'strerror', None) or e}", 1)

@@ -33,6 +33,7 @@ import time
 from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 from . import doctor
+from . import pcap as _pcap
 from . import ports as _ports
 from .proxy import icmp as icmp_proxy
 from .proxy import tcp as tcp_proxy
@@ -80,7 +81,7 @@ class Runtime:
         self.stack = Stack(config, vnet_hdr=vnet_hdr, offload=offload,
                            rng=random.Random(int.from_bytes(os.urandom(8), "big")))
         # Frames between the TAP and the Stack go through `link`: the Stack itself, or link
-        # filters wrapping it (impairment); everything else goes to the Stack directly.
+        # filters wrapping it (impairment; pcap.py adds a capture at run time); everything else goes to the Stack directly.
         self.link: FrameLink = self.stack
         if impair is not None:
             from .impair import ImpairedLink, Impairment
@@ -216,6 +217,7 @@ class Runtime:
         if self.api is not None:
             self.api.close()
             self.api = None
+        _pcap.stop_capture(self)            # flush and close a running capture
         self.ports.close_all()
         for task in list(self.connecting.values()):
             task.cancel()
@@ -541,3 +543,10 @@ class RuntimeControl:
 
     def flows(self) -> list[dict]:
         return self._runtime.flow_table(time.monotonic())
+
+    def pcap_start(self, path: str, max_size: int) -> dict:
+        return _pcap.start_capture(self._runtime, path, max_size).info()
+
+    def pcap_stop(self) -> dict | None:
+        cap = _pcap.stop_capture(self._runtime)
+        return None if cap is None else cap.info()

@@ -49,6 +49,7 @@ _LONG = [
     "no-host-loopback", "netns-type=", "userns-path=", "api-socket=", "enable-ipv6",
     "enable-sandbox", "create-sandbox", "enable-seccomp", "help", "version",
     "outbound-addr=", "outbound-addr6=", "disable-dns", "macaddress=", "target-type=",
+    "pcap=", "pcap-max-size=",          # slirpy's own: slirp4netns has no packet capture
 ]
 
 _HELP = """\
@@ -72,6 +73,8 @@ User-mode networking for unprivileged network namespaces (slirpy, slirp4netns-co
 --disable-dns            no DNS forwarder at network+3 (10.0.2.3 by default)
 --macaddress=MAC         MAC address of TAPNAME (only valid with -c)
 --target-type=TYPE       [netns|bess], default=netns (bess is not supported)
+--pcap=FILE              (slirpy) capture every frame crossing TAPNAME to this pcap file
+--pcap-max-size=SIZE     (slirpy) stop the capture before FILE exceeds SIZE (default 1G)
 -h, --help               show this help and exit
 -v, --version            show version and exit
 """
@@ -106,6 +109,8 @@ class Options:
     disable_dns: bool = False
     macaddress: str | None = None
     target_type: str = "netns"
+    pcap: str | None = None
+    pcap_max_size: int = 1 << 30
     warnings: list[str] = field(default_factory=list)   # printed on stdout, as slirp4netns does
 
     @property
@@ -172,7 +177,7 @@ _FLAGS = {      # options that set a flag, with the deprecation warning slirp4ne
 _TEXTS = {      # options whose argument is kept as given
     "--cidr": "cidr", "--netns-type": "netns_type", "-a": "api_socket", "--api-socket": "api_socket",
     "--outbound-addr": "outbound_addr", "--outbound-addr6": "outbound_addr6",
-    "--macaddress": "macaddress", "--target-type": "target_type",
+    "--macaddress": "macaddress", "--target-type": "target_type", "--pcap": "pcap",
 }
 
 
@@ -193,6 +198,12 @@ def _apply_option(o: Options, opt: str, val: str) -> None:
         if not re.fullmatch(r"\s*[+-]?\d+", val) or not 0 < int(val) <= 65521:
             raise Exit(1, "MTU must be a positive integer (< 65522)", usage=True)
         o.mtu = int(val)
+    elif opt == "--pcap-max-size":
+        from .pcap import parse_size
+        try:
+            o.pcap_max_size = parse_size(val)
+        except ValueError as e:
+            raise Exit(1, f"--pcap-max-size: {e}", usage=True) from None
     elif opt == "--userns-path":
         if not os.path.lexists(val):
             raise Exit(1, f"userns path doesn't exist: {val}", usage=True)
@@ -409,6 +420,12 @@ def _serve(o: Options, config: NetConfig, prog: str) -> int:
         _print_banner(o, config)
         runtime = Runtime(config, tap.fd, vnet_hdr=tap.vnet_hdr, offload=tap.offload)
         runtime.linger = 0.0       # the target decides when flows end; do not outlive it
+        if o.pcap is not None:
+            from .pcap import start_capture
+            try:
+                start_capture(runtime, o.pcap, o.pcap_max_size)
+            except (OSError, ValueError) as e:
+                return fail(f"--pcap {o.pcap}: {getattr(e, 'strerror', None) or e}")
         setup = None
         if o.api_socket is not None:
             try:
