@@ -45,6 +45,7 @@ from .resolvconf import ResolvConf
 from .serve import ServedCommand, serve_sandbox  # noqa: F401  (their old home: callers import them here)
 if TYPE_CHECKING:
     from .api import ApiServer
+    from .autoports import AutoPorts
     from .config import NetConfig, PortSpec
     from .impair import ImpairSpec
     from .impair import FrameLink
@@ -115,6 +116,7 @@ class Runtime:
         self.api: ApiServer | None = None
         self._pending_listeners: list = []
         self._pending_api: tuple[str, Any] | None = None       # (path, bound socket)
+        self.autoports: AutoPorts | None = None     # -p auto; launch.run_sandbox sets it
 
     # -------------------------------------------------------------- published ports / API
 
@@ -150,6 +152,8 @@ class Runtime:
             self._pending_api = None
             api = self.api = _api.ApiServer(RuntimeControl(self), path)  # type: ignore[arg-type]
             await api.start(sock)
+        if self.autoports is not None:
+            self.autoports.start(self.loop)
 
     # -------------------------------------------------------------- loop wiring
 
@@ -216,6 +220,8 @@ class Runtime:
         if self.api is not None:
             self.api.close()
             self.api = None
+        if self.autoports is not None:
+            self.autoports.stop()
         self.ports.close_all()
         for task in list(self.connecting.values()):
             task.cancel()
@@ -531,6 +537,9 @@ class RuntimeControl:
 
     def remove_forward(self, forward_id: int) -> bool:
         return self._ports.remove_forward(forward_id)
+
+    def auto_forward_ids(self) -> set[int]:
+        return self._ports.auto_forward_ids()
 
     def stats(self) -> dict:
         return self._runtime.snapshot()

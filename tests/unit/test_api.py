@@ -38,6 +38,11 @@ class FakeController:
     def remove_forward(self, forward_id: int) -> bool:
         return self.forwards.pop(forward_id, None) is not None
 
+    auto: frozenset[int] = frozenset()     # ids a test marks as published by -p auto
+
+    def auto_forward_ids(self) -> frozenset[int]:
+        return self.auto
+
 
 def run(ctl, raw: bytes | str) -> bytes:
     if isinstance(raw, str):
