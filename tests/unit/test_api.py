@@ -224,3 +224,15 @@ def test_server_over_a_unix_socket_one_request_per_connection(tmp_path):
     assert r1 == {"return": {"id": 1}}
     assert raw.startswith(b'{"entries":[{"id":1,"proto":"tcp"')
     assert not (tmp_path / "api.sock").exists()     # removed on close
+
+
+def test_list_hostfwd_marks_auto_entries_only():
+    ctl = FakeController()
+    run(ctl, ADD_8080)
+    run(ctl, '{"execute": "add_hostfwd", "arguments": {"proto": "tcp", "host_addr": "127.0.0.1", '
+             '"host_port": 3000, "guest_port": 3000}}')
+    ctl.auto = frozenset({2})
+    assert run(ctl, '{"execute": "list_hostfwd"}') == (
+        b'{"entries":[{"id":1,"proto":"tcp","host_addr":"0.0.0.0","host_port":8080,'
+        b'"guest_addr":"10.0.2.100","guest_port":80},{"id":2,"proto":"tcp","host_addr":"127.0.0.1",'
+        b'"host_port":3000,"guest_addr":"10.0.2.100","guest_port":3000,"auto":true}]}')
