@@ -29,7 +29,9 @@ from slirpy.autoports import AutoPorts  # noqa: E402
 from slirpy.config import AutoPublish  # noqa: E402
 
 GUEST = r'''
-import socket, sys, time
+import resource, socket, sys, time
+soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 n = int(sys.argv[1]); keep = []
 for i in range(n):
     t = socket.socket(); t.bind(("0.0.0.0", 20000 + i)); t.listen(); keep.append(t)
