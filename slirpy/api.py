@@ -32,6 +32,7 @@ import json
 import os
 import socket
 import stat
+from collections.abc import Collection
 from typing import Any, Awaitable, Callable, Coroutine, Protocol, cast
 
 from .config import PortSpec
@@ -50,6 +51,9 @@ class Controller(Protocol):
     def list_forwards(self) -> list[tuple[int, PortSpec]]: ...
 
     def remove_forward(self, forward_id: int) -> bool: ...
+
+    def auto_forward_ids(self) -> Collection[int]:
+        """The ids `-p auto` published (list_hostfwd adds "auto": true to their entries)."""
 
     def stats(self) -> dict:
         """Counters and table sizes (`slirpy stats`)."""
@@ -147,9 +151,11 @@ def shown_guest_addr(ctl: Controller, spec: PortSpec) -> str:
 
 
 async def _list_hostfwd(ctl: Controller, req: dict) -> dict:
+    auto = ctl.auto_forward_ids()
     return {"entries": [
         {"id": fid, "proto": s.proto, "host_addr": s.host_addr, "host_port": s.host_port,
-         "guest_addr": shown_guest_addr(ctl, s), "guest_port": s.guest_port}
+         "guest_addr": shown_guest_addr(ctl, s), "guest_port": s.guest_port,
+         **({"auto": True} if fid in auto else {})}     # slirpy's: only on -p auto entries
         for fid, s in ctl.list_forwards()
     ]}
 

@@ -21,7 +21,8 @@ def build_config(mtu: str, cidr: str, offload: bool, allow_host_loopback: bool, 
                  resolv_conf: str = "/etc/resolv.conf", publish: Iterable[str] = (),
                  limits: Iterable[str] = (), outbound_addr: str | None = None,
                  ipv6: bool | None = None, cidr6: str | None = None,
-                 outbound_addr6: str | None = None) -> NetConfig:
+                 outbound_addr6: str | None = None,
+                 publish_auto_addr: str | None = None) -> NetConfig:
     """config.build_net_config; a bad value ends `slirpy` with its message and status 2.
 
     `ipv6` None: on unless the MTU is below 1280. A `cidr6` is checked even with IPv6 off, so
@@ -34,7 +35,8 @@ def build_config(mtu: str, cidr: str, offload: bool, allow_host_loopback: bool, 
                                   dns_upstream=dns_upstream, resolv_conf=resolv_conf,
                                   publish=publish, limits=limits,
                                   outbound_addr=outbound_addr or None, ipv6=ipv6,
-                                  cidr6=cidr6 or DEFAULT_CIDR6, outbound_addr6=outbound_addr6 or None)
+                                  cidr6=cidr6 or DEFAULT_CIDR6, outbound_addr6=outbound_addr6 or None,
+                                  publish_auto_addr=publish_auto_addr)
     except ConfigError as e:
         _fail(str(e), 2)
     if outbound_addr6 and not config.ipv6:
@@ -84,7 +86,10 @@ def main() -> None:
                    "loss=P%,reorder=P%,dup=P%,corrupt=P%,delay=MS,seed=N.")
 @click.option("-p", "--publish", "publish", multiple=True, metavar="SPEC",
               help=f"Publish a sandbox port on the host: {PORT_SPEC_SYNTAX}; ranges and "
-                   "[IPv6]:host:container work; repeatable. The sandbox sees each client's address.")
+                   "[IPv6]:host:container work; repeatable. The sandbox sees each client's address. "
+                   "auto, auto/tcp, auto/udp: publish every port the sandbox binds, as it binds it.")
+@click.option("--publish-auto-addr", metavar="IP",
+              help="Host address of the -p auto ports [default: 127.0.0.1].")
 @click.option("--api-socket", type=click.Path(dir_okay=False),
               help="Serve slirp4netns's JSON API (add_hostfwd, list_hostfwd, remove_hostfwd) here.")
 @click.option("--pcap", type=click.Path(dir_okay=False),
@@ -98,7 +103,8 @@ def run(mtu: str, cidr: str, ipv6: bool | None, cidr6: str | None, no_offload: b
         disable_dns: bool, dns_upstream: str | None, resolv_conf: str, stats_file: str | None,
         outbound_addr: str | None, outbound_addr6: str | None, limits: tuple[str, ...],
         impair: str | None,
-        publish: tuple[str, ...], api_socket: str | None, pcap: str | None, pcap_max_size: str,
+        publish: tuple[str, ...], publish_auto_addr: str | None, api_socket: str | None,
+        pcap: str | None, pcap_max_size: str,
         debug: bool, command: tuple[str, ...]) -> None:
     """Run COMMAND in a new network namespace with internet access through slirpy."""
     if debug:
@@ -106,7 +112,7 @@ def run(mtu: str, cidr: str, ipv6: bool | None, cidr6: str | None, no_offload: b
     config = build_config(mtu, cidr, not no_offload, allow_host_loopback, dns=not disable_dns,
                           dns_upstream=dns_upstream, resolv_conf=resolv_conf, publish=publish,
                           limits=limits, outbound_addr=outbound_addr, ipv6=ipv6, cidr6=cidr6,
-                          outbound_addr6=outbound_addr6)
+                          outbound_addr6=outbound_addr6, publish_auto_addr=publish_auto_addr)
     impair_spec = None
     if impair:
         from .impair import parse_impair
@@ -182,7 +188,8 @@ def port_ls(api_socket: str, as_json: bool) -> None:
     click.echo(f"{'ID':>4}  {'PROTO':5}  {'HOST':<28}  GUEST")
     for e in entries:
         click.echo(f"{e['id']:>4}  {e['proto']:5}  {host_port_text(e['host_addr'], e['host_port']):<28}  "
-                   f"{host_port_text(e['guest_addr'], e['guest_port'])}")
+                   f"{host_port_text(e['guest_addr'], e['guest_port'])}"
+                   + ("  (auto)" if e.get("auto") else ""))       # published by -p auto
 
 
 @port.command("rm")

@@ -280,6 +280,7 @@ class NetConfig:
             return None
         return self.outbound_addr
     ports: tuple["PortSpec", ...] = ()    # published ports (-p), in command-line order
+    auto_publish: "AutoPublish | None" = None   # -p auto[/tcp|/udp]; None: off
 
     @property
     def gateway(self) -> ipaddress.IPv4Address:
@@ -340,6 +341,7 @@ class NetConfig:
 PORT_PROTOS = ("tcp", "udp")
 DEFAULT_HOST_ADDR = "0.0.0.0"
 PORT_SPEC_SYNTAX = "[IP:][HOST_PORT:]CONTAINER_PORT[/tcp|/udp]"
+DEFAULT_AUTO_ADDR = "127.0.0.1"       # --publish-auto-addr: loopback only, unless asked
 
 
 @dataclass(frozen=True)
@@ -379,6 +381,41 @@ def _port_range(text: str, what: str, spec: str, allow_zero: bool = False) -> ra
     if hi < lo:
         raise ConfigError(f"invalid port spec {spec!r}: {what} range {text} ends before it starts")
     return range(lo, hi + 1)
+
+
+@dataclass(frozen=True)
+class AutoPublish:
+    """`-p auto[/tcp|/udp]`: publish every port the sandbox binds (autoports.py does it), on
+    host `host_addr` (`--publish-auto-addr`), each on the same host port."""
+
+    protos: tuple[str, ...] = PORT_PROTOS
+    host_addr: str = DEFAULT_AUTO_ADDR
+
+
+def parse_auto_spec(value: str) -> tuple[str, ...] | None:
+    """The protocols of `auto`, `auto/tcp`, `auto/udp` (`auto` alone: both); None when `value`
+    is not an auto spec (an ordinary `-p` then)."""
+    head, sep, proto = value.strip().lower().partition("/")
+    if head != "auto":
+        return None
+    if not sep:
+        return PORT_PROTOS
+    if proto not in PORT_PROTOS:
+        raise ConfigError(f"invalid port spec {value!r}: protocol {proto!r} must be tcp or udp "
+                          "(auto, auto/tcp or auto/udp)")
+    return (proto,)
+
+
+def parse_auto_addr(value: str) -> str:
+    """`--publish-auto-addr`: an IPv4 or IPv6 address, canonical (brackets allowed)."""
+    text = value.strip()
+    if text.startswith("[") and text.endswith("]"):
+        text = text[1:-1]
+    try:
+        return str(ipaddress.ip_address(text))
+    except ValueError:
+        raise ConfigError(f"invalid --publish-auto-addr {value!r}: must be an IPv4 or IPv6 "
+                          "address of this host") from None
 
 
 def parse_port_spec(value: str) -> list[PortSpec]:
@@ -462,7 +499,8 @@ def build_net_config(*, cidr: str = DEFAULT_CIDR, exact_cidr: bool = False, mtu:
                  dns_upstream: str | None = None, resolv_conf: str = "/etc/resolv.conf",
                  publish: Iterable[str] = (), limits: Iterable[str] = (),
                  outbound_addr: str | None = None, ipv6: bool | None = None,
-                 cidr6: str = DEFAULT_CIDR6, outbound_addr6: str | None = None) -> NetConfig:
+                 cidr6: str = DEFAULT_CIDR6, outbound_addr6: str | None = None,
+                 publish_auto_addr: str | None = None) -> NetConfig:
     """The NetConfig every CLI builds (`slirpy run`, `slirpy selfcheck`, slirp4netns mode)
     from its option values, each through its parser above. Raises the first ConfigError, in
     this order: ports, limits, outbound address, CIDR (`exact_cidr`: see parse_cidr), MTU,
@@ -470,7 +508,7 @@ def build_net_config(*, cidr: str = DEFAULT_CIDR, exact_cidr: bool = False, mtu:
 
     `ipv6`: True turns IPv6 on (an MTU below 1280 is then an error), False off, None (the
     default) on unless the MTU is below 1280, as Linux does for an interface."""
-    ports = tuple(p for text in publish for p in parse_port_spec(text))
+    ports, auto = _split_publish(publish, publish_auto_addr)
     mtu_value = parse_mtu(mtu)
     network6 = parse_cidr6(cidr6) if ipv6 is not False else None
     if mtu_value < IPV6_MTU_MIN and network6 is not None:
@@ -482,6 +520,7 @@ def build_net_config(*, cidr: str = DEFAULT_CIDR, exact_cidr: bool = False, mtu:
         limits=parse_limits(limits),
         outbound_addr=resolve_outbound_addr(outbound_addr) if outbound_addr is not None else None,
         ports=ports,
+        auto_publish=auto,
         network=parse_cidr(cidr, exact=exact_cidr),
         mtu=mtu_value,
         offload=offload,
@@ -494,3 +533,24 @@ def build_net_config(*, cidr: str = DEFAULT_CIDR, exact_cidr: bool = False, mtu:
         outbound_addr6=(resolve_outbound_addr6(outbound_addr6)
                         if outbound_addr6 is not None and network6 is not None else None),
     )
+
+
+def _split_publish(publish: Iterable[str], auto_addr: str | None
+                   ) -> tuple[tuple[PortSpec, ...], AutoPublish | None]:
+    """`-p` values -> (the explicit ports, the AutoPublish of the `auto` ones or None)."""
+    ports: list[PortSpec] = []
+    protos: set[str] = set()
+    for text in publish:
+        auto = parse_auto_spec(text)
+        if auto is None:
+            ports.extend(parse_port_spec(text))
+        else:
+            protos.update(auto)
+    addr = parse_auto_addr(auto_addr) if auto_addr is not None else None
+    if not protos:
+        if addr is not None:
+            raise ConfigError(f"invalid --publish-auto-addr {auto_addr!r}: needs -p auto "
+                              "(or auto/tcp, auto/udp)")
+        return tuple(ports), None
+    return tuple(ports), AutoPublish(tuple(p for p in PORT_PROTOS if p in protos),
+                                     addr or DEFAULT_AUTO_ADDR)

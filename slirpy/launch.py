@@ -55,6 +55,10 @@ def run_sandbox(config: NetConfig, argv: list[str], *, map_subuids: bool = False
                        "running without them (slower)", err=True)
         runtime = Runtime(config, sandbox.tap_fd, vnet_hdr=sandbox.vnet_hdr, offload=sandbox.offload,
                           impair=impair)
+        if config.auto_publish is not None:
+            from .autoports import AutoPorts
+            runtime.autoports = AutoPorts(runtime.ports, config.auto_publish, sandbox.pid,
+                                          runtime.counters)
         from .ports import PortError, host_port_text
         if pcap is not None:
             _start_pcap(runtime, sandbox, *pcap)

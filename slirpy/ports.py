@@ -62,7 +62,12 @@ _PKTINFO_SPACE = socket.CMSG_SPACE(20)
 
 
 class PortError(Exception):
-    """A published port cannot be opened; the message names the address, port and cause."""
+    """A published port cannot be opened; the message names the address, port and cause.
+    `code` is the errno behind it (EADDRINUSE also for "already published"), 0 if none."""
+
+    def __init__(self, message: str, code: int = 0) -> None:
+        super().__init__(message)
+        self.code = code
 
 
 def host_port_text(addr: str, port: int, proto: str | None = None) -> str:
@@ -122,7 +127,7 @@ def bind_listener(spec: PortSpec, v6only: bool = False) -> tuple[PortSpec, socke
     try:
         sock = socket.socket(family, kind | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC)
     except OSError as e:
-        raise PortError(describe_bind_error(spec, e)) from None
+        raise PortError(describe_bind_error(spec, e), e.errno or 0) from None
     try:
         if kind == socket.SOCK_STREAM:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -133,7 +138,7 @@ def bind_listener(spec: PortSpec, v6only: bool = False) -> tuple[PortSpec, socke
             sock.listen(_BACKLOG)
     except OSError as e:
         sock.close()
-        raise PortError(describe_bind_error(spec, e)) from None
+        raise PortError(describe_bind_error(spec, e), e.errno or 0) from None
     port = sock.getsockname()[1]
     if port != spec.host_port:
         spec = dataclasses.replace(spec, host_port=port)
@@ -301,7 +306,7 @@ class UdpListener(WatchedSocket):
 
 
 class Forward:
-    __slots__ = ("id", "spec", "server", "udp", "dual_stack")
+    __slots__ = ("id", "spec", "server", "udp", "dual_stack", "auto")
 
     def __init__(self, fid: int, spec: PortSpec, dual_stack: bool = False):
         self.id = fid
@@ -309,6 +314,7 @@ class Forward:
         self.server: asyncio.AbstractServer | None = None
         self.udp: UdpListener | None = None
         self.dual_stack = dual_stack       # a `[::]` listener that takes IPv4 clients too
+        self.auto = False                  # published by -p auto (autoports.py)
 
     def close(self) -> None:
         if self.server is not None:
@@ -353,22 +359,28 @@ class PortManager:
 
     # Controller protocol (api.py)
 
-    async def add_forward(self, spec: PortSpec) -> int:
+    async def add_forward(self, spec: PortSpec, *, auto: bool = False) -> int:
         where = host_port_text(spec.host_addr, spec.host_port, spec.proto)
         for f in self.forwards.values():
             s = f.spec
             if (s.proto, s.host_addr, s.host_port) == (spec.proto, spec.host_addr, spec.host_port):
-                raise PortError(f"cannot publish {where}: already published (id {f.id})")
+                raise PortError(f"cannot publish {where}: already published (id {f.id})",
+                                errno.EADDRINUSE)
             if (":" not in spec.host_addr and f.dual_stack and
                     (s.proto, s.host_port) == (spec.proto, spec.host_port)):
                 raise PortError(f"cannot publish {where}: {host_port_text(s.host_addr, s.host_port, s.proto)} "
-                                f"(id {f.id}) takes its IPv4 clients too")
+                                f"(id {f.id}) takes its IPv4 clients too", errno.EADDRINUSE)
         spec, sock = bind_listener(spec, v6only_beside(spec, [f.spec for f in self.forwards.values()]))
         fwd = await self.adopt(spec, sock)
+        fwd.auto = auto
         return fwd.id
 
     def list_forwards(self) -> list[tuple[int, PortSpec]]:
         return [(f.id, f.spec) for f in self.forwards.values()]
+
+    def auto_forward_ids(self) -> set[int]:
+        """The ids of the forwards -p auto made (list_hostfwd marks them)."""
+        return {f.id for f in self.forwards.values() if f.auto}
 
     def remove_forward(self, forward_id: int) -> bool:
         fwd = self.forwards.pop(forward_id, None)

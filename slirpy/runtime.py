@@ -46,6 +46,7 @@ from .resolvconf import ResolvConf
 from .serve import ServedCommand, serve_sandbox  # noqa: F401  (their old home: callers import them here)
 if TYPE_CHECKING:
     from .api import ApiServer
+    from .autoports import AutoPorts
     from .config import NetConfig, PortSpec
     from .impair import ImpairSpec
     from .impair import FrameLink
@@ -116,6 +117,7 @@ class Runtime:
         self.api: ApiServer | None = None
         self._pending_listeners: list = []
         self._pending_api: tuple[str, Any] | None = None       # (path, bound socket)
+        self.autoports: AutoPorts | None = None     # -p auto; launch.run_sandbox sets it
 
     # -------------------------------------------------------------- published ports / API
 
@@ -151,6 +153,8 @@ class Runtime:
             self._pending_api = None
             api = self.api = _api.ApiServer(RuntimeControl(self), path)  # type: ignore[arg-type]
             await api.start(sock)
+        if self.autoports is not None:
+            self.autoports.start(self.loop)
 
     # -------------------------------------------------------------- loop wiring
 
@@ -218,6 +222,8 @@ class Runtime:
             self.api.close()
             self.api = None
         _pcap.stop_capture(self)            # flush and close a running capture
+        if self.autoports is not None:
+            self.autoports.stop()
         self.ports.close_all()
         for task in list(self.connecting.values()):
             task.cancel()
@@ -537,6 +543,9 @@ class RuntimeControl:
 
     def remove_forward(self, forward_id: int) -> bool:
         return self._ports.remove_forward(forward_id)
+
+    def auto_forward_ids(self) -> set[int]:
+        return self._ports.auto_forward_ids()
 
     def stats(self) -> dict:
         return self._runtime.snapshot()

@@ -38,6 +38,11 @@ class FakeController:
     def remove_forward(self, forward_id: int) -> bool:
         return self.forwards.pop(forward_id, None) is not None
 
+    auto: frozenset[int] = frozenset()     # ids a test marks as published by -p auto
+
+    def auto_forward_ids(self) -> frozenset[int]:
+        return self.auto
+
 
 def run(ctl, raw: bytes | str) -> bytes:
     if isinstance(raw, str):
@@ -219,3 +224,15 @@ def test_server_over_a_unix_socket_one_request_per_connection(tmp_path):
     assert r1 == {"return": {"id": 1}}
     assert raw.startswith(b'{"entries":[{"id":1,"proto":"tcp"')
     assert not (tmp_path / "api.sock").exists()     # removed on close
+
+
+def test_list_hostfwd_marks_auto_entries_only():
+    ctl = FakeController()
+    run(ctl, ADD_8080)
+    run(ctl, '{"execute": "add_hostfwd", "arguments": {"proto": "tcp", "host_addr": "127.0.0.1", '
+             '"host_port": 3000, "guest_port": 3000}}')
+    ctl.auto = frozenset({2})
+    assert run(ctl, '{"execute": "list_hostfwd"}') == (
+        b'{"entries":[{"id":1,"proto":"tcp","host_addr":"0.0.0.0","host_port":8080,'
+        b'"guest_addr":"10.0.2.100","guest_port":80},{"id":2,"proto":"tcp","host_addr":"127.0.0.1",'
+        b'"host_port":3000,"guest_addr":"10.0.2.100","guest_port":3000,"auto":true}]}')
