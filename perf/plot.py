@@ -160,6 +160,11 @@ def _require_matplotlib() -> Any:
     return Figure
 
 
+def _rectangle(*args: Any, **kw: Any) -> Any:
+    from matplotlib.patches import Rectangle
+    return Rectangle(*args, **kw)
+
+
 def _draw_bars(ax: Any, spec: ChartSpec, variants: list[str], bar_peers: list[str],
                cells: dict[tuple[str, str], Any]) -> None:
     width = 0.8 / max(1, len(bar_peers))
@@ -178,24 +183,28 @@ def _draw_bars(ax: Any, spec: ChartSpec, variants: list[str], bar_peers: list[st
                     ax.annotate(spec.fmt.format(c.median), (x, c.max), xytext=(0, 2),
                                 textcoords="offset points", ha="center", va="bottom", fontsize=7)
             elif c is not None:
-                ax.text(x, 0, c, rotation=90, ha="center", va="bottom", fontsize=7, color="0.4")
-        ax.bar(xs, meds, width * 0.92, yerr=[lo, hi], capsize=3, label=p,
-               color=BAR_COLORS.get(p, "0.6"), error_kw={"elinewidth": 1, "ecolor": "0.2"})
+                ax.text(x, 0, f" {p}: {c}", rotation=90, ha="center", va="bottom", fontsize=7,
+                        color="0.4")
+        color = BAR_COLORS.get(p, "0.6")
+        if not xs:                  # no bar at all: a legend entry of the right colour still
+            ax.add_patch(_rectangle((0, 0), 0, 0, color=color, label=p))
+            continue
+        ax.bar(xs, meds, width * 0.92, yerr=[lo, hi], capsize=3, label=p, color=color, zorder=2,
+               error_kw={"elinewidth": 1, "ecolor": "0.2", "zorder": 2})
 
 
 def _draw_references(ax: Any, variants: list[str], ref_peers: list[str],
                      cells: dict[tuple[str, str], Any]) -> None:
     for p in ref_peers:
         color, style = LINE_STYLES.get(p, ("0.3", "-."))
-        labelled = False
-        for i, v in enumerate(variants):
-            c = cells.get((p, v))
-            if not isinstance(c, Stat):
-                continue
-            ax.fill_between([i - 0.45, i + 0.45], c.min, c.max, color=color, alpha=0.12, lw=0)
-            ax.hlines(c.median, i - 0.45, i + 0.45, colors=color, linestyles=style, lw=2,
-                      label=None if labelled else f"{p} (kernel reference)")
-            labelled = True
+        at = [(i, c) for i, v in enumerate(variants) if isinstance(c := cells.get((p, v)), Stat)]
+        if not at:
+            continue
+        for i, c in at:
+            ax.fill_between([i - 0.45, i + 0.45], c.min, c.max, color=color, alpha=0.12, lw=0,
+                            zorder=1)
+        ax.hlines([c.median for _, c in at], [i - 0.45 for i, _ in at], [i + 0.45 for i, _ in at],
+                  colors=color, linestyles=style, lw=2, zorder=3, label=f"{p} (kernel reference)")
 
 
 def plot_workload(spec: ChartSpec, summaries: list[dict], meta: dict) -> Any:
@@ -222,7 +231,11 @@ def plot_workload(spec: ChartSpec, summaries: list[dict], meta: dict) -> Any:
     ax.set_ylim(0, top * 1.15 if top > 0 else 1.0)
     ax.grid(axis="y", alpha=0.3)
     ax.set_axisbelow(True)
-    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
+    handles, labels = ax.get_legend_handles_labels()
+    rank = {p: i for i, p in enumerate(peers)}         # bars in peer order, then references
+    order = sorted(range(len(labels)), key=lambda k: rank.get(labels[k].split(" ")[0], len(rank)))
+    ax.legend([handles[k] for k in order], [labels[k] for k in order], loc="upper left",
+              bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
     fig.text(0.01, 0.015, "\n".join(textwrap.wrap(footnote(meta), 175)), fontsize=7,
              color="0.35", ha="left", va="bottom")
     return fig
