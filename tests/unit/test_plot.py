@@ -10,6 +10,7 @@ Nothing here runs a benchmark or touches the network.
 from __future__ import annotations
 
 import json
+import re
 import struct
 import sys
 from pathlib import Path
@@ -195,3 +196,13 @@ def test_bench_save_results_plots_with_its_own_workloads(tmp_path, capsys):
     assert json.loads(out.read_text()) == synthetic()
     assert sorted(x.name for x in (tmp_path / "charts").iterdir()) == ["bulk.png", "pingpong.png"]
     assert "charts:" in capsys.readouterr().out
+
+
+def test_readme_charts_exist_and_stay_small():
+    repo = Path(__file__).resolve().parents[2]
+    linked = re.findall(r"\]\((docs/charts/[^)]+\.png)\)", (repo / "README.md").read_text())
+    assert linked, "the README shows no chart"
+    for name in linked:
+        path = repo / name
+        assert png_size(path) == (1000, 500)
+        assert path.stat().st_size < 100_000
