@@ -191,6 +191,8 @@ def test_without_matplotlib_bench_writes_json_and_one_line(tmp_path, monkeypatch
 
 def test_bench_save_results_plots_with_its_own_workloads(tmp_path, capsys):
     bench = plot.load_bench()
+    assert bench.parse_args(["--plot", str(tmp_path / "charts")]).plot == str(tmp_path / "charts")
+    assert bench.parse_args([]).plot is None
     out = tmp_path / "res.json"
     bench.save_results(out, synthetic(), str(tmp_path / "charts"))
     assert json.loads(out.read_text()) == synthetic()
