@@ -13,7 +13,7 @@ ensure_venv() {
     local want stamp="$VENV/.slirpy-install-stamp"
     want="$(sha256sum "$REPO/pyproject.toml" | cut -d' ' -f1) $REPO"
     if [[ -x "$VENV_PY" ]] && [[ -f "$stamp" ]] && [[ "$(cat "$stamp")" == "$want" ]] \
-        && "$VENV_PY" -c 'import slirpy, pytest, hypothesis, mypy' 2>/dev/null; then
+        && "$VENV_PY" -c 'import slirpy, pytest, hypothesis, mypy, matplotlib' 2>/dev/null; then
         return 0
     fi
     if [[ ! -x "$BASE_PY" ]]; then
