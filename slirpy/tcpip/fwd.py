@@ -91,6 +91,7 @@ REMAP_TRIES = 32                # gateway ports tried when a client's own port i
 REPLY_NONE = 0                  # silently dropped
 REPLY_RST = 1                   # TCP reset (RFC 9293 §3.10.7.1)
 REPLY_PORT_UNREACH = 2          # ICMP(v6) destination unreachable, port
+REPLY_NET_UNREACH = 3           # ICMP net unreachable / ICMPv6 no route, from the gateway
 
 
 def _errno_kind(err: int, v6: bool) -> str | None:
@@ -150,6 +151,11 @@ class Rule(Protocol):
     """One policy rule: a Verdict for a new guest flow, or None to let the next rule decide."""
 
     def __call__(self, proto: int, src: bytes, dst: bytes, dport: int) -> Verdict | None: ...
+
+
+def net_unreach_code(v6: bool) -> int:
+    """The destination-unreachable code for "network unreachable" in a flavour (REPLY_NET_UNREACH)."""
+    return _code(KIND_NET, v6)
 
 
 def echo_unreach(err: int, v6: bool = False) -> tuple[int, int] | None:
@@ -228,7 +234,9 @@ class Forwarder:
         why = self._refusal(dst, side)
         if why is None:
             return side.loopback if dst == side.gateway else Verdict(ntoa(dst))
-        if proto == PROTO_TCP:
+        if why == "host_loopback_denied":
+            reply = REPLY_NET_UNREACH       # libslirp: the host side "has no route" there
+        elif proto == PROTO_TCP:
             reply = REPLY_RST
         elif proto == PROTO_UDP and (dst == side.gateway or dst == side.dns):
             reply = REPLY_PORT_UNREACH

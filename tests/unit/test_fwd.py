@@ -32,9 +32,13 @@ def test_outbound_targets():
 
 def test_outbound_refusals_and_replies():
     f = forwarder()
-    assert f.outbound(PROTO_TCP, GUEST, GW, 22) == fwd.Verdict(None, "host_loopback_denied", fwd.REPLY_RST)
+    assert f.outbound(PROTO_TCP, GUEST, GW, 22) == fwd.Verdict(None, "host_loopback_denied",
+                                                             fwd.REPLY_NET_UNREACH)
     assert f.outbound(PROTO_UDP, GUEST, GW, 9) == fwd.Verdict(None, "host_loopback_denied",
-                                                            fwd.REPLY_PORT_UNREACH)
+                                                            fwd.REPLY_NET_UNREACH)
+    assert f.outbound(PROTO_UDP, GUEST, DNS, 9) == fwd.Verdict(None, "local_network",
+                                                             fwd.REPLY_PORT_UNREACH)
+    assert (fwd.net_unreach_code(False), fwd.net_unreach_code(True)) == (0, 0)
     assert f.outbound(PROTO_UDP, GUEST, bytes([10, 0, 2, 7]), 9) == fwd.Verdict(None, "local_network")
     assert f.outbound(PROTO_ICMP, GUEST, bytes([127, 0, 0, 1]), 0) == fwd.Verdict(None, "martian_dst")
     off = forwarder(dns_enabled=False)
@@ -96,7 +100,7 @@ def test_outbound_ipv6_targets_and_refusals():
     assert f.outbound(PROTO_TCP, GUEST6, REMOTE6, 80) == fwd.Verdict("2001:db8::1")
     assert f.outbound(PROTO_UDP, GUEST6, DNS6, 53) == fwd.Verdict(fwd.DNS_UPSTREAM, dns=True)
     assert f.outbound(PROTO_TCP, GUEST6, GW6, 22) == fwd.Verdict(None, "host_loopback_denied",
-                                                                 fwd.REPLY_RST)
+                                                                 fwd.REPLY_NET_UNREACH)
     assert forwarder(allow_host_loopback=True).outbound(PROTO_TCP, GUEST6, GW6, 22).host == "::1"
     assert f.outbound(PROTO_UDP, GUEST6, DNS6, 9) == fwd.Verdict(None, "local_network",
                                                                 fwd.REPLY_PORT_UNREACH)

@@ -155,9 +155,11 @@ def test_syn_to_the_ipv6_gateway_reaches_host_loopback_only_when_allowed(allow):
         assert (ev.host, ev.port) == ("::1", 22)
         assert out(s, 1.0) == []
     else:
-        [(_, rst)] = out(s, 1.0)
-        assert rst[TCP].flags == "RA" and rst[IPv6].src == GW6 and rst[IPv6].dst == GUEST6
-        assert rst[TCP].ack == 1001 and l4_checksum_ok(bytes(rst[IPv6]))
+        [(_, err)] = out(s, 1.0)       # ICMPv6 no route quoting the SYN, as libslirp
+        assert err[ICMPv6DestUnreach].code == 0 and err[IPv6].src == GW6
+        assert err[IPv6].dst == GUEST6 and err[IPerror6].dst == GW6
+        assert err[TCPerror].flags == "S" and err[TCPerror].dport == 22
+        assert l4_checksum_ok(bytes(err[IPv6]))
         assert events(s) == [] and s.counters["tcp.rx.drop.host_loopback_denied"] == 1
 
 

@@ -179,6 +179,9 @@ class TcpHandler:
             c["tcp.rx.drop." + verdict.why] += 1
             if verdict.reply == _fwd.REPLY_RST:
                 self._send_rst_for(seg, src, dst)
+            elif verdict.reply == _fwd.REPLY_NET_UNREACH:
+                self._errors[len(src)].unreachable_from_gateway(
+                    src, _fwd.net_unreach_code(len(src) == 16), bytes(packet))
             return
         why = self.over_limit()
         if why is not None:

@@ -92,6 +92,9 @@ class UdpHandler:
             c["udp.rx.drop." + verdict.why] += 1
             if verdict.reply == _fwd.REPLY_PORT_UNREACH:
                 self._errors[len(src)].port_unreachable(packet, src, dst)
+            elif verdict.reply == _fwd.REPLY_NET_UNREACH:
+                self._errors[len(src)].unreachable_from_gateway(
+                    src, _fwd.net_unreach_code(len(src) == 16), bytes(packet))
             return None
         dns = verdict.dns
         if dns and not is_dns_query(payload):
