@@ -42,6 +42,13 @@ from .config import (CIDR_PREFIX_MAX, CIDR_PREFIX_MIN, DEFAULT_CIDR, MTU_MAX, MT
 COMPAT_VERSION = "1.2.0"            # the slirp4netns release whose interface this follows
 DEFAULT_MTU = 1500                  # slirp4netns's default (slirpy run uses 65520)
 SUN_PATH_MAX = 108                  # sizeof(struct sockaddr_un.sun_path) on Linux
+# `--version` prints libslirp's SLIRP_CONFIG_VERSION_MAX, the SlirpConfig level the stack was
+# built with; scripts (slirp4netns's own tests among them) gate features on it. Each level adds
+# fields: 1 the base (IPv6, disable_host_loopback), 2 outbound_addr/outbound_addr6, 3
+# disable_dns, 4 disable_dhcp (a DHCP server that can be switched off), 5 NC-SI. slirpy
+# implements everything up to 3; it claims no more than it does.
+SLIRP_CONFIG_VERSION_MAX = 3
+NOT_YET = ("enable_sandbox", "enable_seccomp")   # accepted (Podman passes them), no effect yet
 
 _SHORT = "ce:r:m:a:6hv"
 _LONG = [
@@ -63,11 +70,12 @@ User-mode networking for unprivileged network namespaces (slirpy, slirp4netns-co
 -6, --enable-ipv6        enable IPv6 (fd00::/64: guest fd00::100, gateway fd00::2, DNS fd00::3)
 -a, --api-socket=PATH    serve the JSON port-forwarding API on the UNIX socket PATH
 --cidr=CIDR              network of the namespace (default=10.0.2.0/24, prefix 1-25)
---disable-host-loopback  refuse connections to the gateway addresses (host 127.0.0.1:*, [::1]:*)
+--disable-host-loopback  prohibit connecting to host 127.0.0.1:*, [::1]:* through the gateways
+                         (the guest gets "network unreachable", as slirp4netns)
 --netns-type=TYPE        what PID|PATH names ([path|pid], default=pid)
 --userns-path=PATH       user namespace to join (default: the one of PID)
---enable-sandbox         accepted; slirpy changes nothing for it (see README)
---enable-seccomp         accepted; slirpy installs no seccomp filter (see README)
+--enable-sandbox         accepted for compatibility; no effect yet (not implemented)
+--enable-seccomp         accepted for compatibility; no effect yet (not implemented)
 --outbound-addr=IPv4     bind outbound sockets to this IPv4 address or interface
 --outbound-addr6=IPv6    bind outbound IPv6 sockets to this IPv6 address or interface
 --disable-dns            no DNS forwarder at network+3 (10.0.2.3 by default)
@@ -358,6 +366,11 @@ def run(argv: list[str], prog: str = "slirp4netns") -> int:
         o = parse_args(argv, prog)
         for w in o.warnings:
             print(w, flush=True)
+        for name in NOT_YET:
+            if getattr(o, name):
+                opt = "--" + name.replace("_", "-")
+                print(f"{prog}: warning: {opt} is accepted for compatibility and has no effect "
+                      "yet (not implemented)", file=sys.stderr, flush=True)
         config = build_config(o)
         _check_fd(o.exit_fd, "exit-fd")
         _check_fd(o.ready_fd, "ready-fd")
@@ -369,7 +382,8 @@ def run(argv: list[str], prog: str = "slirp4netns") -> int:
         if e.usage:
             sys.stdout.write(_HELP.format(prog=prog))
         elif e.code == 0:
-            sys.stdout.write(f"slirp4netns version {COMPAT_VERSION}\nslirpy: {__version__}\n")
+            sys.stdout.write(f"slirp4netns version {COMPAT_VERSION}\nslirpy: {__version__}\n"
+                             f"SLIRP_CONFIG_VERSION_MAX: {SLIRP_CONFIG_VERSION_MAX}\n")
         sys.stdout.flush()
         return e.code
     return _serve(o, config, prog)

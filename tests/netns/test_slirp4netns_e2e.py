@@ -203,6 +203,29 @@ def test_help_names_every_option_rootlesskit_and_podman_probe():
     assert version.stdout.splitlines()[0] == "slirp4netns version 1.2.0"
 
 
+@pytest.mark.skipif(REAL_S4N is None, reason="slirp4netns is not installed (helpers/setup-host installs it)")
+def test_version_has_the_slirp_config_version_max_line_of_slirp4netns():
+    """Scripts gate features on `SLIRP_CONFIG_VERSION_MAX: N`: same line format as the real
+    binary's, with slirpy's own level (3: no DHCP switch, level 4) not above the reference's."""
+    def level(cmd):
+        res = run_cli([*cmd, "--version"])
+        assert res.returncode == 0, res
+        [n] = [l.split(": ", 1)[1] for l in res.stdout.splitlines()
+               if l.startswith("SLIRP_CONFIG_VERSION_MAX: ")]
+        return int(n)
+    assert level(S4N) == 3 and level([REAL_S4N]) >= 3
+
+
+def test_sandbox_and_seccomp_flags_warn_on_stderr_and_still_serve(target, slirpy):
+    s = slirpy("--enable-sandbox", "--enable-seccomp", str(target.pid), "tap0")
+    assert s.wait_ready() == b"1"
+    s.proc.send_signal(signal.SIGTERM)
+    assert s.wait() == 0
+    err = s.proc.stderr.read()
+    for opt in ("--enable-sandbox", "--enable-seccomp"):
+        assert f"warning: {opt} is accepted for compatibility and has no effect yet" in err, err
+
+
 @pytest.mark.parametrize("args, message", [
     (["-6", "--mtu=1000", "1", "tap0"], "IPv6 needs an MTU of at least 1280"),
     (["-6", "--outbound-addr6=nosuchif0", "1", "tap0"], "neither an IPv6 address nor an interface"),

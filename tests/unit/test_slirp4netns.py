@@ -67,3 +67,43 @@ def test_banner_names_the_ipv6_addresses_only_with_ipv6(capsys):
     opts = s4n.parse_args(["1", "tap0"])
     s4n._print_banner(opts, s4n.build_config(opts))
     assert "IPv6" not in capsys.readouterr().out
+
+
+# ------------------------------------------------------------------ what scripts read (issue 17)
+
+def test_version_prints_slirp_config_version_max_that_slirpy_implements(capsys):
+    assert s4n.run(["--version"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "slirp4netns version 1.2.0"
+    assert "SLIRP_CONFIG_VERSION_MAX: 3" in lines      # IPv6, loopback, outbound addrs, disable_dns
+    assert s4n.run(["-v"]) == 0
+    assert capsys.readouterr().out.splitlines() == lines
+
+
+@pytest.mark.parametrize("opt", ["--enable-sandbox", "--enable-seccomp", "--create-sandbox"])
+def test_unimplemented_hardening_flags_are_accepted_with_a_warning_on_stderr(capsys, opt):
+    assert s4n.parse_args([opt, "1", "tap0"]).target == "1"      # accepted: Podman passes them
+    # A later option error stops the run before any namespace is touched; the warning came first.
+    assert s4n.run([opt, "--mtu=100", "1", "tap0"]) == 1
+    err = capsys.readouterr().err.splitlines()
+    name = "--enable-sandbox" if opt == "--create-sandbox" else opt
+    assert err[0] == (f"slirp4netns: warning: {name} is accepted for compatibility and has no "
+                      "effect yet (not implemented)")
+    assert "MTU 100 is not supported" in err[1]
+
+
+def test_plain_run_prints_no_hardening_warning(capsys):
+    assert s4n.run(["--mtu=100", "1", "tap0"]) == 1
+    assert "warning" not in capsys.readouterr().err
+
+
+def test_help_marks_sandbox_and_seccomp_as_not_implemented(capsys):
+    assert s4n.run(["--help"]) == 0
+    lines = {l.split()[0].rstrip(","): l for l in capsys.readouterr().out.splitlines()
+             if l.startswith("-")}
+    for opt in ("--enable-sandbox", "--enable-seccomp"):
+        assert "no effect yet" in lines[opt], lines[opt]
+    # Every option the help lists is one the parser takes.
+    for opt in lines:
+        if opt.startswith("--"):
+            assert opt[2:].split("=")[0] in {o.rstrip("=") for o in s4n._LONG}, opt
