@@ -6,7 +6,11 @@ Two questions are answered here and nowhere else:
   where does it really go on the host side (`Verdict.host`: the destination itself as text,
   127.0.0.1 or ::1 for the gateway address, `DNS_UPSTREAM` for the DNS address) or, if it may
   not, why not (`Verdict.why`, the drop counter's last part) and what the guest gets back
-  (`Verdict.reply`: a RST, ICMP(v6) port unreachable, or nothing);
+  (`Verdict.reply`: a RST, ICMP(v6) port unreachable, ICMP net unreachable (ICMPv6 no route),
+  or nothing; REPLY_DHCP: not a flow but a request for the DHCP server, UDP port 67 at the
+  gateway or a broadcast address). The gateway without host loopback is "network unreachable"
+  for TCP and UDP, as libslirp's (slirp4netns --disable-host-loopback): the client sees
+  ENETUNREACH;
 * a host client reaches a published port: which guest address it reaches (`inbound_guest`:
   the family follows the client's, unless the runtime names the guest address) and which
   source address the guest sees it come from (`inbound_source`: its own, or that family's
@@ -92,6 +96,9 @@ REPLY_NONE = 0                  # silently dropped
 REPLY_RST = 1                   # TCP reset (RFC 9293 §3.10.7.1)
 REPLY_PORT_UNREACH = 2          # ICMP(v6) destination unreachable, port
 REPLY_NET_UNREACH = 3           # ICMP net unreachable / ICMPv6 no route, from the gateway
+REPLY_DHCP = 4                  # not a flow: a DHCP request for the server at the gateway
+DHCP_SERVER_PORT = 67
+BROADCAST4 = b"\xff\xff\xff\xff"
 
 
 def _errno_kind(err: int, v6: bool) -> str | None:
@@ -168,6 +175,7 @@ def echo_unreach(err: int, v6: bool = False) -> tuple[int, int] | None:
 
 
 _DNS = Verdict(DNS_UPSTREAM, dns=True)
+_DHCP = Verdict(None, "dhcp", REPLY_DHCP)
 
 
 @dataclass(frozen=True, slots=True)
@@ -207,6 +215,8 @@ class Forwarder:
         self.dns_ip: bytes = v4.dns
         self._dns_enabled: bool = config.dns_enabled
         self._allow_loopback: bool = config.allow_host_loopback
+        # Where a DHCP client sends (port 67): the gateway, the limited and the network broadcast.
+        self._dhcp_dsts = frozenset((v4.gateway, BROADCAST4, config.network.broadcast_address.packed))
         self.rules: list[Rule] = []          # the policy hook: empty until networks fill it
         # client address string -> (its packed address or None, source per guest family)
         self._inbound_src: dict[str, tuple[bytes | None, dict[int, bytes]]] = {}
@@ -226,6 +236,8 @@ class Forwarder:
         side = self._sides.get(len(dst))
         if side is None:
             return Verdict(None, "martian_dst")      # a family this stack does not serve
+        if dport == DHCP_SERVER_PORT and proto == PROTO_UDP and dst in self._dhcp_dsts:
+            return _DHCP
         if dport == DNS_PORT and dst == side.dns and (proto == PROTO_TCP or proto == PROTO_UDP):
             if self._dns_enabled:
                 return _DNS

@@ -81,7 +81,7 @@ Not implemented here: IP fragments and IPv6 extension headers beyond the walk of
 (dropped, counted).
 
 Layout: this module only wires the layers together and is the public API. The work is done
-by iface/ (link, neighbours and ndp, ipv4 and ipv6, tcp, udp, icmp and icmpv6, framer and
+by iface/ (link, neighbours and ndp, ipv4 and ipv6, tcp, udp, dhcp, icmp and icmpv6, framer and
 framer6), flow.py (tables, ids, deadlines, budgets), fwd.py (every forwarding/NAT decision)
 and events.py (what the runtime is told).
 Per-packet and per-host-input entry points are the layers' own bound methods, set on the
@@ -104,6 +104,7 @@ from .events import (  # noqa: F401  (re-exported: the runtime-facing events are
 )
 from .flow import DatagramFlow, FlowTable, TcpFlow
 from .fwd import ECONNREFUSED, EHOSTUNREACH, ENETUNREACH  # noqa: F401  (re-exported for tests)
+from .iface.dhcp import DhcpServer
 from .iface.icmp import ErrorChannel, IcmpHandler
 from .iface.icmpv6 import Icmpv6Handler
 from .iface.ipv4 import Ipv4Input
@@ -168,8 +169,11 @@ class Stack:
         tcp.dirty = self._dirty = dirty
         self._udp = udp = UdpHandler(config, link, nb, table, fwd, errors, self._events)
         nb.deliver_udp = udp.host_datagram
+        self.dhcp = dhcp = DhcpServer(config, link, nb)
+        udp.dhcp = dhcp.handle
         self.ipv4 = Ipv4Input(link, nb, Prefix(config.network), tcp.receive, udp.receive,
                               icmp.receive)
+        self.ipv4.unconfigured = dhcp.receive_unconfigured
         link.ipv4_input = self.ipv4.receive
         link.arp_input = nb.receive_arp
         self.ipv6: Ipv6Input | None = None

@@ -1,6 +1,7 @@
 """IPv4 input: validate the header (with the wire module's parser), drop what the stack does
 not take (fragments, sources outside the sandbox network), learn the sender's MAC, and hand
-the packet to its transport handler.
+the packet to its transport handler. UDP from 0.0.0.0 (a DHCP client without an address) goes
+to `unconfigured` (the DHCP server) instead of being dropped as from outside the network.
 
 Why a module: this is the only code that knows the packet is IPv4 on the way in; the handlers
 below it get the packet, the header length and packed addresses. IPv6 adds `ipv6.py` beside it.
@@ -19,6 +20,7 @@ from .neighbours import Neighbours
 L4Input = Callable[[memoryview, int, bytes, bytes, bool, float], None]
 # packet, IP header length, src, dst, ttl, now
 IcmpInput = Callable[[memoryview, int, bytes, bytes, int, float], None]
+_UNSPECIFIED = bytes(4)
 
 
 class Ipv4Input:
@@ -34,6 +36,7 @@ class Ipv4Input:
         self._tcp = tcp
         self._udp = udp
         self._icmp = icmp
+        self.unconfigured: L4Input = self._bad_src    # UDP from 0.0.0.0: DHCP (Stack wires it)
 
     def receive(self, mv: memoryview, src_mac: bytes, verify: bool, now: float) -> None:
         hlen, _tos, total, _ident, frag, ttl, proto, _csum, src, dst = parse_fields(mv)
@@ -41,7 +44,10 @@ class Ipv4Input:
             self._counters["ipv4.rx.drop.fragment"] += 1
             return
         if (int.from_bytes(src, "big") & self._net_mask) != self._net_lo:
-            self._counters["ipv4.rx.drop.bad_src"] += 1
+            if proto == PROTO_UDP and src == _UNSPECIFIED:
+                self.unconfigured(mv[:total], hlen, src, dst, verify, now)
+            else:
+                self._counters["ipv4.rx.drop.bad_src"] += 1
             return
         if src_mac != self._neighbours.get(src):
             self._learn(src, src_mac)
@@ -54,3 +60,7 @@ class Ipv4Input:
             self._icmp(packet, hlen, src, dst, ttl, now)
         else:
             self._counters["ipv4.rx.drop.proto"] += 1
+
+    def _bad_src(self, packet: memoryview, hlen: int, src: bytes, dst: bytes, verify: bool,
+                 now: float) -> None:
+        self._counters["ipv4.rx.drop.bad_src"] += 1

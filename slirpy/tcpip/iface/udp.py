@@ -12,13 +12,15 @@ fit the MTU unfragmented is dropped and counted. The same code serves both IP fa
 flow keeps its family's framing (`DatagramFlow.fam`: header length and builder, ethertype,
 checksum offload header, how much of a packet an error may quote) and ICMP flavour (picked
 by address length on the error paths), and DNS at the IPv6 DNS address is DNS as at
-network+3. Over IPv6 a UDP checksum is mandatory: the wire parser refuses a zero one.
+network+3. Over IPv6 a UDP checksum is mandatory: the wire parser refuses a zero one. A first
+datagram that fwd.py finds to be DHCP (port 67 at the gateway or a broadcast address) makes no
+flow: it goes to the DHCP server (iface/dhcp.py, wired by the Stack as `dhcp`).
 """
 
 from __future__ import annotations
 
 from collections import deque
-from typing import Any
+from typing import Any, Callable
 
 from .. import fwd as _fwd
 from ..addr import ntoa
@@ -32,6 +34,10 @@ from .link import Link
 from .neighbours import Neighbours
 
 DNS_HLEN = 12
+
+
+def _no_dhcp(payload: memoryview, now: float) -> None:
+    return None
 
 
 def is_dns_query(payload: memoryview) -> bool:
@@ -52,6 +58,7 @@ class UdpHandler:
         self._errors = errors          # the ICMP flavour by address length (4 or 16)
         self._events = events
         self._mtu: int = config.mtu
+        self.dhcp: Callable[[memoryview, float], None] = _no_dhcp   # wired to iface/dhcp.py
 
     def receive(self, packet: memoryview, hlen: int, src: bytes, dst: bytes, verify: bool,
                 now: float) -> None:
@@ -89,6 +96,9 @@ class UdpHandler:
             return None
         verdict = self._fwd.outbound(PROTO_UDP, src, dst, dport)
         if verdict.host is None:
+            if verdict.reply == _fwd.REPLY_DHCP:
+                self.dhcp(payload, now)
+                return None
             c["udp.rx.drop." + verdict.why] += 1
             if verdict.reply == _fwd.REPLY_PORT_UNREACH:
                 self._errors[len(src)].port_unreachable(packet, src, dst)
