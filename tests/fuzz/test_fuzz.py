@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from slirpy.tcpip.errors import MalformedPacket
+from slirpy.tcpip.wire.dhcp import DhcpRequest
 from tests.fuzz import harnesses as h
 from tests.fuzz import harnesses_ipv6 as h6
 from tests.fuzz import runner
@@ -42,6 +43,7 @@ def test_corpus_is_real_and_mostly_valid(name):
         "virtio": h.VirtioNetHeader.parse, "eth_arp": h.EthernetHeader.parse,
         "ipv4": h.Ipv4Header.parse, "icmp": h.IcmpHeader.parse,
         "udp": lambda b: h.UdpHeader.parse(b), "tcp": lambda b: h.TcpSegment.parse(memoryview(b)),
+        "dhcp": lambda b: DhcpRequest.parse(b),
     }
     if name in parsers:
         ok = 0
