@@ -192,3 +192,17 @@ def test_ipv6_harness_invariants_can_fail(monkeypatch, name, where, broken):
     monkeypatch.setattr(h6, where, broken(getattr(h6, where)))
     res = runner.run_harness(name, 3000, seed=1, max_findings=3)
     assert res.findings and all(f.error.startswith("AssertionError") for f in res.findings)
+
+
+def test_dhcp_harness_invariants_can_fail(monkeypatch):
+    """The dhcp harness's checks are live: a server that lets its lease table outgrow the pool
+    is caught."""
+    from slirpy.tcpip.iface.dhcp import DhcpServer
+    from slirpy.tcpip.wire import dhcp as wd
+    from tests.fuzz import harnesses_dhcp as hd
+    monkeypatch.setattr(hd, "_SERVER", {})
+    monkeypatch.setattr(DhcpServer, "_room", lambda self, mac, now: True)
+    monkeypatch.setattr(DhcpServer, "_pick", lambda self, mac, wanted, now: self.pool[0])
+    with pytest.raises(AssertionError):
+        for i in range(17):
+            hd.fuzz_dhcp(wd.build_request(wd.DISCOVER, i, bytes([2, 0, 0, 0, 1, i])))
