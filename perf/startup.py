@@ -153,7 +153,7 @@ def sample(peer: str, variant: str, tmp: str) -> dict:
     return {"ready_ms": sample_run(peer, tmp)}
 
 
-def unavailable(peer: str, variant: str) -> str | None:
+def unavailable(variant: str, peer: str) -> str | None:
     if peer == "pasta" and variant == "ready-fd":
         return "no ready fd"
     if peer in ("slirp4netns", "pasta") and shutil.which(peer) is None:
