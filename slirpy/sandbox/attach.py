@@ -69,12 +69,12 @@ class PendingAttach:
     `finish()` or `abort()` exactly once."""
 
     def __init__(self, pid: int, sock: socket.socket, opts: AttachOptions) -> None:
-        self._pid = pid
+        self.pid = pid               # the child's
         self._sock = sock
         self._opts = opts
 
     def finish(self) -> AttachedTap:
-        sock, pid = self._sock, self._pid
+        sock, pid = self._sock, self.pid
         try:
             sock.settimeout(SETUP_TIMEOUT)
             tap_fd, note = receive_tap(sock, pid)
@@ -98,7 +98,7 @@ class PendingAttach:
     def abort(self) -> None:
         """Kill the child and forget it (start-up failed in between)."""
         self._sock.close()
-        kill_and_reap(self._pid)
+        kill_and_reap(self.pid)
 
 
 def start_attach(opts: AttachOptions) -> PendingAttach:
