@@ -25,6 +25,7 @@ import tempfile
 import time
 from pathlib import Path
 
+REPO = Path(__file__).resolve().parent.parent   # cwd of every process started (python -m slirpy)
 STARTUP_VARIANTS = ["ready-fd", "run"]
 TIMEOUT = 10.0
 
@@ -62,7 +63,7 @@ def _holder(script: str) -> subprocess.Popen:
     """`unshare -Urn sh -c SCRIPT`, returned once the namespace exists (SCRIPT's first line)."""
     proc = subprocess.Popen(["unshare", "-Urn", "sh", "-c", f"echo up; {script}"],
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                            stderr=subprocess.DEVNULL, start_new_session=True)
+                            stderr=subprocess.DEVNULL, start_new_session=True, cwd=REPO)
     assert proc.stdout is not None
     _wait_readable(proc.stdout.fileno(), "unshare -Urn")
     if proc.stdout.readline() != b"up\n":
@@ -78,7 +79,7 @@ def _start_net(peer: str, pid: int) -> tuple[subprocess.Popen, int]:
     try:
         proc = subprocess.Popen([*base, "-c", "-r", str(wfd), str(pid), "tap0"], pass_fds=(wfd,),
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                start_new_session=True)
+                                start_new_session=True, cwd=REPO)
     finally:
         os.close(wfd)
     return proc, rfd
@@ -120,12 +121,12 @@ def sample_run(peer: str, tmp: str) -> float:
         if peer == "slirpy":
             procs.append(subprocess.Popen([sys.executable, "-m", "slirpy", "run", "--", "sh", "-c", cmd],
                                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                          start_new_session=True))
+                                          start_new_session=True, cwd=REPO))
         elif peer == "pasta":
             procs.append(subprocess.Popen(
                 ["pasta", "-f", "-q", "--config-net", "-i", "pst0", "-I", "tap0", "-t", "none",
                  "-u", "none", "-T", "none", "-U", "none", "--", "sh", "-c", cmd],
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True))
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True, cwd=REPO))
         else:
             holder = _holder(f"read _go; {cmd}")
             procs.append(holder)
