@@ -33,6 +33,8 @@ def run_sandbox(config: NetConfig, argv: list[str], *, map_subuids: bool = False
                 impair: ImpairSpec | None = None, api_socket: str | None = None,
                 pcap: tuple[str, int] | None = None) -> int:
     """Start the sandbox, serve it until the command exits, return the command's exit code."""
+    import asyncio  # noqa: F401  (before the fork: the child's pyroute2 needs it too)
+
     from .sandbox import Sandbox, SandboxError, SandboxOptions
 
     resolv_text = None

@@ -445,6 +445,8 @@ def _attach(o: Options, config: NetConfig) -> AttachedTap:
     """Fork the child that opens and configures the TAP, import the event loop and the runtime
     meanwhile (pyroute2 in the child and these in this process are the bulk of the start-up
     time, and run on two CPUs side by side), then take the TAP.  Raises Exit(1, message)."""
+    import asyncio  # noqa: F401  (before the fork: pyroute2 in the child needs it too)
+
     from .sandbox import AttachOptions, SandboxError, start_attach
 
     try:
