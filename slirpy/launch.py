@@ -45,7 +45,7 @@ def run_sandbox(config: NetConfig, argv: list[str], *, map_subuids: bool = False
     try:
         sandbox = Sandbox.start(SandboxOptions(argv=list(argv), net=config, map_subuids=map_subuids,
                                                resolv_conf_text=resolv_text),
-                                _import_loop_and_runtime)
+                                meanwhile=_import_loop_and_runtime)
     except SandboxError as e:
         fail(str(e), 1)
     import uvloop                      # already imported, by Sandbox.start (meanwhile)
