@@ -242,6 +242,7 @@ class Target:
     variant_prefix: str = ""
     baseline_variant: str | None = None
     text: str = ""
+    difference: bool = False    # compare ``slirpy - peer`` (medians) with value, not the ratio
 
 
 REFERENCES = ("loopback", "veth")     # kernel references: the same ratio, for context
@@ -261,7 +262,7 @@ class TargetResult:
     def describe(self) -> str:
         t = self.target
         if t.peer:
-            what = f"{SUBJECT}/{t.peer}"
+            what = f"{SUBJECT} - {t.peer}" if t.difference else f"{SUBJECT}/{t.peer}"
         elif t.baseline_variant:
             what = f"{SUBJECT} {self.variant} / {t.baseline_variant}"
         else:
@@ -307,7 +308,11 @@ def evaluate_targets(cells: list[Cell], targets: list[Target]) -> list[TargetRes
                 other = index.get((t.workload, v, t.peer))
                 if other is None:
                     continue
-                observed = ratio(s, other.summary(t.metric))
+                theirs = other.summary(t.metric)
+                if t.difference:
+                    observed = s.median - theirs.median if s and theirs else None
+                else:
+                    observed = ratio(s, theirs)
             elif t.baseline_variant is not None:
                 base = index.get((t.workload, t.baseline_variant, SUBJECT))
                 observed = ratio(s, base.summary(t.metric) if base else None)

@@ -33,10 +33,8 @@ def run_sandbox(config: NetConfig, argv: list[str], *, map_subuids: bool = False
                 impair: ImpairSpec | None = None, api_socket: str | None = None,
                 pcap: tuple[str, int] | None = None) -> int:
     """Start the sandbox, serve it until the command exits, return the command's exit code."""
-    import uvloop
+    import asyncio  # noqa: F401  (before the fork: the child's pyroute2 needs it too)
 
-    from .runtime import Runtime
-    from .serve import serve_sandbox
     from .sandbox import Sandbox, SandboxError, SandboxOptions
 
     resolv_text = None
@@ -46,9 +44,14 @@ def run_sandbox(config: NetConfig, argv: list[str], *, map_subuids: bool = False
             str(config.dns), str(config.dns6) if config.ipv6 else None)
     try:
         sandbox = Sandbox.start(SandboxOptions(argv=list(argv), net=config, map_subuids=map_subuids,
-                                               resolv_conf_text=resolv_text))
+                                               resolv_conf_text=resolv_text),
+                                meanwhile=_import_loop_and_runtime)
     except SandboxError as e:
         fail(str(e), 1)
+    import uvloop                      # already imported, by Sandbox.start (meanwhile)
+
+    from .runtime import Runtime
+    from .serve import serve_sandbox
     try:
         if sandbox.fallback_reason and not quiet:
             click.echo(f"slirpy: notice: TAP offloads unavailable ({sandbox.fallback_reason}); "
@@ -80,6 +83,13 @@ def run_sandbox(config: NetConfig, argv: list[str], *, map_subuids: bool = False
         return code
     finally:
         sandbox.close()
+
+
+def _import_loop_and_runtime() -> None:
+    """What serving needs, imported while the sandbox's child sets up tap0 (start-up time)."""
+    import uvloop  # noqa: F401
+
+    from . import runtime, serve  # noqa: F401
 
 
 def _start_pcap(runtime: Runtime, sandbox: Sandbox, path: str, max_size: int) -> None:

@@ -21,11 +21,12 @@ from __future__ import annotations
 
 import os
 import socket
-
-from pyroute2 import IPRoute
-from pyroute2.netlink.exceptions import NetlinkError
+from typing import TYPE_CHECKING
 
 from slirpy.config import NetConfig
+
+if TYPE_CHECKING:  # pragma: no cover
+    from pyroute2 import IPRoute
 
 IFA_F_NODAD = 0x02
 IPV6_CONF = "/proc/sys/net/ipv6/conf"
@@ -68,7 +69,13 @@ def configure(ifname: str, net: NetConfig, txqueuelen: int = 10000, *,
               hide_ipv6: bool = False) -> list[str]:
     """Bring lo up; give `ifname` MTU, txqueuelen, MAC, the IPv6 sysctls, the guest addresses;
     up; default routes via the gateways. Returns warnings (IPv6 sysctls that could not be
-    set); raises NetconfError for anything else."""
+    set); raises NetconfError for anything else.
+
+    pyroute2 is imported here, not at module level: importing it takes ~120 ms, and doing
+    that in the forked child lets the parent import its event loop meanwhile (start-up)."""
+    from pyroute2 import IPRoute
+    from pyroute2.netlink.exceptions import NetlinkError
+
     step = "open netlink socket"
     try:
         with IPRoute() as ipr:

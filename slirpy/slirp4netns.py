@@ -34,10 +34,14 @@ import signal
 import socket
 import sys
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from . import __version__
 from .config import (CIDR_PREFIX_MAX, CIDR_PREFIX_MIN, DEFAULT_CIDR, MTU_MAX, MTU_MIN,
                      ConfigError, NetConfig, build_net_config)
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .sandbox import AttachedTap
 
 COMPAT_VERSION = "1.2.0"            # the slirp4netns release whose interface this follows
 DEFAULT_MTU = 1500                  # slirp4netns's default (slirpy run uses 65520)
@@ -396,12 +400,6 @@ def api_available() -> bool:
 
 
 def _serve(o: Options, config: NetConfig, prog: str) -> int:
-    import uvloop
-
-    from .runtime import Runtime
-    from .serve import serve_sandbox
-    from .sandbox import AttachOptions, SandboxError, attach_tap
-
     def fail(msg: str) -> int:
         print(f"{prog}: {msg}", file=sys.stderr, flush=True)
         return 1
@@ -413,13 +411,17 @@ def _serve(o: Options, config: NetConfig, prog: str) -> int:
         except OSError as e:
             return fail(f"process {o.pid}: {e.strerror}")
     try:
-        tap = attach_tap(AttachOptions(tap_name=o.tap_name, net=config, configure=o.configure, pid=o.pid,
-                                       netns_path=None if o.pid is not None else o.target,
-                                       userns_path=o.userns_path))
-    except SandboxError as e:
+        tap = _attach(o, config)
+    except Exit as e:
         if pidfd is not None:
             os.close(pidfd)
-        return fail(str(e))
+        return fail(e.err)
+    # imported by _attach (while the child configured the TAP)
+    import uvloop
+
+    from .runtime import Runtime
+    from .serve import serve_sandbox
+
     try:
         target = AttachedTarget(pidfd, o.exit_fd, o.ready_fd)
     except Exit as e:
@@ -451,6 +453,32 @@ def _serve(o: Options, config: NetConfig, prog: str) -> int:
     finally:
         target.close()
         os.close(tap.fd)
+
+
+def _attach(o: Options, config: NetConfig) -> AttachedTap:
+    """Fork the child that opens and configures the TAP, import the event loop and the runtime
+    meanwhile (pyroute2 in the child and these in this process are the bulk of the start-up
+    time, and run on two CPUs side by side), then take the TAP.  Raises Exit(1, message)."""
+    import asyncio  # noqa: F401  (before the fork: pyroute2 in the child needs it too)
+
+    from .sandbox import AttachOptions, SandboxError, start_attach
+
+    try:
+        pending = start_attach(AttachOptions(tap_name=o.tap_name, net=config, configure=o.configure,
+                                             pid=o.pid, netns_path=None if o.pid is not None else o.target,
+                                             userns_path=o.userns_path))
+    except SandboxError as e:
+        raise Exit(1, str(e)) from None
+    try:
+        import uvloop  # noqa: F401
+        from . import runtime, serve  # noqa: F401
+    except BaseException:
+        pending.abort()
+        raise
+    try:
+        return pending.finish()
+    except SandboxError as e:
+        raise Exit(1, str(e)) from None
 
 
 def _print_banner(o: Options, config: NetConfig) -> None:

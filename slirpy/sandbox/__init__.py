@@ -36,7 +36,7 @@ The package, one module per job (each says why it exists):
 
 from __future__ import annotations
 
-from slirpy.sandbox.attach import AttachedTap, AttachOptions, attach_tap
+from slirpy.sandbox.attach import AttachedTap, AttachOptions, PendingAttach, attach_tap, start_attach
 from slirpy.sandbox.command import FORWARDED_SIGNALS
 from slirpy.sandbox.handle import Sandbox
 from slirpy.sandbox.handoff import SETUP_TIMEOUT
@@ -46,5 +46,5 @@ from slirpy.sandbox.supervisor import EXIT_NOT_RELEASED, TAP_NAME
 
 __all__ = [
     "AttachOptions", "AttachedTap", "EXIT_NOT_RELEASED", "FORWARDED_SIGNALS", "RESOLV_CONF", "SETUP_TIMEOUT",
-    "Sandbox", "SandboxError", "SandboxOptions", "TAP_NAME", "attach_tap",
+    "PendingAttach", "Sandbox", "SandboxError", "SandboxOptions", "TAP_NAME", "attach_tap", "start_attach",
 ]

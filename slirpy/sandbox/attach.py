@@ -58,6 +58,51 @@ def attach_tap(opts: AttachOptions) -> AttachedTap:
     as `slirpy run`, configures it with `--configure`, sends the fd back over SCM_RIGHTS and
     exits.  Call before any event loop or thread exists.  Raises SandboxError with one line.
     """
+    return start_attach(opts).finish()
+
+
+class PendingAttach:
+    """attach_tap() in two halves: the child is already at work; `finish()` waits for its TAP.
+
+    Between the two the caller may do other start-up work (slirp4netns mode imports its event
+    loop and runtime there, while the child imports pyroute2 and configures the TAP).  Call
+    `finish()` or `abort()` exactly once."""
+
+    def __init__(self, pid: int, sock: socket.socket, opts: AttachOptions) -> None:
+        self.pid = pid               # the child's
+        self._sock = sock
+        self._opts = opts
+
+    def finish(self) -> AttachedTap:
+        sock, pid = self._sock, self.pid
+        try:
+            sock.settimeout(SETUP_TIMEOUT)
+            tap_fd, note = receive_tap(sock, pid)
+        except BaseException as e:
+            sock.close()
+            kill_and_reap(pid)
+            if isinstance(e, socket.timeout):
+                raise SandboxError(f"attaching to the namespace timed out after {SETUP_TIMEOUT:.0f} s") from None
+            raise
+        sock.close()
+        try:
+            os.waitpid(pid, 0)
+        except ChildProcessError:
+            pass
+        os.set_blocking(tap_fd, False)
+        return AttachedTap(fd=tap_fd, name=note.get("name", self._opts.tap_name),
+                           vnet_hdr=bool(note.get("vnet_hdr")), offload=bool(note.get("offload")),
+                           fallback_reason=note.get("fallback_reason"),
+                           warnings=[str(w) for w in note.get("warnings") or ()])
+
+    def abort(self) -> None:
+        """Kill the child and forget it (start-up failed in between)."""
+        self._sock.close()
+        kill_and_reap(self.pid)
+
+
+def start_attach(opts: AttachOptions) -> PendingAttach:
+    """Fork the child of attach_tap() and return at once.  Raises SandboxError (cannot fork)."""
     parent_sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     try:
         pid = os.fork()
@@ -75,24 +120,7 @@ def attach_tap(opts: AttachOptions) -> AttachedTap:
         finally:
             os._exit(code)
     child_sock.close()
-    try:
-        parent_sock.settimeout(SETUP_TIMEOUT)
-        tap_fd, note = receive_tap(parent_sock, pid)
-    except BaseException as e:
-        parent_sock.close()
-        kill_and_reap(pid)
-        if isinstance(e, socket.timeout):
-            raise SandboxError(f"attaching to the namespace timed out after {SETUP_TIMEOUT:.0f} s") from None
-        raise
-    parent_sock.close()
-    try:
-        os.waitpid(pid, 0)
-    except ChildProcessError:
-        pass
-    os.set_blocking(tap_fd, False)
-    return AttachedTap(fd=tap_fd, name=note.get("name", opts.tap_name), vnet_hdr=bool(note.get("vnet_hdr")),
-                       offload=bool(note.get("offload")), fallback_reason=note.get("fallback_reason"),
-                       warnings=[str(w) for w in note.get("warnings") or ()])
+    return PendingAttach(pid, parent_sock, opts)
 
 
 def _attach_child(sock: socket.socket, opts: AttachOptions) -> int:  # pragma: no cover

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
+from typing import Callable
 
 from slirpy import doctor
 from slirpy.sandbox.handoff import SETUP_TIMEOUT, expect, kill_and_reap, receive_tap
@@ -42,8 +43,12 @@ class Sandbox:
     # -- start --------------------------------------------------------------------------------
 
     @classmethod
-    def start(cls, opts: SandboxOptions) -> "Sandbox":
-        """Fork the sandbox; return once we hold its TAP fd.  Call before any event loop exists."""
+    def start(cls, opts: SandboxOptions, meanwhile: Callable[[], object] | None = None) -> "Sandbox":
+        """Fork the sandbox; return once we hold its TAP fd.  Call before any event loop exists.
+
+        `meanwhile` runs here while the child creates and configures tap0 (start-up: `slirpy
+        run` imports its event loop and runtime there, side by side with the child's pyroute2);
+        if it raises, the child is killed and the exception propagates."""
         if not opts.argv:
             raise SandboxError("no command given")
         maps = plan_id_maps(opts.map_subuids)
@@ -73,6 +78,8 @@ class Sandbox:
             expect(parent_sock, pid, "unshared")
             maps.apply(pid)
             parent_sock.sendall(b"mapped")
+            if meanwhile is not None:
+                meanwhile()
             tap_fd, note = receive_tap(parent_sock, pid)
             parent_sock.settimeout(None)
             pidfd = os.pidfd_open(pid)

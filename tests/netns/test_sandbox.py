@@ -206,6 +206,27 @@ def test_exit_codes(script, code):
     assert run(["sh", "-c", script]) == code
 
 
+def test_meanwhile_runs_once_before_the_tap_is_handed_over(no_stray_processes):
+    calls = []
+    sb = Sandbox.start(SandboxOptions(argv=["true"], net=NetConfig()), lambda: calls.append(os.getpid()))
+    try:
+        assert calls == [os.getpid()]          # in slirpy's own process, exactly once
+        assert sb.tap_fd >= 0
+        sb.release()
+        r, _, _ = select.select([sb.pidfd], [], [], DEADLINE)
+        assert r and sb.wait() == 0
+    finally:
+        sb.close()
+
+
+def test_meanwhile_failing_kills_the_child_and_propagates(no_stray_processes):
+    def boom() -> None:
+        raise RuntimeError("import failed")
+
+    with pytest.raises(RuntimeError, match="import failed"):
+        Sandbox.start(SandboxOptions(argv=["true"], net=NetConfig()), boom)
+
+
 def test_command_not_found(capfd, no_stray_processes):
     name = f"slirpy-no-such-command-{uuid.uuid4().hex[:6]}"
     assert run([name, "arg"]) == 127

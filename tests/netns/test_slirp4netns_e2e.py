@@ -410,3 +410,20 @@ def test_api_socket_forwards_a_host_port_before_ready(target, slirpy, tmp_path):
         c.shutdown(_socket.SHUT_WR)
         reply = json.loads(c.recv(4096))
     assert reply == {"entries": []}, reply
+
+
+def test_start_attach_finish_configures_and_abort_leaves_no_child(target):
+    from slirpy.config import NetConfig
+    from slirpy.sandbox import AttachOptions, start_attach
+
+    opts = AttachOptions(tap_name="tap0", net=NetConfig(), configure=True, pid=target.pid)
+    tap = start_attach(opts).finish()       # what slirp4netns mode does, with imports in between
+    try:
+        assert tap.name == "tap0" and tap.warnings == []
+        assert "10.0.2.100/24" in target.run("ip", "-o", "-4", "addr", "show", "dev", "tap0").stdout
+    finally:
+        os.close(tap.fd)
+    pending = start_attach(AttachOptions(tap_name="tap1", net=NetConfig(), pid=target.pid))
+    pending.abort()
+    with pytest.raises(ChildProcessError):  # killed and reaped
+        os.waitpid(pending.pid, os.WNOHANG)

@@ -237,6 +237,20 @@ def test_targets_met_missed_and_unknown():
     assert "slirpy/pasta >= 1" in text and "MISSED" in text
 
 
+def test_difference_target_compares_medians_in_units_not_ratio():
+    def cell(v, peer, vals):
+        return Cell("startup", v, peer, samples=[{"ready_ms": x} for x in vals])
+
+    cells = [cell("ready-fd", "slirpy", [40.0, 45.0, 100.0]),
+             cell("ready-fd", "slirp4netns", [5.0, 6.0, 7.0]),
+             cell("run", "slirpy", [20.0]), cell("run", "slirp4netns", [10.0])]
+    t = Target("startup", "ready_ms", "<=", 30, "slirp4netns", difference=True, text="ready")
+    res = {r.variant: r for r in bl.evaluate_targets(cells, [t])}
+    assert res["ready-fd"].observed == 39.0 and res["ready-fd"].met is False   # 45 - 6
+    assert res["run"].observed == 10.0 and res["run"].met is True
+    assert "slirpy - slirp4netns <= 30" in res["ready-fd"].describe()
+
+
 def test_table_shows_cells_and_ratios():
     cells = _cells()
     table = bl.format_table(cells, "bulk", GBPS, ["slirpy", "slirp4netns", "pasta"])

@@ -65,7 +65,7 @@ def test_run_sandbox_gives_the_sandbox_both_forwarders_only_with_ipv6(tmp_path, 
     host.write_text("nameserver 192.0.2.1\n")
     texts = []
 
-    def fake_start(opts):
+    def fake_start(opts, meanwhile=None):
         texts.append(opts.resolv_conf_text)
         raise SandboxError("not started")
 
