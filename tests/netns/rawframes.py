@@ -489,6 +489,19 @@ def signal_ready() -> None:
         event.set()
 
 
+def signal_overlap() -> None:
+    """A background transfer calls this once it moved data after the foreground ops began:
+    main() sets STOP only after that (or a 30 s deadline), so a burst of foreground frames
+    that ends within one of the transfer's paced steps still finds it moving (its
+    `read_during_ops`/`chunks_during_ops` then count from the ops' start to STOP)."""
+    event = getattr(_bg, "overlap", None)
+    if event is not None:
+        event.set()
+
+
+OVERLAP_OPS = frozenset(("download_until", "upload_until"))   # ops that call signal_overlap
+
+
 def op_upload_until(host: str, port: int, seed: int, min_size: int = 1 << 20, pace: float = 0.02) -> dict:
     """Upload pattern bytes to a sink in 1 MiB chunks until the foreground ops are done (and
     at least `min_size`), so the transfer really runs alongside them; then read the sink's
@@ -506,6 +519,8 @@ def op_upload_until(host: str, port: int, seed: int, min_size: int = 1 << 20, pa
             chunks += 1
             during += running
             signal_ready()
+            if running:
+                signal_overlap()
             time.sleep(pace)
             if STOP.is_set() and sent >= min_size:
                 break
@@ -544,6 +559,7 @@ def op_download_until(host: str, port: int, size: int, reserve: int = 1 << 20, p
             got += n
             if running:
                 during += n
+                signal_overlap()
             signal_ready()
             time.sleep(pace)
         at_stop = got
@@ -716,15 +732,21 @@ def main(argv: list[str]) -> int:
     bg_results: list = [None] * len(background)
     threads = []
     ready = []
+    overlaps = []
     for i, op in enumerate(background):
         event = threading.Event()
+        overlap = threading.Event()
+        if op.get("op") in OVERLAP_OPS:
+            overlaps.append(overlap)
 
-        def run(i=i, op=op, event=event):
+        def run(i=i, op=op, event=event, overlap=overlap):
             _bg.ready = event
+            _bg.overlap = overlap
             try:
                 bg_results[i] = run_ops([op])[0]
             finally:
                 event.set()             # an op that never signals is ready when it ends
+                overlap.set()
         t = threading.Thread(target=run, daemon=True)
         t.start()
         threads.append(t)
@@ -738,6 +760,9 @@ def main(argv: list[str]) -> int:
     t0 = time.monotonic()
     results = run_ops(spec.get("ops", []))
     fg_seconds = time.monotonic() - t0
+    deadline = time.monotonic() + 30.0
+    for overlap in overlaps:        # each transfer moved data while the ops ran (or gave up)
+        overlap.wait(max(0.0, deadline - time.monotonic()))
     STOP.set()
     for t in threads:
         t.join()
