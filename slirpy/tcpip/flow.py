@@ -322,6 +322,16 @@ class FlowTable:
         self._counters[("udp" if proto == _PROTO_UDP else "icmp") + ".flows.opened"] += 1
         return flow
 
+    def dgram_replied(self, flow: DatagramFlow, nbytes: int, now: float) -> None:
+        """The host side answered on a datagram flow with `nbytes` of payload: the flow has
+        replied (its longer idle timeout), is active now, and is the most recent in its table's
+        eviction order."""
+        flow.replied = True
+        flow.last_active = now
+        flow.datagrams_out += 1
+        flow.bytes_out += nbytes
+        (self.udp if flow.proto == _PROTO_UDP else self.echo).move_to_end(flow.key)
+
     def idle_timeout(self, flow: DatagramFlow) -> float:
         limits = self._limits
         if flow.proto == _PROTO_ICMP:

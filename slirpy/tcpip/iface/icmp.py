@@ -120,11 +120,7 @@ class IcmpHandler:
         if IPV4_HLEN + len(msg) > self._mtu:
             c["icmp.tx.drop.too_big"] += 1
             return
-        flow.replied = True
-        flow.last_active = now
-        flow.datagrams_out += 1
-        flow.bytes_out += len(data)
-        self._table.echo.move_to_end(flow.key)
+        self._table.dgram_replied(flow, len(data), now)
         self._send_ip(flow.host_ip, flow.guest_ip, PROTO_ICMP, msg, ttl=max(1, min(255, ttl)),
                       df=False)
         c["icmp.tx.echo_reply.proxied"] += 1

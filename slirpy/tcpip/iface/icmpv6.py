@@ -111,11 +111,7 @@ class Icmpv6Handler:
         if IPV6_HLEN + len(msg) > self._mtu:
             c["icmpv6.tx.drop.too_big"] += 1
             return
-        flow.replied = True
-        flow.last_active = now
-        flow.datagrams_out += 1
-        flow.bytes_out += len(data)
-        self._table.echo.move_to_end(flow.key)
+        self._table.dgram_replied(flow, len(data), now)
         self._send(src, dst, PROTO_ICMPV6, msg, max(1, min(255, hop_limit)))
         c["icmpv6.tx.echo_reply.proxied"] += 1
 

@@ -148,11 +148,7 @@ class UdpHandler:
             else:
                 c["tx.drop.no_guest_mac"] += 1
             return
-        flow.replied = True
-        flow.last_active = now
-        flow.datagrams_out += 1
-        flow.bytes_out += n
-        self._flows.move_to_end(flow.key)
+        self._table.dgram_replied(flow, n, now)
         length = UDP_HLEN + n
         sport = flow.host_port
         dport = flow.guest_port
