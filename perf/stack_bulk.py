@@ -30,28 +30,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from slirpy.config import NetConfig                                        # noqa: E402
 from slirpy.tcpip import stack as st                                       # noqa: E402
-from slirpy.tcpip.wire.ipv4 import build_header as ip_header                # noqa: E402
-from slirpy.tcpip.wire.ipv6 import build_header as ip6_header               # noqa: E402
 from slirpy.tcpip.wire.tcp import ACK, SYN, TcpOptions, build_header        # noqa: E402
 from slirpy.tcpip.wire.virtio import VNET_HDR_LEN                           # noqa: E402
+from perf.stack_rr import guest_frame as guest_frame4, guest_frame6         # noqa: E402
 
-GUEST = bytes([10, 0, 2, 100])
-REMOTE = bytes([203, 0, 113, 1])
-GUEST6 = bytes.fromhex("fd000000000000000000000000000100")
-REMOTE6 = bytes.fromhex("20010db8000000000000000000000001")
-GUEST_MAC = bytes.fromhex("020000000064")
-GW_MAC = bytes.fromhex("52550a000202")
 SEGMENT = 65000
-
-
-VNET = bytes([1]) + bytes(VNET_HDR_LEN - 1)                # F_NEEDS_CSUM: not verified again
 IPV6 = False                                               # --ipv6
 
 
 def guest_frame(tcp: bytes) -> bytes:
-    if IPV6:
-        return VNET + GW_MAC + GUEST_MAC + b"\x86\xdd" + ip6_header(GUEST6, REMOTE6, 6, len(tcp)) + tcp
-    return VNET + GW_MAC + GUEST_MAC + b"\x08\x00" + ip_header(GUEST, REMOTE, 6, len(tcp)) + tcp
+    """A guest frame as perf/stack_rr.py builds it, over the family `--ipv6` picks."""
+    return guest_frame6(tcp) if IPV6 else guest_frame4(tcp)
 
 
 def setup() -> tuple[st.Stack, int, int]:
