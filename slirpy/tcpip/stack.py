@@ -105,7 +105,7 @@ from .events import (  # noqa: F401  (re-exported: the runtime-facing events are
 from .flow import DatagramFlow, FlowTable, TcpFlow
 from .fwd import ECONNREFUSED, EHOSTUNREACH, ENETUNREACH  # noqa: F401  (re-exported for tests)
 from .iface.dhcp import DhcpServer
-from .iface.icmp import ErrorChannel, IcmpHandler
+from .iface.icmp import IcmpHandler
 from .iface.icmpv6 import Icmpv6Handler
 from .iface.ipv4 import Ipv4Input
 from .iface.ipv6 import Ipv6Input
@@ -156,7 +156,7 @@ class Stack:
         dirty: dict[int, TcpFlow] = {}
         self.neighbours = nb = Neighbours(config, link, table, dirty)
         # The ICMP flavour of each family's flows, by address length (IPv6 adds its own).
-        errors: dict[int, ErrorChannel] = {4: icmp}
+        errors = icmp.errors
         ndp = icmp6 = None
         if config.network6 is not None:
             ndp = Ndp(config, link, nb)
@@ -196,12 +196,11 @@ class Stack:
         self.udp_host_datagram = udp.host_datagram
         self.udp_host_error = udp.host_error
         self.icmp_echo_dropped = icmp.echo_dropped
+        self.icmp_host_error = icmp.host_error          # by the flow's family (icmp.errors)
         if self._icmp6 is None:
             self.icmp_host_echo_reply = icmp.host_echo_reply
-            self.icmp_host_error = icmp.host_error
         else:
             self.icmp_host_echo_reply = self._echo_reply_by_family
-            self.icmp_host_error = self._echo_error_by_family
 
     def _icmp_of(self, flow_id: int) -> IcmpHandler | Icmpv6Handler:
         """The ICMP flavour of an echo flow (IPv4's for a flow that is gone: it counts that)."""
@@ -213,10 +212,6 @@ class Stack:
     def _echo_reply_by_family(self, flow_id: int, seq: int, data: bytes | memoryview,
                               hop_limit: int, now: float) -> None:
         self._icmp_of(flow_id).host_echo_reply(flow_id, seq, data, hop_limit, now)
-
-    def _echo_error_by_family(self, flow_id: int, icmp_type: int, icmp_code: int, now: float,
-                              offender: bytes | None = None, info: int = 0) -> None:
-        self._icmp_of(flow_id).host_error(flow_id, icmp_type, icmp_code, now, offender, info)
 
     # ------------------------------------------------------------------ public: TAP side
 

@@ -52,6 +52,8 @@ class IcmpHandler:
         self._events = events
         self._mtu: int = config.mtu
         self.gateway_ip = fwd.gateway_ip
+        # The ICMP flavour of each family's flows, by address length; the Stack adds IPv6's.
+        self.errors: dict[int, ErrorChannel] = {4: self}
         self.unreach_type = _icmp.DEST_UNREACH
 
     # ------------------------------------------------------------------ guest side
@@ -127,12 +129,17 @@ class IcmpHandler:
 
     def host_error(self, flow_id: int, icmp_type: int, icmp_code: int, now: float,
                    offender: bytes | None = None, info: int = 0) -> None:
-        """The echo flow's socket received an ICMP error (unreachable, TTL exceeded)."""
+        """The echo flow's socket received an ICMP error (unreachable, TTL exceeded): its
+        types and codes are those of the flow's family, whose error channel (`errors`, by
+        address length: this handler for IPv4, the ICMPv6 one when IPv6 is on) builds it."""
         flow = self._table.dgram_by_id.get(flow_id)
         if flow is None or flow.proto != PROTO_ICMP:
             return
+        channel = self.errors.get(len(flow.guest_ip))
+        if channel is None:
+            return
         self._counters["icmp.host.error"] += 1
-        self.flow_error(flow, icmp_type, icmp_code, offender, info)
+        channel.flow_error(flow, icmp_type, icmp_code, offender, info)
 
     def echo_dropped(self, flow_id: int, reason: str, now: float) -> None:
         """The runtime could not send an echo (e.g. ping sockets not permitted): count it."""

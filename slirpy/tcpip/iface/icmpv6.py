@@ -115,15 +115,6 @@ class Icmpv6Handler:
         self._send(src, dst, PROTO_ICMPV6, msg, max(1, min(255, hop_limit)))
         c["icmpv6.tx.echo_reply.proxied"] += 1
 
-    def host_error(self, flow_id: int, icmp_type: int, icmp_code: int, now: float,
-                   offender: bytes | None = None, info: int = 0) -> None:
-        """The IPv6 echo flow's socket received an ICMPv6 error (types and codes are ICMPv6's)."""
-        flow = self._table.dgram_by_id.get(flow_id)
-        if flow is None or flow.proto != PROTO_ICMP:
-            return
-        self._counters["icmp.host.error"] += 1
-        self.flow_error(flow, icmp_type, icmp_code, offender, info)
-
     # ------------------------------------------------------------------ errors to the guest
 
     def flow_error(self, flow: DatagramFlow, icmp_type: int, icmp_code: int,
