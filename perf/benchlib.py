@@ -25,6 +25,22 @@ from dataclasses import dataclass, field
 
 SUBJECT = "slirpy"
 
+# Peer binaries: `perf/bench --slirp4netns PATH` (and --pasta, --rootlesskit) or the environment
+# (SLIRPY_BENCH_SLIRP4NETNS, ...) pick another build of a peer, e.g. a newer pasta; else PATH.
+PEER_BINARIES = ("slirp4netns", "pasta", "rootlesskit")
+
+
+def peer_bin(name: str) -> str:
+    """The executable to run for peer `name` (see PEER_BINARIES)."""
+    import os
+    return os.environ.get(f"SLIRPY_BENCH_{name.upper()}") or name
+
+
+# A peer cell is a "peer anomaly" (shown, but no ratio claimed) when the peer moved less than
+# slirp4netns in the same cell while the machine sat at least this idle: it was stalled, not
+# busy (pasta's single-stream uploads on this machine: perf/NOTES.md).
+ANOMALY_IDLE_PCT = 25.0
+
 
 class ToolOutputError(ValueError):
     """Tool output that does not carry the figure we need (an error, or a changed format)."""
@@ -258,6 +274,7 @@ class TargetResult:
     # alongside (e.g. loopback's own 100-stream/1-stream), so a fall the kernel shows too
     # can be told apart from one of ours.
     references: tuple = ()
+    anomaly: str | None = None   # the peer's cell looks broken: the ratio is not claimed
 
     def describe(self) -> str:
         t = self.target
@@ -274,6 +291,8 @@ class TargetResult:
         else:
             obs = f"{self.observed:.3g}"
         verdict = {True: "met", False: "MISSED", None: "unknown"}[self.met]
+        if self.anomaly:
+            verdict = f"not claimed: peer anomaly ({self.anomaly})"
         line = f"{t.text or t.metric}: {what} {t.op} {t.value:g}: {obs} -> {verdict}"
         if self.references:
             line += " (same ratio for " + ", ".join(f"{p} {r:.3g}" for p, r in self.references) + ")"
@@ -328,8 +347,27 @@ def evaluate_targets(cells: list[Cell], targets: list[Target]) -> list[TargetRes
                         if r is not None:
                             refs.append((p, r))
             met = None if observed is None else _compare(t.op, observed, t.value)
-            out.append(TargetResult(t, v, observed, met, tuple(refs)))
+            anomaly = peer_anomaly(index, t, v)
+            if anomaly:
+                met = None
+            out.append(TargetResult(t, v, observed, met, tuple(refs), anomaly))
     return out
+
+
+def peer_anomaly(index: dict, t: Target, variant: str) -> str | None:
+    """Why target `t`'s peer cell in `variant` looks like a peer problem, not a measurement: a
+    higher-is-better figure below slirp4netns's in the same cell, measured while the machine was
+    at least ANOMALY_IDLE_PCT idle (the peer was neither fast nor busy: it stalled)."""
+    if t.peer is None or t.peer == "slirp4netns" or t.op != ">=" or t.difference:
+        return None
+    theirs, ref = index.get((t.workload, variant, t.peer)), index.get((t.workload, variant, "slirp4netns"))
+    if theirs is None or ref is None:
+        return None
+    a, b, idle = theirs.summary(t.metric), ref.summary(t.metric), theirs.summary("host_idle_pct")
+    if a is None or b is None or idle is None or a.median >= b.median or idle.median < ANOMALY_IDLE_PCT:
+        return None
+    return (f"{t.peer} {a.median:.3g} below slirp4netns {b.median:.3g} with the machine "
+            f"{idle.median:.0f}% idle: stalled, not busy")
 
 
 def fmt_summary(s: Summary | None, metric: Metric) -> str:

@@ -25,6 +25,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from perf.benchlib import peer_bin
+
 REPO = Path(__file__).resolve().parent.parent   # cwd of every process started (python -m slirpy)
 STARTUP_VARIANTS = ["ready-fd", "run"]
 TIMEOUT = 10.0
@@ -75,7 +77,7 @@ def _holder(script: str) -> subprocess.Popen:
 def _start_net(peer: str, pid: int) -> tuple[subprocess.Popen, int]:
     """Start the network process on `pid`'s namespace with -c -r; (process, ready read fd)."""
     rfd, wfd = os.pipe()
-    base = slirpy_slirp4netns_argv() if peer == "slirpy" else ["slirp4netns"]
+    base = slirpy_slirp4netns_argv() if peer == "slirpy" else [peer_bin("slirp4netns")]
     try:
         proc = subprocess.Popen([*base, "-c", "-r", str(wfd), str(pid), "tap0"], pass_fds=(wfd,),
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -124,7 +126,7 @@ def sample_run(peer: str, tmp: str) -> float:
                                           start_new_session=True, cwd=REPO))
         elif peer == "pasta":
             procs.append(subprocess.Popen(
-                ["pasta", "-f", "-q", "--config-net", "-i", "pst0", "-I", "tap0", "-t", "none",
+                [peer_bin("pasta"), "-f", "-q", "--config-net", "-i", "pst0", "-I", "tap0", "-t", "none",
                  "-u", "none", "-T", "none", "-U", "none", "--", "sh", "-c", cmd],
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True, cwd=REPO))
         else:
@@ -157,6 +159,6 @@ def sample(peer: str, variant: str, tmp: str) -> dict:
 def unavailable(variant: str, peer: str) -> str | None:
     if peer == "pasta" and variant == "ready-fd":
         return "no ready fd"
-    if peer in ("slirp4netns", "pasta") and shutil.which(peer) is None:
+    if peer in ("slirp4netns", "pasta") and shutil.which(peer_bin(peer)) is None:
         return f"{peer} not installed"
     return None

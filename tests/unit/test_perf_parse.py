@@ -274,3 +274,35 @@ def test_table_shows_cells_and_ratios():
 def test_cell_json_round_trip():
     c = _cells()[4]
     assert Cell.from_json(json.loads(json.dumps(c.to_json()))) == c
+
+
+def test_a_collapsed_peer_cell_is_an_anomaly_not_a_claimed_ratio():
+    def cell(peer, v, gbps, idle=0.0):
+        return Cell("bulk", v, peer, samples=[{"gbps": gbps, "host_idle_pct": idle}])
+
+    cells = [cell("slirpy", "1500/up", 9.0), cell("slirp4netns", "1500/up", 2.0),
+             cell("pasta", "1500/up", 0.1, idle=45),       # slower than slirp4netns, machine idle
+             cell("slirpy", "1500/down", 9.0), cell("slirp4netns", "1500/down", 2.0),
+             cell("pasta", "1500/down", 12.0, idle=45),    # faster: a real figure, a real ratio
+             cell("slirpy", "65520/up", 9.0), cell("slirp4netns", "65520/up", 2.0),
+             cell("pasta", "65520/up", 1.0, idle=3)]       # slower but busy: a real (bad) figure
+    t = Target("bulk", "gbps", ">=", 1, "pasta", text="bulk >= pasta")
+    got = {r.variant: r for r in bl.evaluate_targets(cells, [t])}
+    up, down = got["1500/up"], got["1500/down"]
+    assert up.met is None and up.anomaly is not None
+    assert "pasta 0.1 below slirp4netns 2 with the machine 45% idle" in up.anomaly
+    assert "not claimed: peer anomaly" in up.describe()
+    assert down.anomaly is None and down.met is False
+    assert down.observed == pytest.approx(0.75)
+    busy = got["65520/up"]
+    assert busy.anomaly is None and busy.met is True and busy.observed == pytest.approx(9.0)
+    # slirp4netns itself and latency targets are never flagged
+    t2 = Target("bulk", "gbps", ">=", 1, "slirp4netns")
+    assert all(r.anomaly is None for r in bl.evaluate_targets(cells, [t2]))
+
+
+def test_peer_binaries_come_from_the_environment(monkeypatch):
+    monkeypatch.delenv("SLIRPY_BENCH_PASTA", raising=False)
+    assert bl.peer_bin("pasta") == "pasta"
+    monkeypatch.setenv("SLIRPY_BENCH_PASTA", "/opt/pasta-2026/pasta")
+    assert bl.peer_bin("pasta") == "/opt/pasta-2026/pasta"
