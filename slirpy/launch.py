@@ -10,16 +10,23 @@ from __future__ import annotations
 
 import signal
 import sys
-from typing import TYPE_CHECKING, Awaitable, Callable, NoReturn
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, NoReturn, Protocol
 
 import click
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .config import NetConfig
+    from .config import NetConfig, PortSpec
     from .impair import ImpairSpec
-    from .named import NamedRun
     from .runtime import Runtime
     from .sandbox import Sandbox
+
+
+class NamedRun(Protocol):
+    """A named run's parts of the sandbox (named.NamedRun), and who to tell once it started."""
+    resolv_text: str | None        # replaces the default resolv.conf text if set
+
+    def options(self) -> dict[str, Any]: ...           # more SandboxOptions fields
+    def started(self, ns_pid: int, published: list[PortSpec]) -> None: ...
 
 
 def fail(message: str, code: int = 1) -> NoReturn:
