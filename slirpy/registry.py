@@ -58,6 +58,7 @@ class SandboxRecord:
     hostname: str | None = None
     networks: dict[str, dict] = field(default_factory=dict)   # name -> {ip, ip6, aliases, iface, ports}
     ports: list = field(default_factory=list)                 # published ports (text or API entries)
+    pidns: str = ""                          # the PID namespace `pid` is a number in; "": filled by register()
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -200,7 +201,19 @@ def proc_start_time(pid: int) -> int | None:
         return None
 
 
+def own_pidns() -> str:
+    try:
+        return os.readlink("/proc/self/ns/pid")
+    except OSError:
+        return ""
+
+
 def is_alive(rec: SandboxRecord) -> bool:
+    """Whether the record's process still runs.  A record written in another PID namespace (a
+    `slirpy` run inside a sandbox sees the same runtime directory) cannot be judged from here:
+    its pid means nothing in ours, so it counts as alive (its own namespace cleans it)."""
+    if rec.pidns and rec.pidns != own_pidns():
+        return True
     return rec.pid > 0 and proc_start_time(rec.pid) == rec.start_time
 
 
@@ -239,6 +252,7 @@ def _drop(name: str) -> None:
 def register(rec: SandboxRecord) -> SandboxRecord:
     """Write `rec` (filling start_time from rec.pid); NameTaken if a live sandbox has the name."""
     check_name(rec.name)
+    rec.pidns = rec.pidns or own_pidns()
     if not rec.start_time:
         start = proc_start_time(rec.pid)
         if start is None:

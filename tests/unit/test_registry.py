@@ -216,3 +216,14 @@ def test_state_lock_excludes_another_process():
     finally:
         release.set()
         proc.join(30)
+
+
+def test_a_record_from_another_pid_namespace_is_never_judged_dead():
+    # `slirpy ps` inside a sandbox (its own PID namespace, the same runtime dir) must not take
+    # the outer runs for dead: their pids mean nothing there
+    registry.register(SandboxRecord(name="outer", pid=dead_pid(), start_time=5, pidns="pid:[1]"))
+    assert [r.name for r in registry.live()] == ["outer"]
+    with pytest.raises(NameTaken):
+        registry.register(SandboxRecord(name="outer", pid=os.getpid()))
+    rec = registry.register(SandboxRecord(name="here", pid=os.getpid()))
+    assert rec.pidns == os.readlink("/proc/self/ns/pid")
