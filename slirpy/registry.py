@@ -209,12 +209,26 @@ def own_pidns() -> str:
 
 
 def is_alive(rec: SandboxRecord) -> bool:
-    """Whether the record's process still runs.  A record written in another PID namespace (a
-    `slirpy` run inside a sandbox sees the same runtime directory) cannot be judged from here:
-    its pid means nothing in ours, so it counts as alive (its own namespace cleans it)."""
-    if rec.pidns and rec.pidns != own_pidns():
+    """Whether the record's process still runs.
+
+    A record written in another PID namespace (a `slirpy run` inside a sandbox, which sees the
+    same runtime directory) has a pid that means nothing in ours: it is alive while its
+    `NAME.lock` is locked (its process holds the flock from `register` to its end, and the
+    kernel drops it when the process dies, SIGKILL included); without a lock file we cannot
+    tell, and it counts as alive."""
+    if not rec.pidns or rec.pidns == own_pidns():
+        return rec.pid > 0 and proc_start_time(rec.pid) == rec.start_time
+    try:
+        fd = os.open(_lock_path(rec.name), os.O_RDWR | os.O_CLOEXEC)
+    except OSError:
         return True
-    return rec.pid > 0 and proc_start_time(rec.pid) == rec.start_time
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return False
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)            # (releases the probe's lock, if it got it)
 
 
 def _read(path: str) -> SandboxRecord | None:
@@ -240,9 +254,29 @@ def _write(rec: SandboxRecord) -> None:
     os.rename(tmp, path)
 
 
+def _lock_path(name: str) -> str:
+    return os.path.join(sandboxes_dir(), name + ".lock")
+
+
+_HELD: dict[str, int] = {}     # name -> fd of the NAME.lock this process holds (see is_alive)
+
+
+def _hold(name: str) -> None:
+    """Lock NAME.lock for as long as this process lives (or until unregister)."""
+    fd = os.open(_lock_path(name), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    old = _HELD.pop(name, None)
+    if old is not None:
+        os.close(old)
+    _HELD[name] = fd
+
+
 def _drop(name: str) -> None:
-    """Delete a record and the default API socket that belongs to it."""
-    for path in (record_path(name), default_api_socket(name)):
+    """Delete a record and the files that belong to it (its lock, its default API socket)."""
+    held = _HELD.pop(name, None)
+    if held is not None:
+        os.close(held)
+    for path in (record_path(name), _lock_path(name), default_api_socket(name)):
         try:
             os.unlink(path)
         except FileNotFoundError:
@@ -268,6 +302,8 @@ def register(rec: SandboxRecord) -> SandboxRecord:
                             f"(pid {old.pid}); choose another --name")
         if old is not None:
             _drop(rec.name)
+        if rec.pid == os.getpid():
+            _hold(rec.name)
         _write(rec)
     return rec
 

@@ -105,7 +105,7 @@ def test_live_drops_dead_and_corrupt_records_and_their_sockets():
     with open(registry.record_path("junk"), "w") as f:
         f.write("{not json")
     assert [r.name for r in registry.live()] == ["alive"]
-    assert sorted(os.listdir(registry.sandboxes_dir())) == ["alive.json"]
+    assert sorted(os.listdir(registry.sandboxes_dir())) == ["alive.json", "alive.lock"]
 
 
 def test_live_is_oldest_first():
@@ -218,12 +218,37 @@ def test_state_lock_excludes_another_process():
         proc.join(30)
 
 
-def test_a_record_from_another_pid_namespace_is_never_judged_dead():
+def test_a_record_from_another_pid_namespace_lives_while_its_lock_is_held():
     # `slirpy ps` inside a sandbox (its own PID namespace, the same runtime dir) must not take
-    # the outer runs for dead: their pids mean nothing there
-    registry.register(SandboxRecord(name="outer", pid=dead_pid(), start_time=5, pidns="pid:[1]"))
-    assert [r.name for r in registry.live()] == ["outer"]
-    with pytest.raises(NameTaken):
-        registry.register(SandboxRecord(name="outer", pid=os.getpid()))
+    # the outer runs for dead: their pids mean nothing there; their NAME.lock tells
     rec = registry.register(SandboxRecord(name="here", pid=os.getpid()))
     assert rec.pidns == os.readlink("/proc/self/ns/pid")
+    ctx = multiprocessing.get_context("fork")
+    ready, release = ctx.Event(), ctx.Event()
+    proc = ctx.Process(target=_register_elsewhere, args=(ready, release))
+    proc.start()
+    try:
+        assert ready.wait(30)
+        assert registry.lookup("outer") is not None          # pid 1 of "pid:[1]": locked, alive
+        assert "outer" in [r.name for r in registry.live()]
+        with pytest.raises(NameTaken):
+            registry.register(SandboxRecord(name="outer", pid=os.getpid()))
+    finally:
+        release.set()
+        proc.join(30)
+    assert registry.lookup("outer") is None                   # its process ended: lock free, dead
+    assert not os.path.exists(os.path.join(registry.sandboxes_dir(), "outer.lock"))
+
+
+def test_a_foreign_record_without_a_lock_file_counts_as_alive():
+    registry.register(SandboxRecord(name="old", pid=dead_pid(), start_time=5, pidns="pid:[1]"))
+    assert [r.name for r in registry.live()] == ["old"]
+
+
+def _register_elsewhere(ready, release) -> None:
+    # as a process of another PID namespace would: a pid that is not ours, its lock held
+    rec = registry.register(SandboxRecord(name="outer", pid=os.getpid(), pidns="pid:[1]"))
+    rec.pid = 1
+    registry._write(rec)
+    ready.set()
+    release.wait(30)
