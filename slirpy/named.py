@@ -180,7 +180,15 @@ def _run_light(rec: registry.SandboxRecord, mode: str, config: NetConfig, argv: 
 
 def _run_member(networks: list[str], config: NetConfig, argv: list[str], naming: Naming,
                 map_subuids: bool) -> int:
-    """A named network's member: slirpy.networks does it all (registration included)."""
+    """A named network's member: slirpy.networks does it all (registration included).
+
+    The contract with it: `run_member(networks=[NAME, ...] (the --network values, in order),
+    argv, config (the NetConfig of the other options: -p in config.ports, limits, ...),
+    name (--name, or None: take registry.claim(None, ...)'s auto name), hostname (--hostname or
+    None: the name), ips (--ip values), aliases (--network-alias values), add_hosts ([(name,
+    ip)]: etcfiles.hosts_text's), dns (--dns addresses, [] for the gateway), map_subuids)`
+    returns the command's exit code; it ends slirpy itself (launch.fail) on a refusal.  It
+    starts the member with plainrun.run_light(SandboxOptions(net_mode="member", ...))."""
     try:
         nets: Any = importlib.import_module("slirpy.networks")
     except ImportError as e:
