@@ -80,6 +80,8 @@ def _holder_running() -> bool | None:
         got = status()
     except Exception:          # whatever the holder's state: ps still lists the sandboxes
         return None
+    if isinstance(got, str):                 # "running", "down", "stopped"
+        return got == "running"
     return bool(got.get("running")) if isinstance(got, dict) else bool(got)
 
 

@@ -148,7 +148,12 @@ def _hand_over_tap(sock: socket.socket, net: NetConfig, pid1: _Init) -> bool:  #
 
 def _report_ready(sock: socket.socket, opts: SandboxOptions, pid1: _Init) -> bool:  # pragma: no cover
     """A mode without tap0: run `member_setup` if any, then tell P we are ready.  False (P told,
-    I ended) if the set-up failed."""
+    I ended) if the set-up failed.
+
+    Only now, with I running: S's first fork after unshare(CLONE_NEWPID) becomes the new
+    namespace's PID 1, so a set-up that ran a program before I would end the namespace with
+    it.  The price: I has mounted the new namespace's /proc, where S has no pid, so S's
+    /proc/self does not work here (fork a child, which is in the namespace, for what needs it)."""
     if opts.member_setup is not None:
         try:
             for warning in opts.member_setup():

@@ -152,3 +152,15 @@ def test_a_members_target_publishes_to_its_first_address():
 @pytest.mark.parametrize("seconds,text", [(0, "0s"), (59, "59s"), (60, "1m"), (7200, "2h"), (90000, "1d")])
 def test_age(seconds, text):
     assert ps._age(seconds) == text
+
+
+@pytest.mark.parametrize("status,running", [("running", True), ("down", False), ("stopped", False),
+                                            ({"running": True}, True), (False, False)])
+def test_holder_status_as_the_networks_code_says_it(status, running, monkeypatch):
+    import sys
+    import types
+
+    fake = types.ModuleType("slirpy.networks")
+    fake.holder_status = lambda: status            # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "slirpy.networks", fake)
+    assert ps._holder_running() is running
