@@ -6,6 +6,7 @@ import json
 import logging
 import sys
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 import click
 
@@ -14,6 +15,9 @@ from .config import (DEFAULT_CIDR, DEFAULT_CIDR6, DEFAULT_MTU, IPV6_MTU_MIN, POR
                      ConfigError, NetConfig, build_net_config, parse_cidr6, parse_port_spec)
 from .launch import fail as _fail
 from .launch import run_sandbox
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .ps import Target
 
 
 def build_config(mtu: str, cidr: str, offload: bool, allow_host_loopback: bool, *,
@@ -96,6 +100,19 @@ def main() -> None:
               help="Capture every frame crossing tap0, both ways, to this pcap file.")
 @click.option("--pcap-max-size", default="1G", show_default=True, metavar="SIZE",
               help="Stop the capture before the file exceeds SIZE bytes (K/M/G suffixes).")
+@click.option("--name", metavar="NAME",
+              help="Name of the sandbox (`slirpy ps`, `port add NAME`...) [default: a free adjective_noun].")
+@click.option("--network", "network", multiple=True, metavar="NAME|none|host|sandbox:NAME",
+              help="none: only lo; host: the user's own network namespace; sandbox:NAME: join NAME's; "
+                   "a network name: join that network (repeatable). Default: a private network.")
+@click.option("--ip", "ips", multiple=True, metavar="IP", help="The address on a --network NAME (pinned).")
+@click.option("--network-alias", "network_aliases", multiple=True, metavar="ALIAS",
+              help="Another name of the sandbox on its --network NAME (repeatable).")
+@click.option("--hostname", metavar="NAME", help="Host name inside (own UTS namespace) [default: --name].")
+@click.option("--add-host", "add_hosts", multiple=True, metavar="NAME:IP",
+              help="A line of the sandbox's /etc/hosts (repeatable).")
+@click.option("--dns", "dns", multiple=True, metavar="IP",
+              help="Nameserver of the sandbox's /etc/resolv.conf instead of slirpy's (repeatable).")
 @click.option("--debug", is_flag=True, help="Debug logging.")
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
 def run(mtu: str, cidr: str, ipv6: bool | None, cidr6: str | None, no_offload: bool,
@@ -104,9 +121,16 @@ def run(mtu: str, cidr: str, ipv6: bool | None, cidr6: str | None, no_offload: b
         outbound_addr: str | None, outbound_addr6: str | None, limits: tuple[str, ...],
         impair: str | None,
         publish: tuple[str, ...], publish_auto_addr: str | None, api_socket: str | None,
-        pcap: str | None, pcap_max_size: str,
+        pcap: str | None, pcap_max_size: str, name: str | None, network: tuple[str, ...],
+        ips: tuple[str, ...], network_aliases: tuple[str, ...], hostname: str | None,
+        add_hosts: tuple[str, ...], dns: tuple[str, ...],
         debug: bool, command: tuple[str, ...]) -> None:
     """Run COMMAND in a new network namespace with internet access through slirpy."""
+    from .named import check_run_options, run_named
+
+    mode, naming = check_run_options(network, name, hostname, add_hosts, dns, ips, network_aliases, {
+        "-p/--publish": bool(publish), "--api-socket": api_socket is not None, "--pcap": pcap is not None,
+        "--impair": impair is not None, "--stats-file": stats_file is not None})
     if debug:
         logging.basicConfig(level=logging.DEBUG, format="slirpy: %(levelname)s %(message)s")
     config = build_config(mtu, cidr, not no_offload, allow_host_loopback, dns=not disable_dns,
@@ -121,14 +145,24 @@ def run(mtu: str, cidr: str, ipv6: bool | None, cidr6: str | None, no_offload: b
         except ValueError as e:
             _fail(str(e), 2)
     capture = (pcap, _pcap_size(pcap_max_size, "--pcap-max-size")) if pcap else None
-    sys.exit(run_sandbox(config, list(command), map_subuids=map_subuids, stats_file=stats_file,
-                         impair=impair_spec, api_socket=api_socket, pcap=capture))
+    sys.exit(run_named(mode, list(network), config, list(command), naming, map_subuids=map_subuids,
+                       api_socket=api_socket, run_private=lambda **named: run_sandbox(
+                           config, list(command), map_subuids=map_subuids, stats_file=stats_file,
+                           impair=impair_spec, pcap=capture, **named)))
 
 
 # ------------------------------------------------------------------ slirpy port add|ls|rm
 
-_api_socket_option = click.option("--api-socket", required=True, type=click.Path(dir_okay=False),
-                                  help="API socket of a running `slirpy run --api-socket`.")
+_api_socket_option = click.option("--api-socket", type=click.Path(dir_okay=False),
+                                  help="API socket of a running sandbox (instead of its NAME).")
+_name_option = click.option("--name", "sandbox_name", metavar="NAME",
+                            help="The running sandbox called NAME (`slirpy ps`); or NAME as first argument.")
+
+
+def _target(api_socket: str | None, name: str | None, args: Iterable[str]) -> tuple[Target, list[str]]:
+    from .ps import resolve
+
+    return resolve(api_socket, name, list(args))
 
 
 def _api_call(path: str, obj: dict) -> dict:
@@ -153,11 +187,15 @@ def port() -> None:
 
 @port.command("add")
 @_api_socket_option
-@click.argument("specs", nargs=-1, required=True, metavar="SPEC...")
-def port_add(api_socket: str, specs: tuple[str, ...]) -> None:
+@_name_option
+@click.argument("specs", nargs=-1, required=True, metavar="[NAME] SPEC...")
+def port_add(api_socket: str | None, sandbox_name: str | None, specs: tuple[str, ...]) -> None:
     """Publish SPEC ([IP:]HOST_PORT:CONTAINER_PORT[/tcp|/udp], ranges allowed); prints the ids."""
+    target, rest = _target(api_socket, sandbox_name, specs)
+    if not rest:
+        _fail("no SPEC given: port add [NAME] SPEC...", 2)
     parsed = []
-    for text in specs:
+    for text in rest:
         try:
             one = parse_port_spec(text)
         except ConfigError as e:
@@ -165,21 +203,39 @@ def port_add(api_socket: str, specs: tuple[str, ...]) -> None:
         if any(p.host_port == 0 for p in one):
             _fail(f"invalid port spec {text!r}: needs a host port ({PORT_SPEC_SYNTAX} with HOST_PORT)", 2)
         parsed.extend(one)
+    guest_addr = target.guest_addr()      # a network member's: its first address
     for p in parsed:
-        reply = _api_call(api_socket, {"execute": "add_hostfwd", "arguments": {
-            "proto": p.proto, "host_addr": p.host_addr, "host_port": p.host_port,
-            "guest_port": p.guest_port}})
+        args = {"proto": p.proto, "host_addr": p.host_addr, "host_port": p.host_port, "guest_port": p.guest_port}
+        reply = _api_call(target.api_socket, {"execute": "add_hostfwd", "arguments": (
+            args if guest_addr is None else {**args, "guest_addr": guest_addr})})
         click.echo(reply.get("return", {}).get("id"))
+    _note_ports(target)
+
+
+def _port_entries(target: Target) -> list[dict]:
+    reply = _api_call(target.api_socket, {"execute": "list_hostfwd"})
+    # slirp4netns answers {"entries": [...]}; accept a {"return": {...}} wrapper too.
+    entries = reply.get("entries", reply.get("return", {}).get("entries", []))
+    mine = target.member_addresses()
+    return [e for e in entries if e.get("guest_addr") in mine] if mine else entries
+
+
+def _note_ports(target: Target) -> None:
+    if target.rec is not None:
+        from .ps import note_ports
+
+        note_ports(target, _port_entries(target))
 
 
 @port.command("ls")
 @_api_socket_option
+@_name_option
 @click.option("--json", "as_json", is_flag=True, help="Print the API's entries as JSON.")
-def port_ls(api_socket: str, as_json: bool) -> None:
+@click.argument("sandbox", required=False, metavar="[NAME]")
+def port_ls(api_socket: str | None, sandbox_name: str | None, as_json: bool, sandbox: str | None) -> None:
     """List the published ports."""
-    reply = _api_call(api_socket, {"execute": "list_hostfwd"})
-    # slirp4netns answers {"entries": [...]}; accept a {"return": {...}} wrapper too.
-    entries = reply.get("entries", reply.get("return", {}).get("entries", []))
+    target, _ = _target(api_socket, sandbox_name, [sandbox] if sandbox else [])
+    entries = _port_entries(target)
     if as_json:
         click.echo(json.dumps(entries))
         return
@@ -194,19 +250,32 @@ def port_ls(api_socket: str, as_json: bool) -> None:
 
 @port.command("rm")
 @_api_socket_option
-@click.argument("ids", nargs=-1, required=True, type=int)
-def port_rm(api_socket: str, ids: tuple[int, ...]) -> None:
+@_name_option
+@click.argument("ids", nargs=-1, required=True, metavar="[NAME] ID...")
+def port_rm(api_socket: str | None, sandbox_name: str | None, ids: tuple[str, ...]) -> None:
     """Unpublish the ports with these ids (existing connections continue)."""
-    for fid in ids:
-        _api_call(api_socket, {"execute": "remove_hostfwd", "arguments": {"id": fid}})
+    target, rest = _target(api_socket, sandbox_name, ids)
+    if not rest or not all(i.isdigit() for i in rest):
+        _fail(f"invalid port ids {' '.join(rest)!r}: expected numbers (from `slirpy port ls`)", 2)
+    if target.member_addresses():
+        known = {e.get("id") for e in _port_entries(target)}
+        for fid in rest:
+            if int(fid) not in known:
+                _fail(f"port {fid} is not published for {target.rec.name if target.rec else ''}", 1)
+    for fid in rest:
+        _api_call(target.api_socket, {"execute": "remove_hostfwd", "arguments": {"id": int(fid)}})
+    _note_ports(target)
 
 
 @main.command()
 @_api_socket_option
+@_name_option
 @click.option("--json", "as_json", is_flag=True, help="Print the reply as JSON.")
-def stats(api_socket: str, as_json: bool) -> None:
+@click.argument("sandbox", required=False, metavar="[NAME]")
+def stats(api_socket: str | None, sandbox_name: str | None, as_json: bool, sandbox: str | None) -> None:
     """Print the counters of a running sandbox (every drop has its own dotted name)."""
-    data = _api_call(api_socket, {"execute": "stats"}).get("return", {})
+    target, _ = _target(api_socket, sandbox_name, [sandbox] if sandbox else [])
+    data = _api_call(target.api_socket, {"execute": "stats"}).get("return", {})
     if as_json:
         click.echo(json.dumps(data, indent=1))
         return
@@ -221,19 +290,26 @@ def stats(api_socket: str, as_json: bool) -> None:
 
 @main.command()
 @_api_socket_option
+@_name_option
 @click.option("--json", "as_json", is_flag=True, help="Print the rows as JSON.")
 @click.option("--watch", is_flag=True,
               help="Live view: refreshed in place, per-flow rates, busiest first (like `slirpy top`).")
 @click.option("--interval", type=click.FloatRange(0.1, 3600), default=1.0, show_default=True,
               metavar="S", help="Seconds between two polls with --watch.")
-def flows(api_socket: str, as_json: bool, watch: bool, interval: float) -> None:
+@click.argument("sandbox", required=False, metavar="[NAME]")
+def flows(api_socket: str | None, sandbox_name: str | None, as_json: bool, watch: bool, interval: float,
+          sandbox: str | None) -> None:
     """List the live flows of a running sandbox, like `conntrack -L`."""
+    target, _ = _target(api_socket, sandbox_name, [sandbox] if sandbox else [])
     if watch:
         if as_json:
             _fail("--watch and --json do not go together", 2)
         from .top import watch as _watch
-        sys.exit(_watch(api_socket, interval))
-    rows = _api_call(api_socket, {"execute": "flows"}).get("return", {}).get("flows", [])
+        sys.exit(_watch(target.api_socket, interval))
+    rows = _api_call(target.api_socket, {"execute": "flows"}).get("return", {}).get("flows", [])
+    mine = target.member_addresses()     # a member: only its own flows of the holder's
+    if mine:
+        rows = [r for r in rows if r["guest"].rsplit(":", 1)[0].strip("[]") in mine]
     if as_json:
         click.echo(json.dumps(rows))
         return
@@ -264,35 +340,56 @@ def pcap_group() -> None:
 
 @pcap_group.command("start")
 @_api_socket_option
+@_name_option
 @click.option("--max-size", default="1G", show_default=True, metavar="SIZE",
               help="Stop the capture before the file exceeds SIZE bytes (K/M/G suffixes).")
-@click.argument("file", type=click.Path(dir_okay=False))
-def pcap_start(api_socket: str, max_size: str, file: str) -> None:
+@click.argument("args", nargs=-1, required=True, metavar="[NAME] FILE")
+def pcap_start(api_socket: str | None, sandbox_name: str | None, max_size: str, args: tuple[str, ...]) -> None:
     """Capture every frame crossing the sandbox's TAP to FILE (pcap, nanosecond timestamps)."""
     import os
 
+    target, rest = _target(api_socket, sandbox_name, args if len(args) > 1 else ())
+    rest = rest if len(args) > 1 else list(args)
+    if len(rest) != 1:
+        _fail("expected one FILE: pcap start [NAME] FILE", 2)
+    file = rest[0]
     size = _pcap_size(max_size, "--max-size")
-    _api_call(api_socket, {"execute": "pcap_start",
+    _api_call(target.api_socket, {"execute": "pcap_start",
                            "arguments": {"path": os.path.abspath(file), "max_size": size}})
 
 
 @pcap_group.command("stop")
 @_api_socket_option
-def pcap_stop(api_socket: str) -> None:
+@_name_option
+@click.argument("sandbox", required=False, metavar="[NAME]")
+def pcap_stop(api_socket: str | None, sandbox_name: str | None, sandbox: str | None) -> None:
     """Stop the capture; prints the file, frames and bytes written."""
-    info = _api_call(api_socket, {"execute": "pcap_stop"}).get("return", {})
+    target, _ = _target(api_socket, sandbox_name, [sandbox] if sandbox else [])
+    info = _api_call(target.api_socket, {"execute": "pcap_stop"}).get("return", {})
     click.echo(f"{info.get('path')}: {info.get('frames')} frames, {info.get('bytes')} bytes")
 
 
 @main.command()
 @_api_socket_option
+@_name_option
 @click.option("--interval", type=click.FloatRange(0.1, 3600), default=1.0, show_default=True,
               metavar="S", help="Seconds between two polls.")
-def top(api_socket: str, interval: float) -> None:
+@click.argument("sandbox", required=False, metavar="[NAME]")
+def top(api_socket: str | None, sandbox_name: str | None, interval: float, sandbox: str | None) -> None:
     """Live flow view of a running sandbox, busiest first (`slirpy flows --watch`; q or Ctrl-C quits)."""
     from .top import watch as _watch
 
-    sys.exit(_watch(api_socket, interval))
+    target, _ = _target(api_socket, sandbox_name, [sandbox] if sandbox else [])
+    sys.exit(_watch(target.api_socket, interval))
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the records as JSON.")
+def ps(as_json: bool) -> None:
+    """List the running sandboxes: name, pid, network mode, networks and addresses, ports, age."""
+    from .ps import print_ps
+
+    print_ps(as_json)
 
 
 @main.command()

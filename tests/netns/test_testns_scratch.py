@@ -39,6 +39,8 @@ def test_pytest_temporary_root_is_on_this_runs_own_tmpfs(tmp_path_factory):
     assert mount_of(tmpdir) == ("tmpfs", "slirpy-testns"), tmpdir
     assert tempfile.gettempdir() == tmpdir
     assert Path(tmpdir) in tmp_path_factory.getbasetemp().parents
+    # the sandbox records and network definitions of this run are its own too
+    assert os.environ["XDG_RUNTIME_DIR"] == f"{tmpdir}/run" and os.environ["XDG_DATA_HOME"] == f"{tmpdir}/data"
 
 
 def test_a_second_run_gets_a_fresh_scratch_that_it_does_not_share(tmp_path_factory):
@@ -54,7 +56,7 @@ def test_a_second_run_gets_a_fresh_scratch_that_it_does_not_share(tmp_path_facto
         ready = proc.stdout.readline().strip()
         assert ready == "ready", (theirs_dir, entries, ready, proc.stderr.read() if proc.poll() else "")
         assert theirs_dir != os.environ["TMPDIR"] and Path(theirs_dir).name.startswith("slirpy-testns.")
-        assert entries == "0"                   # it started empty: nothing of ours in there
+        assert entries == "2"                   # only its own run/ and data/: nothing of ours in there
         # while it runs, its files are not visible from here: its tmpfs is its own
         assert not (Path(theirs_dir) / mine.name).exists()
         assert not (mine / "theirs").exists()
