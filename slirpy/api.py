@@ -77,6 +77,9 @@ class Controller(Protocol):
     def set_routes(self, prefixes: list) -> None:
         """Replace the routed prefixes; raise ValueError naming the bad value."""
 
+    def set_names(self, views: dict, domains: list) -> None:
+        """Replace the DNS name views; raise ValueError naming the bad value."""
+
     def routes_to(self, ip: bytes) -> bool:
         """Whether packed `ip` is inside a routed prefix (a guest_addr add_hostfwd takes)."""
 
@@ -233,6 +236,23 @@ async def _set_routes(ctl: Controller, req: dict) -> dict:
     return {"return": {}}
 
 
+async def _set_names(ctl: Controller, req: dict) -> dict:
+    args = req.get("arguments")
+    if not isinstance(args, dict):
+        args = {}
+    views, domains = args.get("views", {}), args.get("domains", [])
+    if not isinstance(views, dict):
+        raise ApiError("bad request: set_names: bad arguments.views: an object of querier "
+                       "address -> {name: [addresses]}")
+    if not isinstance(domains, list):
+        raise ApiError("bad request: set_names: bad arguments.domains: a list of names")
+    try:
+        ctl.set_names(views, domains)
+    except ValueError as e:
+        raise ApiError(f"bad request: set_names: bad arguments.{e}") from None
+    return {"return": {}}
+
+
 Handler = Callable[[Controller, dict], Awaitable[dict]]
 
 HANDLERS: dict[str, Handler] = {
@@ -247,6 +267,7 @@ HANDLERS: dict[str, Handler] = {
     "pcap_stop": _pcap_stop,
     # slirpy's own router control (networks, issue 15)
     "set_routes": _set_routes,
+    "set_names": _set_names,
 }
 
 

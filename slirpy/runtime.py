@@ -563,5 +563,8 @@ class RuntimeControl:
     def set_routes(self, prefixes: list) -> None:
         self._runtime.stack.set_routed(prefixes)
 
+    def set_names(self, views: dict, domains: list) -> None:
+        self._runtime.stack.set_names(views, domains)
+
     def routes_to(self, ip: bytes) -> bool:
         return self._runtime.stack.routes_to(ip)

@@ -84,6 +84,11 @@ frames for them go to the guest's MAC, inbound flows may name a `guest_ip` insid
 flows *to* them are refused (`routed_dst`). The guest's own network is checked first, so its
 packets never pay for the list.
 
+Names (issue 15; names.py): `set_names(views, domains)` gives the DNS forwarder per-querier
+name views; a query to the DNS address (UDP here; TCP in the runtime, with `dns_answer`) whose
+name the querier's view holds is answered locally, a query for a foreign network's name gets
+NXDOMAIN, and the rest is forwarded upstream as before.
+
 Not implemented here: IP fragments and IPv6 extension headers beyond the walk of wire/ipv6.py
 (dropped, counted).
 
@@ -297,6 +302,17 @@ class Stack:
         if self.ipv6 is not None:
             self.ipv6.routed = pairs(nets, 6)
         self.fwd.set_routed(nets)
+
+    def set_names(self, views: Any, domains: Iterable[object]) -> None:
+        """Replace the DNS name views ({querier address -> {name -> [addresses]}}) and the
+        network names. Raises ValueError naming a bad value (names.py); nothing changes then."""
+        self._udp.names.replace(views, domains)
+
+    def dns_answer(self, querier: bytes, msg: bytes | memoryview, limit: int = 65535) -> bytes | None:
+        """The local answer to DNS query `msg` from packed `querier` (b"" for a malformed
+        query: drop it), or None: forward it (the runtime's DNS over TCP asks here)."""
+        names = self._udp.names
+        return names.answer(querier, msg, limit) if names.active else None
 
     def routes_to(self, ip: bytes) -> bool:
         """Whether packed `ip` is in a routed prefix (a guest_ip an inbound flow may name)."""

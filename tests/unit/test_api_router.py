@@ -62,3 +62,19 @@ def test_set_routes_names_the_bad_value_and_changes_nothing(prefixes, says):
     reply = request(ctl, "set_routes", prefixes=prefixes)
     assert reply["error"]["desc"].startswith("bad request: set_routes: " + says)
     assert [str(n) for n in ctl.stack.routed] == ["10.89.3.0/24"]
+
+
+def test_set_names_replaces_the_views_and_names_the_bad_value():
+    ctl = RouterController()
+    assert request(ctl, "set_names", views={"10.89.0.2": {"db": ["10.89.0.3"]}},
+                   domains=["front", "back"]) == {"return": {}}
+    assert ctl.stack.dns_answer(bytes([10, 89, 0, 2]), bytes.fromhex(
+        "0001 0100 0001 0000 0000 0000 02 6462 00 0001 0001"))[3] & 0x0F == 0
+    bad = request(ctl, "set_names", views={"10.89.0.2": {"db": ["10.89.0.300"]}})
+    assert bad == {"error": {"desc": "bad request: set_names: bad arguments.views.10.89.0.2.db: "
+                                      "'10.89.0.300' is not an IP address"}}
+    assert request(ctl, "set_names", views=[], domains=[])["error"]["desc"].startswith(
+        "bad request: set_names: bad arguments.views: an object")
+    assert request(ctl, "set_names", views={}, domains="front")["error"]["desc"] == (
+        "bad request: set_names: bad arguments.domains: a list of names")
+    assert ctl.stack.dns_answer(bytes([10, 89, 0, 2]), b"\x00") == b""   # unchanged: views kept

@@ -167,3 +167,69 @@ def test_the_number_of_prefixes_is_bounded():
     assert len(parse_prefixes(many[:-1], own)) == MAX_ROUTED
     with pytest.raises(ValueError, match=f"more than {MAX_ROUTED} IPv4 prefixes"):
         parse_prefixes(many, own)
+
+
+# ------------------------------------------------------------------ names (DNS views)
+
+def dns_frame(name, qtype="A", src=MEMBER, sport=5300, dst="10.0.2.3", qid=0x4242):
+    from scapy.layers.dns import DNS, DNSQR
+    ip = IPv6(src=src, dst=dst) if ":" in src else IP(src=src, dst=dst)
+    return Ether(src=GUEST_MAC, dst=GW_MAC) / ip / UDP(sport=sport, dport=53) / DNS(
+        id=qid, rd=1, qd=DNSQR(qname=name, qtype=qtype))
+
+
+def named_stack() -> st.Stack:
+    s = routed_stack()
+    s.set_names({MEMBER: {"db": ["10.89.5.3", "fd89:0:0:5::3"], "db.back": ["10.89.5.3"]},
+                 MEMBER6: {"db": ["fd89:0:0:5::3"]}}, ["back", "front"])
+    return s
+
+
+def test_dns_names_are_answered_locally_per_querier_over_udp():
+    from scapy.layers.dns import DNS
+    s = named_stack()
+    s.receive_frame(wire(s, dns_frame("db.back")), 0.0)
+    s.receive_frame(wire(s, dns_frame("db", "AAAA", sport=5301)), 0.0)
+    s.receive_frame(wire(s, dns_frame("db", src=MEMBER6, dst="fd00::3", sport=5302)), 0.0)
+    assert events(s) == []                                   # no flow, nothing upstream
+    frames = [f for _, f in out_frames(s) if UDP in f]      # (and a router advertisement)
+    assert [(f[UDP].sport, f[UDP].dport, f[Ether].dst) for f in frames] == [
+        (53, 5300, GUEST_MAC), (53, 5301, GUEST_MAC), (53, 5302, GUEST_MAC)]
+    assert (frames[0][IP].src, frames[0][IP].dst) == ("10.0.2.3", MEMBER)
+    assert [r.rdata for r in DNS(bytes(frames[0][UDP].payload)).an] == ["10.89.5.3"]
+    assert [r.rdata for r in DNS(bytes(frames[1][UDP].payload)).an] == ["fd89:0:0:5::3"]
+    assert (frames[2][IPv6].src, frames[2][IPv6].dst) == ("fd00::3", MEMBER6)
+    assert DNS(bytes(frames[2][UDP].payload)).ancount == 0      # MEMBER6's db: no IPv4 address
+    assert s.counters["dns.names.tx"] == 3 and s.counters["dns.flows.opened"] == 0
+
+
+def test_foreign_network_names_get_nxdomain_and_other_names_go_upstream():
+    from scapy.layers.dns import DNS
+    s = named_stack()
+    s.receive_frame(wire(s, dns_frame("web.front")), 0.0)
+    (_, nx), = out_frames(s)
+    assert DNS(bytes(nx[UDP].payload)).rcode == 3 and events(s) == []
+    s.receive_frame(wire(s, dns_frame("example.org", sport=5400)), 0.0)
+    (opened,) = events(s)[:1]
+    assert isinstance(opened, st.UdpFlowOpened) and opened.dns
+    # The same flow's next query for a local name is still answered here, not upstream.
+    s.receive_frame(wire(s, dns_frame("db", sport=5400, qid=2)), 0.0)
+    assert [type(e) for e in events(s)] == []
+    (_, local), = out_frames(s)
+    assert DNS(bytes(local[UDP].payload)).id == 2
+    # The guest's own address has no view: its foreign names are NXDOMAIN too.
+    s.receive_frame(wire(s, dns_frame("db.back", src="10.0.2.100", sport=5500)), 0.0)
+    (_, own), = out_frames(s)
+    assert DNS(bytes(own[UDP].payload)).rcode == 3
+    assert s.counters["dns.names.nxdomain"] == 2
+
+
+def test_without_names_dns_is_forwarded_as_before_and_set_names_validates():
+    s = routed_stack()
+    s.receive_frame(wire(s, dns_frame("db.back")), 0.0)
+    assert [type(e) for e in events(s)] == [st.UdpFlowOpened, st.UdpDatagramReceived]
+    with pytest.raises(ValueError, match="is not an IP address"):
+        s.set_names({"10.89.5.2": {"db": ["nope"]}}, [])
+    assert s.dns_answer(b"\x0a\x59\x05\x02", b"") is None    # still no views: forward
+    s.set_names({}, ["back"])
+    assert s.dns_answer(b"\x0a\x59\x05\x02", b"\x00") == b""  # malformed: drop
