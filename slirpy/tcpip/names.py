@@ -48,7 +48,8 @@ def _name(value: object, where: str) -> str:
     if isinstance(value, str):
         name = value.lower().rstrip(".")
         labels = name.split(".")
-        if name and len(name) < 254 and all(0 < len(x) < 64 for x in labels) and name.isascii():
+        if (name and len(name) < 254 and all(0 < len(x) < 64 for x in labels) and name.isascii()
+                and "\\" not in name):
             return name
     raise ValueError(f"{where}: {value!r} is not a DNS name")
 

@@ -28,6 +28,11 @@ def test_parse_query_golden():
     assert q.opcode == 0
 
 
+def test_a_dot_inside_a_label_is_escaped_so_names_stay_apart():
+    raw = QUERY[:12] + b"\x06db.bac\x01\\\x00\x00\x01\x00\x01"
+    assert wd.parse_query(raw).name == "db\\.bac.\\\\"
+
+
 def test_answer_golden_bytes():
     q = wd.parse_query(QUERY)
     got = wd.build_answer(QUERY, q, wd.RCODE_NOERROR, [M3, V6], ttl=5)

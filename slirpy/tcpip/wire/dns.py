@@ -45,7 +45,8 @@ _RDLEN = {TYPE_A: 4, TYPE_AAAA: 16}
 @dataclass(frozen=True, slots=True)
 class DnsQuestion:
     """The question of a query: `name` in lower case, without the trailing dot ("" for the
-    root); `end` is the offset just past the question."""
+    root), a "." or "\\" inside a label escaped with a backslash; `end` is the offset just
+    past the question."""
     ident: int
     flags: int
     name: str
@@ -88,7 +89,10 @@ def parse_query(msg: bytes | memoryview) -> DnsQuestion:
             raise MalformedPacket("dns.bad_name")
         if pos + length > n:
             raise MalformedPacket("dns.truncated")
-        labels.append(bytes(msg[pos:pos + length]).decode("latin-1").lower())
+        label = bytes(msg[pos:pos + length]).decode("latin-1").lower()
+        if "." in label or "\\" in label:       # presentation-format escapes keep names apart
+            label = label.replace("\\", "\\\\").replace(".", "\\.")
+        labels.append(label)
         pos += length
     if pos + _QTAIL.size > n:
         raise MalformedPacket("dns.truncated")
