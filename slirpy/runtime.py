@@ -37,6 +37,7 @@ from . import doctor
 from . import pcap as _pcap
 from . import ports as _ports
 from .proxy import dns as dns_proxy
+from .proxy import dnstcp
 from .proxy import icmp as icmp_proxy
 from .proxy import tcp as tcp_proxy
 from .proxy import udp as udp_proxy
@@ -426,6 +427,9 @@ class Runtime:
     def _on_tcp_connect(self, ev: TcpConnectRequested) -> None:
         if log.isEnabledFor(logging.DEBUG):
             log.debug("tcp %s:%d -> %s:%d connect", ev.guest, ev.guest_port, ev.host, ev.port)
+        if ev.dns and self.stack.has_names:     # names of networks: proxy/dnstcp.py
+            return dnstcp.serve(self, ev.flow_id, ev.guest,
+                                dns_proxy.upstreams(self.config.dns_upstream, self.resolv))
         host, port = self.dns_upstream() if ev.dns else (ev.host, ev.port)
         self.connecting[ev.flow_id] = self.loop.create_task(self._connect(ev.flow_id, host, port))
 

@@ -308,6 +308,11 @@ class Stack:
         network names. Raises ValueError naming a bad value (names.py); nothing changes then."""
         self._udp.names.replace(views, domains)
 
+    @property
+    def has_names(self) -> bool:
+        """Whether name views are set (DNS over TCP then goes through `dns_answer`)."""
+        return self._udp.names.active
+
     def dns_answer(self, querier: bytes, msg: bytes | memoryview, limit: int = 65535) -> bytes | None:
         """The local answer to DNS query `msg` from packed `querier` (b"" for a malformed
         query: drop it), or None: forward it (the runtime's DNS over TCP asks here)."""

@@ -4,8 +4,8 @@ inner network namespace by hand (`unshare -n`, a veth pair, ip_forward) and rout
 10.89.5.0/24 to it; the test then calls set_routes / set_names / add_hostfwd over the API and
 shows, from the inner namespace: TCP, UDP and ping to a 203.0.113.1 server; a published port
 whose inner server sees the client's real address (TCP and UDP); DNS names answered per
-querier, NXDOMAIN for a foreign network's name, other names forwarded upstream; and the
-fallback from a silent first nameserver to the second."""
+querier, NXDOMAIN for a foreign network's name, other names forwarded upstream, over UDP and
+TCP; and the fallback from a silent (UDP) or refusing (TCP) first nameserver to the second."""
 
 from __future__ import annotations
 
@@ -75,8 +75,8 @@ tcp()
 INNER_CLIENT = r'''
 import json, socket, subprocess, sys
 HOST, TCP_PORT, UDP_PORT = "%(host)s", %(tcp)d, %(udp)d
-def dig(name, qtype="A"):
-    p = subprocess.run(["dig", "+time=4", "+tries=1", "@10.0.2.3", name, qtype],
+def dig(name, qtype="A", *opts):
+    p = subprocess.run(["dig", "+time=4", "+tries=1", *opts, "@10.0.2.3", name, qtype],
                        capture_output=True, text=True)
     status = [l.split("status: ")[1].split(",")[0] for l in p.stdout.splitlines() if "status: " in l]
     answers = [l.split()[-1] for l in p.stdout.splitlines()
@@ -91,6 +91,7 @@ if sys.argv[1] == "inner":
     out["ping"] = subprocess.run(["ping", "-c", "1", "-W", "5", HOST], capture_output=True).returncode
     out["db"] = dig("db"); out["db.back"] = dig("db.back"); out["web.front"] = dig("web.front")
     out["db6"] = dig("db", "AAAA"); out["a.test"] = dig("a.test")
+    out["dns_tcp"] = [dig("db", "A", "+tcp"), dig("web.front", "A", "+tcp"), dig("a.test", "A", "+tcp")]
 else:
     out["db.back"] = dig("db.back"); out["web.front"] = dig("web.front")
 print(json.dumps(out))
@@ -228,8 +229,12 @@ def test_routed_subnet_behind_the_sandbox(tmp_path):
     assert own["web.front"] == {"status": "NOERROR", "answers": ["10.0.2.100"]}, own
     assert own["db.back"]["status"] == "NXDOMAIN", own
     assert inner["a.test"] == {"status": "NOERROR", "answers": ["192.0.2.10"]}, inner
+    # The same over TCP (the first nameserver refuses TCP: the second answers).
+    assert inner["dns_tcp"] == [{"status": "NOERROR", "answers": [PEER]}, {"status": "NXDOMAIN", "answers": []},
+                            {"status": "NOERROR", "answers": ["192.0.2.10"]}], inner
+    assert answering.seen("tcp", "a.test") == 1 and answering.seen("tcp", "db") == 0
     assert silent.queries >= 1 and answering.seen("udp", "a.test") >= 1
     assert answering.seen("udp", "db") == answering.seen("udp", "web.front") == 0
     c = json.loads(stats.read_text())["counters"]
-    assert c["dns.upstream.fallback"] >= 1 and c["dns.names.answered"] == 4, c
-    assert c["dns.names.nxdomain"] == 2 and "ipv4.rx.drop.bad_src" not in c, c
+    assert c["dns.upstream.fallback"] >= 1 and c["dns.names.answered"] == 5, c
+    assert c["dns.upstream.tcp.connect_failed"] == 1 and c["dns.names.nxdomain"] == 3 and "ipv4.rx.drop.bad_src" not in c, c
