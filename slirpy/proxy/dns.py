@@ -167,7 +167,11 @@ class HostDnsFlow:
         self.flow_host.request_flush()
 
     def _read_errors(self, sock: socket.socket) -> None:
-        """The error queue: each entry carries the query it is about (its first bytes)."""
+        """The error queue: each entry carries the query it is about (its first bytes). The
+        reader is registered again: libuv stops watching a descriptor that reported POLLERR."""
+        loop = self.flow_host.loop
+        loop.remove_reader(sock.fileno())
+        loop.add_reader(sock.fileno(), self._on_readable, sock)
         for _ in range(MAX_PENDING):
             try:
                 data, _anc, _flags, addr = sock.recvmsg(512, 512, socket.MSG_ERRQUEUE)

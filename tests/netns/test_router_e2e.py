@@ -238,3 +238,29 @@ def test_routed_subnet_behind_the_sandbox(tmp_path):
     c = json.loads(stats.read_text())["counters"]
     assert c["dns.upstream.fallback"] >= 1 and c["dns.names.answered"] == 5, c
     assert c["dns.upstream.tcp.connect_failed"] == 1 and c["dns.names.nxdomain"] == 3 and "ipv4.rx.drop.bad_src" not in c, c
+
+
+def test_a_refusing_first_nameserver_is_skipped_at_once_and_a_lone_one_still_refuses(tmp_path):
+    """Nothing listens on the first nameserver: its ICMP port unreachable (read from the error
+    queue, with the query it is about) sends the query to the second at once. When every
+    nameserver refuses, the guest hears "connection refused", as from a single upstream."""
+    answering = DnsServer(HOST_ADDR)
+    resolv = tmp_path / "resolv.conf"
+    resolv.write_text(f"nameserver {HOST_ADDR2}\nnameserver {HOST_ADDR}\n")
+    dead = tmp_path / "dead.conf"
+    dead.write_text(f"nameserver {HOST_ADDR2}\nnameserver 198.51.100.1\n")
+    stats = tmp_path / "stats.json"
+    try:
+        res = subprocess.run(
+            slirpy_argv("--resolv-conf", str(resolv), "--stats-file", str(stats))
+            + ["sh", "-c", f"dig +short +time=5 +tries=1 a.test; cp {dead} {resolv}; "
+                           f"dig +time=5 +tries=1 which.test; echo RC=$?"],
+            capture_output=True, text=True, timeout=60, cwd=REPO)
+    finally:
+        answering.close()
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert res.stdout.startswith("192.0.2.10\n"), res.stdout + stats.read_text()
+    assert "RC=9" in res.stdout and "refused" in res.stdout.lower(), res.stdout
+    c = json.loads(stats.read_text())["counters"]
+    assert c["dns.upstream.refused"] >= 2 and c["dns.upstream.fallback"] >= 1, c
+    assert c["dns.upstream.timeout"] >= 1 and answering.seen("udp", "a.test") == 1, c
