@@ -427,9 +427,10 @@ class Runtime:
     def _on_tcp_connect(self, ev: TcpConnectRequested) -> None:
         if log.isEnabledFor(logging.DEBUG):
             log.debug("tcp %s:%d -> %s:%d connect", ev.guest, ev.guest_port, ev.host, ev.port)
-        if ev.dns and self.stack.has_names:     # names of networks: proxy/dnstcp.py
-            return dnstcp.serve(self, ev.flow_id, ev.guest,
-                                dns_proxy.upstreams(self.config.dns_upstream, self.resolv))
+        if ev.dns:      # local names, or several nameservers to fall back on: proxy/dnstcp.py
+            servers = dns_proxy.upstreams(self.config.dns_upstream, self.resolv)
+            if self.stack.has_names or len(servers) > 1:
+                return dnstcp.serve(self, ev.flow_id, ev.guest, servers)
         host, port = self.dns_upstream() if ev.dns else (ev.host, ev.port)
         self.connecting[ev.flow_id] = self.loop.create_task(self._connect(ev.flow_id, host, port))
 

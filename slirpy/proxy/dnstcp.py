@@ -1,17 +1,20 @@
-"""Host side of DNS-over-TCP flows while name views are set: local answers, the rest relayed.
+"""Host side of DNS-over-TCP flows with name views or several nameservers: local answers, the
+rest relayed, the next nameserver tried when one cannot be reached.
 
 Why a module: over UDP the Stack answers a local name before any flow exists (iface/udp.py),
 but a TCP flow to the DNS address is a byte stream whose host side is normally one connection
-to the upstream. With name views set (networks, issue 15) the runtime gives such a flow this
-adapter instead: it "connects" at once, cuts the guest's stream into DNS messages (RFC 1035
-§4.2.2: a 2-byte length, then the message), answers each the views know (`Stack.dns_answer`:
-the querier's names, NXDOMAIN for a foreign network's) and relays the others over one TCP
-connection to the upstream, opened on the first such query (the next nameserver is tried when
-a connect fails). Answers go back whole, as messages, so a local answer never cuts into an
-upstream one; their order may differ from the queries' (RFC 7766 §6.2.1.1 allows it: the id
-matches them). Bounded: a message is at most 65535 bytes and at most MAX_BUFFERED bytes wait
-in either direction, beyond which the flow is reset. The runtime drives it exactly as a
-`HostTcpProtocol` (write, writelines, write_eof, close), through `LocalTransport`.
+to the upstream. With name views set (networks, issue 15), or several nameservers to fall back
+on (as UDP does, proxy/dns.py), the runtime gives such a flow this adapter instead: it
+"connects" at once, cuts the guest's stream into DNS messages (RFC 1035 §4.2.2: a 2-byte
+length, then the message), answers each the views know (`Stack.dns_answer`: the querier's
+names, NXDOMAIN for a foreign network's) and relays the others over one TCP connection to the
+upstream, opened on the first such query (the next nameserver is tried when a connect fails
+or times out; counted `dns.upstream.tcp.connect_failed`). Answers go back whole, as
+messages, so a local answer never cuts into an upstream one; their order may differ from the
+queries' (RFC 7766 §6.2.1.1 allows it: the id matches them). Bounded: a message is at most
+65535 bytes and at most MAX_BUFFERED bytes wait in either direction, beyond which the flow is
+reset (`dns.tcp.reset`). The runtime drives it exactly as a `HostTcpProtocol` (write,
+writelines, write_eof, close), through `LocalTransport`.
 """
 
 from __future__ import annotations
