@@ -2,8 +2,9 @@
 networks code: inside a `slirpy run --allow-host-loopback` sandbox a shell script builds an
 inner network namespace by hand (`unshare -n`, a veth pair, ip_forward) and routes
 10.89.5.0/24 to it; the test then calls set_routes / set_names / add_hostfwd over the API and
-shows, from the inner namespace: TCP, UDP and ping to a 203.0.113.1 server; a published port
-whose inner server sees the client's real address (TCP and UDP); DNS names answered per
+shows, from the inner namespace: TCP, UDP and ping to a 203.0.113.1 server (TCP and ping over
+IPv6 too); a published port whose inner server sees the client's real address (TCP and UDP,
+and TCP over IPv6); DNS names answered per
 querier, NXDOMAIN for a foreign network's name, other names forwarded upstream, over UDP and
 TCP; and the fallback from a silent (UDP) or refusing (TCP) first nameserver to the second."""
 
@@ -22,11 +23,12 @@ import pytest
 
 from slirpy import api
 from tests.netns.test_dns_e2e import DnsServer
-from tests.netns.util import HOST_ADDR, HOST_ADDR2, REPO, kill_session, slirpy_argv
+from tests.netns.util import HOST6_ADDR, HOST_ADDR, HOST_ADDR2, REPO, kill_session, slirpy_argv
 
 pytestmark = [pytest.mark.netns, pytest.mark.usefixtures("no_stray_processes")]
 
 INNER = "10.89.5.2"
+INNER6 = "fd89:0:0:5::2"
 PEER = "10.89.5.3"
 
 # The sandbox's command: build the inner namespace, then run the inner client on "go".
@@ -34,14 +36,18 @@ SCRIPT = r'''
 set -e
 D=$1
 echo 1 > /proc/sys/net/ipv4/ip_forward
+echo 1 > /proc/sys/net/ipv6/conf/all/forwarding
 unshare -n sleep 600 &
 INNER=$!
 while [ "$(readlink /proc/$INNER/ns/net)" = "$(readlink /proc/self/ns/net)" ]; do sleep 0.05; done
 ip link add v0 type veth peer name eth0 netns /proc/$INNER/ns/net
 ip addr add 10.89.5.1/24 dev v0
+ip addr add fd89:0:0:5::1/64 dev v0 nodad
 ip link set v0 up
 nsenter -n -t $INNER sh -c 'ip link set lo up && ip addr add 10.89.5.2/24 dev eth0 &&
-    ip link set eth0 up && ip route add default via 10.89.5.1'
+    ip addr add fd89:0:0:5::2/64 dev eth0 nodad &&
+    ip link set eth0 up && ip route add default via 10.89.5.1 &&
+    ip -6 route add default via fd89:0:0:5::1'
 nsenter -n -t $INNER "$PY" "$D/inner_server.py" &
 SERVER=$!
 touch "$D/ready"
@@ -56,27 +62,30 @@ kill $SERVER $INNER
 # In the inner namespace: TCP 8080 and UDP 8081 answer with the peer address they saw.
 INNER_SERVER = r'''
 import socket, threading
-def tcp():
-    s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    s.bind(("0.0.0.0", 8080)); s.listen(8)
+def tcp(family=socket.AF_INET, addr="0.0.0.0"):
+    s = socket.socket(family); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if family == socket.AF_INET6:
+        s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+    s.bind((addr, 8080)); s.listen(8)
     while True:
         c, peer = s.accept()
-        c.sendall(("peer=%s:%d" % peer).encode()); c.close()
+        c.sendall(("peer=%s:%d" % peer[:2]).encode()); c.close()
 def udp():
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("0.0.0.0", 8081))
     while True:
         data, peer = s.recvfrom(100)
         s.sendto(("peer=%s:%d" % peer).encode(), peer)
 threading.Thread(target=udp, daemon=True).start()
+threading.Thread(target=tcp, args=(socket.AF_INET6, "::"), daemon=True).start()
 tcp()
 '''
 
 # The client, run in the inner namespace ("inner") and in the sandbox itself ("sandbox").
 INNER_CLIENT = r'''
 import json, socket, subprocess, sys
-HOST, TCP_PORT, UDP_PORT = "%(host)s", %(tcp)d, %(udp)d
-def dig(name, qtype="A", *opts):
-    p = subprocess.run(["dig", "+time=4", "+tries=1", *opts, "@10.0.2.3", name, qtype],
+HOST, TCP_PORT, UDP_PORT, HOST6 = "%(host)s", %(tcp)d, %(udp)d, "%(host6)s"
+def dig(name, qtype="A", *opts, server="10.0.2.3"):
+    p = subprocess.run(["dig", "+time=4", "+tries=1", *opts, "@" + server, name, qtype],
                        capture_output=True, text=True)
     status = [l.split("status: ")[1].split(",")[0] for l in p.stdout.splitlines() if "status: " in l]
     answers = [l.split()[-1] for l in p.stdout.splitlines()
@@ -89,6 +98,10 @@ if sys.argv[1] == "inner":
     u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u.settimeout(5)
     u.sendto(b"hello", (HOST, UDP_PORT)); out["udp"] = u.recv(100).decode()
     out["ping"] = subprocess.run(["ping", "-c", "1", "-W", "5", HOST], capture_output=True).returncode
+    out["ping6"] = subprocess.run(["ping", "-6", "-c", "1", "-W", "5", HOST6], capture_output=True).returncode
+    c = socket.create_connection((HOST6, TCP_PORT), timeout=10)
+    c.sendall(b"hello"); out["tcp6"] = c.recv(100).decode(); c.close()
+    out["db6.over6"] = dig("db", "AAAA", server="fd00::3")
     out["db"] = dig("db"); out["db.back"] = dig("db.back"); out["web.front"] = dig("web.front")
     out["db6"] = dig("db", "AAAA"); out["a.test"] = dig("a.test")
     out["dns_tcp"] = [dig("db", "A", "+tcp"), dig("web.front", "A", "+tcp"), dig("a.test", "A", "+tcp")]
@@ -112,15 +125,19 @@ class SeenServer:
                 _, sock = self.request
                 sock.sendto(("seen=%s" % self.client_address[0]).encode(), self.client_address)
 
+        class Tcp6Server(socketserver.ThreadingTCPServer):
+            address_family = socket.AF_INET6
+
         self.tcp = socketserver.ThreadingTCPServer((HOST_ADDR, 0), Tcp)
         self.udp = socketserver.ThreadingUDPServer((HOST_ADDR, 0), Udp)
         self.ports = (self.tcp.server_address[1], self.udp.server_address[1])
-        for srv in (self.tcp, self.udp):
+        self.tcp6 = Tcp6Server((HOST6_ADDR, self.ports[0]), Tcp)
+        for srv in (self.tcp, self.udp, self.tcp6):
             srv.daemon_threads = True
             threading.Thread(target=srv.serve_forever, daemon=True).start()
 
     def close(self):
-        for srv in (self.tcp, self.udp):
+        for srv in (self.tcp, self.udp, self.tcp6):
             srv.shutdown()
             srv.server_close()
 
@@ -174,7 +191,7 @@ def test_routed_subnet_behind_the_sandbox(tmp_path):
     resolv.write_text(f"nameserver {HOST_ADDR2}\nnameserver {HOST_ADDR}\n")
     (tmp_path / "inner_server.py").write_text(INNER_SERVER)
     (tmp_path / "inner_client.py").write_text(
-        INNER_CLIENT % {"host": HOST_ADDR, "tcp": seen.ports[0], "udp": seen.ports[1]})
+        INNER_CLIENT % {"host": HOST_ADDR, "tcp": seen.ports[0], "udp": seen.ports[1], "host6": HOST6_ADDR})
     sock, stats = str(tmp_path / "api.sock"), tmp_path / "stats.json"
     argv = slirpy_argv("--allow-host-loopback", "--api-socket", sock, "--resolv-conf", str(resolv),
                        "--stats-file", str(stats)) + ["sh", "-c", SCRIPT, "script", str(tmp_path)]
@@ -185,6 +202,7 @@ def test_routed_subnet_behind_the_sandbox(tmp_path):
         assert call(sock, "set_routes", prefixes=["10.89.5.0/24", "fd89:0:0:5::/64"]) == {"return": {}}
         assert call(sock, "set_names", views={
             INNER: {"db": [PEER, "fd89:0:0:5::3"], "db.back": [PEER]},
+            INNER6: {"db": ["fd89:0:0:5::6"]},
             "10.0.2.100": {"web.front": ["10.0.2.100"]}}, domains=["front", "back"]) == {"return": {}}
         tcp_fwd = socket.socket()
         tcp_fwd.bind((HOST_ADDR, 0))
@@ -194,6 +212,8 @@ def test_routed_subnet_behind_the_sandbox(tmp_path):
                                 guest_addr=INNER, guest_port=8080)
         assert "return" in call(sock, "add_hostfwd", proto="udp", host_addr=HOST_ADDR, host_port=tcp_port,
                                 guest_addr=INNER, guest_port=8081)
+        assert "return" in call(sock, "add_hostfwd", proto="tcp", host_addr=HOST6_ADDR, host_port=tcp_port,
+                                guest_addr=INNER6, guest_port=8080)
         (tmp_path / "go").touch()
         wait_for(tmp_path / "done", proc, "inner client", timeout=90)
         inner = json.loads((tmp_path / "inner.json").read_text())
@@ -202,6 +222,9 @@ def test_routed_subnet_behind_the_sandbox(tmp_path):
         with socket.create_connection((HOST_ADDR, tcp_port), timeout=10, source_address=(HOST_ADDR, 0)) as c:
             tcp_reply = c.recv(100).decode()
             tcp_client = c.getsockname()
+        with socket.create_connection((HOST6_ADDR, tcp_port), timeout=10) as c:
+            tcp6_reply = c.recv(100).decode()
+            tcp6_client = c.getsockname()[:2]
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
             u.bind((HOST_ADDR, 0))
             u.settimeout(10)
@@ -218,12 +241,15 @@ def test_routed_subnet_behind_the_sandbox(tmp_path):
     assert proc.returncode == 0, f"{out}\n{err}"
     # Outbound from the inner namespace, routed with its own source address to slirpy.
     assert inner["tcp"] == f"seen={HOST_ADDR}" and inner["udp"] == f"seen={HOST_ADDR}", inner
-    assert inner["ping"] == 0, inner
+    assert inner["ping"] == 0 and inner["ping6"] == 0, inner
+    assert inner["tcp6"] == f"seen={HOST6_ADDR}", inner
     # Published ports reach the inner server from the real client address and port.
     assert tcp_reply == "peer=%s:%d" % tcp_client and udp_reply == "peer=%s:%d" % udp_client
+    assert tcp6_reply == "peer=%s:%d" % tcp6_client, (tcp6_reply, tcp6_client)
     # Names per querier; NXDOMAIN for a foreign network's names; others upstream.
     assert inner["db"] == {"status": "NOERROR", "answers": [PEER]}, inner
     assert inner["db6"] == {"status": "NOERROR", "answers": ["fd89:0:0:5::3"]}, inner
+    assert inner["db6.over6"] == {"status": "NOERROR", "answers": ["fd89:0:0:5::6"]}, inner
     assert inner["db.back"] == {"status": "NOERROR", "answers": [PEER]}, inner
     assert inner["web.front"]["status"] == "NXDOMAIN", inner
     assert own["web.front"] == {"status": "NOERROR", "answers": ["10.0.2.100"]}, own
@@ -236,7 +262,7 @@ def test_routed_subnet_behind_the_sandbox(tmp_path):
     assert silent.queries >= 1 and answering.seen("udp", "a.test") >= 1
     assert answering.seen("udp", "db") == answering.seen("udp", "web.front") == 0
     c = json.loads(stats.read_text())["counters"]
-    assert c["dns.upstream.fallback"] >= 1 and c["dns.names.answered"] == 5, c
+    assert c["dns.upstream.fallback"] >= 1 and c["dns.names.answered"] == 6, c
     assert c["dns.upstream.tcp.connect_failed"] == 1 and c["dns.names.nxdomain"] == 3 and "ipv4.rx.drop.bad_src" not in c, c
 
 
