@@ -80,7 +80,8 @@ family's gateway.
 Routed prefixes (issue 15; routes.py): `config.routed`, replaced at run time with
 `set_routed(prefixes)`, are subnets behind the guest (a holder namespace's bridges) that this
 stack routes for: their sources are taken like the guest's own (flows, echo, DNS, counters),
-frames for them go to the guest's MAC, inbound flows may name a `guest_ip` inside them, and
+frames for them go to the guest's MAC, inbound flows may name a `guest_ip` inside them (one
+neither there nor on the sandbox network is refused: `*.inbound.drop.not_routed`), and
 flows *to* them are refused (`routed_dst`). The guest's own network is checked first, so its
 packets never pay for the list.
 
@@ -353,6 +354,9 @@ class Stack:
         if guest is None:
             c["tcp.inbound.drop.family_off"] += 1
             return None
+        if guest_ip is not None and self.fwd.unroutable_guest(guest):
+            c["tcp.inbound.drop.not_routed"] += 1
+            return None
         key = self.fwd.inbound_key(client_ip, client_port, guest_port, self.table.tcp_by_key,
                                    "tcp", self._tcp.free_time_wait, guest)
         if key is None:
@@ -373,6 +377,9 @@ class Stack:
         guest = self.fwd.inbound_guest(client_ip, guest_ip)
         if guest is None:
             c["udp.inbound.drop.family_off"] += 1
+            return None
+        if guest_ip is not None and self.fwd.unroutable_guest(guest):
+            c["udp.inbound.drop.not_routed"] += 1
             return None
         key = self.fwd.inbound_key(client_ip, client_port, guest_port, self.table.udp, "udp",
                                    None, guest)

@@ -142,6 +142,12 @@ def test_an_inbound_flow_may_target_a_member_and_keeps_the_clients_address():
     assert s.inbound_source("10.89.5.9") == ipaddress.ip_address("10.0.2.2").packed
     assert s.routes_to(ipaddress.ip_address(MEMBER).packed)
     assert not s.routes_to(ipaddress.ip_address("10.0.2.100").packed)
+    # Once its prefix is gone, a forward to the member finds nothing to reach: refused, counted.
+    s.set_routed([])
+    member = ipaddress.ip_address(MEMBER).packed
+    assert s.tcp_inbound_open("203.0.113.7", 5557, 8080, 1.0, guest_ip=member) is None
+    assert s.udp_inbound_open("203.0.113.7", 5558, 53, 1.0, guest_ip=member) is None
+    assert s.counters["tcp.inbound.drop.not_routed"] == s.counters["udp.inbound.drop.not_routed"] == 1
 
 
 @pytest.mark.parametrize("bad, says", [
