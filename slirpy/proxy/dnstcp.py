@@ -85,6 +85,9 @@ class _Upstream(asyncio.Protocol):
         self.flow = flow
         self.buf = bytearray()
 
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.flow.flow_host.tcp_socket_opened()     # counted with the other host TCP sockets
+
     def data_received(self, data: bytes) -> None:
         self.buf += data
         if len(self.buf) > MAX_BUFFERED:
@@ -98,6 +101,7 @@ class _Upstream(asyncio.Protocol):
         return False
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self.flow.flow_host.tcp_socket_closed()
         self.flow.upstream_eof()
 
 
