@@ -153,6 +153,7 @@ class HostEchoFlow(WatchedSocket):
                 reported = True
         if not reported and err:
             self.flow_host.counters["icmp.host.error.errno"] += 1
+        self.rearm()
 
 
 def open_flow(flow_host: FlowHost, flow_id: int, host: str) -> HostEchoFlow:

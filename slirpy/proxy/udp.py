@@ -93,6 +93,20 @@ class WatchedSocket:
         self.fd = sock.fileno()
         self.closed = False
 
+    def on_readable(self) -> None:
+        raise NotImplementedError
+
+    def rearm(self) -> None:
+        """Watch the socket again after it reported an error. uvloop (libuv) stops polling a
+        descriptor once its poll saw POLLERR, so without this a flow whose socket got one ICMP
+        error (port unreachable, TTL exceeded) never reads another datagram; the plain asyncio
+        loop keeps watching, and re-adding is harmless there."""
+        if self.closed:
+            return
+        loop = self.flow_host.loop
+        loop.remove_reader(self.fd)
+        loop.add_reader(self.fd, self.on_readable)
+
     def close(self) -> None:
         if self.closed:
             return
@@ -156,6 +170,7 @@ class HostUdpFlow(WatchedSocket):
             reported = True
         if not reported and err:
             self.stack.udp_host_error(self.flow_id, err, now)
+        self.rearm()
 
 
 def open_flow(flow_host: FlowHost, flow_id: int, host: str, port: int,
