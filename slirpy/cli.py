@@ -13,6 +13,7 @@ from . import __version__
 from .config import (DEFAULT_CIDR, DEFAULT_CIDR6, DEFAULT_MTU, IPV6_MTU_MIN, PORT_SPEC_SYNTAX,
                      ConfigError, NetConfig, build_net_config, parse_cidr6, parse_port_spec)
 from .launch import fail as _fail
+from .harden import HardenOptions
 from .launch import run_sandbox
 
 
@@ -96,6 +97,9 @@ def main() -> None:
               help="Capture every frame crossing tap0, both ways, to this pcap file.")
 @click.option("--pcap-max-size", default="1G", show_default=True, metavar="SIZE",
               help="Stop the capture before the file exceeds SIZE bytes (K/M/G suffixes).")
+@click.option("--no-sandbox", is_flag=True,
+              help="Do not harden the network process (no seccomp filter, no emptied mount view, "
+                   "capabilities kept): for debugging.")
 @click.option("--debug", is_flag=True, help="Debug logging.")
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
 def run(mtu: str, cidr: str, ipv6: bool | None, cidr6: str | None, no_offload: bool,
@@ -104,7 +108,7 @@ def run(mtu: str, cidr: str, ipv6: bool | None, cidr6: str | None, no_offload: b
         outbound_addr: str | None, outbound_addr6: str | None, limits: tuple[str, ...],
         impair: str | None,
         publish: tuple[str, ...], publish_auto_addr: str | None, api_socket: str | None,
-        pcap: str | None, pcap_max_size: str,
+        pcap: str | None, pcap_max_size: str, no_sandbox: bool,
         debug: bool, command: tuple[str, ...]) -> None:
     """Run COMMAND in a new network namespace with internet access through slirpy."""
     if debug:
@@ -122,7 +126,8 @@ def run(mtu: str, cidr: str, ipv6: bool | None, cidr6: str | None, no_offload: b
             _fail(str(e), 2)
     capture = (pcap, _pcap_size(pcap_max_size, "--pcap-max-size")) if pcap else None
     sys.exit(run_sandbox(config, list(command), map_subuids=map_subuids, stats_file=stats_file,
-                         impair=impair_spec, api_socket=api_socket, pcap=capture))
+                         impair=impair_spec, api_socket=api_socket, pcap=capture,
+                         harden=None if no_sandbox else HardenOptions()))
 
 
 # ------------------------------------------------------------------ slirpy port add|ls|rm

@@ -14,8 +14,11 @@ from typing import TYPE_CHECKING, Awaitable, Callable, NoReturn
 
 import click
 
+from .harden import HardenError
+
 if TYPE_CHECKING:  # pragma: no cover
     from .config import NetConfig
+    from .harden import HardenOptions
     from .impair import ImpairSpec
     from .runtime import Runtime
     from .sandbox import Sandbox
@@ -31,12 +34,16 @@ def run_sandbox(config: NetConfig, argv: list[str], *, map_subuids: bool = False
                 stats_file: str | None = None, quiet: bool = False,
                 setup: Callable[[], Awaitable[None]] | None = None,
                 impair: ImpairSpec | None = None, api_socket: str | None = None,
-                pcap: tuple[str, int] | None = None) -> int:
-    """Start the sandbox, serve it until the command exits, return the command's exit code."""
+                pcap: tuple[str, int] | None = None, harden: HardenOptions | None = None) -> int:
+    """Start the sandbox, serve it until the command exits, return the command's exit code.
+    With `harden`, the serving process hardens itself before the first frame (harden.py)."""
     import asyncio  # noqa: F401  (before the fork: the child's pyroute2 needs it too)
+    import os
 
     from .sandbox import Sandbox, SandboxError, SandboxOptions
 
+    if harden is not None:        # the hardened process's working directory becomes its new root
+        api_socket, stats_file = (None if p is None else os.path.abspath(p) for p in (api_socket, stats_file))
     resolv_text = None
     if config.dns_enabled:
         from .resolvconf import ResolvConf
@@ -77,12 +84,39 @@ def run_sandbox(config: NetConfig, argv: list[str], *, map_subuids: bool = False
             if asked.host_port == 0 and not quiet:
                 click.echo(f"slirpy: published {host_port_text(spec.host_addr, spec.host_port)} -> "
                            f"container port {spec.guest_port}/{spec.proto}", err=True)
-        code = uvloop.run(serve_sandbox(runtime, sandbox, setup))
+        step = None if harden is None else _harden_step(runtime, harden, api_socket, stats_file,
+                                                        sandbox.pid, quiet)
+        try:
+            code = uvloop.run(serve_sandbox(runtime, sandbox, setup, step))
+        except HardenError as e:
+            sandbox.send_signal(signal.SIGKILL)
+            sandbox.wait()
+            fail(f"cannot harden the network process: {e} (--no-sandbox runs without; "
+                 "see `slirpy doctor`)", 1)
         if stats_file:
             runtime.write_stats(stats_file)
         return code
     finally:
         sandbox.close()
+
+
+def _harden_step(runtime: Runtime, opts: HardenOptions, api_socket: str | None,
+                 stats_file: str | None, pid: int, quiet: bool) -> Callable[[], None]:
+    """What serve_sandbox calls before the first frame: harden.py, with the paths this run
+    still needs after it (API socket, stats file, a --resolv-conf outside /etc and /run)."""
+    from .harden import before_loop, harden_runtime, runtime_options
+
+    cfg = runtime.config
+    full = runtime_options(opts, api_socket=api_socket, stats_file=stats_file,
+                           resolv_conf=cfg.resolv_conf if cfg.dns_enabled and cfg.dns_upstream is None else None,
+                           autoports_pid=pid if runtime.autoports is not None else None)
+    before_loop(opts)
+
+    def step() -> None:
+        for warning in harden_runtime(runtime, full).warnings:
+            if not quiet:
+                click.echo(f"slirpy: warning: {warning}", err=True)
+    return step
 
 
 def _import_loop_and_runtime() -> None:
