@@ -6,27 +6,30 @@ the runtime's needs are few and known. How it was derived: `helpers/seccomp-trac
 hardened `slirpy run` (filter off) under `strace -f` through TCP, UDP and ping of both
 families, DNS over UDP and TCP to both forwarders, a resolv.conf change, published ports (TCP
 over IPv4 and IPv6, UDP), `-p auto`, every API command (port add/ls/rm, stats, flows, pcap
-start and stop), `--impair`, `--stats-file`, SIGTERM passed on to the command, and the exit,
-and prints every call the runtime made after hardening (perf/NOTES.md "seccomp allow-list" has
+start and stop, a pcap start refused over a file that is not a capture), `--impair`,
+`--stats-file`, SIGTERM passed on to the command, and the exit, and prints every call the runtime made after hardening (perf/NOTES.md "seccomp allow-list" has
 the counts). Every call it saw is below; the few others are marked `+` with their reason.
 
 ================  ===========================================================================
 who               calls
 ================  ===========================================================================
 event loop        epoll_pwait epoll_ctl; + epoll_wait (the same on other libuv builds)
-TAP, pipes, fds   read write writev ioctl fcntl close lseek; + readv
-host sockets      socket (AF_INET, AF_INET6, AF_UNIX only) connect bind listen accept4 sendto recvfrom sendmsg recvmsg shutdown
-                  getsockopt setsockopt getsockname getpeername socketpair
+TAP, pipes, fds   read write writev ioctl fcntl close lseek pread64 (pcap_start reading an
+                  existing file's header)
+host sockets      socket (AF_INET, AF_INET6, AF_UNIX only) connect bind listen accept4
+                  sendto recvfrom sendmsg recvmsg shutdown getsockopt setsockopt getsockname
+                  getpeername socketpair
 files             openat newfstatat getdents64 ftruncate unlink rename (resolv.conf re-reads,
                   pcap files, the fd count of `slirpy stats` and `-p auto`'s tables through
                   kept directory fds, the API socket and the stats file at exit); + fstat
                   statx unlinkat renameat renameat2 (the same calls in other libc versions and
-                  architectures), + getcwd (a relative `pcap_start` path)
-memory            brk munmap; + mmap mremap madvise mprotect (the allocator: Python's arenas,
-                  glibc's large blocks, malloc_trim when idle)
+                  architectures)
+memory            brk munmap madvise (malloc_trim when idle); + mmap mremap mprotect (the
+                  allocators under load: Python's arenas, glibc's blocks past its thresholds)
 signals, process  rt_sigaction rt_sigreturn pidfd_send_signal (passing signals on to the
                   command) wait4 (reaping it) getpid futex exit_group; + rt_sigprocmask
-                  restart_syscall getrandom clock_gettime gettimeofday (vDSO fallbacks)
+                  (libuv masks signals around its handlers) restart_syscall (the kernel's own
+                  restart of an interrupted call) getrandom clock_gettime (the vDSO's fallback)
 ================  ===========================================================================
 
 Anything else (execve, clone/fork, ptrace, mount, unshare, setns, open_by_handle_at, bpf,
@@ -55,19 +58,18 @@ ALLOWED = (
     # event loop
     "epoll_pwait", "epoll_ctl", "epoll_wait",
     # TAP, pipes, fds
-    "read", "write", "writev", "ioctl", "fcntl", "close", "lseek", "readv",
+    "read", "write", "writev", "ioctl", "fcntl", "close", "lseek", "pread64",
     # host sockets
     "socket", "connect", "bind", "listen", "accept4", "sendto", "recvfrom", "sendmsg",
     "recvmsg", "shutdown", "getsockopt", "setsockopt", "getsockname", "getpeername", "socketpair",
     # files
     "openat", "newfstatat", "getdents64", "ftruncate", "unlink", "rename", "fstat", "statx",
-    "unlinkat", "renameat", "renameat2", "getcwd",
+    "unlinkat", "renameat", "renameat2",
     # memory
     "brk", "munmap", "mmap", "mremap", "madvise", "mprotect",
     # signals, process
     "rt_sigaction", "rt_sigreturn", "pidfd_send_signal", "wait4", "getpid", "futex",
     "exit_group", "rt_sigprocmask", "restart_syscall", "getrandom", "clock_gettime",
-    "gettimeofday",
 )
 
 

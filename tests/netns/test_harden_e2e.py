@@ -253,3 +253,25 @@ def test_tcp_udp_ping_both_families_and_dns_work_hardened(tmp_path):
     assert "PING4=ok" in res.stdout and "PING6=ok" in res.stdout, res.stdout
     assert "DNS=192.0.2.7 TCPDNS=192.0.2.7" in res.stdout, res.stdout
     assert "TCPUDP=200000/1200,200000/1200" in res.stdout, res.stdout
+
+
+def test_pcap_start_over_the_api_writes_beside_the_socket_and_refuses_elsewhere(runs, tmp_path):
+    """The hardened process opens the file itself: the API socket's directory is the one
+    writable place it sees (README "Hardening")."""
+    api = tmp_path / "api.sock"
+    r = runs("--api-socket", str(api))
+    r.serving()
+
+    def pcap(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "slirpy", "pcap", *args, "--api-socket", str(api)],
+                              capture_output=True, text=True, cwd=REPO, timeout=TIMEOUT)
+    ok = pcap("start", str(tmp_path / "c.pcap"))
+    assert ok.returncode == 0, ok
+    assert pcap("stop").returncode == 0
+    assert (tmp_path / "c.pcap").read_bytes()[:4] in (b"\x4d\x3c\xb2\xa1", b"\xa1\xb2\x3c\x4d")
+    elsewhere = REPO / "perf" / "results" / "hd-never-written.pcap"
+    bad = pcap("start", str(elsewhere))
+    assert bad.returncode != 0 and "No such file or directory" in bad.stderr, bad
+    assert not elsewhere.exists()
+    code, _, err = r.finish(signal.SIGTERM)
+    assert "forbidden" not in err, err
