@@ -44,8 +44,7 @@ CAP_NET_BIND_SERVICE = 10
 _CAP_V3 = 0x20080522
 KEPT_DIRS = ("/etc", "/run")          # what the new root holds, always
 _SCRATCH = "/tmp"                     # where the new root is built (hidden by the tmpfs)
-_LAZY_IMPORTS = ("slirpy.pcap", "slirpy.api", "slirpy.impair", "slirpy.autoports",
-                 "encodings.idna", "json")
+_LAZY_IMPORTS = ("slirpy.pcap", "slirpy.api", "slirpy.impair", "slirpy.autoports")
 
 
 class HardenError(Exception):

@@ -52,7 +52,7 @@ def run_sandbox(config: NetConfig, argv: list[str], *, map_subuids: bool = False
     try:
         sandbox = Sandbox.start(SandboxOptions(argv=list(argv), net=config, map_subuids=map_subuids,
                                                resolv_conf_text=resolv_text),
-                                meanwhile=_import_loop_and_runtime)
+                                meanwhile=_import_loop_and_runtime if harden is None else _import_hardened)
     except SandboxError as e:
         fail(str(e), 1)
     import uvloop                      # already imported, by Sandbox.start (meanwhile)
@@ -124,6 +124,12 @@ def _import_loop_and_runtime() -> None:
     import uvloop  # noqa: F401
 
     from . import runtime, serve  # noqa: F401
+
+
+def _import_hardened() -> None:
+    """The same, and libseccomp's binding (its import runs ldconfig to find the library)."""
+    _import_loop_and_runtime()
+    import pyseccomp  # noqa: F401
 
 
 def _start_pcap(runtime: Runtime, sandbox: Sandbox, path: str, max_size: int) -> None:

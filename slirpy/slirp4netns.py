@@ -489,6 +489,8 @@ def _attach(o: Options, config: NetConfig) -> AttachedTap:
     try:
         import uvloop  # noqa: F401
         from . import runtime, serve  # noqa: F401
+        if o.enable_sandbox or o.enable_seccomp:
+            import pyseccomp  # noqa: F401  (its import runs ldconfig: meanwhile too)
     except BaseException:
         pending.abort()
         raise
