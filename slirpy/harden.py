@@ -269,7 +269,7 @@ def before_loop(opts: HardenOptions) -> None:
         from . import seccompfilter
         try:
             seccompfilter.refuse_io_uring()
-        except (OSError, ImportError) as e:
+        except (OSError, ImportError, RuntimeError) as e:   # RuntimeError: pyseccomp without libseccomp
             raise HardenError(f"seccomp (io_uring_setup): {e}") from None
 
 
@@ -279,7 +279,7 @@ def harden_runtime(runtime: Any, opts: HardenOptions) -> Hardened:
     `runtime.hardened`: the SIGSYS handler it holds must live as long as the process."""
     try:
         done = harden(opts)
-    except (OSError, ImportError) as e:
+    except (OSError, ImportError, RuntimeError) as e:   # RuntimeError: pyseccomp without libseccomp
         raise HardenError(str(e)) from None
     runtime.hardened = done
     fd_dir = done.dir_fds.get("/proc/self/fd")

@@ -84,9 +84,9 @@ def run_sandbox(config: NetConfig, argv: list[str], *, map_subuids: bool = False
             if asked.host_port == 0 and not quiet:
                 click.echo(f"slirpy: published {host_port_text(spec.host_addr, spec.host_port)} -> "
                            f"container port {spec.guest_port}/{spec.proto}", err=True)
-        step = None if harden is None else _harden_step(runtime, harden, api_socket, stats_file,
-                                                        sandbox.pid, quiet)
         try:
+            step = None if harden is None else _harden_step(runtime, harden, api_socket, stats_file,
+                                                            sandbox.pid, quiet)
             code = uvloop.run(serve_sandbox(runtime, sandbox, setup, step))
         except HardenError as e:
             sandbox.send_signal(signal.SIGKILL)
@@ -129,7 +129,10 @@ def _import_loop_and_runtime() -> None:
 def _import_hardened() -> None:
     """The same, and libseccomp's binding (its import runs ldconfig to find the library)."""
     _import_loop_and_runtime()
-    import pyseccomp  # noqa: F401
+    try:
+        import pyseccomp  # noqa: F401
+    except (ImportError, RuntimeError):
+        pass                        # harden.before_loop reports it
 
 
 def _start_pcap(runtime: Runtime, sandbox: Sandbox, path: str, max_size: int) -> None:

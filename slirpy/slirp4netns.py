@@ -490,7 +490,7 @@ def _attach(o: Options, config: NetConfig) -> AttachedTap:
         import uvloop  # noqa: F401
         from . import runtime, serve  # noqa: F401
         if o.enable_sandbox or o.enable_seccomp:
-            import pyseccomp  # noqa: F401  (its import runs ldconfig: meanwhile too)
+            _import_seccomp_binding()
     except BaseException:
         pending.abort()
         raise
@@ -498,6 +498,15 @@ def _attach(o: Options, config: NetConfig) -> AttachedTap:
         return pending.finish()
     except SandboxError as e:
         raise Exit(1, str(e)) from None
+
+
+def _import_seccomp_binding() -> None:
+    """Its import runs ldconfig: done while the child sets up the TAP. A failure is reported by
+    harden.before_loop."""
+    try:
+        import pyseccomp  # noqa: F401
+    except (ImportError, RuntimeError):
+        pass
 
 
 def _print_banner(o: Options, config: NetConfig) -> None:

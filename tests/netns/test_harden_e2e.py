@@ -275,3 +275,24 @@ def test_pcap_start_over_the_api_writes_beside_the_socket_and_refuses_elsewhere(
     assert not elsewhere.exists()
     code, _, err = r.finish(signal.SIGTERM)
     assert "forbidden" not in err, err
+
+
+def test_where_hardening_fails_slirpy_run_refuses_and_no_sandbox_runs(tmp_path):
+    """An /etc without ld.so.cache (bind-mounted over the real one in a mount namespace of the
+    test's own): libseccomp cannot be found, so hardening cannot be done. slirpy run says so
+    in one line and serves nothing; --no-sandbox runs the command."""
+    etc = tmp_path / "etc"
+    etc.mkdir()
+    (etc / "resolv.conf").write_text("nameserver 192.0.2.1\n")
+
+    def run(*options: str) -> subprocess.CompletedProcess:
+        inner = " ".join(slirpy_argv(*options) + ["echo", "ran"])
+        return subprocess.run(["unshare", "-m", "sh", "-c", f"mount --bind {etc} /etc && exec {inner}"],
+                              capture_output=True, text=True, cwd=REPO, timeout=TIMEOUT,
+                              stdin=subprocess.DEVNULL)
+    refused = run()
+    assert refused.returncode == 1 and "ran" not in refused.stdout, refused
+    assert refused.stderr.startswith("slirpy: cannot harden the network process: "), refused.stderr
+    assert "--no-sandbox runs without" in refused.stderr and "Traceback" not in refused.stderr
+    plain = run("--no-sandbox")
+    assert plain.returncode == 0 and plain.stdout == "ran\n", plain
