@@ -107,10 +107,11 @@ def guest_addr_for(families: int, guest: str, guest6: str | None) -> str | None:
     return None
 
 
-def read_proc_table(path: str) -> bytes:
-    """One /proc/net table; b"" if it does not exist (no IPv6 in this kernel, process gone)."""
+def read_proc_table(path: str, dir_fd: int | None = None) -> bytes:
+    """One /proc/net table; b"" if it does not exist (no IPv6 in this kernel, process gone).
+    With `dir_fd` (a hardened runtime's kept /proc/PID/net), `path` is relative to it."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC, dir_fd=dir_fd)
     except FileNotFoundError:
         return b""
     try:

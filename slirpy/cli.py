@@ -14,6 +14,7 @@ from . import __version__
 from .config import (DEFAULT_CIDR, DEFAULT_CIDR6, DEFAULT_MTU, IPV6_MTU_MIN, PORT_SPEC_SYNTAX,
                      ConfigError, NetConfig, build_net_config, parse_cidr6, parse_port_spec)
 from .launch import fail as _fail
+from .harden import HardenOptions
 from .launch import run_sandbox
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -113,6 +114,9 @@ def main() -> None:
               help="A line of the sandbox's /etc/hosts (repeatable).")
 @click.option("--dns", "dns", multiple=True, metavar="IP",
               help="Nameserver of the sandbox's /etc/resolv.conf instead of slirpy's (repeatable).")
+@click.option("--no-sandbox", is_flag=True,
+              help="Do not harden the network process (no seccomp filter, no emptied mount view, "
+                   "capabilities kept): for debugging.")
 @click.option("--debug", is_flag=True, help="Debug logging.")
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
 def run(mtu: str, cidr: str, ipv6: bool | None, cidr6: str | None, no_offload: bool,
@@ -123,7 +127,7 @@ def run(mtu: str, cidr: str, ipv6: bool | None, cidr6: str | None, no_offload: b
         publish: tuple[str, ...], publish_auto_addr: str | None, api_socket: str | None,
         pcap: str | None, pcap_max_size: str, name: str | None, network: tuple[str, ...],
         ips: tuple[str, ...], network_aliases: tuple[str, ...], hostname: str | None,
-        add_hosts: tuple[str, ...], dns: tuple[str, ...],
+        add_hosts: tuple[str, ...], dns: tuple[str, ...], no_sandbox: bool,
         debug: bool, command: tuple[str, ...]) -> None:
     """Run COMMAND in a new network namespace with internet access through slirpy."""
     from .named import check_run_options, run_named
@@ -148,7 +152,8 @@ def run(mtu: str, cidr: str, ipv6: bool | None, cidr6: str | None, no_offload: b
     sys.exit(run_named(mode, list(network), config, list(command), naming, map_subuids=map_subuids,
                        api_socket=api_socket, run_private=lambda **named: run_sandbox(
                            config, list(command), map_subuids=map_subuids, stats_file=stats_file,
-                           impair=impair_spec, pcap=capture, **named)))
+                           impair=impair_spec, pcap=capture,
+                           harden=None if no_sandbox else HardenOptions(), **named)))
 
 
 # ------------------------------------------------------------------ slirpy port add|ls|rm

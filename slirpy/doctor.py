@@ -213,7 +213,19 @@ def run_checks() -> list[Finding]:
     uid, gid = os.getuid(), os.getgid()
     user = user_name(uid)
     return [*_userns_knob_findings(sysctls), _tun_finding(user), *_namespace_findings(sysctls),
-            _ping_finding(gid), _ipv6_finding(), *_subid_findings(user, uid)]
+            _ping_finding(gid), _ipv6_finding(), *_subid_findings(user, uid), _harden_finding()]
+
+
+def _harden_finding() -> Finding:
+    """Whether the network process can harden itself as `slirpy run` does (harden.py), tried
+    in a throw-away child."""
+    from .harden import probe
+    reason = probe()
+    if reason is None:
+        return Finding("hardening", True, False, "own mount namespace with /etc and /run only, "
+                       "capabilities dropped, no_new_privs, seccomp allow-list: all work", "")
+    return Finding("hardening", False, False, f"{reason}: `slirpy run` will refuse to start "
+                   "unless given --no-sandbox (then the network process is not hardened)", "")
 
 
 def user_name(uid: int) -> str:

@@ -70,9 +70,12 @@ def fit_limits_to_fds(limits: Any, nofile: int, reserve: int = FD_RESERVE) -> An
                                max_half_open=min(limits.max_half_open, tcp))
 
 
-def open_fds() -> int | None:
-    """How many file descriptors this process has open (None where /proc is not mounted)."""
+def open_fds(fd_dir: int | None = None) -> int | None:
+    """How many file descriptors this process has open (None where /proc is not mounted).
+    `fd_dir`: an open directory fd of /proc/self/fd (a hardened runtime has no /proc)."""
     try:
+        if fd_dir is not None:
+            return len(os.listdir(fd_dir)) - 1        # minus listdir's own copy of fd_dir
         return len(os.listdir("/proc/self/fd")) - 1      # minus the one listdir itself holds
     except OSError:
         return None

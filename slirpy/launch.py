@@ -14,8 +14,11 @@ from typing import TYPE_CHECKING, Any, Awaitable, Callable, NoReturn, Protocol
 
 import click
 
+from .harden import HardenError
+
 if TYPE_CHECKING:  # pragma: no cover
     from .config import NetConfig, PortSpec
+    from .harden import HardenOptions
     from .impair import ImpairSpec
     from .runtime import Runtime
     from .sandbox import Sandbox
@@ -39,13 +42,18 @@ def run_sandbox(config: NetConfig, argv: list[str], *, map_subuids: bool = False
                 stats_file: str | None = None, quiet: bool = False,
                 setup: Callable[[], Awaitable[None]] | None = None,
                 impair: ImpairSpec | None = None, api_socket: str | None = None,
-                pcap: tuple[str, int] | None = None, named: NamedRun | None = None) -> int:
+                pcap: tuple[str, int] | None = None, named: NamedRun | None = None,
+                harden: HardenOptions | None = None) -> int:
     """Start the sandbox, serve it until the command exits, return the command's exit code.
-    `named`: the run's name, hostname and /etc files (`slirpy run`), told when it has started."""
+    `named`: the run's name, hostname and /etc files (`slirpy run`), told when it has started.
+    With `harden`, the serving process hardens itself before the first frame (harden.py)."""
     import asyncio  # noqa: F401  (before the fork: the child's pyroute2 needs it too)
+    import os
 
     from .sandbox import Sandbox, SandboxError, SandboxOptions
 
+    if harden is not None:        # the hardened process's working directory becomes its new root
+        api_socket, stats_file = (None if p is None else os.path.abspath(p) for p in (api_socket, stats_file))
     resolv_text = named.resolv_text if named is not None else None
     if resolv_text is None and config.dns_enabled:
         from .resolvconf import ResolvConf
@@ -55,7 +63,7 @@ def run_sandbox(config: NetConfig, argv: list[str], *, map_subuids: bool = False
         sandbox = Sandbox.start(SandboxOptions(argv=list(argv), net=config, map_subuids=map_subuids,
                                                resolv_conf_text=resolv_text,
                                                **(named.options() if named is not None else {})),
-                                meanwhile=_import_loop_and_runtime)
+                                meanwhile=_import_loop_and_runtime if harden is None else _import_hardened)
     except SandboxError as e:
         fail(str(e), 1)
     import uvloop                      # already imported, by Sandbox.start (meanwhile)
@@ -89,7 +97,15 @@ def run_sandbox(config: NetConfig, argv: list[str], *, map_subuids: bool = False
                            f"container port {spec.guest_port}/{spec.proto}", err=True)
         if named is not None:
             named.started(sandbox.pid, published)
-        code = uvloop.run(serve_sandbox(runtime, sandbox, setup))
+        try:
+            step = None if harden is None else _harden_step(runtime, harden, api_socket, stats_file,
+                                                            sandbox.pid, quiet)
+            code = uvloop.run(serve_sandbox(runtime, sandbox, setup, step))
+        except HardenError as e:
+            sandbox.send_signal(signal.SIGKILL)
+            sandbox.wait()
+            fail(f"cannot harden the network process: {e} (--no-sandbox runs without; "
+                 "see `slirpy doctor`)", 1)
         if stats_file:
             runtime.write_stats(stats_file)
         return code
@@ -97,11 +113,39 @@ def run_sandbox(config: NetConfig, argv: list[str], *, map_subuids: bool = False
         sandbox.close()
 
 
+def _harden_step(runtime: Runtime, opts: HardenOptions, api_socket: str | None,
+                 stats_file: str | None, pid: int, quiet: bool) -> Callable[[], None]:
+    """What serve_sandbox calls before the first frame: harden.py, with the paths this run
+    still needs after it (API socket, stats file, a --resolv-conf outside /etc and /run)."""
+    from .harden import before_loop, harden_runtime, runtime_options
+
+    cfg = runtime.config
+    full = runtime_options(opts, api_socket=api_socket, stats_file=stats_file,
+                           resolv_conf=cfg.resolv_conf if cfg.dns_enabled and cfg.dns_upstream is None else None,
+                           autoports_pid=pid if runtime.autoports is not None else None)
+    before_loop(opts)
+
+    def step() -> None:
+        for warning in harden_runtime(runtime, full).warnings:
+            if not quiet:
+                click.echo(f"slirpy: warning: {warning}", err=True)
+    return step
+
+
 def _import_loop_and_runtime() -> None:
     """What serving needs, imported while the sandbox's child sets up tap0 (start-up time)."""
     import uvloop  # noqa: F401
 
     from . import api, runtime, serve  # noqa: F401
+
+
+def _import_hardened() -> None:
+    """The same, and libseccomp's binding (its import runs ldconfig to find the library)."""
+    _import_loop_and_runtime()
+    try:
+        import pyseccomp  # noqa: F401
+    except (ImportError, RuntimeError):
+        pass                        # harden.before_loop reports it
 
 
 def _start_pcap(runtime: Runtime, sandbox: Sandbox, path: str, max_size: int) -> None:

@@ -121,6 +121,7 @@ class Runtime:
         self._pending_listeners: list = []
         self._pending_api: tuple[str, Any] | None = None       # (path, bound socket)
         self.autoports: AutoPorts | None = None     # -p auto; launch.run_sandbox sets it
+        self.fd_dir: int | None = None      # /proc/self/fd kept open by harden.py (no /proc then)
 
     # -------------------------------------------------------------- published ports / API
 
@@ -515,7 +516,7 @@ class Runtime:
             "host_sockets": {"tcp": self.host_tcp_open, "tcp_connecting": len(self.connecting),
                              "udp": len(self.udp_flows), "icmp_echo": len(self.echo_flows),
                              "listeners": len(self.ports.forwards)},
-            "fds": open_fds(),
+            "fds": open_fds(self.fd_dir),
             "buffers": {"tcp_bytes_queued_to_guest": self.stack.snd_queued,
                         "tcp_receive_window_share": self.stack.rcv_share,
                         "recv_blocks_made": self.recv_blocks.allocated,

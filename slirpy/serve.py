@@ -51,13 +51,17 @@ def _foreground_on_tty() -> bool:
 
 
 async def serve_sandbox(runtime: ServedRuntime, sandbox: ServedCommand,
-                        setup: Callable[[], Awaitable[None]] | None = None) -> int:
+                        setup: Callable[[], Awaitable[None]] | None = None,
+                        harden: Callable[[], object] | None = None) -> int:
     """Serve the sandbox's TAP until its command exits; return the command's exit code.
 
     `setup`, if given, is awaited inside the loop before the command starts (the self-check
-    starts its host-side servers with it).
+    starts its host-side servers with it). `harden`, if given, is called once set-up is over
+    and before the first frame can be read (harden.py); what it raises propagates.
     """
     loop = asyncio.get_running_loop()
+    if harden is not None:
+        harden()
     runtime.attach(loop)
     await runtime.start_control()
     if setup is not None:

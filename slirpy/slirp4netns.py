@@ -34,11 +34,12 @@ import signal
 import socket
 import sys
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Callable
 
 from . import __version__
 from .config import (CIDR_PREFIX_MAX, CIDR_PREFIX_MIN, DEFAULT_CIDR, MTU_MAX, MTU_MIN,
                      ConfigError, NetConfig, build_net_config)
+from .harden import HardenError
 
 if TYPE_CHECKING:  # pragma: no cover
     from .sandbox import AttachedTap
@@ -52,7 +53,6 @@ SUN_PATH_MAX = 108                  # sizeof(struct sockaddr_un.sun_path) on Lin
 # disable_dns, 4 disable_dhcp (a DHCP server that can be switched off), 5 NC-SI. slirpy
 # implements everything up to 3; it claims no more than it does.
 SLIRP_CONFIG_VERSION_MAX = 3
-NOT_YET = ("enable_sandbox", "enable_seccomp")   # accepted (Podman passes them), no effect yet
 
 _SHORT = "ce:r:m:a:6hv"
 _LONG = [
@@ -78,8 +78,9 @@ User-mode networking for unprivileged network namespaces (slirpy, slirp4netns-co
                          (the guest gets "network unreachable", as slirp4netns)
 --netns-type=TYPE        what PID|PATH names ([path|pid], default=pid)
 --userns-path=PATH       user namespace to join (default: the one of PID)
---enable-sandbox         accepted for compatibility; no effect yet (not implemented)
---enable-seccomp         accepted for compatibility; no effect yet (not implemented)
+--enable-sandbox         once serving: own mount namespace holding only /etc and /run,
+                         every capability dropped but CAP_NET_BIND_SERVICE
+--enable-seccomp         once serving: a seccomp allow-list of system calls (slirpy's own)
 --outbound-addr=IPv4     bind outbound sockets to this IPv4 address or interface
 --outbound-addr6=IPv6    bind outbound IPv6 sockets to this IPv6 address or interface
 --disable-dns            no DNS forwarder at network+3 (10.0.2.3 by default)
@@ -370,11 +371,6 @@ def run(argv: list[str], prog: str = "slirp4netns") -> int:
         o = parse_args(argv, prog)
         for w in o.warnings:
             print(w, flush=True)
-        for name in NOT_YET:
-            if getattr(o, name):
-                opt = "--" + name.replace("_", "-")
-                print(f"{prog}: warning: {opt} is accepted for compatibility and has no effect "
-                      "yet (not implemented)", file=sys.stderr, flush=True)
         config = build_config(o)
         _check_fd(o.exit_fd, "exit-fd")
         _check_fd(o.ready_fd, "ready-fd")
@@ -445,14 +441,35 @@ def _serve(o: Options, config: NetConfig, prog: str) -> int:
         setup = None
         if o.api_socket is not None:
             try:
-                runtime.prepare_ports((), api_socket=o.api_socket)
+                path = os.path.abspath(o.api_socket) if o.enable_sandbox else o.api_socket
+                runtime.prepare_ports((), api_socket=path)      # absolute: the sandbox moves "/"
             except OSError as e:
                 return fail(f"cannot listen on the API socket {o.api_socket}: {e.strerror or e}")
             setup = runtime.start_control          # listening before the ready fd is written
-        return uvloop.run(serve_sandbox(runtime, target, setup))
+        return uvloop.run(serve_sandbox(runtime, target, setup, _harden_step(o, runtime, prog)))
+    except HardenError as e:
+        return fail(f"cannot harden: {e}")
     finally:
         target.close()
         os.close(tap.fd)
+
+
+def _harden_step(o: Options, runtime: Any, prog: str) -> Callable[[], None] | None:
+    """`--enable-sandbox` / `--enable-seccomp`: harden.py before the first frame is read."""
+    if not (o.enable_sandbox or o.enable_seccomp):
+        return None
+    from .harden import HardenOptions, before_loop, harden_runtime, runtime_options
+    cfg = runtime.config
+    opts = runtime_options(
+        HardenOptions(sandbox=o.enable_sandbox, seccomp=o.enable_seccomp, no_new_privs=True),
+        api_socket=o.api_socket, autoports_pid=None,
+        resolv_conf=cfg.resolv_conf if cfg.dns_enabled and cfg.dns_upstream is None else None)
+    before_loop(opts)
+
+    def step() -> None:
+        for warning in harden_runtime(runtime, opts).warnings:
+            print(f"{prog}: warning: {warning}", file=sys.stderr, flush=True)
+    return step
 
 
 def _attach(o: Options, config: NetConfig) -> AttachedTap:
@@ -472,6 +489,8 @@ def _attach(o: Options, config: NetConfig) -> AttachedTap:
     try:
         import uvloop  # noqa: F401
         from . import runtime, serve  # noqa: F401
+        if o.enable_sandbox or o.enable_seccomp:
+            _import_seccomp_binding()
     except BaseException:
         pending.abort()
         raise
@@ -479,6 +498,15 @@ def _attach(o: Options, config: NetConfig) -> AttachedTap:
         return pending.finish()
     except SandboxError as e:
         raise Exit(1, str(e)) from None
+
+
+def _import_seccomp_binding() -> None:
+    """Its import runs ldconfig: done while the child sets up the TAP. A failure is reported by
+    harden.before_loop."""
+    try:
+        import pyseccomp  # noqa: F401
+    except (ImportError, RuntimeError):
+        pass
 
 
 def _print_banner(o: Options, config: NetConfig) -> None:

@@ -79,7 +79,14 @@ print(json.dumps(got))
 """
 
 
-def test_rootlesskit_slirp4netns_reaches_host_loopback_tcp_and_udp():
+# RootlessKit passes --enable-sandbox / --enable-seccomp only when asked (its default is false):
+# slirpy then hardens itself without capabilities, in a user namespace of its own.
+HARDENING = pytest.mark.parametrize("hardening", [
+    [], ["--slirp4netns-sandbox=true", "--slirp4netns-seccomp=true"]], ids=["plain", "sandbox+seccomp"])
+
+
+@HARDENING
+def test_rootlesskit_slirp4netns_reaches_host_loopback_tcp_and_udp(hardening):
     size = 4 << 20
     tcp = HostServer("source", "127.0.0.1", size=size, seed=11)
     udp = UdpEcho()
@@ -88,10 +95,18 @@ def test_rootlesskit_slirp4netns_reaches_host_loopback_tcp_and_udp():
         script = (f"ip -o -4 addr show dev tap0 && "
                   f"{sys.executable} {UTIL} '{ops}' && "
                   f"{sys.executable} -c '{UDP_CLIENT}' {udp.port}")
-        res = rootlesskit(["--port-driver=none"], script)
+        if hardening:
+            script += (" && for f in /proc/[0-9]*/cmdline; do tr '\\0' ' ' < $f | grep -q -- "
+                       "'slirpy-slirp4netn[s] .*--enable-seccomp' && grep -E '^(Seccomp|NoNewPrivs|CapEff):' ${f%cmdline}status; done; true")
+        res = rootlesskit(["--port-driver=none", *hardening], script)
         assert res.returncode == 0, f"exit {res.returncode}\n{res.stdout}\n{res.stderr}"
         assert "Starting slirpy (slirp4netns mode)" in res.stderr, res.stderr
         lines = res.stdout.splitlines()
+        if hardening:       # the last lines: slirpy's own status, read by the guest (same PID namespace)
+            status = dict(l.split(":", 1) for l in lines[3:] if ":" in l)
+            assert status.get("Seccomp", "").strip() == "2", res.stdout
+            assert status.get("NoNewPrivs", "").strip() == "1", res.stdout
+            assert status.get("CapEff", "").strip() == "0000000000000400", res.stdout
         assert "inet 10.0.2.100/24" in lines[0], res.stdout
         assert json.loads(lines[1]) == [{"len": size, "sha": expected(size, 11)}], res.stdout
         assert json.loads(lines[2]) == [f"{i}-gnip" for i in range(5)], res.stdout
@@ -120,11 +135,12 @@ def _free_port() -> int:
 
 
 @pytest.mark.skipif(not api_available(), reason="the port-forwarding API (slirpy/api.py) has not landed yet")
-def test_rootlesskit_published_port_serves_the_host():
+@HARDENING
+def test_rootlesskit_published_port_serves_the_host(hardening):
     port = _free_port()
     script = f"{sys.executable} -c '{GUEST_SERVER.replace('PORT', str(port))}'"
     cmd = [ROOTLESSKIT, "--net=slirp4netns", f"--slirp4netns-binary={SCRIPT}", "--port-driver=slirp4netns",
-           "-p", f"127.0.0.1:{port}:{port}/tcp", "--", "sh", "-c", guard_script(script)]
+           *hardening, "-p", f"127.0.0.1:{port}:{port}/tcp", "--", "sh", "-c", guard_script(script)]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             stdin=subprocess.DEVNULL)
     try:

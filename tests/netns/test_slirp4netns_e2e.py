@@ -216,14 +216,14 @@ def test_version_has_the_slirp_config_version_max_line_of_slirp4netns():
     assert level(S4N) == 3 and level([REAL_S4N]) >= 3
 
 
-def test_sandbox_and_seccomp_flags_warn_on_stderr_and_still_serve(target, slirpy):
+def test_sandbox_and_seccomp_flags_serve_without_a_warning(target, slirpy):
+    """Both are real now (tests/netns/test_harden_e2e.py checks what they do)."""
     s = slirpy("--enable-sandbox", "--enable-seccomp", str(target.pid), "tap0")
     assert s.wait_ready() == b"1"
     s.proc.send_signal(signal.SIGTERM)
     assert s.wait() == 0
     err = s.proc.stderr.read()
-    for opt in ("--enable-sandbox", "--enable-seccomp"):
-        assert f"warning: {opt} is accepted for compatibility and has no effect yet" in err, err
+    assert "warning" not in err and "no effect" not in err, err
 
 
 @pytest.mark.parametrize("args, message", [
