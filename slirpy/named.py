@@ -143,9 +143,9 @@ def run_named(mode: str, networks: list[str], config: NetConfig, argv: list[str]
     if mode == "network":
         return _run_member(networks, config, argv, naming, map_subuids)
     rec = _claim(naming, mode)
+    if mode == "private":       # removes its own record (it may be hardened by then)
+        return _run_private(rec, config, naming, api_socket, run_private)
     try:
-        if mode == "private":
-            return _run_private(rec, config, naming, api_socket, run_private)
         return _run_light(rec, mode, config, argv, naming, map_subuids)
     finally:
         _release(rec)
@@ -161,7 +161,14 @@ def _run_private(rec: registry.SandboxRecord, config: NetConfig, naming: Naming,
     names = [n for n in (rec.name, rec.hostname) if n]
     hosts = hosts_text(names, addresses, naming.add_hosts, read_text("/etc/hosts"))
     resolv = dns_resolv_text(naming.dns, read_text(config.resolv_conf)) if naming.dns else None
-    return run_private(named=NamedRun(rec, hosts, resolv), api_socket=api_socket)
+    # This process serves the sandbox and (by default) hardens itself: its runtime directory is
+    # out of sight by the time the command exits, so the record is removed through an fd.
+    own = registry.OwnRecord(rec.name) if rec.name else None
+    try:
+        return run_private(named=NamedRun(rec, hosts, resolv), api_socket=api_socket)
+    finally:
+        if own is not None:
+            own.remove()
 
 
 def _run_light(rec: registry.SandboxRecord, mode: str, config: NetConfig, argv: list[str], naming: Naming,

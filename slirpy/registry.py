@@ -327,6 +327,35 @@ def update(name: str, pid: int, **fields: Any) -> bool:
     return True
 
 
+class OwnRecord:
+    """This process's own record, removable later without the runtime directory's path or its
+    lock: a hardened runtime (harden.py) no longer sees `runtime_dir()` once it serves. Made
+    before hardening (it opens the sandboxes directory); `remove()` unlinks the record, its
+    NAME.lock and its default API socket relative to that directory. No state lock is needed:
+    while this process holds NAME.lock the name is live and nobody else can take it, and it
+    lets go of the lock only after the files are gone."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self._dirfd: int | None = os.open(sandboxes_dir(), os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+
+    def remove(self) -> None:
+        if self._dirfd is None:
+            return
+        dirfd, self._dirfd = self._dirfd, None
+        try:
+            for suffix in (".json", ".sock", ".lock"):
+                try:
+                    os.unlink(self.name + suffix, dir_fd=dirfd)
+                except FileNotFoundError:
+                    pass
+        finally:
+            os.close(dirfd)
+            held = _HELD.pop(self.name, None)
+            if held is not None:
+                os.close(held)
+
+
 def unregister(name: str, pid: int) -> bool:
     """Remove `name`'s record if it is `pid`'s (never another run's that took the name since)."""
     with state_lock():

@@ -96,6 +96,15 @@ def test_ps_lists_plain_and_named_runs_and_forgets_them_when_they_end(runtime_di
     assert os.listdir(os.path.join(runtime_dir, "sandboxes")) == []
 
 
+@pytest.mark.parametrize("hardening", [[], ["--no-sandbox"]])
+def test_a_run_that_ends_removes_its_own_record_socket_and_lock(runtime_dir, hardening):
+    # no `ps` in between (it would clean a stale record): the run itself must leave nothing,
+    # hardened (its runtime directory is out of its sight by then) or not
+    r = slirpy("run", "--name", "tidy", *hardening, "--", "true")
+    assert r.returncode == 0, r.stderr
+    assert os.listdir(os.path.join(runtime_dir, "sandboxes")) == []
+
+
 def test_a_taken_name_is_exit_1_with_one_line_and_the_command_does_not_run(tmp_path):
     first = start(["--name", "db"], ["sleep", "60"])
     try:
