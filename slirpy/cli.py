@@ -325,5 +325,10 @@ def slirp4netns_cmd(args: tuple[str, ...]) -> None:
     sys.exit(run_slirp4netns(list(args), "slirpy slirp4netns"))
 
 
+from .networks.cli import network as _network_group  # noqa: E402  (slirpy network ...)
+
+main.add_command(_network_group)
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()
