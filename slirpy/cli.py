@@ -96,6 +96,19 @@ def main() -> None:
               help="Capture every frame crossing tap0, both ways, to this pcap file.")
 @click.option("--pcap-max-size", default="1G", show_default=True, metavar="SIZE",
               help="Stop the capture before the file exceeds SIZE bytes (K/M/G suffixes).")
+@click.option("--name", metavar="NAME",
+              help="Name of the sandbox (`slirpy ps`, `port add NAME`...) [default: a free adjective_noun].")
+@click.option("--network", "network", multiple=True, metavar="NAME|none|host|sandbox:NAME",
+              help="none: only lo; host: the user's own network namespace; sandbox:NAME: join NAME's; "
+                   "a network name: join that network (repeatable). Default: a private network.")
+@click.option("--ip", "ips", multiple=True, metavar="IP", help="The address on a --network NAME (pinned).")
+@click.option("--network-alias", "network_aliases", multiple=True, metavar="ALIAS",
+              help="Another name of the sandbox on its --network NAME (repeatable).")
+@click.option("--hostname", metavar="NAME", help="Host name inside (own UTS namespace) [default: --name].")
+@click.option("--add-host", "add_hosts", multiple=True, metavar="NAME:IP",
+              help="A line of the sandbox's /etc/hosts (repeatable).")
+@click.option("--dns", "dns", multiple=True, metavar="IP",
+              help="Nameserver of the sandbox's /etc/resolv.conf instead of slirpy's (repeatable).")
 @click.option("--debug", is_flag=True, help="Debug logging.")
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
 def run(mtu: str, cidr: str, ipv6: bool | None, cidr6: str | None, no_offload: bool,
@@ -104,9 +117,16 @@ def run(mtu: str, cidr: str, ipv6: bool | None, cidr6: str | None, no_offload: b
         outbound_addr: str | None, outbound_addr6: str | None, limits: tuple[str, ...],
         impair: str | None,
         publish: tuple[str, ...], publish_auto_addr: str | None, api_socket: str | None,
-        pcap: str | None, pcap_max_size: str,
+        pcap: str | None, pcap_max_size: str, name: str | None, network: tuple[str, ...],
+        ips: tuple[str, ...], network_aliases: tuple[str, ...], hostname: str | None,
+        add_hosts: tuple[str, ...], dns: tuple[str, ...],
         debug: bool, command: tuple[str, ...]) -> None:
     """Run COMMAND in a new network namespace with internet access through slirpy."""
+    from .named import check_run_options, run_named
+
+    mode, naming = check_run_options(network, name, hostname, add_hosts, dns, ips, network_aliases, {
+        "-p/--publish": bool(publish), "--api-socket": api_socket is not None, "--pcap": pcap is not None,
+        "--impair": impair is not None, "--stats-file": stats_file is not None})
     if debug:
         logging.basicConfig(level=logging.DEBUG, format="slirpy: %(levelname)s %(message)s")
     config = build_config(mtu, cidr, not no_offload, allow_host_loopback, dns=not disable_dns,
@@ -121,8 +141,10 @@ def run(mtu: str, cidr: str, ipv6: bool | None, cidr6: str | None, no_offload: b
         except ValueError as e:
             _fail(str(e), 2)
     capture = (pcap, _pcap_size(pcap_max_size, "--pcap-max-size")) if pcap else None
-    sys.exit(run_sandbox(config, list(command), map_subuids=map_subuids, stats_file=stats_file,
-                         impair=impair_spec, api_socket=api_socket, pcap=capture))
+    sys.exit(run_named(mode, list(network), config, list(command), naming, map_subuids=map_subuids,
+                       api_socket=api_socket, run_private=lambda **named: run_sandbox(
+                           config, list(command), map_subuids=map_subuids, stats_file=stats_file,
+                           impair=impair_spec, pcap=capture, **named)))
 
 
 # ------------------------------------------------------------------ slirpy port add|ls|rm

@@ -17,6 +17,7 @@ import click
 if TYPE_CHECKING:  # pragma: no cover
     from .config import NetConfig
     from .impair import ImpairSpec
+    from .named import NamedRun
     from .runtime import Runtime
     from .sandbox import Sandbox
 
@@ -31,20 +32,22 @@ def run_sandbox(config: NetConfig, argv: list[str], *, map_subuids: bool = False
                 stats_file: str | None = None, quiet: bool = False,
                 setup: Callable[[], Awaitable[None]] | None = None,
                 impair: ImpairSpec | None = None, api_socket: str | None = None,
-                pcap: tuple[str, int] | None = None) -> int:
-    """Start the sandbox, serve it until the command exits, return the command's exit code."""
+                pcap: tuple[str, int] | None = None, named: NamedRun | None = None) -> int:
+    """Start the sandbox, serve it until the command exits, return the command's exit code.
+    `named`: the run's name, hostname and /etc files (`slirpy run`), told when it has started."""
     import asyncio  # noqa: F401  (before the fork: the child's pyroute2 needs it too)
 
     from .sandbox import Sandbox, SandboxError, SandboxOptions
 
-    resolv_text = None
-    if config.dns_enabled:
+    resolv_text = named.resolv_text if named is not None else None
+    if resolv_text is None and config.dns_enabled:
         from .resolvconf import ResolvConf
         resolv_text = ResolvConf(config.resolv_conf).sandbox_text(
             str(config.dns), str(config.dns6) if config.ipv6 else None)
     try:
         sandbox = Sandbox.start(SandboxOptions(argv=list(argv), net=config, map_subuids=map_subuids,
-                                               resolv_conf_text=resolv_text),
+                                               resolv_conf_text=resolv_text,
+                                               **(named.options() if named is not None else {})),
                                 meanwhile=_import_loop_and_runtime)
     except SandboxError as e:
         fail(str(e), 1)
@@ -77,6 +80,8 @@ def run_sandbox(config: NetConfig, argv: list[str], *, map_subuids: bool = False
             if asked.host_port == 0 and not quiet:
                 click.echo(f"slirpy: published {host_port_text(spec.host_addr, spec.host_port)} -> "
                            f"container port {spec.guest_port}/{spec.proto}", err=True)
+        if named is not None:
+            named.started(sandbox.pid, published)
         code = uvloop.run(serve_sandbox(runtime, sandbox, setup))
         if stats_file:
             runtime.write_stats(stats_file)
@@ -89,7 +94,7 @@ def _import_loop_and_runtime() -> None:
     """What serving needs, imported while the sandbox's child sets up tap0 (start-up time)."""
     import uvloop  # noqa: F401
 
-    from . import runtime, serve  # noqa: F401
+    from . import api, runtime, serve  # noqa: F401
 
 
 def _start_pcap(runtime: Runtime, sandbox: Sandbox, path: str, max_size: int) -> None:

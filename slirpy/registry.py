@@ -41,7 +41,7 @@ class NameTaken(RegistryError):
     """A running sandbox already has that name."""
 
 
-class BadName(RegistryError):
+class BadName(RegistryError, ValueError):
     """Not a usable sandbox name."""
 
 
@@ -348,4 +348,17 @@ def auto_name() -> str:
             name += str((rnd >> 16) % 10000)
         if lookup(name) is None:
             return name
+    raise RegistryError("no free sandbox name found; pass --name NAME")
+
+
+def claim(name: str | None, pid: int, **fields: Any) -> SandboxRecord:
+    """Register `pid` as `name`, or when None under a fresh auto_name() (another one if a
+    concurrent run took it first).  NameTaken, BadName or RegistryError otherwise."""
+    if name is not None:
+        return register(SandboxRecord(name=name, pid=pid, **fields))
+    for _ in range(8):
+        try:
+            return register(SandboxRecord(name=auto_name(), pid=pid, **fields))
+        except NameTaken:
+            continue
     raise RegistryError("no free sandbox name found; pass --name NAME")

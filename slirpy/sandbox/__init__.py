@@ -31,6 +31,8 @@ The package, one module per job (each says why it exists):
 - `handoff`: the setup conversation over the socketpair, the TAP fd passed with SCM_RIGHTS;
 - `supervisor`: S and I; `command`: C's exec; `resolv`: the sandbox's own /etc/resolv.conf;
 - `attach`: a TAP in namespaces someone else created (`slirpy slirp4netns`);
+- `modes`: the namespaces of each network mode (private, none, host, join, member);
+- `etcfiles`: the texts of its /etc/hosts and /etc/resolv.conf;
 - `libc`: the kernel calls os lacks; `options`: `SandboxOptions` and `SandboxError`.
 """
 

@@ -13,8 +13,9 @@ import socket
 from typing import Callable
 
 from slirpy import doctor
-from slirpy.sandbox.handoff import SETUP_TIMEOUT, expect, kill_and_reap, receive_tap
+from slirpy.sandbox.handoff import SETUP_TIMEOUT, expect, kill_and_reap, receive_note, receive_tap
 from slirpy.sandbox.idmap import plan_id_maps
+from slirpy.sandbox.modes import writes_id_maps
 from slirpy.sandbox.options import SandboxError, SandboxOptions
 from slirpy.sandbox.supervisor import SUPERVISOR_MASK, exit_code, supervisor
 
@@ -44,7 +45,8 @@ class Sandbox:
 
     @classmethod
     def start(cls, opts: SandboxOptions, meanwhile: Callable[[], object] | None = None) -> "Sandbox":
-        """Fork the sandbox; return once we hold its TAP fd.  Call before any event loop exists.
+        """Fork the sandbox; return once we hold its TAP fd (in modes without tap0: once it is
+        set up; `tap_fd` is -1 then).  Call before any event loop exists.
 
         `meanwhile` runs here while the child creates and configures tap0 (start-up: `slirpy
         run` imports its event loop and runtime there, side by side with the child's pyroute2);
@@ -76,11 +78,15 @@ class Sandbox:
         try:
             parent_sock.settimeout(SETUP_TIMEOUT)
             expect(parent_sock, pid, "unshared")
-            maps.apply(pid)
+            if writes_id_maps(opts.net_mode):
+                maps.apply(pid)
             parent_sock.sendall(b"mapped")
             if meanwhile is not None:
                 meanwhile()
-            tap_fd, note = receive_tap(parent_sock, pid)
+            if opts.net_mode == "private":
+                tap_fd, note = receive_tap(parent_sock, pid)
+            else:
+                tap_fd, note = -1, receive_note(parent_sock, pid)
             parent_sock.settimeout(None)
             pidfd = os.pidfd_open(pid)
         except BaseException as e:
@@ -93,7 +99,8 @@ class Sandbox:
             if isinstance(e, OSError):
                 raise SandboxError(doctor.explain(e)) from None
             raise
-        os.set_blocking(tap_fd, False)
+        if tap_fd >= 0:
+            os.set_blocking(tap_fd, False)
         return cls(pid, pidfd, parent_sock, tap_fd, note)
 
     # -- running ------------------------------------------------------------------------------

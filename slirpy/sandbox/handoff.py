@@ -86,6 +86,20 @@ def receive_tap(sock: socket.socket, pid: int) -> tuple[int, dict]:
     return fds[0], note
 
 
+def receive_note(sock: socket.socket, pid: int) -> dict:
+    """The ready note of a sandbox without tap0 (SandboxError if it sent an error)."""
+    msg, fds = recv_msg(sock, pid)
+    for fd in fds:
+        os.close(fd)
+    try:
+        note = json.loads(msg)
+    except ValueError:
+        note = None
+    if not isinstance(note, dict) or "error" in note or not note.get("ready"):
+        raise SandboxError(decode_error(msg))
+    return note
+
+
 def kill_and_reap(pid: int) -> None:
     try:
         os.kill(pid, signal.SIGKILL)

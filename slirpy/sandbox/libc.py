@@ -1,5 +1,5 @@
 """The kernel calls the sandbox needs that Python's os module lacks: unshare, setns, mount,
-umount2 and prctl(PR_SET_PDEATHSIG), through libc, with their flags.
+umount2, sethostname and prctl(PR_SET_PDEATHSIG), through libc, with their flags.
 
 Every other module of the package calls these wrappers, which turn a failed call into an
 OSError (errno, strerror, path) as os does, rather than touching ctypes itself.
@@ -13,6 +13,7 @@ import os
 from slirpy import doctor
 
 CLONE_NEWNS = 0x00020000
+CLONE_NEWUTS = 0x04000000
 CLONE_NEWUSER = 0x10000000
 CLONE_NEWPID = 0x20000000
 CLONE_NEWNET = 0x40000000
@@ -31,12 +32,20 @@ _libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctype
 _libc.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
 _libc.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
 _libc.setns.argtypes = [ctypes.c_int, ctypes.c_int]
+_libc.sethostname.argtypes = [ctypes.c_char_p, ctypes.c_size_t]
 
 
 def unshare(flags: int) -> None:
     if _libc.unshare(flags) != 0:
         e = ctypes.get_errno()
         raise doctor.NamespaceError(e, f"cannot create namespaces (unshare user+net+mount+pid): {os.strerror(e)}")
+
+
+def sethostname(name: str) -> None:
+    raw = name.encode()
+    if _libc.sethostname(raw, len(raw)) != 0:
+        e = ctypes.get_errno()
+        raise OSError(e, f"sethostname: {os.strerror(e)}")
 
 
 def mount(source: str | None, target: str, fstype: str | None, flags: int) -> None:

@@ -7,8 +7,16 @@ one's processes: this imports nothing from the package.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 from slirpy.config import NetConfig
+
+# Where the sandbox's network comes from (see `modes`):
+#   private  its own user+net ns with tap0 served by slirpy (`slirpy run`'s default)
+#   none     its own user+net ns with only lo          host    no net ns of its own
+#   join     the user+net (and UTS) ns of a running sandbox (`--network sandbox:NAME`)
+#   member   a new net ns inside `userns_path`, set up by `member_setup` (named networks)
+NET_MODES = ("private", "none", "host", "join", "member")
 
 
 class SandboxError(Exception):
@@ -21,3 +29,11 @@ class SandboxOptions:
     net: NetConfig
     map_subuids: bool = False      # full subuid/subgid range via newuidmap/newgidmap
     resolv_conf_text: str | None = None   # bind-mounted over /etc/resolv.conf inside, if set
+    hosts_text: str | None = None         # likewise /etc/hosts
+    hostname: str | None = None           # UTS name in a UTS namespace of its own (not with join)
+    net_mode: str = "private"
+    join_pid: int | None = None           # join: a process inside the namespaces to join
+    userns_path: str | None = None        # member: the user namespace to enter first
+    # member: called in the supervisor once its namespaces exist, before the command runs;
+    # returns warnings, raises SandboxError
+    member_setup: Callable[[], list[str]] | None = None

@@ -1,14 +1,16 @@
 """S, the supervisor, and I, the PID 1 it forks: the two processes that hold the sandbox together
 (see the package docstring for the whole picture).
 
-S runs in the child P forked, with `SUPERVISOR_MASK` blocked: it unshares, makes its mounts
-private, starts I, creates and hands over tap0, waits for ``release``, forks the command (C) and
-then passes on the signals sent to it until C exits.  Nothing here returns into the caller's code:
+S runs in the child P forked, with `SUPERVISOR_MASK` blocked: it enters its namespaces (those of
+its network mode, see `modes`), makes its mounts private, starts I, creates and hands over tap0
+(or, in the other modes, sets up what they need and reports ready), waits for ``release``, forks
+the command (C) and then passes on the signals sent to it until C exits.  Nothing here returns into the caller's code:
 each function's result is a process's exit status.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -18,10 +20,9 @@ from slirpy import netconf
 from slirpy.config import NetConfig
 from slirpy.sandbox.command import FORWARDED_SIGNALS, exec_command
 from slirpy.sandbox.handoff import MSG_MAX, kill_and_reap, send_error, send_tap
-from slirpy.sandbox.libc import (CLONE_NEWNET, CLONE_NEWNS, CLONE_NEWPID, CLONE_NEWUSER, MS_NODEV, MS_NOEXEC,
-                                 MS_NOSUID, MS_PRIVATE, MS_REC, mount, set_pdeathsig, unshare)
+from slirpy.sandbox import modes
+from slirpy.sandbox.libc import MS_NODEV, MS_NOEXEC, MS_NOSUID, MS_PRIVATE, MS_REC, mount, set_pdeathsig
 from slirpy.sandbox.options import SandboxError, SandboxOptions
-from slirpy.sandbox.resolv import bind_resolv_conf
 from slirpy.tap import TapDevice
 
 TAP_NAME = "tap0"
@@ -37,15 +38,18 @@ def exit_code(status: int) -> int:
 
 def supervisor(sock: socket.socket, opts: SandboxOptions, parent_pid: int) -> int:  # pragma: no cover
     """S: runs in the forked child with SUPERVISOR_MASK blocked.  Returns the exit status."""
-    if not _enter_namespaces(sock, parent_pid):
+    if not _enter_namespaces(sock, opts, parent_pid):
         return 1
-    if opts.resolv_conf_text is not None:
-        _warn(bind_resolv_conf(opts.resolv_conf_text))
+    for problem in modes.prepare(opts):
+        _warn(problem)
     pid1 = _start_init(sock)
     if pid1 is None:
         return 1
     _warn(pid1.proc_warning)
-    if not _hand_over_tap(sock, opts.net, pid1):
+    if opts.net_mode == "private":
+        if not _hand_over_tap(sock, opts.net, pid1):
+            return 1
+    elif not _report_ready(sock, opts, pid1):
         return 1
     if not _released(sock):
         pid1.stop()
@@ -58,12 +62,12 @@ def _warn(problem: str | None) -> None:
         os.write(2, f"slirpy: warning: {problem}\n".encode())
 
 
-def _enter_namespaces(sock: socket.socket, parent_pid: int) -> bool:  # pragma: no cover
-    """Unshare, let P write our id maps, make every mount private.  False if that failed."""
+def _enter_namespaces(sock: socket.socket, opts: SandboxOptions, parent_pid: int) -> bool:  # pragma: no cover
+    """Unshare (or join), let P write our id maps, make every mount private.  False if that failed."""
     try:
-        unshare(CLONE_NEWUSER | CLONE_NEWNET | CLONE_NEWNS | CLONE_NEWPID)
-        set_pdeathsig(signal.SIGKILL)
-    except OSError as e:
+        modes.enter(opts)
+        set_pdeathsig(signal.SIGKILL)      # after: a change of credentials clears it
+    except (OSError, SandboxError) as e:
         send_error(sock, e)
         return False
     if os.getppid() != parent_pid:
@@ -139,6 +143,25 @@ def _hand_over_tap(sock: socket.socket, net: NetConfig, pid1: _Init) -> bool:  #
         return fail(e)
     finally:
         tap.close()
+    return True
+
+
+def _report_ready(sock: socket.socket, opts: SandboxOptions, pid1: _Init) -> bool:  # pragma: no cover
+    """A mode without tap0: run `member_setup` if any, then tell P we are ready.  False (P told,
+    I ended) if the set-up failed."""
+    if opts.member_setup is not None:
+        try:
+            for warning in opts.member_setup():
+                _warn(warning)
+        except Exception as e:       # whatever nw15's plumbing raised: one line to P
+            send_error(sock, e)
+            pid1.stop()
+            return False
+    try:
+        sock.sendall(json.dumps({"ready": True, "proc_warning": pid1.proc_warning}).encode())
+    except OSError:
+        pid1.stop()
+        return False
     return True
 
 
