@@ -19,6 +19,13 @@ IPv6 one when IPv6 is on; it picks the family the clients reach the sandbox over
 the other family appears as that family's gateway). Without it each client reaches the
 sandbox over its own family, and `list_hostfwd` shows the address of the listener's family.
 
+Router requests (issue 15, slirpy's own): `{"execute": "set_routes", "arguments": {"prefixes":
+["10.89.0.0/24", "fd89:0:0:1::/64"]}}` replaces the prefixes routed behind the guest, and
+`{"execute": "set_names", "arguments": {"views": {"10.89.0.2": {"db": ["10.89.0.3"]}},
+"domains": ["front", "back"]}}` replaces the DNS name views (both answer {"return":{}}, or
+an error naming the bad value); with routes set, add_hostfwd's guest_addr may also be an
+address inside a routed prefix (a member of a network behind the guest).
+
 The server knows only a small `Controller` (add / list / remove forwards), never the Stack.
 Each "execute" name maps to one handler function in `HANDLERS`; adding a request (a future
 `stats` or `flows`) is one function and one entry there.
@@ -66,6 +73,15 @@ class Controller(Protocol):
 
     def pcap_stop(self) -> dict | None:
         """Stop the capture; what it wrote, or None if none ran."""
+
+    def set_routes(self, prefixes: list) -> None:
+        """Replace the routed prefixes; raise ValueError naming the bad value."""
+
+    def set_names(self, views: dict, domains: list) -> None:
+        """Replace the DNS name views; raise ValueError naming the bad value."""
+
+    def routes_to(self, ip: bytes) -> bool:
+        """Whether packed `ip` is inside a routed prefix (a guest_addr add_hostfwd takes)."""
 
 
 class ApiError(Exception):
@@ -136,7 +152,8 @@ def _guest_addr(ctl: Controller, text: str | None) -> str | None:
         ip = ipaddress.ip_address(text)
     except ValueError:
         ip = None
-    if ip is None or ip not in {ipaddress.ip_address(a) for a in (ctl.guest_addr, ctl.guest_addr6) if a}:
+    if ip is None or (ip not in {ipaddress.ip_address(a) for a in (ctl.guest_addr, ctl.guest_addr6) if a}
+                      and not ctl.routes_to(ip.packed)):
         raise ApiError("bad request: add_hostfwd: bad arguments.guest_addr")
     return str(ip)
 
@@ -207,6 +224,35 @@ async def _pcap_stop(ctl: Controller, req: dict) -> dict:
     return {"return": info}
 
 
+async def _set_routes(ctl: Controller, req: dict) -> dict:
+    args = req.get("arguments")
+    prefixes = args.get("prefixes") if isinstance(args, dict) else None
+    if not isinstance(prefixes, list):
+        raise ApiError("bad request: set_routes: bad arguments.prefixes: a list of prefixes")
+    try:
+        ctl.set_routes(prefixes)
+    except ValueError as e:
+        raise ApiError(f"bad request: set_routes: bad arguments.prefixes: {e}") from None
+    return {"return": {}}
+
+
+async def _set_names(ctl: Controller, req: dict) -> dict:
+    args = req.get("arguments")
+    if not isinstance(args, dict):
+        args = {}
+    views, domains = args.get("views", {}), args.get("domains", [])
+    if not isinstance(views, dict):
+        raise ApiError("bad request: set_names: bad arguments.views: an object of querier "
+                       "address -> {name: [addresses]}")
+    if not isinstance(domains, list):
+        raise ApiError("bad request: set_names: bad arguments.domains: a list of names")
+    try:
+        ctl.set_names(views, domains)
+    except ValueError as e:
+        raise ApiError(f"bad request: set_names: bad arguments.{e}") from None
+    return {"return": {}}
+
+
 Handler = Callable[[Controller, dict], Awaitable[dict]]
 
 HANDLERS: dict[str, Handler] = {
@@ -219,6 +265,9 @@ HANDLERS: dict[str, Handler] = {
     # slirpy's own packet capture (pcap.py)
     "pcap_start": _pcap_start,
     "pcap_stop": _pcap_stop,
+    # slirpy's own router control (networks, issue 15)
+    "set_routes": _set_routes,
+    "set_names": _set_names,
 }
 
 

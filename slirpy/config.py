@@ -268,6 +268,8 @@ class NetConfig:
     network6: ipaddress.IPv6Network | None = field(
         default_factory=lambda: ipaddress.IPv6Network(DEFAULT_CIDR6))
     outbound_addr6: str | None = None     # bind outbound IPv6 host sockets to this address
+    # subnets behind the guest that the stack routes for (issue 15; tcpip/routes.py)
+    routed: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
 
     def bind_address_for(self, host: str) -> str | None:
         """The local address an outbound host socket to `host` binds to, or None. Loopback

@@ -559,3 +559,12 @@ class RuntimeControl:
     def pcap_stop(self) -> dict | None:
         cap = _pcap.stop_capture(self._runtime)
         return None if cap is None else cap.info()
+
+    def set_routes(self, prefixes: list) -> None:
+        self._runtime.stack.set_routed(prefixes)
+
+    def set_names(self, views: dict, domains: list) -> None:
+        self._runtime.stack.set_names(views, domains)
+
+    def routes_to(self, ip: bytes) -> bool:
+        return self._runtime.stack.routes_to(ip)

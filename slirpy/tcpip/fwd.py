@@ -24,6 +24,13 @@ It also maps a host socket's errno to what the guest is told (`connect_failure`,
 maps to a *kind* (network, host, administratively prohibited, port); each ICMP flavour has its
 own code for a kind (ICMPv4 net/host/admin/port, ICMPv6 no-route/address/admin/port).
 
+Routed prefixes (routes.py, `Forwarder.routed`: the subnets behind the guest, issue 15): a
+guest flow *to* one of them is refused (`routed_dst`: the router behind the guest should have
+delivered it itself; proxying it to a host socket would send it to whatever that address
+means on the host), and a published port's client inside one appears as the gateway, as a
+client inside the sandbox network does. Their sources are accepted by the IP inputs; the
+inbound side takes a `guest_ip` inside them like the guest's own.
+
 Policy hook: `Forwarder.rules` is an ordered list of `Rule`s evaluated before the built-in
 decisions, like Docker's DOCKER-USER chain; the first rule that returns a `Verdict` decides.
 It is empty today (the networks issue fills it). Decisions are made once per flow, never per
@@ -39,6 +46,7 @@ from typing import Any, Callable, Protocol
 from .wire import icmp as _icmp
 from .wire import icmpv6 as _icmpv6
 from .addr import V6_LEN, is_martian, ntoa, parse_client_address
+from .routes import Network, Pairs, contains, pairs
 from .wire.ipv4 import PROTO_TCP, PROTO_UDP
 
 # errno values are Linux's; the pure core names them itself instead of importing errno's table
@@ -218,6 +226,7 @@ class Forwarder:
         # Where a DHCP client sends (port 67): the gateway, the limited and the network broadcast.
         self._dhcp_dsts = frozenset((v4.gateway, BROADCAST4, config.network.broadcast_address.packed))
         self.rules: list[Rule] = []          # the policy hook: empty until networks fill it
+        self.routed: dict[int, Pairs] = {}   # routed prefixes by address length (Stack.set_routed)
         # client address string -> (its packed address or None, source per guest family)
         self._inbound_src: dict[str, tuple[bytes | None, dict[int, bytes]]] = {}
 
@@ -263,9 +272,21 @@ class Forwarder:
             return None if self._allow_loopback else "host_loopback_denied"
         if dst in side:
             return "local_network"          # DNS address other than DNS, the guest itself, others
+        if self.routes_to(dst):
+            return "routed_dst"
         if is_martian(dst):
             return "martian_dst"            # loopback, unspecified, multicast, link-local, ...
         return None
+
+    def set_routed(self, networks: tuple[Network, ...]) -> None:
+        """Replace the routed prefixes (validated by routes.parse_prefixes)."""
+        self.routed = {4: pairs(networks, 4), V6_LEN: pairs(networks, 6)}
+        self._inbound_src.clear()           # a client's inbound source may have changed
+
+    def routes_to(self, ip: bytes) -> bool:
+        """Whether `ip` is inside one of the routed prefixes (the subnets behind the guest)."""
+        routed = self.routed.get(len(ip))
+        return routed is not None and contains(routed, ip)
 
     # ------------------------------------------------------------------ inbound
 
@@ -292,7 +313,8 @@ class Forwarder:
         src = sources.get(n)
         if src is None:
             side = self._sides.get(n, self._v4)
-            if packed is None or len(packed) != n or is_martian(packed) or packed in side:
+            if (packed is None or len(packed) != n or is_martian(packed) or packed in side
+                    or self.routes_to(packed)):
                 src = side.gateway
             else:
                 src = packed

@@ -77,6 +77,18 @@ back to it; an IPv4 or IPv4-mapped client, or any client with IPv6 off, goes ove
 explicit packed `guest_ip` picks the family, and a client of the other family appears as that
 family's gateway.
 
+Routed prefixes (issue 15; routes.py): `config.routed`, replaced at run time with
+`set_routed(prefixes)`, are subnets behind the guest (a holder namespace's bridges) that this
+stack routes for: their sources are taken like the guest's own (flows, echo, DNS, counters),
+frames for them go to the guest's MAC, inbound flows may name a `guest_ip` inside them, and
+flows *to* them are refused (`routed_dst`). The guest's own network is checked first, so its
+packets never pay for the list.
+
+Names (issue 15; names.py): `set_names(views, domains)` gives the DNS forwarder per-querier
+name views; a query to the DNS address (UDP here; TCP in the runtime, with `dns_answer`) whose
+name the querier's view holds is answered locally, a query for a foreign network's name gets
+NXDOMAIN, and the rest is forwarded upstream as before.
+
 Not implemented here: IP fragments and IPv6 extension headers beyond the walk of wire/ipv6.py
 (dropped, counted).
 
@@ -93,7 +105,7 @@ from __future__ import annotations
 import dataclasses
 import random
 from collections import defaultdict, deque
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 from . import fwd as _fwd
 from .addr import Prefix
@@ -114,6 +126,7 @@ from .iface.ndp import Ndp
 from .iface.neighbours import Neighbours
 from .iface.tcp import TcpHandler
 from .iface.udp import UdpHandler
+from .routes import Network, pairs, parse_prefixes
 from .wire.ipv6 import IPV6_MIN_MTU
 
 
@@ -181,6 +194,8 @@ class Stack:
             self.ipv6 = Ipv6Input(link, nb, ndp, Prefix(config.network6), tcp.receive,
                                   udp.receive, icmp6.receive, icmp6.receive_link)
             link.ipv6_input = self.ipv6.receive
+        self.routed: tuple[Network, ...] = ()
+        self.set_routed(getattr(config, "routed", ()))
         self._bind_entry_points()
 
     def _bind_entry_points(self) -> None:
@@ -274,6 +289,34 @@ class Stack:
     @property
     def half_open(self) -> int:
         return self.table.half_open
+
+    # ------------------------------------------------------------------ public: routing
+
+    def set_routed(self, prefixes: Iterable[object]) -> None:
+        """Replace the routed prefixes (strings or ip_network values, both families). Raises
+        ValueError naming a bad value (routes.parse_prefixes); nothing changes then."""
+        own = [n for n in (self.config.network, self.config.network6) if n is not None]
+        nets = parse_prefixes(prefixes, own, self.config.network6 is not None)
+        self.routed = nets
+        self.ipv4.routed = pairs(nets, 4)
+        if self.ipv6 is not None:
+            self.ipv6.routed = pairs(nets, 6)
+        self.fwd.set_routed(nets)
+
+    def set_names(self, views: Any, domains: Iterable[object]) -> None:
+        """Replace the DNS name views ({querier address -> {name -> [addresses]}}) and the
+        network names. Raises ValueError naming a bad value (names.py); nothing changes then."""
+        self._udp.names.replace(views, domains)
+
+    def dns_answer(self, querier: bytes, msg: bytes | memoryview, limit: int = 65535) -> bytes | None:
+        """The local answer to DNS query `msg` from packed `querier` (b"" for a malformed
+        query: drop it), or None: forward it (the runtime's DNS over TCP asks here)."""
+        names = self._udp.names
+        return names.answer(querier, msg, limit) if names.active else None
+
+    def routes_to(self, ip: bytes) -> bool:
+        """Whether packed `ip` is in a routed prefix (a guest_ip an inbound flow may name)."""
+        return self.fwd.routes_to(ip)
 
     # ------------------------------------------------------------------ public: inbound (published ports)
 

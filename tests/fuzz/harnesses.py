@@ -1,6 +1,7 @@
 """Fuzz harnesses: one per wire parser, and one that drives a whole `Stack`. The IPv6 ones
 (ipv6, icmpv6, ndp) live in tests/fuzz/harnesses_ipv6.py, the DHCP one (dhcp) in
-tests/fuzz/harnesses_dhcp.py, and are registered here.
+tests/fuzz/harnesses_dhcp.py, the DNS name views' one (dns_names) in tests/fuzz/harnesses_dns.py,
+and are registered here.
 
 A harness is called with one input (``bytes``) and must return normally. Malformed input is
 fine -- the parsers raise `MalformedPacket` and the harness swallows it -- but any other
@@ -47,6 +48,7 @@ from slirpy.tcpip.wire.virtio import VirtioNetHeader
 
 from tests.fuzz.guestsim import GUEST_IP, HOST_IP, Guest
 from tests.fuzz.harnesses_dhcp import fuzz_dhcp
+from tests.fuzz.harnesses_dns import dns_names_corpus, fuzz_dns_names
 from tests.fuzz.harnesses_ipv6 import fuzz_icmpv6, fuzz_ipv6, fuzz_ndp
 
 CORPUS = Path(__file__).resolve().parent / "corpus"
@@ -446,6 +448,7 @@ HARNESSES = {
     "icmpv6": (fuzz_icmpv6, lambda: corpus("icmpv6")),
     "ndp": (fuzz_ndp, lambda: corpus("ndp")),
     "dhcp": (fuzz_dhcp, lambda: corpus("dhcp")),
+    "dns_names": (fuzz_dns_names, dns_names_corpus),
     "stack": (None, stack_corpus),          # target built per run: StackHarness(seed)
     "stack6": (None, stack6_corpus),        # the same StackHarness, fed IPv6 frames
     "dns": (None, dns_corpus),              # target built per run: DnsHarness(seed)

@@ -43,6 +43,9 @@ class FakeController:
     def auto_forward_ids(self) -> frozenset[int]:
         return self.auto
 
+    def routes_to(self, ip: bytes) -> bool:     # no routed prefixes (tests/unit/test_api_router.py)
+        return False
+
 
 def run(ctl, raw: bytes | str) -> bytes:
     if isinstance(raw, str):

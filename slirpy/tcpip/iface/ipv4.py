@@ -2,6 +2,9 @@
 not take (fragments, sources outside the sandbox network), learn the sender's MAC, and hand
 the packet to its transport handler. UDP from 0.0.0.0 (a DHCP client without an address) goes
 to `unconfigured` (the DHCP server) instead of being dropped as from outside the network.
+A source in one of the routed prefixes (`routed`, routes.py: the subnets behind the guest) is
+taken like the guest's own, without learning its MAC (it is behind the guest); that list is
+only walked for a source outside the sandbox network.
 
 Why a module: this is the only code that knows the packet is IPv4 on the way in; the handlers
 below it get the packet, the header length and packed addresses. IPv6 adds `ipv6.py` beside it.
@@ -37,19 +40,25 @@ class Ipv4Input:
         self._udp = udp
         self._icmp = icmp
         self.unconfigured: L4Input = self._bad_src    # UDP from 0.0.0.0: DHCP (Stack wires it)
+        self.routed: tuple[tuple[int, int], ...] = ()  # (value, mask) of routed prefixes
 
     def receive(self, mv: memoryview, src_mac: bytes, verify: bool, now: float) -> None:
         hlen, _tos, total, _ident, frag, ttl, proto, _csum, src, dst = parse_fields(mv)
         if frag & 0x3FFF:                      # MF or a fragment offset
             self._counters["ipv4.rx.drop.fragment"] += 1
             return
-        if (int.from_bytes(src, "big") & self._net_mask) != self._net_lo:
-            if proto == PROTO_UDP and src == _UNSPECIFIED:
-                self.unconfigured(mv[:total], hlen, src, dst, verify, now)
+        n = int.from_bytes(src, "big")
+        if (n & self._net_mask) != self._net_lo:
+            for lo, mask in self.routed:
+                if n & mask == lo:
+                    break
             else:
-                self._counters["ipv4.rx.drop.bad_src"] += 1
-            return
-        if src_mac != self._neighbours.get(src):
+                if proto == PROTO_UDP and src == _UNSPECIFIED:
+                    self.unconfigured(mv[:total], hlen, src, dst, verify, now)
+                else:
+                    self._counters["ipv4.rx.drop.bad_src"] += 1
+                return
+        elif src_mac != self._neighbours.get(src):
             self._learn(src, src_mac)
         packet = mv[:total]
         if proto == PROTO_TCP:

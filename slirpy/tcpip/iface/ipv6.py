@@ -7,7 +7,9 @@ for IPv4; the transport handlers below get the same (packet, l4 offset, src, dst
 from either. Sources inside network6 may open flows; link-local and unspecified sources are
 link business only, so they reach ICMPv6 (neighbour discovery, echo to the gateway's
 link-local address) and nothing else. Any accepted packet may bring an unsolicited Router
-Advertisement (ndp.py) when none went out for a while.
+Advertisement (ndp.py) when none went out for a while. Sources in the routed prefixes
+(`routed`, routes.py) may open flows too, as from network6 (their MAC is not learned: they are
+behind the guest); that list is walked only for a source outside network6.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ class Ipv6Input:
         self._udp = udp
         self._icmp = icmp
         self._icmp_link = icmp_link
+        self.routed: tuple[tuple[int, int], ...] = ()  # (value, mask) of routed prefixes
 
     def receive(self, mv: memoryview, src_mac: bytes, verify: bool, now: float) -> None:
         proto, l4, end, hop_limit, src, dst = parse_fields(mv)
@@ -45,25 +48,42 @@ class Ipv6Input:
             self._counters["ipv6.rx.drop.fragment"] += 1
             return
         packet = mv[:end]
-        if (int.from_bytes(src, "big") & self._net_mask) == self._net_lo:
+        n = int.from_bytes(src, "big")
+        if (n & self._net_mask) == self._net_lo:
             if src_mac != self._neighbours.get(src):
                 self._learn(src, src_mac)
-            if proto == PROTO_TCP:
-                self._tcp(packet, l4, src, dst, verify, now)
-            elif proto == PROTO_UDP:
-                self._udp(packet, l4, src, dst, verify, now)
-            elif proto == PROTO_ICMPV6:
-                self._icmp(packet, l4, src, dst, hop_limit, now)
+        elif not self._routed(n):
+            if proto == PROTO_ICMPV6 and (is_link_local6(src) or src == UNSPECIFIED):
+                self._link_business(packet, l4, src, dst, hop_limit, src_mac, now)
             else:
-                self._counters["ipv6.rx.drop.proto"] += 1
-                return
-        elif proto == PROTO_ICMPV6 and (is_link_local6(src) or src == UNSPECIFIED):
-            if src != UNSPECIFIED and src_mac != self._neighbours.get(src):
-                self._learn(src, src_mac)
-            self._icmp_link(packet, l4, src, dst, hop_limit, now)
+                self._counters["ipv6.rx.drop.bad_src"] += 1
+            return
+        if proto == PROTO_TCP:
+            self._tcp(packet, l4, src, dst, verify, now)
+        elif proto == PROTO_UDP:
+            self._udp(packet, l4, src, dst, verify, now)
+        elif proto == PROTO_ICMPV6:
+            self._icmp(packet, l4, src, dst, hop_limit, now)
         else:
-            self._counters["ipv6.rx.drop.bad_src"] += 1
+            self._counters["ipv6.rx.drop.proto"] += 1
             return
         ndp = self._ndp
         if now >= ndp.advertise_due:
             ndp.advertise(now)
+
+    def _link_business(self, packet: memoryview, l4: int, src: bytes, dst: bytes,
+                       hop_limit: int, src_mac: bytes, now: float) -> None:
+        """ICMPv6 from a link-local or unspecified source (NDP, echo to the gateway's
+        link-local address)."""
+        if src != UNSPECIFIED and src_mac != self._neighbours.get(src):
+            self._learn(src, src_mac)
+        self._icmp_link(packet, l4, src, dst, hop_limit, now)
+        ndp = self._ndp
+        if now >= ndp.advertise_due:
+            ndp.advertise(now)
+
+    def _routed(self, n: int) -> bool:
+        for lo, mask in self.routed:
+            if n & mask == lo:
+                return True
+        return False

@@ -14,7 +14,10 @@ checksum offload header, how much of a packet an error may quote) and ICMP flavo
 by address length on the error paths), and DNS at the IPv6 DNS address is DNS as at
 network+3. Over IPv6 a UDP checksum is mandatory: the wire parser refuses a zero one. A first
 datagram that fwd.py finds to be DHCP (port 67 at the gateway or a broadcast address) makes no
-flow: it goes to the DHCP server (iface/dhcp.py, wired by the Stack as `dhcp`).
+flow: it goes to the DHCP server (iface/dhcp.py, wired by the Stack as `dhcp`). With name
+views set (names.py, wired as `names`), each DNS query is first offered to them: a local
+answer (or NXDOMAIN for a foreign network's name) goes straight back to the querier from
+the DNS address, and only the rest reaches (or opens) the flow to the upstream.
 """
 
 from __future__ import annotations
@@ -27,8 +30,9 @@ from ..addr import ntoa
 from ..checksum import finish, fold, sum16
 from ..events import StackEvent, UdpDatagramReceived, UdpFlowOpened
 from ..flow import DatagramFlow, FlowKey, FlowTable
+from ..names import DROP, NameViews
 from ..wire.ipv4 import PROTO_UDP
-from ..wire.udp import UDP_HDR, UDP_HLEN, UdpHeader
+from ..wire.udp import UDP_HDR, UDP_HLEN, UdpHeader, build_datagram
 from .icmp import ErrorChannel
 from .link import Link
 from .neighbours import Neighbours
@@ -59,6 +63,7 @@ class UdpHandler:
         self._events = events
         self._mtu: int = config.mtu
         self.dhcp: Callable[[memoryview, float], None] = _no_dhcp   # wired to iface/dhcp.py
+        self.names = NameViews(self._counters)                     # the Stack's (set_names)
 
     def receive(self, packet: memoryview, hlen: int, src: bytes, dst: bytes, verify: bool,
                 now: float) -> None:
@@ -76,9 +81,12 @@ class UdpHandler:
             if flow is None:
                 return
         else:
-            if flow.dns and not is_dns_query(payload):
-                c["dns.rx.drop.garbage"] += 1
-                return
+            if flow.dns:
+                if not is_dns_query(payload):
+                    c["dns.rx.drop.garbage"] += 1
+                    return
+                if self.names.active and self._answered_locally(key, payload):
+                    return
             table.move_to_end(key)
         flow.last_head = bytes(packet[:flow.fam.quote_max])
         flow.last_active = now
@@ -107,9 +115,12 @@ class UdpHandler:
                     src, _fwd.net_unreach_code(len(src) == 16), bytes(packet))
             return None
         dns = verdict.dns
-        if dns and not is_dns_query(payload):
-            c["dns.rx.drop.garbage"] += 1
-            return None
+        if dns:
+            if not is_dns_query(payload):
+                c["dns.rx.drop.garbage"] += 1
+                return None
+            if self.names.active and self._answered_locally(key, payload):
+                return None
         flow = self._table.new_dgram(key, PROTO_UDP, src, sport, dst, dport, now, dns,
                                      verdict.host, self._link.family(src))
         if dns:
@@ -117,6 +128,17 @@ class UdpHandler:
         self._events.append(UdpFlowOpened(flow.flow_id, verdict.host, dport, ntoa(src), sport,
                                           dns))
         return flow
+
+    def _answered_locally(self, key: FlowKey, payload: memoryview) -> bool:
+        """Offer a DNS query to the name views; True when it was answered (or dropped) here."""
+        src, sport, dst, dport = key
+        reply = self.names.answer(src, payload)
+        if reply is None:
+            return False
+        if reply is not DROP:
+            self._link.send_ip(dst, src, PROTO_UDP, build_datagram(dst, src, dport, sport, reply))
+            self._counters["dns.names.tx"] += 1
+        return True
 
     def inbound_open(self, key: FlowKey, guest_ip: bytes, guest_port: int, client_ip: str,
                      now: float) -> int:
