@@ -23,4 +23,10 @@ def holder_status() -> str:
     return _status()
 
 
-__all__ = ["holder_status"]
+def run_member(**kwargs: object) -> int:
+    """`slirpy run --network NAME...` (called by slirpy/named.py): see networks.run."""
+    from slirpy.networks.run import run_member as _run
+    return _run(**kwargs)  # type: ignore[arg-type]
+
+
+__all__ = ["holder_status", "run_member"]

@@ -45,26 +45,27 @@ def check_aliases(aliases: list[str]) -> list[str]:
     return [_defs.check_name(a, "--network-alias").lower() for a in aliases]
 
 
-def register_member(name: str, requests: list[NetRequest], aliases: list[str], host_loopback: bool,
-                    publish: list[str], hostname: str | None,
-                    pid: int | None = None) -> tuple[HolderState, list[Attachment]]:
+def register_member(name: str | None, requests: list[NetRequest], aliases: list[str],
+                    host_loopback: bool, publish: list[str], hostname: str | None, pid: int | None = None
+                    ) -> tuple[registry.SandboxRecord, HolderState, list[Attachment]]:
     """Under the lock: the holder (started if needed), the addresses, the record. Then sync.
     Raises DefError / holder.HolderError / registry.RegistryError (one line each)."""
     with registry.state_lock():
         state = holder.ensure_holder()
         live = _members.from_records(registry.live())
         atts = plan(requests, aliases, host_loopback, live)
-        rec = registry.SandboxRecord(name=name, pid=pid or os.getpid(), mode=_members.MEMBER_MODE,
-                                     api_socket=paths.holder_socket(), hostname=hostname,
-                                     networks={a.network.name: a.record() for a in atts},
-                                     ports=list(publish))
-        registry.register(rec)
+        rec = registry.claim(name, pid or os.getpid(), mode=_members.MEMBER_MODE,
+                             api_socket=paths.holder_socket(),
+                             networks={a.network.name: a.record() for a in atts}, ports=list(publish))
+        if rec.hostname != (hostname or rec.name):
+            rec.hostname = hostname or rec.name
+            registry.update(rec.name, rec.pid, hostname=rec.hostname)
     try:
         sync_or_fail(name)
     except BaseException:
         registry.unregister(name, rec.pid)
         raise
-    return state, atts
+    return rec, state, atts
 
 
 def sync_or_fail(name: str | None = None) -> None:

@@ -19,6 +19,7 @@ import ipaddress
 import os
 import socket
 from dataclasses import dataclass, field
+from typing import Callable
 
 from slirpy.networks.defs import NetworkDef
 
@@ -59,29 +60,65 @@ def setup_links(attachments: list[Attachment], keeper_net_fd: int,
     """S: create, move, attach and configure every veth pair (see the module docstring).
     Returns warnings; raises OSError or pyroute2's NetlinkError."""
     from pyroute2 import IPRoute
+    _in_child(_drop_stale, attachments, keeper_net_fd)
+    with IPRoute() as ipr:
+        for a in attachments:
+            ipr.link("add", ifname=a.iface, kind="veth", peer=a.peer)
+            peer = ipr.link_lookup(ifname=a.peer)[0]
+            ipr.link("set", index=peer, net_ns_fd=keeper_net_fd)
+    _in_child(_attach_peers, attachments, keeper_net_fd)
+    return _configure(attachments, default_route)
+
+
+def _in_child(fn: Callable[..., None], *args: object) -> None:  # pragma: no cover
+    """Run fn in a forked child and wait: it may setns() elsewhere without us having to come
+    back (this process's own /proc/self may already show another PID namespace)."""
+    r, w = os.pipe2(os.O_CLOEXEC)
+    pid = os.fork()
+    if pid == 0:
+        code = 0
+        try:
+            os.close(r)
+            fn(*args)
+        except BaseException as e:
+            os.write(w, " ".join(str(e).split()).encode()[:1000] or b"error")
+            code = 1
+        finally:
+            os._exit(code)
+    os.close(w)
+    with os.fdopen(r, "rb") as f:
+        err = f.read().decode(errors="replace")
+    os.waitpid(pid, 0)
+    if err:
+        raise OSError(err)
+
+
+def _drop_stale(attachments: list[Attachment], keeper_net_fd: int) -> None:  # pragma: no cover
+    """In the keeper's net namespace: delete a peer of our name left by a killed predecessor
+    with our address whose namespace the kernel has not torn down yet."""
+    from pyroute2 import IPRoute
 
     from slirpy.sandbox.libc import CLONE_NEWNET, setns_fd
-    own = os.open("/proc/self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        with IPRoute() as ipr:
-            for a in attachments:
-                ipr.link("add", ifname=a.iface, kind="veth", peer=a.peer)
-                peer = ipr.link_lookup(ifname=a.peer)[0]
-                ipr.link("set", index=peer, net_ns_fd=keeper_net_fd)
-        setns_fd(keeper_net_fd, CLONE_NEWNET)
-        try:
-            with IPRoute() as ipr:
-                for a in attachments:
-                    idx = ipr.link_lookup(ifname=a.peer)[0]
-                    bridge = ipr.link_lookup(ifname=a.network.bridge)
-                    if not bridge:
-                        raise OSError(f"network {a.network.name!r}: bridge {a.network.bridge} is missing")
-                    ipr.link("set", index=idx, mtu=VETH_MTU, master=bridge[0], state="up")
-        finally:
-            setns_fd(own, CLONE_NEWNET)
-    finally:
-        os.close(own)
-    return _configure(attachments, default_route)
+    setns_fd(keeper_net_fd, CLONE_NEWNET)
+    with IPRoute() as ipr:
+        for a in attachments:
+            for idx in ipr.link_lookup(ifname=a.peer):
+                ipr.link("del", index=idx)
+
+
+def _attach_peers(attachments: list[Attachment], keeper_net_fd: int) -> None:  # pragma: no cover
+    """In the keeper's net namespace: each peer into its bridge, MTU, up."""
+    from pyroute2 import IPRoute
+
+    from slirpy.sandbox.libc import CLONE_NEWNET, setns_fd
+    setns_fd(keeper_net_fd, CLONE_NEWNET)
+    with IPRoute() as ipr:
+        for a in attachments:
+            idx = ipr.link_lookup(ifname=a.peer)[0]
+            bridge = ipr.link_lookup(ifname=a.network.bridge)
+            if not bridge:
+                raise OSError(f"network {a.network.name!r}: bridge {a.network.bridge} is missing")
+            ipr.link("set", index=idx, mtu=VETH_MTU, master=bridge[0], state="up")
 
 
 def _configure(attachments: list[Attachment], default_route: bool) -> list[str]:  # pragma: no cover
