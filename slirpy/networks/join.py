@@ -63,7 +63,7 @@ def register_member(name: str | None, requests: list[NetRequest], aliases: list[
     try:
         sync_or_fail(name)
     except BaseException:
-        registry.unregister(name, rec.pid)
+        registry.unregister(rec.name, rec.pid)
         raise
     return rec, state, atts
 

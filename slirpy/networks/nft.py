@@ -15,6 +15,7 @@ already inside the holder's user and net namespaces (holderns.in_holder).
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 from dataclasses import dataclass
 
@@ -24,7 +25,12 @@ TABLE = "slirpy"
 UPLINK = "tap0"
 HOST_LOOPBACK4, HOST_LOOPBACK6 = "10.0.2.2", "fd00::2"
 DNS4, DNS6 = "10.0.2.3", "fd00::3"
-NFT = "nft"
+
+
+def nft_binary() -> str:
+    """`nft` on PATH, else where Debian puts it (/usr/sbin, often not on a user's PATH)."""
+    import shutil
+    return shutil.which("nft") or next((p for p in ("/usr/sbin/nft", "/sbin/nft") if os.path.exists(p)), "nft")
 
 
 @dataclass(frozen=True)
@@ -131,7 +137,7 @@ class NftError(Exception):
 
 def apply(script: str) -> None:
     """Load `script` with `nft -f -` (call inside the holder's namespaces)."""
-    proc = subprocess.run([NFT, "-f", "-"], input=script.encode(), capture_output=True, timeout=30)
+    proc = subprocess.run([nft_binary(), "-f", "-"], input=script.encode(), capture_output=True, timeout=30)
     if proc.returncode != 0:
         lines = proc.stderr.decode(errors="replace").strip().splitlines()
         raise NftError(f"nft -f - failed: {lines[0] if lines else 'exit status %d' % proc.returncode}")
@@ -140,7 +146,7 @@ def apply(script: str) -> None:
 def read_rules() -> list[dict]:
     """Every rule of the table with its counter: [{"chain", "rule", "comment", "packets",
     "bytes"}] (call inside the holder's namespaces); [] when the table does not exist."""
-    proc = subprocess.run([NFT, "-j", "list", "table", "inet", TABLE], capture_output=True, timeout=30)
+    proc = subprocess.run([nft_binary(), "-j", "list", "table", "inet", TABLE], capture_output=True, timeout=30)
     if proc.returncode != 0:
         return []
     return parse_rules(json.loads(proc.stdout or b"{}"))
