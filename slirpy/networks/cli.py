@@ -108,15 +108,18 @@ def ls(as_json: bool) -> None:
 def inspect(names: tuple[str, ...]) -> None:
     """JSON: definition, members, and the nft rules with their counters."""
     from slirpy.networks import defs, holder
-    rules: list = []
+    info: dict = {"rules": [], "counters": {}}
     if holder.holder_status() == "running":
-        rules = holder.request("rules") or []          # type: ignore[assignment]
+        info = holder.request("rules") or info          # type: ignore[assignment]
     out = []
     for name in names:
         d = defs.require(name)
-        mine = [r for r in rules if str(r.get("comment") or "").startswith(f"{name}: ")
-                or r.get("comment") == "host loopback not allowed"]
-        out.append({**d.to_json(), "bridge": d.bridge, "members": _members_of(name), "rules": mine})
+
+        def ours(comment: object) -> bool:
+            return str(comment or "").startswith(f"{name}: ") or comment == "host loopback not allowed"
+        out.append({**d.to_json(), "bridge": d.bridge, "members": _members_of(name),
+                    "rules": [r for r in info["rules"] if ours(r.get("comment"))],
+                    "counters": {k: v for k, v in info["counters"].items() if ours(k)}})
     click.echo(json.dumps(out if len(out) > 1 else out[0], indent=1))
 
 

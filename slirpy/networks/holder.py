@@ -45,14 +45,10 @@ def ensure_holder() -> HolderState:
 
 def _start_router() -> HolderState:
     r, w = os.pipe2(os.O_CLOEXEC)
-    log = os.open(paths.holder_log(), os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
     try:
-        proc = subprocess.Popen([sys.executable, "-m", "slirpy.networks.router", str(w)],
-                                stdin=subprocess.DEVNULL, stdout=log, stderr=log, pass_fds=(w,),
-                                start_new_session=True, close_fds=True)
+        pid = _spawn_detached(w)
     finally:
         os.close(w)
-        os.close(log)
     try:
         import select
         ready, _, _ = select.select([r], [], [], START_TIMEOUT)
@@ -60,13 +56,38 @@ def _start_router() -> HolderState:
     finally:
         os.close(r)
     if word != "ok":
-        if proc.poll() is None and not word:
-            proc.kill()
         raise HolderError(word or f"the network holder did not start (see {paths.holder_log()})")
     state = read_state()
-    if state is None or state.router_pid != proc.pid:
+    if state is None or state.router_pid != pid:
         raise HolderError(f"the network holder started but wrote no state (see {paths.holder_log()})")
     return state
+
+
+def _spawn_detached(ready_w: int) -> int:
+    """Start the router as nobody's child (a double fork: it must not become a zombie of
+    this member's process when killed, nor send it SIGCHLD), in its own session, stdio to
+    holder.log. Its pid."""
+    log = os.open(paths.holder_log(), os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+    pid_r, pid_w = os.pipe2(os.O_CLOEXEC)
+    child = os.fork()
+    if child == 0:  # pragma: no cover - the short-lived middle process
+        code = 1
+        try:
+            proc = subprocess.Popen([sys.executable, "-m", "slirpy.networks.router", str(ready_w)],
+                                    stdin=subprocess.DEVNULL, stdout=log, stderr=log, pass_fds=(ready_w,),
+                                    start_new_session=True, close_fds=True)
+            os.write(pid_w, str(proc.pid).encode())
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(log)
+    os.close(pid_w)
+    with os.fdopen(pid_r, "rb") as f:
+        text = f.read().decode()
+    os.waitpid(child, 0)
+    if not text:
+        raise HolderError("cannot start the network holder (fork failed)")
+    return int(text)
 
 
 def request(op: str, timeout: float = REQUEST_TIMEOUT) -> object:

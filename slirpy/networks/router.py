@@ -48,6 +48,7 @@ class Router:
         self.idle_handle: asyncio.TimerHandle | None = None
         self.stopping = False
         self.lock = asyncio.Lock()
+        self.carried: dict[str, list[int]] = {}   # rule comment -> [packets, bytes] of replaced tables
 
     # -- control socket --------------------------------------------------------------------
 
@@ -66,7 +67,7 @@ class Router:
             if op == "sync":
                 reply: dict = await self.sync()
             elif op == "rules":
-                reply = {"ok": await self._in_worker(holderns.in_holder, self.keeper_pid, holderns.list_rules)}
+                reply = {"ok": await self._in_worker(self.counters)}
             elif op == "ping":
                 reply = {"ok": {"pid": os.getpid(), "keeper": self.keeper_pid}}
             else:
@@ -91,10 +92,31 @@ class Router:
         all_defs = _defs.all_defs()
         act = _members.active(all_defs, members)
         holderns.in_holder(self.keeper_pid, holderns.sync_bridges, _members.bridges(act))
+        old = holderns.in_holder(self.keeper_pid, holderns.list_rules)
         holderns.in_holder(self.keeper_pid, holderns.apply_rules,
                            nft.ruleset(act, _members.nft_members(members)))
+        self._carry(old)
         views, domains = _members.name_views(members, all_defs)
         return {"members": members, "routed": _members.routed(act), "views": views, "domains": domains}
+
+    def _carry(self, rules: list[dict]) -> None:
+        """Keep the counts of a table about to be replaced (worker thread)."""
+        for r in rules:
+            if r.get("comment"):
+                tot = self.carried.setdefault(r["comment"], [0, 0])
+                tot[0] += r["packets"]
+                tot[1] += r["bytes"]
+
+    def counters(self) -> dict:
+        """{"rules": the live table's rules, "counters": {comment: {packets, bytes}} since start}."""
+        rules = holderns.in_holder(self.keeper_pid, holderns.list_rules)
+        totals = {k: list(v) for k, v in self.carried.items()}
+        for r in rules:
+            if r.get("comment"):
+                tot = totals.setdefault(r["comment"], [0, 0])
+                tot[0] += r["packets"]
+                tot[1] += r["bytes"]
+        return {"rules": rules, "counters": {k: {"packets": p, "bytes": b} for k, (p, b) in totals.items()}}
 
     async def sync(self) -> dict:
         """Bring everything in line with the registry; {"ok": {...}} with per-member port errors."""

@@ -215,3 +215,152 @@ def test_sigkill_router(world: World) -> None:
     # and the published ports are back
     with socket.create_connection(("203.0.113.1", WEB_PORT), timeout=5) as s:
         assert s.recv(100).decode().startswith("203.0.113.1 ")
+
+
+# ------------------------------------------------------------------ rules: internal, egress, ingress
+
+
+@pytest.fixture(scope="module")
+def host_whoami():
+    """TCP whoami servers on 203.0.113.1 and 198.51.100.1 (the test namespace's "internet")."""
+    servers = []
+    for addr in ("203.0.113.1", "198.51.100.1"):
+        srv = socket.create_server((addr, 0))
+        servers.append(srv)
+
+        def loop(srv: socket.socket = srv) -> None:
+            while True:
+                try:
+                    conn, peer = srv.accept()
+                except OSError:
+                    return
+                conn.sendall(f"{peer[0]} {peer[1]}\n".encode())
+                conn.close()
+        import threading
+        threading.Thread(target=loop, daemon=True).start()
+    yield {s.getsockname()[0]: s.getsockname()[1] for s in servers}
+    for s in servers:
+        s.close()
+
+
+def _counter(world: World, network: str, what: str) -> int:
+    """Packets counted by a rule since the holder started (the table is rebuilt as members come
+    and go; the router carries the counts over)."""
+    return world.inspect(network)["counters"].get(f"{network}: {what}", {}).get("packets", 0)
+
+
+def test_internal(world: World, host_whoami: dict) -> None:
+    assert world.slirpy("network", "create", "--internal", "i").returncode == 0
+    world.start_server("inner", ["--network", "i"])
+    port = host_whoami["203.0.113.1"]
+    assert world.peer(["--network", "i"], "try", "203.0.113.1", str(port)) == {"result": "refused"}
+    assert world.peer(["--network", "i"], "try", "inner", "8000") == {"result": "ok"}     # by name, inside
+    res = world.run(["--network", "i"], ["sh", "-c", "ping -c1 -W2 203.0.113.1 >/dev/null; echo rc=$?"])
+    assert res.stdout.strip() == "rc=1"
+    assert _counter(world, "i", "internal") >= 2
+
+
+def test_egress_deny(world: World, host_whoami: dict) -> None:
+    assert world.slirpy("network", "create", "--egress-deny", "198.51.100.0/24", "e").returncode == 0
+    denied, allowed = host_whoami["198.51.100.1"], host_whoami["203.0.113.1"]
+    assert world.peer(["--network", "e"], "try", "198.51.100.1", str(denied)) == {"result": "refused"}
+    assert world.peer(["--network", "e"], "try", "198.51.100.1", "53", "udp") == {"result": "unreachable"}
+    out = world.peer(["--network", "e"], "whoami", "203.0.113.1", str(allowed))
+    assert out["reply"].startswith("203.0.113.1 ")        # out through slirpy's host sockets
+    assert _counter(world, "e", "egress-deny") >= 2
+
+
+def _tcp_whoami(port: int, source: str) -> str:
+    try:
+        with socket.create_connection(("203.0.113.1", port), timeout=5, source_address=(source, 0)) as s:
+            return s.recv(100).decode().strip() or "closed"
+    except ConnectionResetError:
+        return "reset"
+    except socket.timeout:
+        return "timeout"
+
+
+def _udp_whoami(port: int, source: str) -> str:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
+        u.bind((source, 0))
+        u.settimeout(2)
+        u.sendto(b"who", ("203.0.113.1", port))
+        try:
+            return u.recv(100).decode()
+        except socket.timeout:
+            return "timeout"
+
+
+def test_ingress_allow(world: World) -> None:
+    assert world.slirpy("network", "create", "--ingress-allow", "198.51.100.0/24", "g").returncode == 0
+    world.start_server("guarded", ["--network", "g", "-p", "18090:8000", "-p", "18091:8001/udp"])
+    assert _tcp_whoami(18090, "203.0.113.1") in ("reset", "closed")
+    reply = _tcp_whoami(18090, "198.51.100.1")
+    assert reply.split()[0] == "198.51.100.1"
+    assert _udp_whoami(18091, "203.0.113.1") == "timeout"
+    assert _udp_whoami(18091, "198.51.100.1").split()[0] == "198.51.100.1"
+    assert _counter(world, "g", "ingress-allow") >= 2
+
+
+# ------------------------------------------------------------------ lifecycle and bad input
+
+
+def test_two_concurrent_runs_create_the_holder(tmp_path: Path) -> None:
+    w = World(tmp_path)
+    assert w.slirpy("network", "create", "c").returncode == 0
+    procs = [subprocess.Popen([PY, "-m", "slirpy", "run", "--network", "c", "--", "sh", "-c",
+                               "ping -c1 -W5 10.89.0.1 >/dev/null && echo up"], env=w.env, cwd=REPO,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outs = [p.communicate(timeout=120) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs
+    assert [o[0].strip() for o in outs] == ["up", "up"]
+    # the last member gone, the holder goes too, leaving no file but the definitions
+    deadline = time.monotonic() + 15
+    run = tmp_path / "run" / "slirpy"
+    while {p.name for p in run.iterdir()} - {"lock", "sandboxes", "holder.log"}:
+        assert time.monotonic() < deadline, sorted(p.name for p in run.iterdir())
+        time.sleep(0.1)
+    assert list((run / "sandboxes").iterdir()) == []
+    assert [p.name for p in (tmp_path / "data" / "slirpy" / "networks").iterdir()] == ["c.json"]
+
+
+BAD = [
+    (["network", "create", "Bad!"], 2, "invalid network name 'Bad!'"),
+    (["network", "create", "a"], 1, "network 'a' already exists"),
+    (["network", "create", "--subnet", "10.89.0.0/16", "x"], 1, "invalid --subnet 10.89.0.0/16: overlaps 10.89.0.0/24 of network 'a'"),
+    (["network", "create", "--subnet", "10.0.2.0/24", "x"], 1, "overlaps 10.0.2.0/24"),
+    (["network", "create", "--subnet", "10.9.9.9/24", "x"], 2, "invalid --subnet '10.9.9.9/24'"),
+    (["network", "create", "--egress-deny", "nope", "x"], 2, "invalid --egress-deny 'nope'"),
+    (["network", "create", "--subnet6", "fd00:1::/64", "x"], 2, "--subnet6 fd00:1::/64 needs --ipv6"),
+    (["network", "inspect", "nosuch"], 1, "unknown network 'nosuch'"),
+    (["network", "rm", "nosuch"], 1, "unknown network 'nosuch'"),
+    (["run", "--network", "nosuch", "--", "true"], 1, "unknown network 'nosuch'"),
+    (["run", "--network", "a", "--ip", "10.89.5.5", "--", "true"], 1, "invalid --ip 10.89.5.5: must be a host address of network 'a'"),
+    (["run", "--network", "a", "--ip", "10.89.0.10", "--", "true"], 1, "--ip 10.89.0.10 is already in use on network 'a'"),
+    (["run", "--network", "a", "--ip", "x", "--", "true"], 2, "invalid --ip 'x'"),
+    (["network", "connect", "b", "nobody"], 1, "no running sandbox named 'nobody'"),
+]
+
+
+@pytest.mark.parametrize("args,code,message", BAD, ids=[" ".join(a[:3]) for a, _, _ in BAD])
+def test_bad_input(world: World, args: list[str], code: int, message: str) -> None:
+    before = sorted(p.name for p in (world.root / "data" / "slirpy" / "networks").iterdir())
+    res = world.slirpy(*args)
+    assert res.returncode == code, res.stderr
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], res.stderr
+    assert sorted(p.name for p in (world.root / "data" / "slirpy" / "networks").iterdir()) == before
+
+
+def test_connect_refuses_a_private_sandbox(world: World) -> None:
+    proc = subprocess.Popen([PY, "-m", "slirpy", "run", "--name", "loner", "--", "sleep", "60"], env=world.env,
+                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    world.procs.append(proc)
+    deadline = time.monotonic() + 30
+    while True:
+        res = world.slirpy("network", "connect", "a", "loner")
+        if "no running sandbox" not in res.stderr or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert res.returncode == 1
+    assert "own private network namespace" in res.stderr and len(res.stderr.strip().splitlines()) == 1
