@@ -136,6 +136,23 @@ def main(argv: list[str]) -> int:
     host_srv = subprocess.Popen(["iperf3", "-s", "-B", HOST], stdout=subprocess.DEVNULL)
     srv = slirpy(env, "run", "--network", "n", "--name", "srv", "--", "iperf3", "-s", stdout=subprocess.DEVNULL)
     time.sleep(3)
+    try:
+        out = measure(a, env)
+    except Exception:
+        log = root / "run" / "slirpy" / "holder.log"
+        print(log.read_text()[-3000:] if log.exists() else "no holder.log", file=sys.stderr)
+        raise
+    finally:
+        srv.terminate()
+        host_srv.terminate()
+    for k, v in out.items():
+        print(f"{k:40} {med(v)}")
+    if a.json:
+        Path(a.json).write_text(json.dumps(out, indent=1))
+    return 0
+
+
+def measure(a: argparse.Namespace, env: dict) -> dict[str, list[float]]:
     out: dict[str, list[float]] = {}
     for _ in range(a.runs):
         for rev in (False, True):
@@ -156,16 +173,11 @@ def main(argv: list[str]) -> int:
     after = memory(user_pids())
     out["RSS per idle member (MiB)"] = [(after[0] - before[0]) / a.members / 1024]
     out["PSS per idle member (MiB)"] = [(after[1] - before[1]) / a.members / 1024]
-    for p in [*idle, srv]:
+    for p in idle:
         p.terminate()
-    for p in [*idle, srv]:
+    for p in idle:
         p.wait(30)
-    host_srv.terminate()
-    for k, v in out.items():
-        print(f"{k:40} {med(v)}")
-    if a.json:
-        Path(a.json).write_text(json.dumps(out, indent=1))
-    return 0
+    return out
 
 
 if __name__ == "__main__":

@@ -48,16 +48,18 @@ class Router:
         self.idle_handle: asyncio.TimerHandle | None = None
         self.stopping = False
         self.lock = asyncio.Lock()
+        self.control: asyncio.AbstractServer | None = None
         self.carried: dict[str, list[int]] = {}   # rule comment -> [packets, bytes] of replaced tables
 
     # -- control socket --------------------------------------------------------------------
 
-    async def serve_control(self, path: str) -> asyncio.AbstractServer:
+    async def serve_control(self, path: str) -> None:
         try:
             os.unlink(path)
         except FileNotFoundError:
             pass
-        return await asyncio.start_unix_server(self._client, path=path)
+        # kept: uvloop closes a server whose object is garbage-collected
+        self.control = await asyncio.start_unix_server(self._client, path=path)
 
     async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:

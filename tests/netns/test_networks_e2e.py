@@ -364,3 +364,38 @@ def test_connect_refuses_a_private_sandbox(world: World) -> None:
         time.sleep(0.2)
     assert res.returncode == 1
     assert "own private network namespace" in res.stderr and len(res.stderr.strip().splitlines()) == 1
+
+
+def test_host_loopback_only_for_members_that_ask(world: World) -> None:
+    srv = socket.create_server(("127.0.0.1", 0))
+    port = srv.getsockname()[1]
+    import threading
+
+    def serve() -> None:
+        for _ in range(2):
+            try:
+                conn, peer = srv.accept()
+            except OSError:
+                return
+            conn.sendall(f"{peer[0]} {peer[1]}\n".encode())
+            conn.close()
+    threading.Thread(target=serve, daemon=True).start()
+    try:
+        assert world.peer(["--network", "a"], "try", "10.0.2.2", str(port)) == {"result": "refused"}
+        out = world.peer(["--network", "a", "--allow-host-loopback"], "whoami", "10.0.2.2", str(port))
+        assert out["reply"].startswith("127.0.0.1 ")
+    finally:
+        srv.close()
+
+
+def test_loopback_client_of_a_published_port(world: World) -> None:
+    # a port published at run time on the holder's API socket (guest_addr: the member); a
+    # loopback client appears as the gateway, as with a plain run
+    web_ip = "10.89.0.10"
+    from slirpy.api import request
+    fid = request(str(world.root / "run" / "slirpy" / "holder.sock"), {"execute": "add_hostfwd", "arguments": {
+        "proto": "tcp", "host_addr": "127.0.0.1", "host_port": WEB_PORT + 10, "guest_port": 8000,
+        "guest_addr": web_ip}})["return"]["id"]
+    with socket.create_connection(("127.0.0.1", WEB_PORT + 10), timeout=5) as s:
+        assert s.recv(100).decode().split()[0] == "10.0.2.2"
+    request(str(world.root / "run" / "slirpy" / "holder.sock"), {"execute": "remove_hostfwd", "arguments": {"id": fid}})
