@@ -229,6 +229,8 @@ def port_rm(api_socket: str, ids: tuple[int, ...]) -> None:
 def stats(api_socket: str, as_json: bool) -> None:
     """Print the counters of a running sandbox (every drop has its own dotted name)."""
     data = _api_call(api_socket, {"execute": "stats"}).get("return", {})
+    from .networks.cli import holder_rule_counters
+    data.update(holder_rule_counters(api_socket))      # the networks' nft rules, on the holder's socket
     if as_json:
         click.echo(json.dumps(data, indent=1))
         return
@@ -239,6 +241,8 @@ def stats(api_socket: str, as_json: bool) -> None:
         click.echo(f"fds {data['fds']}")
     for name, value in data.get("counters", {}).items():
         click.echo(f"{name} {value}")
+    for name, value in data.get("nft", {}).items():
+        click.echo(f"nft.{name.replace(': ', '.').replace(' ', '_')} {value['packets']}")
 
 
 @main.command()

@@ -38,6 +38,20 @@ def _guard(fn):  # type: ignore[no-untyped-def]
     return wrapper
 
 
+def holder_rule_counters(api_socket: str) -> dict:
+    """For `slirpy stats`: {"nft": {rule comment: {packets, bytes}}} when `api_socket` is the
+    networks holder's (counts since the holder started), else {}."""
+    import os
+    try:
+        from slirpy.networks import holder, paths
+        if os.path.realpath(api_socket) != os.path.realpath(paths.holder_socket()):
+            return {}
+        info = holder.request("rules")
+    except Exception:                   # noqa: BLE001 - stats never fails for want of rules
+        return {}
+    return {"nft": info.get("counters", {})} if isinstance(info, dict) else {}
+
+
 @click.group("network")
 def network() -> None:
     """Named networks of sandboxes: members reach each other by name; networks are isolated."""

@@ -300,6 +300,9 @@ def test_ingress_allow(world: World) -> None:
     assert _udp_whoami(18091, "203.0.113.1") == "timeout"
     assert _udp_whoami(18091, "198.51.100.1").split()[0] == "198.51.100.1"
     assert _counter(world, "g", "ingress-allow") >= 2
+    stats = world.slirpy("stats", "--api-socket", str(world.root / "run" / "slirpy" / "holder.sock"))
+    assert any(line.startswith("nft.g.ingress-allow ") and int(line.split()[1]) >= 2
+               for line in stats.stdout.splitlines()), stats.stdout
 
 
 # ------------------------------------------------------------------ lifecycle and bad input
