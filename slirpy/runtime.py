@@ -8,8 +8,9 @@ many sockets' data leaves in one batch.
 
 UDP flows and ICMP echo flows get one non-blocking host socket each (proxy/udp.py,
 proxy/icmp.py), watched with `add_reader`. Flows the Stack marks `dns` (network+3 port 53)
-are pointed at the upstream resolver: `--dns-upstream`, else the first nameserver of the
-host's resolv.conf, re-read when that file changes (resolvconf.py).
+are pointed at the upstream resolver: `--dns-upstream`, else the host's resolv.conf
+nameservers, re-read when that file changes (resolvconf.py), the next asked when one does not
+answer (proxy/dns.py).
 
 Published ports (ports.py) and the API socket (api.py): `prepare_ports(specs, api_socket)`
 binds them synchronously after the sandbox was forked and before the loop runs (so errors
@@ -35,6 +36,8 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable
 from . import doctor
 from . import pcap as _pcap
 from . import ports as _ports
+from .proxy import dns as dns_proxy
+from .proxy import dnstcp
 from .proxy import icmp as icmp_proxy
 from .proxy import tcp as tcp_proxy
 from .proxy import udp as udp_proxy
@@ -392,7 +395,9 @@ class Runtime:
         if log.isEnabledFor(logging.DEBUG):
             log.debug("udp %s:%d -> %s:%d open", ev.guest, ev.guest_port, host, port)
         try:
-            self.udp_flows[ev.flow_id] = udp_proxy.open_flow(self, ev.flow_id, host, port, ev.guest)
+            self.udp_flows[ev.flow_id] = (dns_proxy.open_flow(self, ev.flow_id, dns_proxy.upstreams(
+                self.config.dns_upstream, self.resolv), ev.guest) if ev.dns else
+                udp_proxy.open_flow(self, ev.flow_id, host, port, ev.guest))
         except OSError as e:
             self.counters["udp.host.open_failed"] += 1
             self.failed_flows[ev.flow_id] = e.errno or errno.EHOSTUNREACH
@@ -422,6 +427,10 @@ class Runtime:
     def _on_tcp_connect(self, ev: TcpConnectRequested) -> None:
         if log.isEnabledFor(logging.DEBUG):
             log.debug("tcp %s:%d -> %s:%d connect", ev.guest, ev.guest_port, ev.host, ev.port)
+        if ev.dns:      # local names, or several nameservers to fall back on: proxy/dnstcp.py
+            servers = dns_proxy.upstreams(self.config.dns_upstream, self.resolv)
+            if self.stack.has_names or len(servers) > 1:
+                return dnstcp.serve(self, ev.flow_id, ev.guest, servers)
         host, port = self.dns_upstream() if ev.dns else (ev.host, ev.port)
         self.connecting[ev.flow_id] = self.loop.create_task(self._connect(ev.flow_id, host, port))
 

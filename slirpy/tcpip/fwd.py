@@ -283,6 +283,12 @@ class Forwarder:
         self.routed = {4: pairs(networks, 4), V6_LEN: pairs(networks, 6)}
         self._inbound_src.clear()           # a client's inbound source may have changed
 
+    def unroutable_guest(self, guest_ip: bytes) -> bool:
+        """An inbound flow's named guest address that is neither on the sandbox network nor
+        in a routed prefix (one removed since the forward was made, say): nothing to reach."""
+        side = self._sides.get(len(guest_ip))
+        return side is not None and guest_ip not in side and not self.routes_to(guest_ip)
+
     def routes_to(self, ip: bytes) -> bool:
         """Whether `ip` is inside one of the routed prefixes (the subnets behind the guest)."""
         routed = self.routed.get(len(ip))

@@ -6,7 +6,8 @@ addresses. The Stack then takes a frame whose source is in one of these prefixes
 the guest's own (flows, echo, DNS, counters) and sends the answers to the guest's MAC (the
 holder's tap0), whose kernel routes them on. Everything else about them is decided here once:
 which prefixes are acceptable (never the sandbox network, never a martian range, bounded in
-number) and the (value, mask) pairs the per-packet source check walks. The guest's own network
+number) and the (mask, values) pairs the per-packet source check walks: one per distinct
+prefix length, so many networks of one size cost one set lookup. The guest's own network
 is always checked first by the IP inputs, so the guest's packets never reach this code.
 """
 
@@ -21,7 +22,7 @@ from .addr import is_martian
 MAX_ROUTED = 256            # prefixes per family; one /24 or /64 per network in practice
 
 Network = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
-Pairs = tuple[tuple[int, int], ...]
+Pairs = tuple[tuple[int, frozenset[int]], ...]     # (mask, network values of that length)
 
 
 def parse_prefixes(items: Iterable[object], own: Iterable[Network],
@@ -60,16 +61,21 @@ def parse_prefixes(items: Iterable[object], own: Iterable[Network],
 
 
 def pairs(networks: Iterable[Network], version: int) -> Pairs:
-    """The (value, mask) integers of one family's prefixes: the per-packet test is
-    `int.from_bytes(ip) & mask == value` for any pair."""
-    return tuple((int(n.network_address), int(n.netmask)) for n in networks
-                 if n.version == version)
+    """One family's prefixes grouped by length: (mask, the set of network values), longest
+    first. The per-packet test is `int.from_bytes(ip) & mask in values` for one pair per
+    distinct length (networks are usually all /24 or /64: one set lookup however many)."""
+    by_mask: dict[int, set[int]] = {}
+    for n in networks:
+        if n.version == version:
+            by_mask.setdefault(int(n.netmask), set()).add(int(n.network_address))
+    return tuple((mask, frozenset(values))
+                 for mask, values in sorted(by_mask.items(), reverse=True))
 
 
 def contains(routed: Pairs, ip: bytes) -> bool:
     """Whether packed `ip` (of the pairs' family) is in one of the prefixes."""
     n = int.from_bytes(ip, "big")
-    for lo, mask in routed:
-        if n & mask == lo:
+    for mask, values in routed:
+        if n & mask in values:
             return True
     return False

@@ -80,7 +80,8 @@ family's gateway.
 Routed prefixes (issue 15; routes.py): `config.routed`, replaced at run time with
 `set_routed(prefixes)`, are subnets behind the guest (a holder namespace's bridges) that this
 stack routes for: their sources are taken like the guest's own (flows, echo, DNS, counters),
-frames for them go to the guest's MAC, inbound flows may name a `guest_ip` inside them, and
+frames for them go to the guest's MAC, inbound flows may name a `guest_ip` inside them (one
+neither there nor on the sandbox network is refused: `*.inbound.drop.not_routed`), and
 flows *to* them are refused (`routed_dst`). The guest's own network is checked first, so its
 packets never pay for the list.
 
@@ -308,6 +309,11 @@ class Stack:
         network names. Raises ValueError naming a bad value (names.py); nothing changes then."""
         self._udp.names.replace(views, domains)
 
+    @property
+    def has_names(self) -> bool:
+        """Whether name views are set (DNS over TCP then goes through `dns_answer`)."""
+        return self._udp.names.active
+
     def dns_answer(self, querier: bytes, msg: bytes | memoryview, limit: int = 65535) -> bytes | None:
         """The local answer to DNS query `msg` from packed `querier` (b"" for a malformed
         query: drop it), or None: forward it (the runtime's DNS over TCP asks here)."""
@@ -348,6 +354,9 @@ class Stack:
         if guest is None:
             c["tcp.inbound.drop.family_off"] += 1
             return None
+        if guest_ip is not None and self.fwd.unroutable_guest(guest):
+            c["tcp.inbound.drop.not_routed"] += 1
+            return None
         key = self.fwd.inbound_key(client_ip, client_port, guest_port, self.table.tcp_by_key,
                                    "tcp", self._tcp.free_time_wait, guest)
         if key is None:
@@ -368,6 +377,9 @@ class Stack:
         guest = self.fwd.inbound_guest(client_ip, guest_ip)
         if guest is None:
             c["udp.inbound.drop.family_off"] += 1
+            return None
+        if guest_ip is not None and self.fwd.unroutable_guest(guest):
+            c["udp.inbound.drop.not_routed"] += 1
             return None
         key = self.fwd.inbound_key(client_ip, client_port, guest_port, self.table.udp, "udp",
                                    None, guest)

@@ -142,6 +142,12 @@ def test_an_inbound_flow_may_target_a_member_and_keeps_the_clients_address():
     assert s.inbound_source("10.89.5.9") == ipaddress.ip_address("10.0.2.2").packed
     assert s.routes_to(ipaddress.ip_address(MEMBER).packed)
     assert not s.routes_to(ipaddress.ip_address("10.0.2.100").packed)
+    # Once its prefix is gone, a forward to the member finds nothing to reach: refused, counted.
+    s.set_routed([])
+    member = ipaddress.ip_address(MEMBER).packed
+    assert s.tcp_inbound_open("203.0.113.7", 5557, 8080, 1.0, guest_ip=member) is None
+    assert s.udp_inbound_open("203.0.113.7", 5558, 53, 1.0, guest_ip=member) is None
+    assert s.counters["tcp.inbound.drop.not_routed"] == s.counters["udp.inbound.drop.not_routed"] == 1
 
 
 @pytest.mark.parametrize("bad, says", [
@@ -233,3 +239,15 @@ def test_without_names_dns_is_forwarded_as_before_and_set_names_validates():
     assert s.dns_answer(b"\x0a\x59\x05\x02", b"") is None    # still no views: forward
     s.set_names({}, ["back"])
     assert s.dns_answer(b"\x0a\x59\x05\x02", b"\x00") == b""  # malformed: drop
+
+
+def test_prefixes_of_several_lengths_are_each_checked():
+    from slirpy.tcpip.routes import contains, pairs
+    nets = parse_prefixes(["10.89.0.0/16", "10.90.5.0/24", "10.90.7.0/24", "192.0.2.128/25"],
+                          [ipaddress.ip_network("10.0.2.0/24")])
+    routed = pairs(nets, 4)
+    assert [bin(mask).count("1") for mask, _ in routed] == [25, 24, 16]     # one per length
+    inside = ["10.89.200.1", "10.90.5.9", "10.90.7.255", "192.0.2.200"]
+    outside = ["10.90.6.1", "10.91.0.1", "192.0.2.1", "11.89.0.1"]
+    assert [contains(routed, ipaddress.ip_address(a).packed) for a in inside + outside] == [
+        True] * 4 + [False] * 4

@@ -15,6 +15,7 @@ from __future__ import annotations
 from typing import Callable
 
 from ..addr import Prefix
+from ..routes import Pairs
 from ..wire.ipv4 import PROTO_ICMP, PROTO_TCP, PROTO_UDP, parse_fields
 from .link import Link
 from .neighbours import Neighbours
@@ -40,7 +41,7 @@ class Ipv4Input:
         self._udp = udp
         self._icmp = icmp
         self.unconfigured: L4Input = self._bad_src    # UDP from 0.0.0.0: DHCP (Stack wires it)
-        self.routed: tuple[tuple[int, int], ...] = ()  # (value, mask) of routed prefixes
+        self.routed: Pairs = ()          # routed prefixes: (mask, network values) (routes.py)
 
     def receive(self, mv: memoryview, src_mac: bytes, verify: bool, now: float) -> None:
         hlen, _tos, total, _ident, frag, ttl, proto, _csum, src, dst = parse_fields(mv)
@@ -49,8 +50,8 @@ class Ipv4Input:
             return
         n = int.from_bytes(src, "big")
         if (n & self._net_mask) != self._net_lo:
-            for lo, mask in self.routed:
-                if n & mask == lo:
+            for mask, values in self.routed:
+                if n & mask in values:
                     break
             else:
                 if proto == PROTO_UDP and src == _UNSPECIFIED:

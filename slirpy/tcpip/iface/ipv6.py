@@ -17,6 +17,7 @@ from __future__ import annotations
 from typing import Callable
 
 from ..addr import Prefix, is_link_local6
+from ..routes import Pairs
 from ..wire.icmpv6 import UNSPECIFIED
 from ..wire.ipv6 import PROTO_FRAGMENT, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP, parse_fields
 from .ipv4 import IcmpInput, L4Input
@@ -40,7 +41,7 @@ class Ipv6Input:
         self._udp = udp
         self._icmp = icmp
         self._icmp_link = icmp_link
-        self.routed: tuple[tuple[int, int], ...] = ()  # (value, mask) of routed prefixes
+        self.routed: Pairs = ()          # routed prefixes: (mask, network values) (routes.py)
 
     def receive(self, mv: memoryview, src_mac: bytes, verify: bool, now: float) -> None:
         proto, l4, end, hop_limit, src, dst = parse_fields(mv)
@@ -83,7 +84,7 @@ class Ipv6Input:
             ndp.advertise(now)
 
     def _routed(self, n: int) -> bool:
-        for lo, mask in self.routed:
-            if n & mask == lo:
+        for mask, values in self.routed:
+            if n & mask in values:
                 return True
         return False
