@@ -16,10 +16,11 @@ then eth<i> gets its address, MTU and (first network) the default routes via the
 from __future__ import annotations
 
 import ipaddress
+import json
 import os
 import socket
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Any, Callable
 
 from slirpy.networks.defs import NetworkDef
 
@@ -70,27 +71,37 @@ def setup_links(attachments: list[Attachment], keeper_net_fd: int,
     return _configure(attachments, default_route)
 
 
-def _in_child(fn: Callable[..., None], *args: object) -> None:  # pragma: no cover
-    """Run fn in a forked child and wait: it may setns() elsewhere without us having to come
-    back (this process's own /proc/self may already show another PID namespace)."""
+def _in_child(fn: Callable[..., Any], *args: object) -> Any:  # pragma: no cover
+    """fn(*args) in a forked child; its JSON-able result (OSError with its one-line error).
+
+    Used for the work in the keeper's namespace (the child may setns() there without having to
+    come back: this process's own /proc/self may already show another PID namespace), and for
+    the whole set-up, so that S itself never imports pyroute2 (a member's memory)."""
     r, w = os.pipe2(os.O_CLOEXEC)
     pid = os.fork()
     if pid == 0:
         code = 0
         try:
             os.close(r)
-            fn(*args)
+            out = {"ok": fn(*args)}
         except BaseException as e:
-            os.write(w, " ".join(str(e).split()).encode()[:1000] or b"error")
+            out = {"error": " ".join(str(e).split())[:1000] or type(e).__name__}
             code = 1
+        try:
+            os.write(w, json.dumps(out).encode())
         finally:
             os._exit(code)
     os.close(w)
     with os.fdopen(r, "rb") as f:
-        err = f.read().decode(errors="replace")
+        raw = f.read()
     os.waitpid(pid, 0)
-    if err:
-        raise OSError(err)
+    try:
+        out = json.loads(raw)
+    except ValueError:
+        raise OSError("the set-up process died") from None
+    if "error" in out:
+        raise OSError(out["error"])
+    return out["ok"]
 
 
 def _drop_stale(attachments: list[Attachment], keeper_net_fd: int) -> None:  # pragma: no cover
@@ -152,7 +163,7 @@ def member_setup_for(attachments: list[Attachment], keeper_net_fd: int):  # type
     def setup() -> list[str]:  # pragma: no cover - runs in S
         from slirpy.sandbox import SandboxError
         try:
-            return setup_links(attachments, keeper_net_fd)
+            return list(_in_child(setup_links, attachments, keeper_net_fd))
         except Exception as e:          # noqa: BLE001 - NetlinkError, OSError: one line
             raise SandboxError(f"cannot attach to the network: {' '.join(str(e).split())}") from None
     return setup
