@@ -396,9 +396,11 @@ def test_loopback_client_of_a_published_port(world: World) -> None:
     # loopback client appears as the gateway, as with a plain run
     web_ip = "10.89.0.10"
     from slirpy.api import request
-    fid = request(str(world.root / "run" / "slirpy" / "holder.sock"), {"execute": "add_hostfwd", "arguments": {
-        "proto": "tcp", "host_addr": "127.0.0.1", "host_port": WEB_PORT + 10, "guest_port": 8000,
-        "guest_addr": web_ip}})["return"]["id"]
-    with socket.create_connection(("127.0.0.1", WEB_PORT + 10), timeout=5) as s:
+    reply = request(str(world.root / "run" / "slirpy" / "holder.sock"), {"execute": "add_hostfwd", "arguments": {
+        "proto": "tcp", "host_addr": "127.0.0.1", "host_port": WEB_PORT - 10, "guest_port": 8000,
+        "guest_addr": web_ip}})
+    assert "return" in reply, reply
+    fid = reply["return"]["id"]
+    with socket.create_connection(("127.0.0.1", WEB_PORT - 10), timeout=5) as s:
         assert s.recv(100).decode().split()[0] == "10.0.2.2"
     request(str(world.root / "run" / "slirpy" / "holder.sock"), {"execute": "remove_hostfwd", "arguments": {"id": fid}})
