@@ -49,6 +49,8 @@ class Router:
         self.stopping = False
         self.lock = asyncio.Lock()
         self.control: asyncio.AbstractServer | None = None
+        self.applied_bridges: list[dict] | None = None   # what the holder has now (None: unknown)
+        self.applied_script: str | None = None
         self.carried: dict[str, list[int]] = {}   # rule comment -> [packets, bytes] of replaced tables
 
     # -- control socket --------------------------------------------------------------------
@@ -93,11 +95,16 @@ class Router:
         members = _members.from_records(registry.live())
         all_defs = _defs.all_defs()
         act = _members.active(all_defs, members)
-        holderns.in_holder(self.keeper_pid, holderns.sync_bridges, _members.bridges(act))
-        old = holderns.in_holder(self.keeper_pid, holderns.list_rules)
-        holderns.in_holder(self.keeper_pid, holderns.apply_rules,
-                           nft.ruleset(act, _members.nft_members(members)))
-        self._carry(old)
+        bridges = _members.bridges(act)
+        if bridges != self.applied_bridges:
+            holderns.in_holder(self.keeper_pid, holderns.sync_bridges, bridges)
+            self.applied_bridges = bridges
+        script = nft.ruleset(act, _members.nft_members(members))
+        if script != self.applied_script:       # most joins and leaves change no rule
+            old = holderns.in_holder(self.keeper_pid, holderns.list_rules)
+            holderns.in_holder(self.keeper_pid, holderns.apply_rules, script)
+            self.applied_script = script
+            self._carry(old)
         views, domains = _members.name_views(members, all_defs)
         return {"members": members, "routed": _members.routed(act), "views": views, "domains": domains}
 

@@ -29,7 +29,7 @@ def run_member(*, networks: list[str], argv: list[str], config: NetConfig, name:
     """Run `argv` as a member of `networks`; its exit code (slirpy's own errors end the process)."""
     from slirpy.networks import holder
     from slirpy.networks.defs import DefError, check_name
-    from slirpy.networks.join import NetRequest, register_member, sync_or_fail
+    from slirpy.networks.join import NetRequest, register_member
     if len(ips) > len(networks):
         _fail(f"--ip given {len(ips)} times for {len(networks)} --network: one --ip pins the address "
               "on the --network at the same position", 2)
@@ -47,11 +47,8 @@ def run_member(*, networks: list[str], argv: list[str], config: NetConfig, name:
     try:
         return _run(rec, state.keeper_pid, atts, argv, config, add_hosts, dns)
     finally:
+        # The router sees this process end (its pidfd) and syncs then: no need to wait for it.
         registry.unregister(rec.name, rec.pid)
-        try:
-            sync_or_fail()
-        except (holder.HolderError, DefError):
-            pass                              # the router cleans up after our pid anyway
 
 
 def _run(rec: registry.SandboxRecord, keeper_pid: int, atts: list, argv: list[str], config: NetConfig,
