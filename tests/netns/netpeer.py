@@ -6,7 +6,7 @@
     netpeer.py upload HOST SIZE SEED     -> {"sent": sha, "got": sha}
     netpeer.py download HOST SIZE SEED   -> {"expected": sha, "got": sha, "bytes": n}
     netpeer.py whoami HOST PORT [udp]    -> {"reply": "IP PORT"} or {"error": "..."}
-    netpeer.py try HOST PORT [udp]       -> {"result": "ok" | "refused" | "unreachable" | "timeout" | ...}
+    netpeer.py try HOST PORT [udp]       -> {"result": "ok" | "refused" | "unreachable" | "prohibited" | "timeout" | ...}
 """
 
 from __future__ import annotations
@@ -144,7 +144,7 @@ def _kind(e: OSError) -> str:
     if isinstance(e, socket.timeout):
         return "timeout"
     return {errno.ECONNREFUSED: "refused", errno.EHOSTUNREACH: "unreachable",
-            errno.ENETUNREACH: "unreachable", errno.EACCES: "refused"}.get(e.errno or 0, f"errno {e.errno}")
+            errno.ENETUNREACH: "unreachable", errno.EACCES: "prohibited"}.get(e.errno or 0, f"errno {e.errno}")
 
 
 def try_connect(host: str, port: int, udp: bool) -> dict:

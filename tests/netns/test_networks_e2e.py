@@ -404,3 +404,14 @@ def test_loopback_client_of_a_published_port(world: World) -> None:
     with socket.create_connection(("127.0.0.1", WEB_PORT - 10), timeout=5) as s:
         assert s.recv(100).decode().split()[0] == "10.0.2.2"
     request(str(world.root / "run" / "slirpy" / "holder.sock"), {"execute": "remove_hostfwd", "arguments": {"id": fid}})
+
+
+def test_ipv6_between_and_across_networks(world: World) -> None:
+    assert world.slirpy("network", "create", "--ipv6", "--subnet6", "fd89:0:0:66::/64", "six").returncode == 0
+    assert world.peer(["--network", "a"], "whoami", "fd89::a", "8000")["reply"].split()[0].startswith("fd89::")
+    assert world.peer(["--network", "six"], "try", "fd89::a", "8000") == {"result": "refused"}
+    # ICMPv6 administratively prohibited: Linux reports it as EACCES
+    assert world.peer(["--network", "six"], "try", "fd89::a", "8001", "udp") == {"result": "prohibited"}
+    res = world.run(["--network", "six"], ["sh", "-c", "dig +short @fd89:0:0:66::1 web.a AAAA; "
+                                          "dig @fd89:0:0:66::1 web.a AAAA | grep -c NXDOMAIN"])
+    assert res.stdout.split() == ["1"], res.stdout
