@@ -143,7 +143,7 @@ class Router:
             return {"ok": {"members": [m.name for m in self.members], "port_errors": errors}}
 
     async def _sync_ports(self) -> dict[str, str]:
-        from slirpy.config import ConfigError, parse_port_spec
+        from slirpy.config import parse_port_spec
         ports = self.runtime.ports
         live = {m.name: m for m in self.members}
         for name in [n for n in self.forwards if n not in live]:
@@ -163,7 +163,7 @@ class Router:
                     for spec in parse_port_spec(text):
                         spec = type(spec)(spec.proto, spec.host_addr, spec.host_port, spec.guest_port, guest)
                         made.append(await ports.add_forward(spec))
-                except (ConfigError, OSError, Exception) as e:   # PortError among them
+                except Exception as e:          # noqa: BLE001 - ConfigError, PortError, OSError
                     errors[m.name] = f"-p {text}: {e}"
                     break
         return errors
@@ -202,17 +202,14 @@ class Router:
     async def _maybe_stop(self) -> None:
         async with self.lock:
             stop = await self._in_worker(self._release_if_idle)
-            if not stop:
-                await self.sync_unlocked_later()
+            if not stop:                            # a member came meanwhile: sync once we are done
+                asyncio.get_running_loop().create_task(self.sync())
                 return
             self.stopping = True
             api = getattr(self.runtime, "api", None)
             if api is not None:
                 api.path = ""                       # its file is gone already; never unlink a successor's
             self.target.send_signal(signal.SIGTERM)
-
-    async def sync_unlocked_later(self) -> None:
-        asyncio.get_running_loop().call_soon(lambda: asyncio.get_running_loop().create_task(self.sync()))
 
     def _release_if_idle(self) -> bool:
         """Worker thread, under the state lock: if no member lives, remove our files and end
