@@ -30,6 +30,9 @@ def run_member(*, networks: list[str], argv: list[str], config: NetConfig, name:
     from slirpy.networks import holder
     from slirpy.networks.defs import DefError, check_name
     from slirpy.networks.join import NetRequest, register_member
+    if config.auto_publish is not None:
+        _fail("-p auto does nothing with --network NAME yet: publish the member's ports explicitly "
+              "(-p HOST_PORT:CONTAINER_PORT)", 2)
     if len(ips) > len(networks):
         _fail(f"--ip given {len(ips)} times for {len(networks)} --network: one --ip pins the address "
               "on the --network at the same position", 2)
