@@ -281,6 +281,8 @@ def stats(api_socket: str | None, sandbox_name: str | None, as_json: bool, sandb
     """Print the counters of a running sandbox (every drop has its own dotted name)."""
     target, _ = _target(api_socket, sandbox_name, [sandbox] if sandbox else [])
     data = _api_call(target.api_socket, {"execute": "stats"}).get("return", {})
+    from .networks.cli import holder_rule_counters
+    data.update(holder_rule_counters(target.api_socket))   # the networks' nft rules, on the holder's socket
     if as_json:
         click.echo(json.dumps(data, indent=1))
         return
@@ -291,6 +293,8 @@ def stats(api_socket: str | None, sandbox_name: str | None, as_json: bool, sandb
         click.echo(f"fds {data['fds']}")
     for name, value in data.get("counters", {}).items():
         click.echo(f"{name} {value}")
+    for name, value in data.get("nft", {}).items():
+        click.echo(f"nft.{name.replace(': ', '.').replace(' ', '_')} {value['packets']}")
 
 
 @main.command()
@@ -425,6 +429,11 @@ def slirp4netns_cmd(args: tuple[str, ...]) -> None:
     from .slirp4netns import run as run_slirp4netns
 
     sys.exit(run_slirp4netns(list(args), "slirpy slirp4netns"))
+
+
+from .networks.cli import network as _network_group  # noqa: E402  (slirpy network ...)
+
+main.add_command(_network_group)
 
 
 if __name__ == "__main__":  # pragma: no cover
