@@ -134,7 +134,8 @@ def run(mtu: str, cidr: str, ipv6: bool | None, cidr6: str | None, no_offload: b
 
     mode, naming = check_run_options(network, name, hostname, add_hosts, dns, ips, network_aliases, {
         "-p/--publish": bool(publish), "--api-socket": api_socket is not None, "--pcap": pcap is not None,
-        "--impair": impair is not None, "--stats-file": stats_file is not None})
+        "--impair": impair is not None, "--stats-file": stats_file is not None},
+        _given_on_command_line(ROUTER_WIDE_OPTIONS))
     if debug:
         logging.basicConfig(level=logging.DEBUG, format="slirpy: %(levelname)s %(message)s")
     config = build_config(mtu, cidr, not no_offload, allow_host_loopback, dns=not disable_dns,
@@ -154,6 +155,25 @@ def run(mtu: str, cidr: str, ipv6: bool | None, cidr6: str | None, no_offload: b
                            config, list(command), map_subuids=map_subuids, stats_file=stats_file,
                            impair=impair_spec, pcap=capture,
                            harden=None if no_sandbox else HardenOptions(), **named)))
+
+
+# `slirpy run` options that belong to a network's router (one for every member), not to one
+# member: given with --network NAME they are refused (named.network_options), never ignored.
+ROUTER_WIDE_OPTIONS = {"mtu": "--mtu", "cidr": "--cidr", "ipv6": "--ipv6/--no-ipv6", "cidr6": "--cidr6",
+                       "no_offload": "--no-offload", "map_subuids": "--map-subuids",
+                       "disable_dns": "--disable-dns", "dns_upstream": "--dns-upstream",
+                       "outbound_addr": "--outbound-addr", "outbound_addr6": "--outbound-addr6",
+                       "limits": "--limit", "impair": "--impair", "api_socket": "--api-socket",
+                       "pcap": "--pcap", "pcap_max_size": "--pcap-max-size",
+                       "publish_auto_addr": "--publish-auto-addr", "stats_file": "--stats-file",
+                       "no_sandbox": "--no-sandbox"}
+
+
+def _given_on_command_line(options: dict[str, str]) -> dict[str, bool]:
+    """{option text: was it typed} for the current command's parameters named in `options`."""
+    ctx = click.get_current_context()
+    return {text: ctx.get_parameter_source(param) == click.core.ParameterSource.COMMANDLINE
+            for param, text in options.items()}
 
 
 # ------------------------------------------------------------------ slirpy port add|ls|rm

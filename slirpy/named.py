@@ -77,14 +77,29 @@ def private_only_options(mode: str, given: dict[str, bool]) -> None:
                              "own: it works without --network or with a named network)")
 
 
+def network_options(mode: str, given: dict[str, bool]) -> None:
+    """A member of a named network is served by the network's router, shared by every member:
+    the options that configure slirpy's own network (MTU, addresses, limits, capture, API...)
+    are the router's, not the member's.  Given with --network NAME, the first is refused."""
+    if mode != "network":
+        return
+    for option, was_given in given.items():
+        if was_given:
+            raise ValueError(f"{option} does nothing with --network NAME: the network's router, "
+                             "shared by every member, has its own (a member has -p, --ip, "
+                             "--network-alias, --allow-host-loopback, --dns, --name, --hostname, --add-host)")
+
+
 def check_run_options(network: tuple[str, ...], name: str | None, hostname: str | None,
                       add_hosts: tuple[str, ...], dns: tuple[str, ...], ips: tuple[str, ...],
-                      aliases: tuple[str, ...], private_only: dict[str, bool]) -> tuple[str, Naming]:
+                      aliases: tuple[str, ...], private_only: dict[str, bool],
+                      router_wide: dict[str, bool] | None = None) -> tuple[str, Naming]:
     """`slirpy run`'s naming and mode options; a bad one ends slirpy with one line (2)."""
     try:
         mode = network_mode(network)
         naming = parse_naming(name, hostname, add_hosts, dns, ips, aliases)
         private_only_options(mode, private_only)
+        network_options(mode, router_wide or {})
         if (ips or aliases) and mode != "network":
             raise ValueError(f"{'--ip' if ips else '--network-alias'} needs --network NAME (a named network)")
         if hostname is not None and mode.startswith("sandbox:"):

@@ -164,3 +164,25 @@ def test_holder_status_as_the_networks_code_says_it(status, running, monkeypatch
     fake.holder_status = lambda: status            # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "slirpy.networks", fake)
     assert ps._holder_running() is running
+
+
+@pytest.mark.parametrize("option", [["--mtu", "1500"], ["--cidr", "10.0.3.0/24"], ["--no-ipv6"],
+                                    ["--limit", "max_tcp_flows=10"], ["--pcap", "/tmp/x.pcap"],
+                                    ["--api-socket", "/tmp/x.sock"], ["--stats-file", "/tmp/s.json"],
+                                    ["--mtu", "65520"]])      # typed, even with the default value
+def test_router_wide_options_are_refused_for_a_network_member_not_ignored(option):
+    from click.testing import CliRunner
+
+    from slirpy.cli import main
+    r = CliRunner().invoke(main, ["run", "--network", "front", *option, "--", "true"])
+    assert r.exit_code == 2, r.output
+    assert option[0] in r.output and "does nothing with --network NAME" in r.output
+    assert len(r.output.strip().splitlines()) == 1
+
+
+def test_member_options_are_not_refused_by_the_router_wide_check():
+    from slirpy.named import network_options
+    network_options("network", {"--mtu": False, "--pcap": False})        # nothing typed: fine
+    network_options("private", {"--mtu": True})                         # a plain run: its own
+    with pytest.raises(ValueError, match="--pcap does nothing"):
+        network_options("network", {"--mtu": False, "--pcap": True})
