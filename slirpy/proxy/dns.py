@@ -25,7 +25,7 @@ import time
 from typing import TYPE_CHECKING
 
 from .host import FlowHost, UdpFlowSocket
-from .udp import IP_RECVERR, IPV6_RECVERR
+from .udp import host_socket
 from .udp import open_flow as open_udp_flow
 
 if TYPE_CHECKING:
@@ -87,18 +87,7 @@ class HostDnsFlow:
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         sock = self._socks.get(family)
         if sock is None:
-            sock = socket.socket(family, socket.SOCK_DGRAM | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC)
-            try:
-                if family == socket.AF_INET:
-                    sock.setsockopt(socket.IPPROTO_IP, IP_RECVERR, 1)
-                else:
-                    sock.setsockopt(socket.IPPROTO_IPV6, IPV6_RECVERR, 1)
-                local = self.flow_host.bind_address_for(host)
-                if local is not None:
-                    sock.bind((local, 0))
-            except OSError:
-                sock.close()
-                raise
+            sock = host_socket(self.flow_host, host)
             self._socks[family] = sock
             self.flow_host.loop.add_reader(sock.fileno(), self._on_readable, sock)
         return sock

@@ -173,12 +173,9 @@ class HostUdpFlow(WatchedSocket):
         self.rearm()
 
 
-def open_flow(flow_host: FlowHost, flow_id: int, host: str, port: int,
-              guest: str | None = None) -> HostUdpFlow:
-    """A connected UDP socket to host:port watched by the loop (`guest`: the guest side's
-    address, whose family says which ICMP flavour the guest speaks; None: host's). Raises
-    OSError when it cannot be opened or routed (EAFNOSUPPORT on a host without IPv6,
-    ENETUNREACH, ...); the runtime reports that per guest datagram."""
+def host_socket(flow_host: FlowHost, host: str) -> socket.socket:
+    """A non-blocking UDP socket of `host`'s family with the error queue on (IP_RECVERR or
+    IPV6_RECVERR), bound to the outbound address for `host` if there is one. Not connected."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_DGRAM | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC)
     try:
@@ -189,11 +186,25 @@ def open_flow(flow_host: FlowHost, flow_id: int, host: str, port: int,
         local = flow_host.bind_address_for(host)
         if local is not None:
             sock.bind((local, 0))
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+def open_flow(flow_host: FlowHost, flow_id: int, host: str, port: int,
+              guest: str | None = None) -> HostUdpFlow:
+    """A connected UDP socket to host:port watched by the loop (`guest`: the guest side's
+    address, whose family says which ICMP flavour the guest speaks; None: host's). Raises
+    OSError when it cannot be opened or routed (EAFNOSUPPORT on a host without IPv6,
+    ENETUNREACH, ...); the runtime reports that per guest datagram."""
+    sock = host_socket(flow_host, host)
+    try:
         sock.connect((host, port))
     except OSError:
         sock.close()
         raise
-    relay = guest is None or (":" in guest) == (family == socket.AF_INET6)
+    relay = guest is None or (":" in guest) == (sock.family == socket.AF_INET6)
     flow = HostUdpFlow(flow_host, flow_id, sock, relay)
     flow_host.loop.add_reader(flow.fd, flow.on_readable)
     return flow
