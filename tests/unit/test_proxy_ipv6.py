@@ -109,6 +109,20 @@ class FakeSock:
         return -1
 
 
+class FakeLoop:
+    """Records the readers: a socket that reported an error must be watched again (rearm)."""
+    def __init__(self):
+        self.readers = {}
+        self.rearmed = 0
+
+    def add_reader(self, fd, cb):
+        self.readers[fd] = cb
+
+    def remove_reader(self, fd):
+        if self.readers.pop(fd, None) is not None:
+            self.rearmed += 1
+
+
 class FakeHost:
     def __init__(self, bind6: str | None = None):
         self.stack = Recorder()
@@ -116,7 +130,7 @@ class FakeHost:
         self.flushes = 0
         self.bind6 = bind6
         self.registered = {}
-        self.loop = None
+        self.loop = FakeLoop()
 
     def request_flush(self):
         self.flushes += 1
@@ -140,10 +154,13 @@ def v6_err(icmp_type, code, err=errno.EHOSTUNREACH, info=0):
 def test_udp_ipv6_flow_relays_icmpv6_errors_with_the_offender():
     host = FakeHost()
     flow = udp_proxy.HostUdpFlow(host, 9, FakeSock(errqueue=[v6_err(1, 4, errno.ECONNREFUSED)]))
+    host.loop.add_reader(flow.fd, flow.on_readable)
     flow.on_readable()                   # woken by EPOLLERR: nothing to read, the error queue
     [(name, args, _)] = host.stack.calls
     assert name == "udp_host_error"
     assert args[:2] == (9, errno.ECONNREFUSED) and args[3:] == (1, 4, OFFENDER6, 0)
+    # watched again: uvloop stops polling a descriptor after POLLERR
+    assert host.loop.rearmed == 1 and host.loop.readers[flow.fd] == flow.on_readable
 
 
 def test_udp_flow_of_the_other_family_passes_the_errno_only():
