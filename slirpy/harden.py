@@ -4,8 +4,8 @@ frame from the guest is read.
 
 Why: that process parses frames a container sends, so a bug in it should reach as little as
 possible. `harden(HardenOptions(...))` is the one entry point; `slirpy run` (hardened unless
-`--no-sandbox`), slirp4netns mode (`--enable-sandbox`, `--enable-seccomp`) and, later, the
-process that holds networks call it. The steps, in this order:
+`--no-sandbox`), slirp4netns mode (`--enable-sandbox`, `--enable-seccomp`) and the networks'
+router (networks/router.py, unless SLIRPY_HOLDER_NO_SANDBOX is set) call it. The steps, in this order:
 
 1. a mount namespace of its own (and first a user namespace of its own when the process has no
    CAP_SYS_ADMIN, mapping only its own uid and gid: the network namespace does not change, so

@@ -32,6 +32,13 @@ signals, process  rt_sigaction rt_sigreturn pidfd_send_signal (passing signals o
                   restart of an interrupted call) getrandom clock_gettime (the vDSO's fallback)
 ================  ===========================================================================
 
+The networks' router (networks/router.py) runs under this same list, unchanged: what it does
+beyond a `slirpy run` runtime is a unix control socket (socket, bind, listen, accept4, read,
+write), requests to its plumber over a socketpair made before hardening (sendto, recvfrom) and
+an events pipe watched by the loop (read, epoll_ctl). The plumber, an unhardened child, does
+what the list forbids (the registry's flock, the keeper, setns() children for bridges and nft,
+pidfd_open of members), so no call was added for the router.
+
 Anything else (execve, clone/fork, ptrace, mount, unshare, setns, open_by_handle_at, bpf,
 keyctl, io_uring_*, ...) traps: the kernel sends SIGSYS before the call runs, and the handler
 writes one line naming the call to stderr and ends the process with status 159 (128 + SIGSYS).

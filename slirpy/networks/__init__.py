@@ -9,8 +9,10 @@ ports are its listeners. Member-to-member traffic never leaves the kernel.
 
 Modules: `paths` (files), `defs` (definitions, addresses), `nft` (the ruleset), `holderns`
 (the keeper, code inside its namespaces), `state` (holder.json), `holder` (find/start it,
-ask it), `router` (the router process), `members` (what the records say), `join` (a member's
-caller side), `member` (inside the member), `runtime_change` (connect/disconnect), `cli`.
+ask it), `router` (the router process, hardened), `plumber` and `plumbing` (its unhardened
+helper: registry, keeper, bridges, nft, members' exits), `members` (what the records say),
+`join` (a member's caller side), `member` (inside the member), `runtime_change`
+(connect/disconnect), `cli`.
 Importing this package imports nothing heavy: `slirpy ps` asks `holder_status()`.
 """
 

@@ -1,57 +1,56 @@
 """The ROUTER: the slirpy runtime that serves the holder's tap0 and routes every network.
 
 Started detached (`python -m slirpy.networks.router`, its own session, output to holder.log)
-by the first `slirpy run --network` that finds no router. It reuses a living keeper (a router
-killed with SIGKILL leaves one) or starts one, creates tap0 in the keeper's namespaces
-exactly as slirp4netns mode does (sandbox.attach), and serves it with the ordinary Runtime:
-the members' packets reach it with their own source addresses, routed by the holder kernel.
-`allow_host_loopback` is on here; nft decides which member may use it.
+by the first `slirpy run --network` that finds no router. It creates tap0 in the keeper's
+namespaces exactly as slirp4netns mode does (sandbox.attach), and serves it with the ordinary
+Runtime: the members' packets reach it with their own source addresses, routed by the holder
+kernel. `allow_host_loopback` is on here; nft decides which member may use it.
 
-Its state work (reading the registry under the lock, bridges, nft, in child processes inside
-the keeper's namespaces) runs in one worker thread, one job at a time, so the event loop keeps
-serving meanwhile; the results (routes, names, ports) are applied on the loop. A `sync`
-request on the control socket (`holder-ctl.sock`, one JSON line each way) runs one such job;
-so does the exit of a member (a pidfd per member). With no member left for `IDLE_GRACE`
-seconds, it removes its files, ends the keeper and exits.
+It parses every member's frames, so it hardens itself before the first one as `slirpy run`
+does (harden.py: emptied mount view keeping /etc, /run and the runtime directory with
+holder.sock and holder-ctl.sock; capabilities; no_new_privs; the same seccomp allow-list).
+`SLIRPY_HOLDER_NO_SANDBOX=1` in the environment of the `run --network` that starts the holder
+turns that off, for debugging. Everything the allow-list forbids (the registry and the
+definitions, the keeper, bridges and nft inside the keeper's namespaces, members' pidfds) is
+done by the PLUMBER (plumber.py), a child forked before hardening, on request; the router
+applies its results (routes, names, ports) on the loop. A `sync` request on the control socket
+(`holder-ctl.sock`, one JSON line each way) asks it for a plan; so does a member's exit, which
+the plumber reports. If the plumber dies the router stops (it cannot fork another: the filter
+forbids it); as after a SIGKILLed router, the next `run --network` starts both again for the
+same keeper. With no member left for `IDLE_GRACE` seconds, the plumber removes the holder's
+files and ends the keeper, and the router exits.
 """
 
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import json
 import logging
 import os
 import signal
 import sys
-import time
-from typing import Any
+from typing import Any, Callable
 
-from slirpy import registry
-from slirpy.networks import defs as _defs
-from slirpy.networks import holderns, members as _members, nft, paths
-from slirpy.networks.state import HolderState, read_state, remove_state, write_state
+from slirpy.networks import members as _members, paths
+from slirpy.networks.plumber import Plumber, PlumberError
 
 IDLE_GRACE = 2.0
+NO_SANDBOX_ENV = "SLIRPY_HOLDER_NO_SANDBOX"
 log = logging.getLogger("slirpy.router")
 
 
 class Router:
-    def __init__(self, runtime: Any, keeper_pid: int, target: Any) -> None:
+    def __init__(self, runtime: Any, plumber: Plumber, target: Any) -> None:
         self.runtime = runtime
-        self.keeper_pid = keeper_pid
+        self.plumber = plumber
         self.target = target                     # slirp4netns.AttachedTarget: send_signal stops us
-        self.worker = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="holder-state")
         self.members: list[_members.Member] = []
-        self.watched: dict[int, int] = {}        # member pid -> pidfd
         self.forwards: dict[str, list[int]] = {}  # member name -> forward ids we made
         self.idle_handle: asyncio.TimerHandle | None = None
         self.stopping = False
+        self.plumber_dead = False
         self.lock = asyncio.Lock()
         self.control: asyncio.AbstractServer | None = None
-        self.applied_bridges: list[dict] | None = None   # what the holder has now (None: unknown)
-        self.applied_script: str | None = None
-        self.carried: dict[str, list[int]] = {}   # rule comment -> [packets, bytes] of replaced tables
 
     # -- control socket --------------------------------------------------------------------
 
@@ -71,9 +70,9 @@ class Router:
             if op == "sync":
                 reply: dict = await self.sync()
             elif op == "rules":
-                reply = {"ok": await self._in_worker(self.counters)}
+                reply = {"ok": await self.plumber.call("rules")}
             elif op == "ping":
-                reply = {"ok": {"pid": os.getpid(), "keeper": self.keeper_pid}}
+                reply = {"ok": {"pid": os.getpid(), "plumber": self.plumber.pid}}
             else:
                 reply = {"error": f"unknown op {op!r}"}
         except Exception as e:             # noqa: BLE001 - reported to the client, one line
@@ -85,60 +84,41 @@ class Router:
         except OSError:
             pass
 
-    async def _in_worker(self, fn: Any, *args: Any) -> Any:
-        return await asyncio.get_running_loop().run_in_executor(self.worker, fn, *args)
+    # -- the plumber -----------------------------------------------------------------------
+
+    def watch_plumber(self) -> None:
+        """A byte on the events pipe: a member exited; its end-of-file: the plumber died."""
+        asyncio.get_running_loop().add_reader(self.plumber.events_fd, self._plumber_event)
+
+    def _plumber_event(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            data = os.read(self.plumber.events_fd, 4096)
+        except BlockingIOError:
+            return
+        if data:
+            loop.create_task(self.sync())
+            return
+        loop.remove_reader(self.plumber.events_fd)
+        self.plumber_dead = True
+        if not self.stopping:
+            log.info("the plumber (pid %d) died: stopping; the next `run --network` starts both again",
+                     self.plumber.pid)
+            self.target.send_signal(signal.SIGTERM)
 
     # -- sync ------------------------------------------------------------------------------
-
-    def _plan(self) -> dict:
-        """Worker thread: the live members (dead records dropped), bridges and nft applied."""
-        members = _members.from_records(registry.live())
-        all_defs = _defs.all_defs()
-        act = _members.active(all_defs, members)
-        bridges = _members.bridges(act)
-        if bridges != self.applied_bridges:
-            holderns.in_holder(self.keeper_pid, holderns.sync_bridges, bridges)
-            self.applied_bridges = bridges
-        script = nft.ruleset(act, _members.nft_members(members))
-        if script != self.applied_script:       # most joins and leaves change no rule
-            old = holderns.in_holder(self.keeper_pid, holderns.list_rules)
-            holderns.in_holder(self.keeper_pid, holderns.apply_rules, script)
-            self.applied_script = script
-            self._carry(old)
-        views, domains = _members.name_views(members, all_defs)
-        return {"members": members, "routed": _members.routed(act), "views": views, "domains": domains}
-
-    def _carry(self, rules: list[dict]) -> None:
-        """Keep the counts of a table about to be replaced (worker thread)."""
-        for r in rules:
-            if r.get("comment"):
-                tot = self.carried.setdefault(r["comment"], [0, 0])
-                tot[0] += r["packets"]
-                tot[1] += r["bytes"]
-
-    def counters(self) -> dict:
-        """{"rules": the live table's rules, "counters": {comment: {packets, bytes}} since start}."""
-        rules = holderns.in_holder(self.keeper_pid, holderns.list_rules)
-        totals = {k: list(v) for k, v in self.carried.items()}
-        for r in rules:
-            if r.get("comment"):
-                tot = totals.setdefault(r["comment"], [0, 0])
-                tot[0] += r["packets"]
-                tot[1] += r["bytes"]
-        return {"rules": rules, "counters": {k: {"packets": p, "bytes": b} for k, (p, b) in totals.items()}}
 
     async def sync(self) -> dict:
         """Bring everything in line with the registry; {"ok": {...}} with per-member port errors."""
         async with self.lock:
-            plan = await self._in_worker(self._plan)
-            self.members = plan["members"]
+            plan = await self.plumber.call("plan")
+            self.members = [_members.Member(**m) for m in plan["members"]]
             stack = self.runtime.stack
             if hasattr(stack, "set_routed"):
                 stack.set_routed(plan["routed"])
             if hasattr(stack, "set_names"):
                 stack.set_names(plan["views"], plan["domains"])
             errors = await self._sync_ports()
-            self._watch()
             self._idle_check()
             return {"ok": {"members": [m.name for m in self.members], "port_errors": errors}}
 
@@ -168,28 +148,7 @@ class Router:
                     break
         return errors
 
-    # -- members' lives ----------------------------------------------------------------------
-
-    def _watch(self) -> None:
-        loop = asyncio.get_running_loop()
-        pids = {m.pid for m in self.members}
-        for pid in [p for p in self.watched if p not in pids]:
-            loop.remove_reader(self.watched[pid])
-            os.close(self.watched.pop(pid))
-        for pid in pids - set(self.watched):
-            try:
-                fd = os.pidfd_open(pid)
-            except OSError:
-                continue                            # already gone: the next sync drops it
-            self.watched[pid] = fd
-            loop.add_reader(fd, self._member_exited, pid)
-
-    def _member_exited(self, pid: int) -> None:
-        fd = self.watched.pop(pid, None)
-        if fd is not None:
-            asyncio.get_running_loop().remove_reader(fd)
-            os.close(fd)
-        asyncio.get_running_loop().create_task(self.sync())
+    # -- the end -----------------------------------------------------------------------------
 
     def _idle_check(self) -> None:
         if self.idle_handle is not None:
@@ -201,7 +160,7 @@ class Router:
 
     async def _maybe_stop(self) -> None:
         async with self.lock:
-            stop = await self._in_worker(self._release_if_idle)
+            stop = await self.plumber.call("release_if_idle")
             if not stop:                            # a member came meanwhile: sync once we are done
                 asyncio.get_running_loop().create_task(self.sync())
                 return
@@ -211,38 +170,33 @@ class Router:
                 api.path = ""                       # its file is gone already; never unlink a successor's
             self.target.send_signal(signal.SIGTERM)
 
-    def _release_if_idle(self) -> bool:
-        """Worker thread, under the state lock: if no member lives, remove our files and end
-        the keeper (a `run` that takes the lock after us starts a new holder)."""
-        with registry.state_lock():
-            if _members.from_records(registry.live()):
-                return False
-            remove_state(os.getpid())
-            try:
-                os.kill(self.keeper_pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            return True
-
 
 # ------------------------------------------------------------------ start-up
-
-
-def _keeper() -> tuple[int, int]:
-    """(pid, start time) of a living keeper from holder.json, or a new one."""
-    state = read_state()
-    if state is not None and state.keeper_alive():
-        return state.keeper_pid, state.keeper_start
-    log_fd = sys.stderr.fileno()
-    pid = holderns.start_keeper(log_fd)
-    start = registry.proc_start_time(pid) or 0
-    holderns.in_holder(pid, holderns.init_holder)
-    return pid, start
 
 
 def _config() -> Any:
     from slirpy.config import build_net_config
     return build_net_config(allow_host_loopback=True, ipv6=True)
+
+
+def _harden_step(runtime: Any, api_socket: str) -> Callable[[], None] | None:
+    """What serve_sandbox calls before the first frame (harden.py, as `slirpy run` does, with
+    the runtime directory kept: holder.sock and holder-ctl.sock live there); None when
+    NO_SANDBOX_ENV is set. Raises HardenError."""
+    if os.environ.get(NO_SANDBOX_ENV, "") not in ("", "0"):
+        log.info("%s is set: the router runs unhardened", NO_SANDBOX_ENV)
+        return None
+    from slirpy.harden import HardenOptions, before_loop, harden_runtime, runtime_options
+
+    cfg = runtime.config
+    opts = runtime_options(HardenOptions(), api_socket=api_socket, autoports_pid=None,
+                           resolv_conf=cfg.resolv_conf if cfg.dns_enabled and cfg.dns_upstream is None else None)
+    before_loop(opts)
+
+    def step() -> None:
+        for warning in harden_runtime(runtime, opts).warnings:
+            log.info("warning: %s", warning)
+    return step
 
 
 def main(argv: list[str]) -> int:
@@ -258,7 +212,9 @@ def main(argv: list[str]) -> int:
             ready_fd = -1
 
     try:
-        keeper_pid, keeper_start = _keeper()
+        api_socket, control = os.path.abspath(paths.holder_socket()), os.path.abspath(paths.holder_control())
+        plumber = Plumber.fork(close=(ready_fd,) if ready_fd >= 0 else ())   # before the heavy imports
+        keeper_pid = plumber.call_blocking("start")["keeper_pid"]
         from slirpy.sandbox import AttachOptions, attach_tap
         config = _config()
         tap = attach_tap(AttachOptions(tap_name="tap0", net=config, configure=True, pid=keeper_pid))
@@ -268,30 +224,37 @@ def main(argv: list[str]) -> int:
         return 1
     import uvloop
 
+    from slirpy.harden import HardenError
     from slirpy.runtime import Runtime
     from slirpy.serve import serve_sandbox
     from slirpy.slirp4netns import AttachedTarget
 
     runtime = Runtime(config, tap.fd, vnet_hdr=tap.vnet_hdr, offload=tap.offload)
     runtime.linger = 0.0
-    runtime.prepare_ports((), api_socket=paths.holder_socket())
+    runtime.prepare_ports((), api_socket=api_socket)
     target = AttachedTarget(keeper_pidfd, -1, -1)
-    router = Router(runtime, keeper_pid, target)
+    router = Router(runtime, plumber, target)
 
     async def setup() -> None:
-        await router.serve_control(paths.holder_control())
-        write_state(HolderState(keeper_pid, keeper_start, os.getpid(),
-                                registry.proc_start_time(os.getpid()) or 0, time.time()))
+        await router.serve_control(control)
+        router.watch_plumber()
+        await plumber.call("ready")
         router._idle_check()
         ready("ok")
 
     try:
-        return uvloop.run(serve_sandbox(runtime, target, setup))
+        step = _harden_step(runtime, api_socket)
+        return uvloop.run(serve_sandbox(runtime, target, setup, step))
+    except (HardenError, PlumberError) as e:
+        ready(f"cannot start the network holder: {' '.join(str(e).split())}")
+        log.info("stopping: %s", e)
+        return 1
     finally:
-        if not router.stopping and not holderns.alive(keeper_pid, keeper_start):
-            with registry.state_lock():         # the keeper died under us: nothing holds the networks
-                remove_state(os.getpid())
-        router.worker.shutdown(wait=False)
+        if not router.stopping and not router.plumber_dead:
+            try:                                # the keeper died under us: nothing holds the networks
+                plumber.call_blocking("keeper_gone")
+            except PlumberError:
+                pass
         target.close()
         os.close(tap.fd)
 
