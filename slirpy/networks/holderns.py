@@ -74,41 +74,54 @@ def in_namespaces(user_pid: int, net_pid: int, fn: Callable[..., Any], *args: An
     except OSError:
         os.close(user)
         raise
+
+    def enter() -> None:  # pragma: no cover - the child
+        set_pdeathsig(signal.SIGKILL)
+        from slirpy.sandbox.libc import setns_fd
+        setns_fd(user, CLONE_NEWUSER)
+        setns_fd(net, CLONE_NEWNET)
+    try:
+        return in_child(fn, *args, enter=enter, error=HolderError,
+                        died="the helper in the network holder died")
+    finally:
+        os.close(user)
+        os.close(net)
+
+
+def in_child(fn: Callable[..., Any], *args: Any, enter: Callable[[], None] | None = None,
+             error: type[Exception] = OSError, died: str = "the helper process died") -> Any:
+    """fn(*args) in a forked child (after `enter()` there, e.g. setns()); its JSON-able result,
+    read back over a pipe (at most RESULT_MAX bytes). The child's exception comes back as
+    `error` with its one-line text; a child that died without a word, as `error(died)`.
+    The child never comes back into the caller's namespaces, so it may enter any."""
     r, w = os.pipe2(os.O_CLOEXEC)
     pid = os.fork()
     if pid == 0:  # pragma: no cover - the child
         code = 0
         try:
             os.close(r)
-            set_pdeathsig(signal.SIGKILL)
-            from slirpy.sandbox.libc import setns_fd
-            setns_fd(user, CLONE_NEWUSER)
-            setns_fd(net, CLONE_NEWNET)
+            if enter is not None:
+                enter()
             out = {"ok": fn(*args)}
         except BaseException as e:
-            out = {"error": " ".join(str(e).split()) or type(e).__name__}
+            out = {"error": " ".join(str(e).split())[:1000] or type(e).__name__}
             code = 1
         try:
             os.write(w, json.dumps(out).encode())
         finally:
             os._exit(code)
     os.close(w)
-    os.close(user)
-    os.close(net)
     chunks = []
-    while True:
-        chunk = os.read(r, 65536)
-        if not chunk:
-            break
-        chunks.append(chunk)
-    os.close(r)
+    with os.fdopen(r, "rb") as f:
+        while chunk := f.read(65536):
+            chunks.append(chunk)
     os.waitpid(pid, 0)
     try:
         out = json.loads(b"".join(chunks)[:RESULT_MAX])
     except ValueError:
-        raise HolderError("the helper in the network holder died") from None
+        raise error(died) from None
     if "error" in out:
-        raise HolderError(out["error"])
+        raise error(out["error"])
     return out.get("ok")
 
 

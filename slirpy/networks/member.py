@@ -16,7 +16,6 @@ then eth<i> gets its address, MTU and (first network) the default routes via the
 from __future__ import annotations
 
 import ipaddress
-import json
 import os
 import socket
 from dataclasses import dataclass, field
@@ -72,36 +71,13 @@ def setup_links(attachments: list[Attachment], keeper_net_fd: int,
 
 
 def _in_child(fn: Callable[..., Any], *args: object) -> Any:  # pragma: no cover
-    """fn(*args) in a forked child; its JSON-able result (OSError with its one-line error).
+    """fn(*args) in a forked child (holderns.in_child); OSError with its one-line error.
 
     Used for the work in the keeper's namespace (the child may setns() there without having to
     come back: this process's own /proc/self may already show another PID namespace), and for
     the whole set-up, so that S itself never imports pyroute2 (a member's memory)."""
-    r, w = os.pipe2(os.O_CLOEXEC)
-    pid = os.fork()
-    if pid == 0:
-        code = 0
-        try:
-            os.close(r)
-            out = {"ok": fn(*args)}
-        except BaseException as e:
-            out = {"error": " ".join(str(e).split())[:1000] or type(e).__name__}
-            code = 1
-        try:
-            os.write(w, json.dumps(out).encode())
-        finally:
-            os._exit(code)
-    os.close(w)
-    with os.fdopen(r, "rb") as f:
-        raw = f.read()
-    os.waitpid(pid, 0)
-    try:
-        out = json.loads(raw)
-    except ValueError:
-        raise OSError("the set-up process died") from None
-    if "error" in out:
-        raise OSError(out["error"])
-    return out["ok"]
+    from slirpy.networks.holderns import in_child
+    return in_child(fn, *args, died="the set-up process died")
 
 
 def _drop_stale(attachments: list[Attachment], keeper_net_fd: int) -> None:  # pragma: no cover
