@@ -19,8 +19,9 @@ make sense in it run, the others are n/a):
       target <= 1.2x.
   idle-member
       memory added by each idle member: 8 members running ``sleep``, RSS and PSS summed over
-      every slirpy process (the router, each member's ``slirpy run`` and its supervisor and
-      PID 1) minus the same sum with one member, divided by 7. Target: RSS <= 2 MiB.
+      every slirpy process (the router, each member's ``slirpy run`` and its descendants but
+      the command: its supervisor while it runs, the PID 1 of its PID namespace, whatever
+      program they exec) minus the same sum with one member, divided by 7. Target: RSS <= 2 MiB.
 
 Every sample runs with XDG_RUNTIME_DIR and XDG_DATA_HOME in the bench's scratch directory, so
 the networks, the holder and its state are the bench's own and go away with it.

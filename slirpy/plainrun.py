@@ -5,7 +5,9 @@ net_mode "member").
 Here P only starts the sandbox, lets the command run, passes the signals sent to it on to the
 command and returns the command's exit code: no event loop, no runtime, no stack.  So this module
 imports neither asyncio, uvloop nor the runtime: a member's start-up time and memory are what a
-user pays per sandbox.
+user pays per sandbox.  Once the command runs, P execs `sandbox.waiter` on a bare interpreter
+(the command and the sandbox's PID 1, `cat`, are its children by then): an idle sandbox is those
+two small processes.
 """
 
 from __future__ import annotations

@@ -4,7 +4,8 @@
 S runs in the child P forked, with `SUPERVISOR_MASK` blocked: it enters its namespaces (those of
 its network mode, see `modes`), makes its mounts private, starts I, creates and hands over tap0
 (or, in the other modes, sets up what they need and reports ready), waits for ``release``, forks
-the command (C) and then passes on the signals sent to it until C exits.  Nothing here returns into the caller's code:
+the command (C) and then passes on the signals sent to it until C exits — or, in the modes
+without tap0, tells P C's pid and exits, leaving C and I to P (see the package docstring).  Nothing here returns into the caller's code:
 each function's result is a process's exit status.
 """
 
