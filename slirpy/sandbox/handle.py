@@ -14,11 +14,29 @@ from typing import Callable
 
 from slirpy import doctor
 from slirpy.sandbox.handoff import SETUP_TIMEOUT, expect, kill_and_reap, receive_note, receive_tap
-from slirpy.sandbox.idmap import plan_id_maps
+from slirpy.sandbox.idmap import IdMaps, plan_id_maps
 from slirpy.sandbox.libc import set_child_subreaper
 from slirpy.sandbox.modes import writes_id_maps
 from slirpy.sandbox.options import SandboxError, SandboxOptions
 from slirpy.sandbox.supervisor import SUPERVISOR_MASK, exit_code, supervisor
+
+
+def _set_up(sock: socket.socket, pid: int, opts: SandboxOptions, maps: IdMaps,
+            meanwhile: Callable[[], object] | None) -> tuple[int, dict]:
+    """P's side of the setup conversation with S: (tap0's fd or -1, S's note)."""
+    sock.settimeout(SETUP_TIMEOUT)
+    expect(sock, pid, "unshared")
+    if writes_id_maps(opts.net_mode):
+        maps.apply(pid)
+    sock.sendall(b"mapped")
+    if meanwhile is not None:
+        meanwhile()
+    if opts.net_mode == "private":
+        tap_fd, note = receive_tap(sock, pid)
+    else:
+        tap_fd, note = -1, receive_note(sock, pid)
+    sock.settimeout(None)
+    return tap_fd, note
 
 
 class Sandbox:
@@ -92,18 +110,7 @@ class Sandbox:
         if keep is not None:
             os.close(keep[0])
         try:
-            parent_sock.settimeout(SETUP_TIMEOUT)
-            expect(parent_sock, pid, "unshared")
-            if writes_id_maps(opts.net_mode):
-                maps.apply(pid)
-            parent_sock.sendall(b"mapped")
-            if meanwhile is not None:
-                meanwhile()
-            if opts.net_mode == "private":
-                tap_fd, note = receive_tap(parent_sock, pid)
-            else:
-                tap_fd, note = -1, receive_note(parent_sock, pid)
-            parent_sock.settimeout(None)
+            tap_fd, note = _set_up(parent_sock, pid, opts, maps, meanwhile)
             pidfd = os.pidfd_open(pid)
         except BaseException as e:
             parent_sock.close()
