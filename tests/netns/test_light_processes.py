@@ -11,6 +11,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import tempfile
 import time
 
@@ -122,3 +123,20 @@ def test_sigkill_of_slirpy_ends_pid_1_and_the_command(runtime_dir):
     while _alive(init) or _alive(cmd):
         assert time.monotonic() < deadline, "PID 1 or the command outlived a SIGKILLed slirpy run"
         time.sleep(0.05)
+
+
+FALLBACK = """
+import sys
+from slirpy.config import NetConfig
+from slirpy.plainrun import run_light
+from slirpy.sandbox import SandboxOptions
+sys.executable = ""                 # no interpreter to exec: run_light waits in this process
+for script in ("exit 4", "kill -KILL $$"):
+    print(run_light(SandboxOptions(argv=["sh", "-c", script], net=NetConfig(), net_mode="none")), flush=True)
+"""
+
+
+def test_without_an_interpreter_to_exec_the_light_run_waits_in_process():
+    r = subprocess.run([sys.executable, "-c", FALLBACK], capture_output=True, text=True, cwd=REPO, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["4", str(128 + signal.SIGKILL)]
