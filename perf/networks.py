@@ -19,8 +19,9 @@ make sense in it run, the others are n/a):
       target <= 1.2x.
   idle-member
       memory added by each idle member: 8 members running ``sleep``, RSS and PSS summed over
-      every slirpy process (the router, each member's ``slirpy run`` and its supervisor and
-      PID 1) minus the same sum with one member, divided by 7. Target: RSS <= 2 MiB.
+      every slirpy process (the router, each member's ``slirpy run`` and its descendants but
+      the command: its supervisor while it runs, the PID 1 of its PID namespace, whatever
+      program they exec) minus the same sum with one member, divided by 7. Target: RSS <= 2 MiB.
 
 Every sample runs with XDG_RUNTIME_DIR and XDG_DATA_HOME in the bench's scratch directory, so
 the networks, the holder and its state are the bench's own and go away with it.
@@ -224,8 +225,9 @@ def sample_first_instruction(tmp: str, plain: bool) -> float:
 # -- memory per idle member ----------------------------------------------------------------------
 
 def _slirpy_pids(tmp: str) -> list[int]:
-    """The router, and every member's `slirpy run` process and its descendants that still run
-    slirpy's code (supervisor, PID 1) — not the members' own commands."""
+    """The router, and every member's `slirpy run` process and its descendants that are slirpy's
+    (its supervisor while it runs, the PID 1 of its PID namespace, whatever program they run) —
+    not the members' own commands."""
     pids = []
     router = router_pid(tmp)
     if router:
@@ -233,12 +235,25 @@ def _slirpy_pids(tmp: str) -> list[int]:
     for rec in _records(tmp):
         pid = rec.get("pid")
         if isinstance(pid, int):
-            pids += [pid, *_python_descendants(pid)]
+            pids += [pid, *_sandbox_descendants(pid)]
     return pids
 
 
-def _python_descendants(pid: int) -> list[int]:
+def _nspid(pid: int) -> list[str]:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("NSpid:"):
+                return line.split()[1:]
+    except OSError:
+        pass
+    return []
+
+
+def _sandbox_descendants(pid: int) -> list[int]:
+    """Descendants of `pid` in its own PID namespace, and PID 1 of a nested one: the command
+    (pid >= 2 inside) and its children are left out."""
     out, todo = [], [pid]
+    depth = len(_nspid(pid))
     while todo:
         p = todo.pop()
         try:
@@ -246,13 +261,11 @@ def _python_descendants(pid: int) -> list[int]:
         except OSError:
             continue
         for k in map(int, kids):
-            try:
-                exe = os.readlink(f"/proc/{k}/exe")
-            except OSError:
+            ns = _nspid(k)
+            if not ns or (len(ns) > depth and ns[-1] != "1"):
                 continue
-            if "python" in os.path.basename(exe):
-                out.append(k)
-                todo.append(k)
+            out.append(k)
+            todo.append(k)
     return out
 
 

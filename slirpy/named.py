@@ -195,7 +195,8 @@ def _run_light(rec: registry.SandboxRecord, mode: str, config: NetConfig, argv: 
         opts = mode_options(mode, argv, config, rec, add_hosts=naming.add_hosts, dns=naming.dns,
                             map_subuids=map_subuids, resolv_conf=config.resolv_conf)
         return run_light(opts, started=lambda sb: rec.name and registry.update(
-            rec.name, rec.pid, ns_pid=sb.pid, mode=rec.mode, hostname=rec.hostname, api_socket=rec.api_socket))
+            rec.name, rec.pid, ns_pid=sb.ns_pid, mode=rec.mode, hostname=rec.hostname, api_socket=rec.api_socket),
+            record=rec.name or None)
     except SandboxError as e:
         fail(str(e), 1)
 

@@ -5,12 +5,16 @@ net_mode "member").
 Here P only starts the sandbox, lets the command run, passes the signals sent to it on to the
 command and returns the command's exit code: no event loop, no runtime, no stack.  So this module
 imports neither asyncio, uvloop nor the runtime: a member's start-up time and memory are what a
-user pays per sandbox.
+user pays per sandbox.  Once the command runs, P execs `sandbox.waiter` on a bare interpreter
+(the command and the sandbox's PID 1, `cat`, are its children by then): an idle sandbox is those
+two small processes.
 """
 
 from __future__ import annotations
 
+import os
 import signal
+import sys
 from typing import Callable
 
 from slirpy import registry
@@ -21,19 +25,52 @@ from slirpy.sandbox import etcfiles
 _WAIT_MASK = FORWARDED_SIGNALS | {signal.SIGCHLD}
 
 
-def run_light(opts: SandboxOptions, started: Callable[[Sandbox], object] | None = None) -> int:
+def run_light(opts: SandboxOptions, started: Callable[[Sandbox], object] | None = None,
+              record: str | None = None) -> int:
     """Start the sandbox (any mode but private), release it, pass signals on until it exits;
     the command's exit code.  `started(sandbox)` runs before the command is released (record
-    its pid).  Raises SandboxError if the sandbox could not be started."""
+    its `ns_pid`).  Raises SandboxError if the sandbox could not be started.
+
+    Once the command runs, this process normally exec()s `sandbox.waiter` (which also removes
+    the registry record `record`, ours) and never returns; it returns only if that exec failed,
+    or the supervisor did (the caller unregisters then, as before)."""
     old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, _WAIT_MASK)
     try:
         with Sandbox.start(opts) as sandbox:
             if started is not None:
                 started(sandbox)
             sandbox.release()
-            return _wait_passing_signals(sandbox)
+            cmd = sandbox.command_pid()
+            if cmd is None:
+                return _wait_passing_signals(sandbox)
+            return _become_waiter(sandbox, cmd, record)
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
+
+
+def _become_waiter(sandbox: Sandbox, cmd: int, record: str | None) -> int:
+    """exec `waiter` on a bare interpreter, keeping I's pipe, our record's lock and the blocked
+    signal mask (pending signals too); if exec fails, wait here.  The command's exit code."""
+    from slirpy.sandbox import waiter
+
+    keep, sandbox.keep_fd = sandbox.keep_fd, -1
+    init = sandbox.init_pid or 0
+    script = os.path.join(os.path.dirname(os.path.abspath(waiter.__file__)), "waiter.py")
+    if sys.executable and os.path.isfile(script):
+        os.set_inheritable(keep, True)
+        if record:
+            registry.keep_across_exec(record)
+        root = os.path.dirname(os.path.dirname(os.path.dirname(script)))
+        for stream in (sys.stdout, sys.stderr):
+            stream.flush()
+        try:
+            os.execv(sys.executable, [sys.executable, "-I", "-S", script, str(sandbox.pid), str(cmd),
+                                      str(init), str(keep), record or "-", root])
+        except OSError:
+            pass
+    code = waiter.wait_command(sandbox.pid, cmd, init, keep)
+    sandbox.ended(code)
+    return code
 
 
 def _wait_passing_signals(sandbox: Sandbox) -> int:

@@ -271,6 +271,13 @@ def _hold(name: str) -> None:
     _HELD[name] = fd
 
 
+def keep_across_exec(name: str) -> None:
+    """Let the NAME.lock this process holds survive its execve (the light run's waiter)."""
+    fd = _HELD.get(name)
+    if fd is not None:
+        os.set_inheritable(fd, True)
+
+
 def _drop(name: str) -> None:
     """Delete a record and the files that belong to it (its lock, its default API socket)."""
     held = _HELD.pop(name, None)

@@ -73,7 +73,8 @@ def _run(rec: registry.SandboxRecord, keeper_pid: int, atts: list, argv: list[st
                           userns_path=f"/proc/{keeper_pid}/ns/user",
                           member_setup=member_setup_for(atts, keeper_net))
     try:
-        return run_light(opts, started=lambda sb: registry.update(rec.name, rec.pid, ns_pid=sb.pid))
+        return run_light(opts, started=lambda sb: registry.update(rec.name, rec.pid, ns_pid=sb.ns_pid),
+                         record=rec.name)
     except SandboxError as e:
         _fail(str(e), 1)
     finally:

@@ -14,10 +14,29 @@ from typing import Callable
 
 from slirpy import doctor
 from slirpy.sandbox.handoff import SETUP_TIMEOUT, expect, kill_and_reap, receive_note, receive_tap
-from slirpy.sandbox.idmap import plan_id_maps
+from slirpy.sandbox.idmap import IdMaps, plan_id_maps
+from slirpy.sandbox.libc import set_child_subreaper
 from slirpy.sandbox.modes import writes_id_maps
 from slirpy.sandbox.options import SandboxError, SandboxOptions
 from slirpy.sandbox.supervisor import SUPERVISOR_MASK, exit_code, supervisor
+
+
+def _set_up(sock: socket.socket, pid: int, opts: SandboxOptions, maps: IdMaps,
+            meanwhile: Callable[[], object] | None) -> tuple[int, dict]:
+    """P's side of the setup conversation with S: (tap0's fd or -1, S's note)."""
+    sock.settimeout(SETUP_TIMEOUT)
+    expect(sock, pid, "unshared")
+    if writes_id_maps(opts.net_mode):
+        maps.apply(pid)
+    sock.sendall(b"mapped")
+    if meanwhile is not None:
+        meanwhile()
+    if opts.net_mode == "private":
+        tap_fd, note = receive_tap(sock, pid)
+    else:
+        tap_fd, note = -1, receive_note(sock, pid)
+    sock.settimeout(None)
+    return tap_fd, note
 
 
 class Sandbox:
@@ -40,6 +59,13 @@ class Sandbox:
         self.proc_warning = note.get("proc_warning")
         self._status: int | None = None
         self._released = False
+        self.init_pid: int | None = note.get("init_pid")
+        self.keep_fd = -1         # modes without tap0: the write end of I's pipe (I lives while it is open)
+
+    @property
+    def ns_pid(self) -> int:
+        """A process inside the sandbox's namespaces for as long as it runs (I, else S)."""
+        return self.init_pid or self.pid
 
     # -- start --------------------------------------------------------------------------------
 
@@ -55,6 +81,10 @@ class Sandbox:
             raise SandboxError("no command given")
         maps = plan_id_maps(opts.map_subuids)
         parent_sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        keep = None
+        if opts.net_mode != "private":   # S hands the command and I over to us: see supervisor
+            set_child_subreaper()
+            keep = os.pipe2(os.O_CLOEXEC)
         old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, SUPERVISOR_MASK)
         parent_pid = os.getpid()
         try:
@@ -63,34 +93,29 @@ class Sandbox:
             signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
             parent_sock.close()
             child_sock.close()
+            for fd in keep or ():
+                os.close(fd)
             raise SandboxError(f"cannot fork: {e.strerror}") from None
         if pid == 0:  # pragma: no cover - runs in the forked child, reported over the socket
             code = 1
             try:
                 parent_sock.close()
-                code = supervisor(child_sock, opts, parent_pid)
+                code = supervisor(child_sock, opts, parent_pid, keep)
             except BaseException:
                 pass
             finally:
                 os._exit(code)
         signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
         child_sock.close()
+        if keep is not None:
+            os.close(keep[0])
         try:
-            parent_sock.settimeout(SETUP_TIMEOUT)
-            expect(parent_sock, pid, "unshared")
-            if writes_id_maps(opts.net_mode):
-                maps.apply(pid)
-            parent_sock.sendall(b"mapped")
-            if meanwhile is not None:
-                meanwhile()
-            if opts.net_mode == "private":
-                tap_fd, note = receive_tap(parent_sock, pid)
-            else:
-                tap_fd, note = -1, receive_note(parent_sock, pid)
-            parent_sock.settimeout(None)
+            tap_fd, note = _set_up(parent_sock, pid, opts, maps, meanwhile)
             pidfd = os.pidfd_open(pid)
         except BaseException as e:
             parent_sock.close()
+            if keep is not None:
+                os.close(keep[1])
             kill_and_reap(pid)
             if isinstance(e, SandboxError):
                 raise
@@ -101,7 +126,10 @@ class Sandbox:
             raise
         if tap_fd >= 0:
             os.set_blocking(tap_fd, False)
-        return cls(pid, pidfd, parent_sock, tap_fd, note)
+        sandbox = cls(pid, pidfd, parent_sock, tap_fd, note)
+        if keep is not None:
+            sandbox.keep_fd = keep[1]
+        return sandbox
 
     # -- running ------------------------------------------------------------------------------
 
@@ -114,6 +142,19 @@ class Sandbox:
             self._sock.sendall(b"release")
         except OSError:
             pass  # the child is gone; wait() reports how it ended
+
+    def command_pid(self) -> int | None:
+        """Modes without tap0, after `release`: the command's pid, once S has forked it and is
+        exiting (the command and I are then ours to wait for: `waiter`).  None if S failed."""
+        if self._sock is None or self.keep_fd < 0:
+            return None
+        try:
+            self._sock.settimeout(SETUP_TIMEOUT)
+            msg = self._sock.recv(64)
+        except OSError:
+            return None
+        word, _, pid = msg.decode(errors="replace").partition(" ")
+        return int(pid) if word == "command" and pid.isdigit() else None
 
     def send_signal(self, sig: int) -> None:
         """Pass `sig` to the command (through the supervisor); no error if it is gone."""
@@ -146,12 +187,16 @@ class Sandbox:
             self._status = exit_code(status)
         return self._status
 
+    def ended(self, code: int) -> None:
+        """Someone else reaped the sandbox (`waiter`): its exit code, for `poll` and `__exit__`."""
+        self._status = code
+
     def close(self) -> None:
         """Close every fd we hold (TAP, pidfd, control socket).  Does not wait for the child."""
         if self._sock is not None:
             self._sock.close()
             self._sock = None
-        for attr in ("tap_fd", "pidfd"):
+        for attr in ("tap_fd", "pidfd", "keep_fd"):
             fd = getattr(self, attr)
             if fd >= 0:
                 setattr(self, attr, -1)

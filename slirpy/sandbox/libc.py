@@ -25,6 +25,7 @@ MNT_DETACH = 2
 MS_REC = 0x4000
 MS_PRIVATE = 0x40000
 PR_SET_PDEATHSIG = 1
+PR_SET_CHILD_SUBREAPER = 36
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.unshare.argtypes = [ctypes.c_int]
@@ -64,6 +65,13 @@ def set_pdeathsig(sig: int) -> None:
     if _libc.prctl(PR_SET_PDEATHSIG, sig, 0, 0, 0) != 0:
         e = ctypes.get_errno()
         raise OSError(e, f"prctl(PR_SET_PDEATHSIG): {os.strerror(e)}")
+
+
+def set_child_subreaper() -> None:
+    """Orphaned descendants become our children (not init's); kept across execve."""
+    if _libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
+        e = ctypes.get_errno()
+        raise OSError(e, f"prctl(PR_SET_CHILD_SUBREAPER): {os.strerror(e)}")
 
 
 def setns_fd(fd: int, nstype: int) -> None:

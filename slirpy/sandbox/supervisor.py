@@ -4,7 +4,8 @@
 S runs in the child P forked, with `SUPERVISOR_MASK` blocked: it enters its namespaces (those of
 its network mode, see `modes`), makes its mounts private, starts I, creates and hands over tap0
 (or, in the other modes, sets up what they need and reports ready), waits for ``release``, forks
-the command (C) and then passes on the signals sent to it until C exits.  Nothing here returns into the caller's code:
+the command (C) and then passes on the signals sent to it until C exits — or, in the modes
+without tap0, tells P C's pid and exits, leaving C and I to P (see the package docstring).  Nothing here returns into the caller's code:
 each function's result is a process's exit status.
 """
 
@@ -36,13 +37,17 @@ def exit_code(status: int) -> int:
     return 128 - code if code < 0 else code
 
 
-def supervisor(sock: socket.socket, opts: SandboxOptions, parent_pid: int) -> int:  # pragma: no cover
-    """S: runs in the forked child with SUPERVISOR_MASK blocked.  Returns the exit status."""
+def supervisor(sock: socket.socket, opts: SandboxOptions, parent_pid: int,
+               keep: tuple[int, int] | None = None) -> int:  # pragma: no cover
+    """S: runs in the forked child with SUPERVISOR_MASK blocked.  Returns the exit status.
+
+    `keep`: in the modes without tap0, P's pipe for I (P holds the write end, so I lives as long
+    as P does) and S hands the command over to P instead of waiting for it (P is a subreaper)."""
     if not _enter_namespaces(sock, opts, parent_pid):
         return 1
     for problem in modes.prepare(opts):
         _warn(problem)
-    pid1 = _start_init(sock)
+    pid1 = _start_init(sock, keep)
     if pid1 is None:
         return 1
     _warn(pid1.proc_warning)
@@ -54,6 +59,8 @@ def supervisor(sock: socket.socket, opts: SandboxOptions, parent_pid: int) -> in
     if not _released(sock):
         pid1.stop()
         return EXIT_NOT_RELEASED
+    if keep is not None:
+        return _hand_command_over(sock, opts.argv, pid1)
     return _run_command(sock, opts.argv, pid1)
 
 
@@ -95,9 +102,10 @@ class _Init:
         kill_and_reap(self.pid)
 
 
-def _start_init(sock: socket.socket) -> _Init | None:  # pragma: no cover
-    """Fork I, PID 1 of the new PID namespace, and wait for its report.  None if the fork failed."""
-    keep_r, keep_w = os.pipe2(os.O_CLOEXEC)
+def _start_init(sock: socket.socket, keep: tuple[int, int] | None) -> _Init | None:  # pragma: no cover
+    """Fork I, PID 1 of the new PID namespace, and wait for its report.  None if the fork failed.
+    With P's `keep` pipe, I outlives S (no pdeathsig: S exits once the command runs)."""
+    keep_r, keep_w = keep if keep is not None else os.pipe2(os.O_CLOEXEC)
     rep_r, rep_w = os.pipe2(os.O_CLOEXEC)
     try:
         init_pid = os.fork()
@@ -110,7 +118,7 @@ def _start_init(sock: socket.socket) -> _Init | None:  # pragma: no cover
             sock.close()
             os.close(keep_w)
             os.close(rep_r)
-            init(keep_r, rep_w)
+            init(keep_r, rep_w, pdeathsig=keep is None)
         except BaseException:
             code = 1
         finally:
@@ -163,7 +171,8 @@ def _report_ready(sock: socket.socket, opts: SandboxOptions, pid1: _Init) -> boo
             pid1.stop()
             return False
     try:
-        sock.sendall(json.dumps({"ready": True, "proc_warning": pid1.proc_warning}).encode())
+        sock.sendall(json.dumps({"ready": True, "proc_warning": pid1.proc_warning,
+                                 "init_pid": pid1.pid}).encode())
     except OSError:
         pid1.stop()
         return False
@@ -197,9 +206,38 @@ def _run_command(sock: socket.socket, argv: list[str], pid1: _Init) -> int:  # p
     return status
 
 
-def init(keep_r: int, rep_w: int) -> None:  # pragma: no cover
-    """I: PID 1.  Mount /proc, report, then block until S goes away; orphans are auto-reaped."""
-    set_pdeathsig(signal.SIGKILL)
+def _hand_command_over(sock: socket.socket, argv: list[str], pid1: _Init) -> int:  # pragma: no cover
+    """Fork C, tell P its pid and exit: C and I become P's children (P is a subreaper), and P
+    waits for C.  1 if the fork failed (P then reports S's status)."""
+    try:
+        cmd_pid = os.fork()
+    except OSError as e:
+        send_error(sock, SandboxError(f"cannot start the command: {e.strerror}"))
+        return 1
+    if cmd_pid == 0:
+        code = 127
+        try:
+            sock.close()
+            os.close(pid1.keep_w)
+            code = exec_command(argv)
+        finally:
+            os._exit(code)
+    try:
+        sock.sendall(f"command {cmd_pid}".encode())
+    except OSError:
+        pass                      # P is gone: pdeathsig ends us, P's pipe ends I
+    return 0
+
+
+# PID 1 needs no Python once /proc is mounted: it execs this (reading the keep pipe on stdin,
+# ignored SIGCHLD inherited), and exits at EOF, when every holder of the pipe's write end is gone.
+CAT_PATHS = ("/usr/bin/cat", "/bin/cat")
+
+
+def init(keep_r: int, rep_w: int, pdeathsig: bool = True) -> None:  # pragma: no cover
+    """I: PID 1.  Mount /proc, report, then block until S (or P) goes away; orphans are auto-reaped."""
+    if pdeathsig:
+        set_pdeathsig(signal.SIGKILL)
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)
     for sig in FORWARDED_SIGNALS:
         signal.signal(sig, signal.SIG_DFL)   # PID 1 ignores SIG_DFL signals from its namespace
@@ -212,8 +250,26 @@ def init(keep_r: int, rep_w: int) -> None:  # pragma: no cover
                    "/proc inside shows the outer PID namespace")
     os.write(rep_w, warning.encode())
     os.close(rep_w)
+    _exec_cat(keep_r)
     while os.read(keep_r, 1):
         pass
+
+
+def _exec_cat(keep_r: int) -> None:  # pragma: no cover
+    """Become `cat` with the keep pipe on stdin and /dev/null for stdout and stderr; returns only
+    if that failed (then I stays this interpreter)."""
+    try:
+        null = os.open("/dev/null", os.O_RDWR | os.O_CLOEXEC)
+    except OSError:
+        return
+    os.dup2(keep_r, 0)
+    os.dup2(null, 1)
+    os.dup2(null, 2)
+    for path in CAT_PATHS:
+        try:
+            os.execv(path, ["cat"])
+        except OSError:
+            pass
 
 
 def supervise(cmd_pid: int, init_pid: int) -> tuple[int, bool]:  # pragma: no cover

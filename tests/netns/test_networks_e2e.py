@@ -415,3 +415,16 @@ def test_ipv6_between_and_across_networks(world: World) -> None:
     res = world.run(["--network", "six"], ["sh", "-c", "dig +short @fd89:0:0:66::1 web.a AAAA; "
                                           "dig @fd89:0:0:66::1 web.a AAAA | grep -c NXDOMAIN"])
     assert res.stdout.split() == ["1"], res.stdout
+
+
+def test_an_idle_member_is_a_bare_waiter_and_cat_as_pid_1(world: World) -> None:
+    """What a member costs while it runs: its `slirpy run` (now a bare-interpreter waiter) and
+    its PID 1 (`cat`), no supervisor: both are the only children the command does not make."""
+    rec = json.loads((world.root / "run" / "slirpy" / "sandboxes" / "web.json").read_text())
+    pid, init = rec["pid"], rec["ns_pid"]
+    kids = {int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()}
+    assert init in kids and len(kids) == 2
+    assert os.path.basename(os.readlink(f"/proc/{init}/exe")) == "cat"
+    argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    assert argv[1:3] == [b"-I", b"-S"] and argv[3].endswith(b"slirpy/sandbox/waiter.py")
+    assert "site-packages" not in Path(f"/proc/{pid}/maps").read_text()
