@@ -213,7 +213,16 @@ def run_checks() -> list[Finding]:
     uid, gid = os.getuid(), os.getgid()
     user = user_name(uid)
     return [*_userns_knob_findings(sysctls), _tun_finding(user), *_namespace_findings(sysctls),
-            _ping_finding(gid), _ipv6_finding(), *_subid_findings(user, uid)]
+            _ping_finding(gid), _ipv6_finding(), *_subid_findings(user, uid), _build_finding()]
+
+
+def _build_finding() -> Finding:
+    """Which build runs (mypyc-compiled or pure Python); compiled files older than their
+    sources (an editable install edited since its build) are a warning."""
+    from . import native
+    stale = not native.pure_requested() and native.stale_modules(native.compiled_modules())
+    return Finding("build", not stale, False, native.describe(),
+                   "pip install -e . (rebuilds)" if stale else "")
 
 
 def user_name(uid: int) -> str:

@@ -59,7 +59,7 @@ def mac_to_str(mac: bytes | bytearray | memoryview) -> str:
     return ":".join(f"{b:02x}" for b in bytes(mac))
 
 
-def mac_from_str(text: str) -> bytes:
+def mac_from_str(text: object) -> bytes:
     """'aa:bb:cc:dd:ee:ff' (or '-' separated) -> 6 bytes; ValueError on anything else."""
     if not isinstance(text, str):
         raise ValueError(f"invalid MAC address {text!r}")
