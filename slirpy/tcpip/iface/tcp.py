@@ -399,7 +399,7 @@ class TcpHandler:
         self._counters["tcp.inbound.ipv4_retry"] += 1
         return True
 
-    def _hold_for_retry(self, flow_id: int, data: bytes | None) -> None:
+    def _hold_for_retry(self, flow_id: int, data: bytes | memoryview | None) -> None:
         """Keep what the client sent (None: its EOF) for an IPv4 retry, or give the retry up
         when it is more than RETRY_HOLD_MAX bytes."""
         retry = self._retry[flow_id]
@@ -469,7 +469,7 @@ class TcpHandler:
         """How many bytes the next host read of this flow may take (flow.Budgets)."""
         return self._budgets.host_allowance(self._by_id.get(flow_id))
 
-    def host_data(self, flow_id: int, data: bytes, now: float) -> bool:
+    def host_data(self, flow_id: int, data: bytes | memoryview, now: float) -> bool:
         """Host bytes for the guest. True when the host reads must stop now: the event loop may
         read the same socket again before the TcpHostReadPaused event is dispatched (libuv
         reads up to 32 times per readable socket), so the caller stops them at once."""
