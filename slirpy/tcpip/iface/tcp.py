@@ -28,7 +28,7 @@ import hashlib
 import random
 import struct
 from collections import deque
-from typing import Any
+from typing import Any, Final
 
 from .. import fwd as _fwd
 from ..addr import ntoa
@@ -50,9 +50,9 @@ from .icmp import ErrorChannel
 from .link import Link
 from .neighbours import Neighbours
 
-SYN_HEAD_MAX = 576 - 20 - 8             # what an ICMP error may quote (RFC 1812 §4.3.2.3)
-RETRY_HOLD_MAX = 64 << 10               # client bytes kept for an IPv4 retry of an inbound flow
-_PORT_PAIR = struct.Struct("!HH")
+SYN_HEAD_MAX: Final = 576 - 20 - 8             # what an ICMP error may quote (RFC 1812 §4.3.2.3)
+RETRY_HOLD_MAX: Final = 64 << 10               # client bytes kept for an IPv4 retry of an inbound flow
+_PORT_PAIR: Final = struct.Struct("!HH")
 
 
 class _Family:
