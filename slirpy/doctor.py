@@ -220,7 +220,8 @@ def _build_finding() -> Finding:
     """Which build runs (mypyc-compiled or pure Python); compiled files older than their
     sources (an editable install edited since its build) are a warning."""
     from . import native
-    stale = not native.pure_requested() and native.stale_modules(native.compiled_modules())
+    stale = (not native.pure_requested() and native.built_in_place()
+             and native.stale_modules(native.compiled_modules()))
     return Finding("build", not stale, False, native.describe(),
                    "pip install -e . (rebuilds)" if stale else "")
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import importlib.machinery
 import os
 import sys
+import sysconfig
 from collections.abc import Sequence
 from types import ModuleType
 
@@ -79,6 +80,14 @@ def stale_modules(compiled: dict[str, tuple[str, str]]) -> list[str]:
             if os.path.getmtime(source) > os.path.getmtime(ext)]
 
 
+def built_in_place(package_dir: str = _PACKAGE_DIR) -> bool:
+    """True for a source tree compiled in place (editable install), which can go stale; False
+    for an installed wheel, whose files are unpacked in no particular order of time."""
+    paths = sysconfig.get_paths()
+    installed = {os.path.realpath(paths[k]) for k in ("purelib", "platlib")}
+    return os.path.dirname(os.path.realpath(package_dir)) not in installed
+
+
 def _packages(modules: Sequence[str]) -> str:
     """'slirpy.tcpip (41)'-style summary, by the second-level package."""
     counts: dict[str, int] = {}
@@ -101,7 +110,7 @@ def describe() -> str:
     where = "" if (loaded.__file__ or "").endswith(tuple(importlib.machinery.EXTENSION_SUFFIXES)) \
         else f"; but {probe} was imported from {loaded.__file__}"
     line = f"compiled with mypyc: {len(compiled)} modules: {_packages(list(compiled))}{where}"
-    stale = stale_modules(compiled)
+    stale = stale_modules(compiled) if built_in_place() else []
     if stale:
         line += (f"; STALE: {len(stale)} .py files changed since the build ({stale[0]}...): "
                  f"rebuild with `pip install -e .`, or run pure with {PURE_ENV}=1")

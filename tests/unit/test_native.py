@@ -81,6 +81,12 @@ def test_compiled_modules_and_stale_ones_are_found(tmp_path) -> None:
     assert native.stale_modules(found) == ["slirpy.tcpip.b"]
 
 
+def test_only_a_tree_compiled_in_place_can_be_stale(tmp_path) -> None:
+    import sysconfig
+    assert native.built_in_place(str(tmp_path / "slirpy"))
+    assert not native.built_in_place(os.path.join(sysconfig.get_paths()["platlib"], "slirpy"))
+
+
 @pytest.mark.parametrize("value,pure", [("", False), ("0", False), ("1", True), ("yes", True)])
 def test_pure_requested(value: str, pure: bool) -> None:
     assert native.pure_requested({"SLIRPY_PURE": value}) is pure
