@@ -1,17 +1,57 @@
 # Sourced by helpers/test and helpers/demo: make sure the dev venv exists and is current.
 #   SLIRPY_VENV   venv directory (default: <repo>/.venv)
+#   SLIRPY_PURE   1: install and run the pure-Python build (no mypyc compile, see setup.py)
 # The venv is (re)built from /usr/bin/python3 with `pip install -e .[test]` when it is
 # missing, broken, or pyproject.toml changed since the last install (a stamp file records
-# pyproject.toml's sha256).  Sets VENV and VENV_PY.
+# pyproject.toml's sha256).  The editable install compiles slirpy's hot modules in place
+# (setup.py); that step is re-run when a compiled module's .py is newer than its build, or the
+# compiled files are missing (a fresh copy of the tree).  Sets VENV, VENV_PY and
+# SLIRPY_EXPECT_BUILD (compiled or pure: what tests/unit/test_native.py checks is running).
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="${SLIRPY_VENV:-$REPO/.venv}"
 VENV_PY="$VENV/bin/python"
 BASE_PY="${SLIRPY_BASE_PYTHON:-/usr/bin/python3}"
 
+pure_build() { [[ -n "${SLIRPY_PURE:-}" && "${SLIRPY_PURE}" != 0 ]]; }
+
+# Exit 0 when the tree holds a compiled build that is not older than its sources.
+compiled_build_current() {
+    (cd "$REPO" && "$VENV_PY" -c 'import sys
+from slirpy import native
+c = native.compiled_modules()
+sys.exit(0 if c and not native.stale_modules(c) else 1)') 2>/dev/null
+}
+
+# A C compiler and the Python headers (helpers/setup-host installs both): what setup.py needs.
+can_compile() {
+    command -v "$("$VENV_PY" -c 'import sysconfig; print((sysconfig.get_config_var("CC") or "cc").split()[0])')" \
+        >/dev/null && "$VENV_PY" -c 'import os, sys, sysconfig
+sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")))'
+}
+
 ensure_venv() {
+    ensure_venv_installed || return 1
+    export SLIRPY_EXPECT_BUILD=pure
+    pure_build && return 0
+    if ! compiled_build_current && can_compile; then
+        echo "helpers: compiling slirpy's hot modules with mypyc (pip install -e ., ~2 min)" >&2
+        (cd "$REPO" && "$VENV_PY" -m pip install --quiet --disable-pip-version-check --no-deps -e .) \
+            || return 1
+    fi
+    if compiled_build_current; then
+        export SLIRPY_EXPECT_BUILD=compiled
+    elif [[ "${CI:-}" == true ]]; then
+        echo "helpers: the compiled build failed (see above); CI needs it" >&2
+        return 1
+    else
+        echo "helpers: WARNING: no compiled build (no C compiler or python3-dev?): pure Python" >&2
+    fi
+}
+
+ensure_venv_installed() {
     local want stamp="$VENV/.slirpy-install-stamp"
-    want="$(sha256sum "$REPO/pyproject.toml" | cut -d' ' -f1) $REPO"
+    want="$(sha256sum "$REPO/pyproject.toml" "$REPO/setup.py" | cut -d' ' -f1 | tr '\n' ' ')$REPO"
     if [[ -x "$VENV_PY" ]] && [[ -f "$stamp" ]] && [[ "$(cat "$stamp")" == "$want" ]] \
         && "$VENV_PY" -c 'import slirpy, pytest, hypothesis, mypy, matplotlib' 2>/dev/null; then
         return 0

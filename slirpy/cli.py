@@ -50,8 +50,16 @@ def build_config(mtu: str, cidr: str, offload: bool, allow_host_loopback: bool, 
     return config
 
 
+def _print_version(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+    if value and not ctx.resilient_parsing:
+        from .native import describe
+        click.echo(f"slirpy, version {__version__}\nbuild: {describe()}")
+        ctx.exit()
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(__version__, prog_name="slirpy")
+@click.option("--version", is_flag=True, expose_value=False, is_eager=True,
+              callback=_print_version, help="Show the version and the build (compiled or pure).")
 def main() -> None:
     """Rootless userspace networking for Linux network namespaces."""
 

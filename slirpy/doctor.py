@@ -213,7 +213,8 @@ def run_checks() -> list[Finding]:
     uid, gid = os.getuid(), os.getgid()
     user = user_name(uid)
     return [*_userns_knob_findings(sysctls), _tun_finding(user), *_namespace_findings(sysctls),
-            _ping_finding(gid), _ipv6_finding(), *_subid_findings(user, uid), _harden_finding()]
+            _ping_finding(gid), _ipv6_finding(), *_subid_findings(user, uid), _harden_finding(),
+            _build_finding()]
 
 
 def _harden_finding() -> Finding:
@@ -226,6 +227,16 @@ def _harden_finding() -> Finding:
                        "capabilities dropped, no_new_privs, seccomp allow-list: all work", "")
     return Finding("hardening", False, False, f"{reason}: `slirpy run` will refuse to start "
                    "unless given --no-sandbox (then the network process is not hardened)", "")
+
+
+def _build_finding() -> Finding:
+    """Which build runs (mypyc-compiled or pure Python); compiled files older than their
+    sources (an editable install edited since its build) are a warning."""
+    from . import native
+    stale = (not native.pure_requested() and native.built_in_place()
+             and native.stale_modules(native.compiled_modules()))
+    return Finding("build", not stale, False, native.describe(),
+                   "pip install -e . (rebuilds)" if stale else "")
 
 
 def user_name(uid: int) -> str:

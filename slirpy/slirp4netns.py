@@ -382,8 +382,10 @@ def run(argv: list[str], prog: str = "slirp4netns") -> int:
         if e.usage:
             sys.stdout.write(_HELP.format(prog=prog))
         elif e.code == 0:
+            from .native import describe
             sys.stdout.write(f"slirp4netns version {COMPAT_VERSION}\nslirpy: {__version__}\n"
-                             f"SLIRP_CONFIG_VERSION_MAX: {SLIRP_CONFIG_VERSION_MAX}\n")
+                             f"SLIRP_CONFIG_VERSION_MAX: {SLIRP_CONFIG_VERSION_MAX}\n"
+                             f"slirpy build: {describe()}\n")
         sys.stdout.flush()
         return e.code
     return _serve(o, config, prog)

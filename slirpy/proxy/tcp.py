@@ -145,9 +145,7 @@ class HostTcpProtocol(asyncio.BufferedProtocol):
     def buffer_updated(self, nbytes: int) -> None:
         t = self.transport          # set: the loop reads only once connection_made has run
         data = self.flow_host.recv_blocks.take(nbytes)
-        # Stack.tcp_host_data is annotated `bytes` but queues read-only views as they are
-        # (sendbuf.Chunk); its annotation is fixed with the stack split (issue 14).
-        if self.stack.tcp_host_data(self.flow_id, data, _now()) and t is not None:  # type: ignore[arg-type]
+        if self.stack.tcp_host_data(self.flow_id, data, _now()) and t is not None:
             t.pause_reading()    # now: before the loop reads this socket again
         self.flow_host.request_flush()
 

@@ -19,7 +19,8 @@ class StackEvent:
     """Base of every runtime-facing event: something the host side must do for one flow."""
 
     __slots__ = ()
-    flow_id: int
+    # Every subclass has a `flow_id: int` field.  It is not declared here: compiled by mypyc,
+    # a field of this base would reach the dataclasses below as a default value.
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,8 +4,10 @@ Comparisons are valid while the two numbers are less than 2**31 apart, which a w
 most 2**30 bytes (RFC 7323 §2.3) guarantees.
 """
 
-MASK = 0xFFFFFFFF
-_HALF = 1 << 31
+from typing import Final
+
+MASK: Final = 0xFFFFFFFF
+_HALF: Final = 1 << 31
 
 
 def seq_add(a: int, n: int) -> int:

@@ -139,7 +139,7 @@ class Stack:
     tcp_host_connected: Callable[[int, float], None]
     tcp_host_connect_failed: Callable[[int, int, float], None]
     tcp_host_allowance: Callable[[int], int]
-    tcp_host_data: Callable[[int, bytes, float], bool]
+    tcp_host_data: Callable[[int, bytes | memoryview, float], bool]
     tcp_host_eof: Callable[[int, float], None]
     tcp_host_reset: Callable[[int, float], None]
     tcp_host_write_paused: Callable[[int, bool, float], None]

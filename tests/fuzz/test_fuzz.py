@@ -194,15 +194,23 @@ def test_ipv6_harness_invariants_can_fail(monkeypatch, name, where, broken):
     assert res.findings and all(f.error.startswith("AssertionError") for f in res.findings)
 
 
-def test_dhcp_harness_invariants_can_fail(monkeypatch):
-    """The dhcp harness's checks are live: a server that lets its lease table outgrow the pool
-    is caught."""
-    from slirpy.tcpip.iface.dhcp import DhcpServer
+@pytest.mark.parametrize("broken", ["outgrown", "outside_pool"])
+def test_dhcp_harness_invariants_can_fail(monkeypatch, broken):
+    """The dhcp harness's checks are live: a server whose lease table outgrew the pool, or that
+    leased an address outside it, is caught.  (The bad state is put in the lease table itself:
+    with the compiled build, a method patched on DhcpServer is not what its callers run.)"""
+    from slirpy.tcpip.iface.dhcp import POOL_SIZE
     from slirpy.tcpip.wire import dhcp as wd
     from tests.fuzz import harnesses_dhcp as hd
     monkeypatch.setattr(hd, "_SERVER", {})
-    monkeypatch.setattr(DhcpServer, "_room", lambda self, mac, now: True)
-    monkeypatch.setattr(DhcpServer, "_pick", lambda self, mac, wanted, now: self.pool[0])
+    server = hd._stack().dhcp
+    if broken == "outgrown":
+        for i in range(POOL_SIZE + 1):
+            server.leases[bytes([2, 0, 0, 0, 2, i])] = (server.pool[0], 1e9)
+    else:
+        server.leases[bytes([2, 0, 0, 0, 2, 0])] = (bytes([192, 0, 2, 1]), 1e9)
+    request = wd.build_request(wd.DISCOVER, 1, bytes([2, 0, 0, 0, 1, 1]))
     with pytest.raises(AssertionError):
-        for i in range(17):
-            hd.fuzz_dhcp(wd.build_request(wd.DISCOVER, i, bytes([2, 0, 0, 0, 1, i])))
+        hd.fuzz_dhcp(request)
+    server.leases.clear()
+    hd.fuzz_dhcp(request)          # the same request against a sound table passes

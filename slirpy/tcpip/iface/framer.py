@@ -11,7 +11,7 @@ IPv6 one (GSO_TCPV6, no header checksum); a flow keeps its family's `emit`.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Final, Sequence
 
 from ..checksum import finish, sum16
 from ..wire.ethernet import ETH_HLEN
@@ -22,7 +22,7 @@ from ..wire.tcp import TCP_HDR
 from ..wire.virtio import F_NEEDS_CSUM, GSO_TCPV4, VNET_HDR
 from .link import ETH_IP_HLEN, Link
 
-GSO_MAX = 65535 - IPV4_HLEN - 60         # payload bytes in one IPv4 super-frame, worst-case options
+GSO_MAX: Final = 65535 - IPV4_HLEN - 60         # payload bytes in one IPv4 super-frame, worst-case options
 
 # (seq, ack, flags, window, options, payload) as TcpConnection.segments_to_send gives them
 Segment = tuple[int, int, int, int, bytes, Any]

@@ -14,7 +14,7 @@ family once, when it is made, so no per-packet code asks which family it is.
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import Any, Callable
+from typing import Any, Callable, Final
 
 from ..errors import MalformedPacket
 from ..wire.ethernet import ETH_HDR, ETH_HLEN, ETHERTYPE_ARP, ETHERTYPE_IPV4, ETHERTYPE_IPV6
@@ -28,10 +28,10 @@ from ..wire.ipv6 import IPV6_HLEN
 from ..wire.ipv6 import build_header as build_ipv6_header
 from ..wire.virtio import F_NEEDS_CSUM, GSO_NONE, VNET_HDR, VNET_HDR_LEN, checksum_trusted
 
-ETH_IP_HLEN = ETH_HLEN + IPV4_HLEN     # 34: csum_start of a transport header after plain IPv4
-ETH_IP6_HLEN = ETH_HLEN + IPV6_HLEN    # 54: csum_start of a transport header after plain IPv6
-TCP_CSUM_OFFSET = 16
-UDP_CSUM_OFFSET = 6
+ETH_IP_HLEN: Final = ETH_HLEN + IPV4_HLEN     # 34: csum_start of a transport header after plain IPv4
+ETH_IP6_HLEN: Final = ETH_HLEN + IPV6_HLEN    # 54: csum_start of a transport header after plain IPv6
+TCP_CSUM_OFFSET: Final = 16
+UDP_CSUM_OFFSET: Final = 6
 
 # A frame for the TAP: bytes, or a tuple of buffers for os.writev.
 Frame = Any

@@ -28,7 +28,7 @@ import hashlib
 import random
 import struct
 from collections import deque
-from typing import Any
+from typing import Any, Final
 
 from .. import fwd as _fwd
 from ..addr import ntoa
@@ -50,9 +50,9 @@ from .icmp import ErrorChannel
 from .link import Link
 from .neighbours import Neighbours
 
-SYN_HEAD_MAX = 576 - 20 - 8             # what an ICMP error may quote (RFC 1812 §4.3.2.3)
-RETRY_HOLD_MAX = 64 << 10               # client bytes kept for an IPv4 retry of an inbound flow
-_PORT_PAIR = struct.Struct("!HH")
+SYN_HEAD_MAX: Final = 576 - 20 - 8             # what an ICMP error may quote (RFC 1812 §4.3.2.3)
+RETRY_HOLD_MAX: Final = 64 << 10               # client bytes kept for an IPv4 retry of an inbound flow
+_PORT_PAIR: Final = struct.Struct("!HH")
 
 
 class _Family:
@@ -399,7 +399,7 @@ class TcpHandler:
         self._counters["tcp.inbound.ipv4_retry"] += 1
         return True
 
-    def _hold_for_retry(self, flow_id: int, data: bytes | None) -> None:
+    def _hold_for_retry(self, flow_id: int, data: bytes | memoryview | None) -> None:
         """Keep what the client sent (None: its EOF) for an IPv4 retry, or give the retry up
         when it is more than RETRY_HOLD_MAX bytes."""
         retry = self._retry[flow_id]
@@ -469,7 +469,7 @@ class TcpHandler:
         """How many bytes the next host read of this flow may take (flow.Budgets)."""
         return self._budgets.host_allowance(self._by_id.get(flow_id))
 
-    def host_data(self, flow_id: int, data: bytes, now: float) -> bool:
+    def host_data(self, flow_id: int, data: bytes | memoryview, now: float) -> bool:
         """Host bytes for the guest. True when the host reads must stop now: the event loop may
         read the same socket again before the TcpHostReadPaused event is dispatched (libuv
         reads up to 32 times per readable socket), so the caller stops them at once."""

@@ -12,7 +12,7 @@ Sequence arithmetic is inlined where it runs per segment (see `transmit`).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from ..seqnum import seq_add, seq_ge, seq_gt, seq_sub
 from ..wire.tcp import FIN, SYN, TcpSegment
@@ -24,8 +24,8 @@ from .state import CLOSE_TRANSITIONS, CLOSED, CLOSE_WAIT, ESTABLISHED, TIME_WAIT
 if TYPE_CHECKING:
     from .connection import TcpConnection
 
-MASK = 0xFFFFFFFF
-HALF = 1 << 31
+MASK: Final = 0xFFFFFFFF
+HALF: Final = 1 << 31
 
 
 def process_ack(c: TcpConnection, seg: TcpSegment, ack: int, plen: int, now: float) -> None:

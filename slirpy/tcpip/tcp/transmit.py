@@ -13,7 +13,7 @@ is `seq_sub(a, b)`, ``a != b and ((b - a) & MASK) < HALF`` is `seq_lt(a, b)`.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from ..sendbuf import Gather
 from ..seqnum import seq_add, seq_gt, seq_le, seq_lt, seq_sub
@@ -25,8 +25,8 @@ if TYPE_CHECKING:
     from .connection import Segment, TcpConnection
     from .state import TcpState
 
-MASK = 0xFFFFFFFF
-HALF = 1 << 31
+MASK: Final = 0xFFFFFFFF
+HALF: Final = 1 << 31
 
 
 def window_field(c: TcpConnection) -> int:

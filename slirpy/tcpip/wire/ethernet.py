@@ -4,19 +4,20 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
+from typing import Final
 
 from ..errors import MalformedPacket
 
-ETH_HDR = struct.Struct("!6s6sH")   # dst, src, ethertype
-ETH_HLEN = 14
+ETH_HDR: Final = struct.Struct("!6s6sH")   # dst, src, ethertype
+ETH_HLEN: Final = 14
 
-ETHERTYPE_IPV4 = 0x0800
-ETHERTYPE_ARP = 0x0806
-ETHERTYPE_IPV6 = 0x86DD
+ETHERTYPE_IPV4: Final = 0x0800
+ETHERTYPE_ARP: Final = 0x0806
+ETHERTYPE_IPV6: Final = 0x86DD
 
-BROADCAST_MAC = b"\xff" * 6
+BROADCAST_MAC: Final = b"\xff" * 6
 
-_HEX = frozenset("0123456789abcdefABCDEF")
+_HEX: Final = frozenset("0123456789abcdefABCDEF")
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,7 +60,7 @@ def mac_to_str(mac: bytes | bytearray | memoryview) -> str:
     return ":".join(f"{b:02x}" for b in bytes(mac))
 
 
-def mac_from_str(text: str) -> bytes:
+def mac_from_str(text: object) -> bytes:
     """'aa:bb:cc:dd:ee:ff' (or '-' separated) -> 6 bytes; ValueError on anything else."""
     if not isinstance(text, str):
         raise ValueError(f"invalid MAC address {text!r}")

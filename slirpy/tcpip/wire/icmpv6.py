@@ -88,6 +88,9 @@ ALL_ROUTERS = bytes.fromhex("ff020000000000000000000000000002")
 UNSPECIFIED = bytes(16)
 
 _U32 = struct.Struct("!I")
+# A module-level name for memoryview: compiled by mypyc 2.4, a dataclass field annotated with
+# a bare `memoryview` is looked up in the module globals, where it is not.
+_View = memoryview
 _PREFIX_OPT = struct.Struct("!BBBBIII16s")   # type, len, prefix len, flags, valid, preferred, 0, prefix
 _MTU_OPT = struct.Struct("!BBHI")            # type, len, reserved, mtu
 _RDNSS_HDR = struct.Struct("!BBHI")          # type, len, reserved, lifetime
@@ -113,7 +116,7 @@ class Icmpv6Header:
     type: int
     code: int
     rest: int
-    body: memoryview
+    body: _View
 
     @property
     def ident(self) -> int:

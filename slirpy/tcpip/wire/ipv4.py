@@ -10,23 +10,24 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
+from typing import Final
 
 from ..checksum import sum16
 from ..errors import MalformedPacket
 
 # ver<<4|ihl, tos, total_length, ident, flags<<13|offset, ttl, proto, checksum, src, dst
-IPV4_HDR = struct.Struct("!BBHHHBBH4s4s")
-IPV4_HLEN = 20
-IPV4_MAX_HLEN = 60
-IPV4_MAX_TOTAL_LENGTH = 0xFFFF
+IPV4_HDR: Final = struct.Struct("!BBHHHBBH4s4s")
+IPV4_HLEN: Final = 20
+IPV4_MAX_HLEN: Final = 60
+IPV4_MAX_TOTAL_LENGTH: Final = 0xFFFF
 
-PROTO_ICMP = 1
-PROTO_TCP = 6
-PROTO_UDP = 17
+PROTO_ICMP: Final = 1
+PROTO_TCP: Final = 6
+PROTO_UDP: Final = 17
 
-FLAG_DF = 0x4000
-FLAG_MF = 0x2000
-OFFSET_MASK = 0x1FFF
+FLAG_DF: Final = 0x4000
+FLAG_MF: Final = 0x2000
+OFFSET_MASK: Final = 0x1FFF
 
 
 @dataclass(frozen=True, slots=True)

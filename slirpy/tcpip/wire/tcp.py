@@ -9,38 +9,39 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
+from typing import Final
 
 from ..checksum import finish, pseudo_header_sum, sum16
 from ..errors import MalformedPacket
 
-TCP_HDR = struct.Struct("!HHIIBBHHH")  # sport dport seq ack off<<4 flags window checksum urgent
-TCP_HLEN = 20
-TCP_MAX_HLEN = 60
+TCP_HDR: Final = struct.Struct("!HHIIBBHHH")  # sport dport seq ack off<<4 flags window checksum urgent
+TCP_HLEN: Final = 20
+TCP_MAX_HLEN: Final = 60
 
-FIN = 0x01
-SYN = 0x02
-RST = 0x04
-PSH = 0x08
-ACK = 0x10
-URG = 0x20
-ECE = 0x40
-CWR = 0x80
+FIN: Final = 0x01
+SYN: Final = 0x02
+RST: Final = 0x04
+PSH: Final = 0x08
+ACK: Final = 0x10
+URG: Final = 0x20
+ECE: Final = 0x40
+CWR: Final = 0x80
 
-OPT_END = 0
-OPT_NOP = 1
-OPT_MSS = 2
-OPT_WSCALE = 3
-OPT_SACK_PERM = 4
-OPT_SACK = 5
-OPT_TIMESTAMP = 8
+OPT_END: Final = 0
+OPT_NOP: Final = 1
+OPT_MSS: Final = 2
+OPT_WSCALE: Final = 3
+OPT_SACK_PERM: Final = 4
+OPT_SACK: Final = 5
+OPT_TIMESTAMP: Final = 8
 
-_U16 = struct.Struct("!H")
-_U32X2 = struct.Struct("!II")
-_PROTO_TCP = 6
-_OPT_MSS_HDR = bytes((OPT_MSS, 4))
-_OPT_SACKPERM_TS = bytes((OPT_SACK_PERM, 2, OPT_TIMESTAMP, 10))
-_OPT_NOP_NOP_TS = bytes((OPT_NOP, OPT_NOP, OPT_TIMESTAMP, 10))
-_OPT_NOP_NOP_SACKPERM = bytes((OPT_NOP, OPT_NOP, OPT_SACK_PERM, 2))
+_U16: Final = struct.Struct("!H")
+_U32X2: Final = struct.Struct("!II")
+_PROTO_TCP: Final = 6
+_OPT_MSS_HDR: Final = bytes((OPT_MSS, 4))
+_OPT_SACKPERM_TS: Final = bytes((OPT_SACK_PERM, 2, OPT_TIMESTAMP, 10))
+_OPT_NOP_NOP_TS: Final = bytes((OPT_NOP, OPT_NOP, OPT_TIMESTAMP, 10))
+_OPT_NOP_NOP_SACKPERM: Final = bytes((OPT_NOP, OPT_NOP, OPT_SACK_PERM, 2))
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,7 +124,7 @@ class TcpOptions:
         return bytes(out)
 
 
-NO_OPTIONS = TcpOptions()
+NO_OPTIONS: Final = TcpOptions()
 
 
 @dataclass(slots=True)

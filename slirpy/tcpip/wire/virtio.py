@@ -11,31 +11,32 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
+from typing import Final
 
 from ..errors import MalformedPacket
 
-VNET_HDR_LEN = 12
+VNET_HDR_LEN: Final = 12
 # flags, gso_type, hdr_len, gso_size, csum_start, csum_offset, num_buffers
-VNET_HDR = struct.Struct("<BBHHHHH")
+VNET_HDR: Final = struct.Struct("<BBHHHHH")
 
-F_NEEDS_CSUM = 1     # checksum from csum_start to the end, stored at csum_start + csum_offset
-F_DATA_VALID = 2     # the checksum has already been validated
+F_NEEDS_CSUM: Final = 1     # checksum from csum_start to the end, stored at csum_start + csum_offset
+F_DATA_VALID: Final = 2     # the checksum has already been validated
 
-GSO_NONE = 0
-GSO_TCPV4 = 1
-GSO_UDP = 3
-GSO_TCPV6 = 4
-GSO_UDP_L4 = 5
-GSO_ECN = 0x80       # flag bit on gso_type: the segments carry CWR
+GSO_NONE: Final = 0
+GSO_TCPV4: Final = 1
+GSO_UDP: Final = 3
+GSO_TCPV6: Final = 4
+GSO_UDP_L4: Final = 5
+GSO_ECN: Final = 0x80       # flag bit on gso_type: the segments carry CWR
 
 # Accepted gso_type values, as the kernel's virtio_net_hdr_to_skb() accepts them: NONE, or a
 # segmentation type optionally with the ECN bit (ECN alone is EINVAL there).
-_GSO_TYPES = frozenset(
+_GSO_TYPES: Final = frozenset(
     (GSO_NONE,)
     + tuple(t | e for t in (GSO_TCPV4, GSO_UDP, GSO_TCPV6, GSO_UDP_L4) for e in (0, GSO_ECN))
 )
 
-ZERO_HEADER = bytes(VNET_HDR_LEN)
+ZERO_HEADER: Final = bytes(VNET_HDR_LEN)
 
 
 @dataclass(frozen=True, slots=True)
