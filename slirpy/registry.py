@@ -102,11 +102,13 @@ def _private_dir(path: str) -> str:
 
 
 def runtime_dir() -> str:
-    """`$XDG_RUNTIME_DIR/slirpy` if that variable names a usable directory, else /tmp/slirpy-UID."""
+    """`$XDG_RUNTIME_DIR/slirpy` if that variable names a usable directory, else slirpy-UID in
+    the temporary directory ($TMPDIR, else /tmp)."""
     xdg = os.environ.get("XDG_RUNTIME_DIR")
     if xdg and os.path.isabs(xdg) and os.path.isdir(xdg) and os.access(xdg, os.W_OK | os.X_OK):
         return _private_dir(os.path.join(xdg, "slirpy"))
-    return _private_dir(f"/tmp/slirpy-{os.geteuid()}")
+    import tempfile
+    return _private_dir(os.path.join(tempfile.gettempdir(), f"slirpy-{os.geteuid()}"))
 
 
 def data_dir() -> str:

@@ -15,6 +15,7 @@ import socket
 import subprocess
 import sys
 
+from slirpy import registry
 from slirpy.networks import paths
 from slirpy.networks.state import HolderState, read_state
 
@@ -40,6 +41,10 @@ def ensure_holder() -> HolderState:
     state = read_state()
     if state is not None and state.router_alive() and state.keeper_alive():
         return state
+    try:
+        paths.check_socket_paths()
+    except registry.RegistryError as e:
+        raise HolderError(str(e)) from None
     return _start_router()
 
 

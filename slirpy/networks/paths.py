@@ -33,5 +33,18 @@ def holder_control() -> str:
     return os.path.join(registry.runtime_dir(), "holder-ctl.sock")
 
 
+SUN_PATH_MAX = 107          # bytes of a UNIX socket path (sockaddr_un.sun_path, NUL included)
+
+
+def check_socket_paths() -> None:
+    """Raise registry.RegistryError (one line) when the holder's sockets would not fit in a
+    sockaddr_un: a deep $XDG_RUNTIME_DIR (the router could not bind them)."""
+    for path in (holder_socket(), holder_control()):
+        if len(os.fsencode(path)) > SUN_PATH_MAX:
+            raise registry.RegistryError(
+                f"{path}: {len(os.fsencode(path))} bytes, too long for a UNIX socket (at most "
+                f"{SUN_PATH_MAX}): point XDG_RUNTIME_DIR at a shorter directory")
+
+
 def holder_log() -> str:
     return os.path.join(registry.runtime_dir(), "holder.log")

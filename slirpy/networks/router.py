@@ -249,6 +249,12 @@ def main(argv: list[str]) -> int:
         ready(f"cannot start the network holder: {' '.join(str(e).split())}")
         log.info("stopping: %s", e)
         return 1
+    except Exception as e:                  # noqa: BLE001 - before "ok": the member says why
+        if ready_fd < 0:
+            raise
+        ready(f"cannot start the network holder: {' '.join(str(e).split()) or type(e).__name__}")
+        log.exception("stopping before ready")
+        return 1
     finally:
         if not router.stopping and not router.plumber_dead:
             try:                                # the keeper died under us: nothing holds the networks

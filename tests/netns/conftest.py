@@ -43,3 +43,17 @@ def no_stray_processes():
     stray = stray_processes(before)
     assert not stray, "processes left behind:\n" + "\n".join(
         f"  {pid} [{state}] {cmd}" for pid, (state, cmd) in sorted(stray.items()))
+
+
+@pytest.fixture
+def short_tmp():
+    """A fresh directory with a short path. UNIX socket paths under it must fit in 107 bytes,
+    and pytest's tmp_path grows with the user's and the test's names (a CI user's
+    `/tmp/slirpy-testns.X/pytest-of-slirpyci/pytest-0/test_two_concurrent_runs_creat0/run/...`
+    did not)."""
+    import shutil
+    import tempfile
+    from pathlib import Path
+    d = tempfile.mkdtemp(prefix="st")
+    yield Path(d)
+    shutil.rmtree(d, ignore_errors=True)

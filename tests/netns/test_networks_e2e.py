@@ -308,7 +308,8 @@ def test_ingress_allow(world: World) -> None:
 # ------------------------------------------------------------------ lifecycle and bad input
 
 
-def test_two_concurrent_runs_create_the_holder(tmp_path: Path) -> None:
+def test_two_concurrent_runs_create_the_holder(short_tmp: Path) -> None:
+    tmp_path = short_tmp
     w = World(tmp_path)
     assert w.slirpy("network", "create", "c").returncode == 0
     procs = [subprocess.Popen([PY, "-m", "slirpy", "run", "--network", "c", "--", "sh", "-c",
@@ -325,6 +326,17 @@ def test_two_concurrent_runs_create_the_holder(tmp_path: Path) -> None:
         time.sleep(0.1)
     assert list((run / "sandboxes").iterdir()) == []
     assert [p.name for p in (tmp_path / "data" / "slirpy" / "networks").iterdir()] == ["c.json"]
+
+
+def test_a_runtime_dir_too_deep_for_the_holders_sockets_is_one_line(short_tmp: Path) -> None:
+    deep = short_tmp / ("d" * 60) / ("e" * 60)
+    deep.mkdir(parents=True)
+    w = World(deep)
+    assert w.slirpy("network", "create", "deep").returncode == 0
+    r = w.run(["--network", "deep"], ["true"])
+    assert r.returncode == 1 and "too long for a UNIX socket" in r.stderr, r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+    assert not (deep / "run" / "slirpy" / "holder.json").exists()
 
 
 BAD = [

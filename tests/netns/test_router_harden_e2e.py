@@ -150,7 +150,8 @@ def test_dead_plumber_stops_the_router(world: World) -> None:
         assert s.recv(100).decode().startswith("203.0.113.1 ")
 
 
-def test_debug_switch_and_lifecycle(tmp_path: Path) -> None:
+def test_debug_switch_and_lifecycle(short_tmp: Path) -> None:
+    tmp_path = short_tmp
     w = World(tmp_path)
     w.env["SLIRPY_HOLDER_NO_SANDBOX"] = "1"
     assert w.slirpy("network", "create", "d").returncode == 0

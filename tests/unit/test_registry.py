@@ -36,14 +36,24 @@ def test_runtime_dir_is_under_xdg_and_0700(private_dirs):
     assert os.stat(path).st_mode & 0o777 == 0o700
 
 
-def test_runtime_dir_without_xdg_is_per_uid_in_tmp(monkeypatch):
+@pytest.fixture
+def tmpdir_env(monkeypatch, tmp_path):
+    """$TMPDIR pointed at a fresh directory: the fallback never touches the machine's /tmp
+    (where another user's /tmp/slirpy-0 may sit: it is refused, as it should be)."""
+    import tempfile
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    monkeypatch.setattr(tempfile, "tempdir", None)          # gettempdir() reads TMPDIR again
+    return tmp_path
+
+
+def test_runtime_dir_without_xdg_is_per_uid_in_tmp(monkeypatch, tmpdir_env):
     monkeypatch.delenv("XDG_RUNTIME_DIR")
-    assert registry.runtime_dir() == f"/tmp/slirpy-{os.geteuid()}"
+    assert registry.runtime_dir() == str(tmpdir_env / f"slirpy-{os.geteuid()}")
 
 
-def test_unusable_xdg_runtime_dir_falls_back(monkeypatch, tmp_path):
+def test_unusable_xdg_runtime_dir_falls_back(monkeypatch, tmp_path, tmpdir_env):
     monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path / "missing"))
-    assert registry.runtime_dir() == f"/tmp/slirpy-{os.geteuid()}"
+    assert registry.runtime_dir() == str(tmpdir_env / f"slirpy-{os.geteuid()}")
 
 
 def test_runtime_dir_with_a_wrong_mode_is_refused(private_dirs):
