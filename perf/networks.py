@@ -98,8 +98,13 @@ def router_pid(tmp: str) -> int | None:
     return pid if isinstance(pid, int) else None
 
 
+MEMBER_MTU = 65520              # a member has its network's MTU (`run --network` refuses --mtu)
+
+
 def member_argv(mtu: int, ports: list[int], extra: list[str] = ()) -> list[str]:
-    argv = [sys.executable, "-m", "slirpy", "run", "--network", NET, "--mtu", str(mtu), *extra]
+    if mtu != MEMBER_MTU:
+        raise NetworksError(f"a member's MTU is its network's ({MEMBER_MTU}), not {mtu}")
+    argv = [sys.executable, "-m", "slirpy", "run", "--network", NET, *extra]
     for p in ports:
         argv += ["-p", f"127.0.0.1:{p}:{p}"]
     return argv
