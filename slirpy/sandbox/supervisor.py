@@ -189,6 +189,17 @@ def _released(sock: socket.socket) -> bool:  # pragma: no cover
 
 def _run_command(sock: socket.socket, argv: list[str], pid1: _Init) -> int:  # pragma: no cover
     """Fork C, pass signals on until it exits, then end I.  C's status in shell convention."""
+    cmd_pid = _fork_command(sock, argv, pid1)
+    sock.close()
+    status, init_alive = supervise(cmd_pid, pid1.pid)
+    os.close(pid1.keep_w)
+    if init_alive:
+        kill_and_reap(pid1.pid)   # PID 1 gone: the kernel kills the rest of the namespace
+    return status
+
+
+def _fork_command(sock: socket.socket, argv: list[str], pid1: _Init) -> int:  # pragma: no cover
+    """Fork C, which execs the command (127 if it cannot); C's pid. Raises OSError (fork)."""
     cmd_pid = os.fork()
     if cmd_pid == 0:
         code = 127
@@ -198,30 +209,17 @@ def _run_command(sock: socket.socket, argv: list[str], pid1: _Init) -> int:  # p
             code = exec_command(argv)
         finally:
             os._exit(code)
-    sock.close()
-    status, init_alive = supervise(cmd_pid, pid1.pid)
-    os.close(pid1.keep_w)
-    if init_alive:
-        kill_and_reap(pid1.pid)   # PID 1 gone: the kernel kills the rest of the namespace
-    return status
+    return cmd_pid
 
 
 def _hand_command_over(sock: socket.socket, argv: list[str], pid1: _Init) -> int:  # pragma: no cover
     """Fork C, tell P its pid and exit: C and I become P's children (P is a subreaper), and P
     waits for C.  1 if the fork failed (P then reports S's status)."""
     try:
-        cmd_pid = os.fork()
+        cmd_pid = _fork_command(sock, argv, pid1)
     except OSError as e:
         send_error(sock, SandboxError(f"cannot start the command: {e.strerror}"))
         return 1
-    if cmd_pid == 0:
-        code = 127
-        try:
-            sock.close()
-            os.close(pid1.keep_w)
-            code = exec_command(argv)
-        finally:
-            os._exit(code)
     try:
         sock.sendall(f"command {cmd_pid}".encode())
     except OSError:

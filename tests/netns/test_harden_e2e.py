@@ -18,20 +18,12 @@ import pytest
 
 from tests.netns.test_slirp4netns_e2e import REAL_S4N, Slirpy, Target, slirpy, target  # noqa: F401 (fixtures)
 from tests.netns.util import HOST6_ADDR, HOST_ADDR, REPO, slirpy_argv
+from tests.netns.util import proc_status as status
 
 pytestmark = [pytest.mark.netns, pytest.mark.usefixtures("no_stray_processes")]
 
 TIMEOUT = 60.0
 CAP_NET_BIND_SERVICE = 1 << 10
-
-
-def status(pid: int) -> dict[str, str]:
-    out = {}
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            k, _, v = line.partition(":")
-            out[k] = v.strip()
-    return out
 
 
 def hardening_of(pid: int) -> dict:

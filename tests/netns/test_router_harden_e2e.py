@@ -17,21 +17,13 @@ from pathlib import Path
 import pytest
 
 from tests.netns.test_networks_e2e import World
+from tests.netns.util import proc_status as status
 
 pytestmark = pytest.mark.netns
 
 PORT = 18180
 CAP_NET_BIND_SERVICE = 1 << 10
 TIMEOUT = 60.0
-
-
-def status(pid: int) -> dict[str, str]:
-    out = {}
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            k, _, v = line.partition(":")
-            out[k] = v.strip()
-    return out
 
 
 def children(pid: int) -> list[int]:

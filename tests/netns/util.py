@@ -588,3 +588,13 @@ def guest_main(argv: list[str]) -> int:
 
 if __name__ == "__main__":
     sys.exit(guest_main(sys.argv))
+
+
+def proc_status(pid: int) -> dict[str, str]:
+    """/proc/PID/status as {field: value} (Seccomp, NoNewPrivs, CapEff, ...)."""
+    out = {}
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            k, _, v = line.partition(":")
+            out[k] = v.strip()
+    return out

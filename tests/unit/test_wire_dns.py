@@ -108,7 +108,7 @@ def test_views_answer_per_querier_and_nxdomain_for_foreign_network_names():
     assert DNS(v.answer(M3, query("db.back"))).rcode == 3    # not in M3's view: NXDOMAIN
     assert DNS(v.answer(M3, query("x.y.front"))).rcode == 3
     assert v.answer(M3, query("db")) is None                 # a bare unknown name goes upstream
-    assert v.answer(M3, query("example.org")) is None
+    assert v.answer(M3, query("example.test")) is None
     assert v.answer(M3, query("front")) is None              # the network name alone: not X.D
     assert v.answer(M2, b"\x00") is DROP
     assert v._counters == {"dns.names.answered": 3, "dns.names.nxdomain": 2, "dns.rx.drop.truncated": 1}
