@@ -49,7 +49,7 @@ def _name(name: str) -> bytes:
 def dns_names_corpus() -> list[bytes]:
     out = []
     for qid, name, qtype in ((0x1111, "db", 1), (0x2222, "db", 28), (0x3333, "DB.Back", 1),
-                             (0x4444, "web.front", 1), (0x5555, "example.org", 1), (0x6666, "db", 15)):
+                             (0x4444, "web.front", 1), (0x5555, "example.test", 1), (0x6666, "db", 15)):
         q = struct.pack("!HHHHHH", qid, 0x0120, 1, 0, 0, 1) + _name(name) + struct.pack("!HH", qtype, 1)
         out.append(q + b"\x00\x00\x29\x04\xd0\x00\x00\x00\x00\x00\x00")        # EDNS0 OPT, as dig
     return out

@@ -220,6 +220,24 @@ def test_sigkill_router(world: World) -> None:
 # ------------------------------------------------------------------ rules: internal, egress, ingress
 
 
+def serve_whoami(srv: socket.socket, count: int | None = None) -> None:
+    """In a thread: answer each of `count` (None: all) connections to `srv` with the client's
+    "address port" line, as the connection's other end saw it."""
+    import threading
+
+    def loop() -> None:
+        n = 0
+        while count is None or n < count:
+            n += 1
+            try:
+                conn, peer = srv.accept()
+            except OSError:
+                return
+            conn.sendall(f"{peer[0]} {peer[1]}\n".encode())
+            conn.close()
+    threading.Thread(target=loop, daemon=True).start()
+
+
 @pytest.fixture(scope="module")
 def host_whoami():
     """TCP whoami servers on 203.0.113.1 and 198.51.100.1 (the test namespace's "internet")."""
@@ -227,17 +245,7 @@ def host_whoami():
     for addr in ("203.0.113.1", "198.51.100.1"):
         srv = socket.create_server((addr, 0))
         servers.append(srv)
-
-        def loop(srv: socket.socket = srv) -> None:
-            while True:
-                try:
-                    conn, peer = srv.accept()
-                except OSError:
-                    return
-                conn.sendall(f"{peer[0]} {peer[1]}\n".encode())
-                conn.close()
-        import threading
-        threading.Thread(target=loop, daemon=True).start()
+        serve_whoami(srv)
     yield {s.getsockname()[0]: s.getsockname()[1] for s in servers}
     for s in servers:
         s.close()
@@ -384,17 +392,7 @@ def test_connect_refuses_a_private_sandbox(world: World) -> None:
 def test_host_loopback_only_for_members_that_ask(world: World) -> None:
     srv = socket.create_server(("127.0.0.1", 0))
     port = srv.getsockname()[1]
-    import threading
-
-    def serve() -> None:
-        for _ in range(2):
-            try:
-                conn, peer = srv.accept()
-            except OSError:
-                return
-            conn.sendall(f"{peer[0]} {peer[1]}\n".encode())
-            conn.close()
-    threading.Thread(target=serve, daemon=True).start()
+    serve_whoami(srv, count=2)
     try:
         assert world.peer(["--network", "a"], "try", "10.0.2.2", str(port)) == {"result": "refused"}
         out = world.peer(["--network", "a", "--allow-host-loopback"], "whoami", "10.0.2.2", str(port))

@@ -215,7 +215,7 @@ def test_foreign_network_names_get_nxdomain_and_other_names_go_upstream():
     s.receive_frame(wire(s, dns_frame("web.front")), 0.0)
     (_, nx), = out_frames(s)
     assert DNS(bytes(nx[UDP].payload)).rcode == 3 and events(s) == []
-    s.receive_frame(wire(s, dns_frame("example.org", sport=5400)), 0.0)
+    s.receive_frame(wire(s, dns_frame("example.test", sport=5400)), 0.0)
     (opened,) = events(s)[:1]
     assert isinstance(opened, st.UdpFlowOpened) and opened.dns
     # The same flow's next query for a local name is still answered here, not upstream.
