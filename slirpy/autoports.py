@@ -133,20 +133,37 @@ class AutoPorts:
 
     def __init__(self, ports: PortManager, auto: AutoPublish, pid: int,
                  counters: defaultdict[str, int],
-                 read_table: Callable[[str], bytes] = read_proc_table) -> None:
+                 read_table: Callable[[str], bytes] = read_proc_table,
+                 member: tuple[str, str | None] | None = None) -> None:
+        """`member` (IP, IPv6 or None): the sandbox is a member of a network served by a router
+        whose PortManager serves others too: its forwards always target that IP (as its `-p`
+        ports do), and only forwards to it count as its explicit ones."""
         self.ports = ports
         self.auto = auto
         self.counters = counters
         self.read_table = read_table
         self.tables = [(proto, f"/proc/{pid}/net/{proto}{six}")
                        for proto in auto.protos for six in ("", "6")]
-        self.eligible = eligible_addresses(ports.guest_addr, ports.guest_addr6)
+        self.member = member
+        guest, guest6 = member if member is not None else (ports.guest_addr, ports.guest_addr6)
+        self.eligible = eligible_addresses(guest, guest6)
         # Every port seen bound -> its forward id, or None: not published (explicit forward,
         # conflict, error, or removed through the API) until the guest binds it again.
         self.seen: dict[Key, int | None] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._task: asyncio.Task | None = None
+
+    def read_from(self, net_dir_fd: int) -> None:
+        """Read the tables relative to `net_dir_fd`, an open /proc/PID/net (a hardened process
+        cannot open /proc paths any more)."""
+        import functools
+        self.tables = [(proto, os.path.basename(path)) for proto, path in self.tables]
+        self.read_table = functools.partial(read_proc_table, dir_fd=net_dir_fd)
+
+    def forward_ids(self) -> list[int]:
+        """The forwards published so far (a member's router removes them when it leaves)."""
+        return [fid for fid in self.seen.values() if fid is not None]
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
@@ -194,8 +211,10 @@ class AutoPorts:
                 if fid is not None and self.ports.remove_forward(fid):
                     self.counters["ports.auto.unpublished"] += 1
                     log.info("-p auto: unpublished %s", self._where(key))
+            mine = None if self.member is None else {a for a in self.member if a}
             explicit = {(f.spec.proto, f.spec.guest_port)
-                        for f in self.ports.forwards.values() if not f.auto}
+                        for f in self.ports.forwards.values()
+                        if not f.auto and (mine is None or f.spec.guest_addr in mine)}
             for key in added:
                 self.seen[key] = None
                 if key in explicit:
@@ -209,7 +228,10 @@ class AutoPorts:
 
     async def _publish(self, key: Key, families: int) -> int | None:
         proto, port = key
-        guest = guest_addr_for(families, self.ports.guest_addr, self.ports.guest_addr6)
+        if self.member is not None:
+            guest: str | None = self.member[0]
+        else:
+            guest = guest_addr_for(families, self.ports.guest_addr, self.ports.guest_addr6)
         try:
             fid = await self.ports.add_forward(
                 PortSpec(proto, self.auto.host_addr, port, port, guest), auto=True)

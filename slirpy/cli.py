@@ -173,7 +173,7 @@ ROUTER_WIDE_OPTIONS = {"mtu": "--mtu", "cidr": "--cidr", "ipv6": "--ipv6/--no-ip
                        "outbound_addr": "--outbound-addr", "outbound_addr6": "--outbound-addr6",
                        "limits": "--limit", "impair": "--impair", "api_socket": "--api-socket",
                        "pcap": "--pcap", "pcap_max_size": "--pcap-max-size",
-                       "publish_auto_addr": "--publish-auto-addr", "stats_file": "--stats-file",
+                       "stats_file": "--stats-file",
                        "no_sandbox": "--no-sandbox"}
 
 

@@ -289,11 +289,7 @@ def harden_runtime(runtime: Any, opts: HardenOptions) -> Hardened:
     if auto is not None:
         net = next((fd for path, fd in done.dir_fds.items() if path.endswith("/net")), None)
         if net is not None:
-            import functools
-
-            from .autoports import read_proc_table
-            auto.tables = [(proto, os.path.basename(path)) for proto, path in auto.tables]
-            auto.read_table = functools.partial(read_proc_table, dir_fd=net)
+            auto.read_from(net)
     _arm_test_hook()
     return done
 

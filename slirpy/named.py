@@ -86,8 +86,8 @@ def network_options(mode: str, given: dict[str, bool]) -> None:
     for option, was_given in given.items():
         if was_given:
             raise ValueError(f"{option} does nothing with --network NAME: the network's router, "
-                             "shared by every member, has its own (a member has -p, --ip, "
-                             "--network-alias, --allow-host-loopback, --dns, --name, --hostname, --add-host)")
+                             "shared by every member, has its own (a member has -p, --publish-auto-addr, "
+                             "--ip, --network-alias, --allow-host-loopback, --dns, --name, --hostname, --add-host)")
 
 
 def check_run_options(network: tuple[str, ...], name: str | None, hostname: str | None,

@@ -59,6 +59,7 @@ class SandboxRecord:
     networks: dict[str, dict] = field(default_factory=dict)   # name -> {ip, ip6, aliases, iface, ports}
     ports: list = field(default_factory=list)                 # published ports (text or API entries)
     pidns: str = ""                          # the PID namespace `pid` is a number in; "": filled by register()
+    auto_publish: dict | None = None         # a member's `-p auto`: {"protos": [...], "host_addr"}
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

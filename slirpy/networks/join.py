@@ -46,7 +46,8 @@ def check_aliases(aliases: list[str]) -> list[str]:
 
 
 def register_member(name: str | None, requests: list[NetRequest], aliases: list[str],
-                    host_loopback: bool, publish: list[str], hostname: str | None, pid: int | None = None
+                    host_loopback: bool, publish: list[str], hostname: str | None, pid: int | None = None,
+                    auto_publish: dict | None = None
                     ) -> tuple[registry.SandboxRecord, HolderState, list[Attachment]]:
     """Under the lock: the holder (started if needed), the addresses, the record. Then sync.
     Raises DefError / holder.HolderError / registry.RegistryError (one line each)."""
@@ -56,7 +57,8 @@ def register_member(name: str | None, requests: list[NetRequest], aliases: list[
         atts = plan(requests, aliases, host_loopback, live)
         rec = registry.claim(name, pid or os.getpid(), mode=_members.MEMBER_MODE,
                              api_socket=paths.holder_socket(),
-                             networks={a.network.name: a.record() for a in atts}, ports=list(publish))
+                             networks={a.network.name: a.record() for a in atts}, ports=list(publish),
+                             auto_publish=auto_publish)
         if rec.hostname != (hostname or rec.name):
             rec.hostname = hostname or rec.name
             registry.update(rec.name, rec.pid, hostname=rec.hostname)

@@ -1,8 +1,8 @@
 """What the networks know of their members, derived from the registry's records.
 
 A member is a `slirpy run --network` (registry mode "network"); its record's `networks` maps
-each network name to {"ip", "ip6", "aliases", "iface", "host_loopback"} and its `ports` lists
-the `-p` specs (text) the router publishes for it. From the live records and the definitions
+each network name to {"ip", "ip6", "aliases", "iface", "host_loopback"}, its `ports` lists
+the `-p` specs (text) the router publishes for it and `auto_publish` its `-p auto`. From the live records and the definitions
 this module computes, without I/O, everything the router applies: the bridges, the nft
 members, the routed prefixes and the DNS name views.
 """
@@ -26,6 +26,8 @@ class Member:
     pid: int
     networks: dict[str, dict] = field(default_factory=dict)
     ports: list[str] = field(default_factory=list)
+    ns_pid: int | None = None               # a process in its namespaces (its PID 1), once started
+    auto_publish: dict | None = None        # `-p auto`: {"protos": [...], "host_addr": ...}
 
     def addresses(self) -> list[str]:
         out = []
@@ -38,7 +40,8 @@ class Member:
 
 def from_records(records: list) -> list[Member]:
     """The members among registry records (SandboxRecord)."""
-    return [Member(r.name, r.pid, dict(r.networks), [str(p) for p in r.ports])
+    return [Member(r.name, r.pid, dict(r.networks), [str(p) for p in r.ports], r.ns_pid,
+                   r.auto_publish)
             for r in records if r.mode == MEMBER_MODE and r.networks]
 
 

@@ -18,7 +18,9 @@ Requests ({"op": ...}) and answers ({"ok": value} or {"error": "one line"}):
 "keeper_start"}; `ready` writes holder.json; `plan` (live members, bridges and nft applied) ->
 {"members", "routed", "views", "domains"}; `rules` -> the table's rules and counters since
 start; `release_if_idle` -> whether it removed the holder's files and ended the keeper (no
-member left); `keeper_gone` removes the holder's files if the keeper died.
+member left); `keeper_gone` removes the holder's files if the keeper died; `proc_net` (name) -> the open
+/proc/PID/net of that live member with `-p auto` (a process inside it), as a file descriptor
+(SCM_RIGHTS): the hardened router reads the member's socket tables through it.
 """
 
 from __future__ import annotations
@@ -30,6 +32,8 @@ import select
 import signal
 import socket
 from typing import Any
+
+from slirpy.networks.withfds import MAX_FDS, WithFds
 
 MAX_REQUEST = 64 << 10
 MAX_ANSWER = 4 << 20
@@ -93,6 +97,37 @@ class Plumber:
                 raise PlumberError(f"the plumber is gone ({e.strerror or e})") from None
         return _unwrap(data)
 
+    async def call_fds(self, op: str, **args: Any) -> tuple[Any, list[int]]:
+        """`call` with arguments, for an answer that carries file descriptors (SCM_RIGHTS, at
+        most MAX_FDS): (value, fds), the fds ours to close. The plumber never sends one unasked."""
+        loop = asyncio.get_running_loop()
+        fds: list[int] = []
+        async with self.lock:
+            self.sock.setblocking(False)
+            try:
+                await loop.sock_sendall(self.sock, json.dumps({"op": op, "args": args}).encode() + b"\n")
+                data = b""
+                while not data.endswith(b"\n"):
+                    await _readable(loop, self.sock)
+                    try:
+                        chunk, got, _, _ = socket.recv_fds(self.sock, 65536, MAX_FDS)
+                    except BlockingIOError:
+                        continue
+                    fds += got
+                    data = self._more(data, chunk)
+            except (OSError, PlumberError) as e:
+                for fd in fds:
+                    os.close(fd)
+                if isinstance(e, PlumberError):
+                    raise
+                raise PlumberError(f"the plumber is gone ({e.strerror or e})") from None
+        try:
+            return _unwrap(data), fds
+        except PlumberError:
+            for fd in fds:
+                os.close(fd)
+            raise
+
     def call_blocking(self, op: str) -> Any:
         """`call` without a loop (before it starts, after it ended)."""
         self.sock.setblocking(True)
@@ -115,6 +150,19 @@ class Plumber:
         return data
 
 
+async def _readable(loop: asyncio.AbstractEventLoop, sock: socket.socket) -> None:
+    done: asyncio.Future[None] = loop.create_future()
+
+    def wake() -> None:
+        if not done.done():
+            done.set_result(None)
+    loop.add_reader(sock.fileno(), wake)
+    try:
+        await done
+    finally:
+        loop.remove_reader(sock.fileno())
+
+
 def _unwrap(data: bytes) -> Any:
     try:
         reply = json.loads(data)
@@ -130,11 +178,12 @@ def _unwrap(data: bytes) -> Any:
 # ------------------------------------------------------------------ the plumber's side
 
 
-def serve(sock: socket.socket, events_w: int, router_pid: int) -> None:
-    """The plumber's loop: answer requests, report members' exits, until the socket closes."""
-    from slirpy.networks.plumbing import Plumbing
-
-    work = Plumbing(router_pid)
+def serve(sock: socket.socket, events_w: int, router_pid: int, work: Any = None) -> None:
+    """The plumber's loop: answer requests, report members' exits, until the socket closes.
+    `work` answers the ops (a Plumbing for the router; tests pass their own)."""
+    if work is None:
+        from slirpy.networks.plumbing import Plumbing
+        work = Plumbing(router_pid)
     poller = select.poll()
     poller.register(sock.fileno(), select.POLLIN)
     watched: dict[int, int] = {}             # pidfd -> member pid
@@ -155,22 +204,43 @@ def serve(sock: socket.socket, events_w: int, router_pid: int) -> None:
                 return                       # not our router talking
             while b"\n" in buf:
                 line, buf = buf.split(b"\n", 1)
-                sock.sendall(_answer(work, line))
+                data, fds = _answer(work, line)
+                try:
+                    if fds:
+                        sent = socket.send_fds(sock, [data], fds)
+                        sock.sendall(data[sent:])
+                    else:
+                        sock.sendall(data)
+                finally:
+                    for fd in fds:
+                        os.close(fd)
                 _rewatch(poller, watched, work.member_pids)
 
 
-def _answer(work: Any, line: bytes) -> bytes:
+def _answer(work: Any, line: bytes) -> tuple[bytes, list[int]]:
+    """The answer line to one request, and the fds it carries (see WithFds)."""
+    fds: list[int] = []
     try:
         req = json.loads(line)
         op = req.get("op") if isinstance(req, dict) else None
+        args = req.get("args", {}) if isinstance(req, dict) else {}
         fn = getattr(work, f"op_{op}", None) if isinstance(op, str) and op.isidentifier() else None
-        out = {"ok": fn()} if fn is not None else {"error": f"unknown op {op!r}"}
+        if fn is None or not isinstance(args, dict):
+            out = {"error": f"unknown op {op!r}"}
+        else:
+            value = fn(**args)
+            if isinstance(value, WithFds):
+                value, fds = value.value, value.fds
+            out = {"ok": value}
     except Exception as e:                   # noqa: BLE001 - sent back, one line
         out = {"error": " ".join(str(e).split()) or type(e).__name__}
     data = json.dumps(out).encode()
     if len(data) >= MAX_ANSWER:
+        for fd in fds:
+            os.close(fd)
+        fds = []
         data = json.dumps({"error": "answer too long"}).encode()
-    return data + b"\n"
+    return data + b"\n", fds
 
 
 def _rewatch(poller: Any, watched: dict[int, int], pids: set[int]) -> None:

@@ -17,6 +17,7 @@ from slirpy import registry
 from slirpy.networks import defs as _defs
 from slirpy.networks import holderns, members as _members, nft
 from slirpy.networks.state import HolderState, read_state, remove_state, write_state
+from slirpy.networks.withfds import WithFds
 
 
 class Plumbing:
@@ -83,6 +84,15 @@ class Plumbing:
                 tot[0] += r["packets"]
                 tot[1] += r["bytes"]
         return {"rules": rules, "counters": {k: {"packets": p, "bytes": b} for k, (p, b) in totals.items()}}
+
+    def op_proc_net(self, name: str) -> WithFds:
+        """The open /proc/PID/net of the live member `name` that asked for `-p auto` (PID: a
+        process inside it, its PID 1), for the router's scan of its socket tables."""
+        m = next((m for m in _members.from_records(registry.live()) if m.name == name), None)
+        if m is None or m.auto_publish is None or not m.ns_pid:
+            raise ValueError(f"{name!r} is not a running member with -p auto")
+        fd = os.open(f"/proc/{m.ns_pid}/net", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        return WithFds({"name": name}, [fd])
 
     def op_release_if_idle(self) -> bool:
         """Under the state lock: if no member lives, remove the holder's files and end the

@@ -46,6 +46,7 @@ class Router:
         self.target = target                     # slirp4netns.AttachedTarget: send_signal stops us
         self.members: list[_members.Member] = []
         self.forwards: dict[str, list[int]] = {}  # member name -> forward ids we made
+        self.autos: dict[str, tuple[Any, int]] = {}   # member name -> (its AutoPorts, /proc/PID/net fd)
         self.idle_handle: asyncio.TimerHandle | None = None
         self.stopping = False
         self.plumber_dead = False
@@ -119,6 +120,7 @@ class Router:
             if hasattr(stack, "set_names"):
                 stack.set_names(plan["views"], plan["domains"])
             errors = await self._sync_ports()
+            await self._sync_autos(errors)
             self._idle_check()
             return {"ok": {"members": [m.name for m in self.members], "port_errors": errors}}
 
@@ -147,6 +149,46 @@ class Router:
                     errors[m.name] = f"-p {text}: {e}"
                     break
         return errors
+
+    async def _sync_autos(self, errors: dict[str, str]) -> None:
+        """One AutoPorts (`-p auto`) per member that asked, reading its socket tables through
+        the /proc/PID/net the plumber opens for us; stopped, with its forwards, when it leaves."""
+        live = {m.name: m for m in self.members}
+        for name in [n for n in self.autos if n not in live]:
+            self.stop_auto(name)
+        for m in self.members:
+            if m.auto_publish is None or not m.ns_pid or m.name in self.autos or m.name in errors:
+                continue
+            try:
+                _, fds = await self.plumber.call_fds("proc_net", name=m.name)
+            except PlumberError as e:
+                errors[m.name] = f"-p auto: {e}"
+                continue
+            if len(fds) != 1:
+                for fd in fds:
+                    os.close(fd)
+                errors[m.name] = "-p auto: the plumber sent no /proc/PID/net"
+                continue
+            self.autos[m.name] = (self._start_auto(m, fds[0]), fds[0])
+
+    def _start_auto(self, m: _members.Member, net_fd: int) -> Any:
+        from slirpy.autoports import AutoPorts
+        from slirpy.config import AutoPublish
+        assert m.auto_publish is not None
+        first = next(iter(m.networks.values()))
+        auto = AutoPorts(self.runtime.ports,
+                         AutoPublish(tuple(m.auto_publish["protos"]), m.auto_publish["host_addr"]),
+                         0, self.runtime.counters, member=(first["ip"], first.get("ip6")))
+        auto.read_from(net_fd)
+        auto.start(asyncio.get_running_loop())
+        return auto
+
+    def stop_auto(self, name: str) -> None:
+        auto, fd = self.autos.pop(name)
+        auto.stop()
+        for fid in auto.forward_ids():
+            self.runtime.ports.remove_forward(fid)
+        os.close(fd)
 
     # -- the end -----------------------------------------------------------------------------
 

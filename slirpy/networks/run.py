@@ -30,9 +30,6 @@ def run_member(*, networks: list[str], argv: list[str], config: NetConfig, name:
     from slirpy.networks import holder
     from slirpy.networks.defs import DefError, check_name
     from slirpy.networks.join import NetRequest, register_member
-    if config.auto_publish is not None:
-        _fail("-p auto does nothing with --network NAME yet: publish the member's ports explicitly "
-              "(-p HOST_PORT:CONTAINER_PORT)", 2)
     if len(ips) > len(networks):
         _fail(f"--ip given {len(ips)} times for {len(networks)} --network: one --ip pins the address "
               "on the --network at the same position", 2)
@@ -42,7 +39,7 @@ def run_member(*, networks: list[str], argv: list[str], config: NetConfig, name:
             check_name(r.network)
         rec, state, atts = register_member(name, requests, [a.lower() for a in aliases],
                                            config.allow_host_loopback, [str(p) for p in config.ports],
-                                           hostname)
+                                           hostname, auto_publish=_auto_record(config))
     except DefError as e:
         _fail(str(e), 2 if e.usage else 1)
     except (holder.HolderError, registry.RegistryError) as e:
@@ -52,6 +49,26 @@ def run_member(*, networks: list[str], argv: list[str], config: NetConfig, name:
     finally:
         # The router sees this process end (its pidfd) and syncs then: no need to wait for it.
         registry.unregister(rec.name, rec.pid)
+
+
+def _auto_record(config: NetConfig) -> dict | None:
+    """The record's form of `-p auto` (the router scans the member's socket tables)."""
+    auto = config.auto_publish
+    return None if auto is None else {"protos": list(auto.protos), "host_addr": auto.host_addr}
+
+
+def _started(rec: registry.SandboxRecord, ns_pid: int) -> None:
+    """The sandbox runs: record a process inside it; with `-p auto`, the router needs that
+    process to read the member's socket tables, so it syncs again (a failure is a warning:
+    the command runs without auto-published ports)."""
+    registry.update(rec.name, rec.pid, ns_pid=ns_pid)
+    if rec.auto_publish is None:
+        return
+    from slirpy.networks import holder
+    try:
+        holder.request("sync")
+    except holder.HolderError as e:
+        os.write(2, f"slirpy: warning: -p auto: {e}\n".encode())
 
 
 def _run(rec: registry.SandboxRecord, keeper_pid: int, atts: list, argv: list[str], config: NetConfig,
@@ -73,7 +90,7 @@ def _run(rec: registry.SandboxRecord, keeper_pid: int, atts: list, argv: list[st
                           userns_path=f"/proc/{keeper_pid}/ns/user",
                           member_setup=member_setup_for(atts, keeper_net))
     try:
-        return run_light(opts, started=lambda sb: registry.update(rec.name, rec.pid, ns_pid=sb.ns_pid),
+        return run_light(opts, started=lambda sb: _started(rec, sb.ns_pid),
                          record=rec.name)
     except SandboxError as e:
         _fail(str(e), 1)

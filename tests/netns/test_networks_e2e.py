@@ -163,6 +163,54 @@ def test_outbound_published_port_and_hairpin(world: World) -> None:
     assert out["reply"].startswith("203.0.113.1 ")
 
 
+def _until(what: str, check, timeout: float = 15.0):
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            out = check()
+            if out:
+                return out
+        except OSError:
+            pass
+        assert time.monotonic() < deadline, what
+        time.sleep(0.1)
+
+
+def _whoami_tcp(host: str, port: int) -> tuple[str, int]:
+    with socket.create_connection((host, port), timeout=5, source_address=("203.0.113.1", 0)) as s:
+        return s.recv(100).decode().strip(), s.getsockname()[1]
+
+
+def test_p_auto_on_a_member_publishes_what_it_binds_with_the_source_address(world: World) -> None:
+    """`-p auto` on a member: its ports appear on the host (TCP and UDP, the client's address
+    kept), only its own explicit ports win over them (web's `-p ...:8000` does not), and they
+    go away with it."""
+    auto = world.start_server("auto1", ["--network", "b", "-p", "auto", "--publish-auto-addr", "198.51.100.1"])
+    reply, port = _until("8000/tcp not auto-published", lambda: _whoami_tcp("198.51.100.1", 8000))
+    assert reply == f"203.0.113.1 {port}"
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
+        u.bind(("203.0.113.1", 0))
+        u.settimeout(1)
+
+        def udp() -> str:
+            u.sendto(b"who", ("198.51.100.1", 8001))
+            return u.recv(100).decode()
+        assert _until("8001/udp not auto-published", udp) == f"203.0.113.1 {u.getsockname()[1]}"
+    listed = world.slirpy("port", "ls", "auto1")
+    assert listed.returncode == 0, listed.stderr
+    assert "8000" in listed.stdout and "(auto)" in listed.stdout
+    auto.send_signal(signal.SIGTERM)
+    auto.wait(30)
+
+    def refused() -> bool:
+        try:
+            _whoami_tcp("198.51.100.1", 8000)
+        except ConnectionRefusedError:
+            return True
+        return False
+    assert _until("8000/tcp still published after the member ended", refused)
+
+
 def test_rm_refused_while_members_run(world: World) -> None:
     res = world.slirpy("network", "rm", "a")
     assert res.returncode == 1

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import os
 from collections import defaultdict
 
 import pytest
@@ -212,6 +213,38 @@ def test_an_explicit_forward_of_the_guest_port_wins():
     _step(ap)
     assert ports.adds == 1 and counters["ports.auto.explicit"] == 1
     assert [f.auto for f in ports.forwards.values()] == [False]
+
+
+def test_a_members_poller_targets_its_ip_and_only_its_own_explicit_forwards_win():
+    """A network's router serves every member through one PortManager: another member's
+    explicit forward of the same guest port does not stop this member's, a forward to this
+    member does, and every forward targets the member's IP (never the router's own guest)."""
+    ports, tables = FakePorts(), FakeTables()
+    asyncio.run(ports.add_forward(PortSpec("tcp", "0.0.0.0", 9000, 8000, "10.89.0.10")))   # web's
+    asyncio.run(ports.add_forward(PortSpec("tcp", "0.0.0.0", 9001, 8001, "10.89.1.2")))    # ours
+    counters: defaultdict[str, int] = defaultdict(int)
+    ap = AutoPorts(ports, AutoPublish(("tcp",), "127.0.0.1"), 0, counters,  # type: ignore[arg-type]
+                   read_table=tables.read, member=("10.89.1.2", "fd89:0:0:1::2"))
+    tables.tcp = [("0.0.0.0", 8000), ("0.0.0.0", 8001), ("::", 8002), ("10.89.1.2", 8003),
+                  ("10.0.2.100", 8004)]
+    _step(ap)
+    auto = sorted((f.spec for f in ports.forwards.values() if f.auto), key=lambda sp: sp.host_port)
+    assert auto == [PortSpec("tcp", "127.0.0.1", p, p, "10.89.1.2") for p in (8000, 8002, 8003)]
+    assert counters["ports.auto.explicit"] == 1
+    assert sorted(ap.forward_ids()) == sorted(i for i, f in ports.forwards.items() if f.auto)
+
+
+def test_read_from_a_dir_fd_reads_the_tables_relative_to_it(tmp_path):
+    (tmp_path / "tcp").write_text("header\n" + _line("0.0.0.0", 8000, "0A"))
+    ports = FakePorts()
+    ap, _ = _poller(ports, FakeTables())
+    fd = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        ap.read_from(fd)
+        assert [p for _, p in ap.tables] == ["tcp", "tcp6", "udp", "udp6"]
+        assert ap.scan() == {("tcp", 8000): autoports.V4}
+    finally:
+        os.close(fd)
 
 
 def test_an_unreadable_table_changes_nothing():
