@@ -61,11 +61,16 @@ def set_ipv6_sysctls(ifname: str, values: dict[str, str], root: str = IPV6_CONF)
     return problems
 
 
+TXQUEUELEN = 10000
 IP_PATHS = ("/usr/sbin/ip", "/sbin/ip", "/usr/bin/ip", "/bin/ip")
+NSENTER_PATHS = ("/usr/bin/nsenter", "/bin/nsenter")
 
 
-def set_txqueuelen(ifname: str, qlen: int, ip_paths: tuple[str, ...] = IP_PATHS) -> list[str]:
+def set_txqueuelen(ifname: str, qlen: int, ip_paths: tuple[str, ...] = IP_PATHS,
+                   in_namespaces_of: int | None = None) -> list[str]:
     """`ip link set dev IFNAME txqueuelen QLEN`; the problem, if any, as a one-line warning.
+    `in_namespaces_of` PID: run it in that process's user and net namespaces (`nsenter`), and
+    in no new PID namespace, where it would take the pid the command should get.
 
     Its ioctl (SIOCSIFTXQLEN) needs CAP_NET_ADMIN in the initial user namespace, and the other
     ways need netlink or a sysfs of this network namespace: iproute2's `ip` does it through
@@ -75,31 +80,38 @@ def set_txqueuelen(ifname: str, qlen: int, ip_paths: tuple[str, ...] = IP_PATHS)
     what = f"cannot set {ifname} txqueuelen {qlen}"
     if ip is None:
         return [f"{what}: no `ip` command (iproute2) in {', '.join(ip_paths)}"]
+    argv = [ip, "link", "set", "dev", ifname, "txqueuelen", str(qlen)]
+    if in_namespaces_of is not None:
+        nsenter = next((p for p in NSENTER_PATHS if os.access(p, os.X_OK)), None)
+        if nsenter is None:
+            return [f"{what}: no `nsenter` command (util-linux) in {', '.join(NSENTER_PATHS)}"]
+        argv = [nsenter, "-t", str(in_namespaces_of), "-U", "-n", "--preserve-credentials", *argv]
     err_r, err_w = os.pipe2(os.O_CLOEXEC)
     try:
-        pid = os.posix_spawn(ip, [ip, "link", "set", "dev", ifname, "txqueuelen", str(qlen)],
+        pid = os.posix_spawn(argv[0], argv,
                              {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C"},
                              file_actions=[(os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
                                            (os.POSIX_SPAWN_DUP2, err_w, 1),
                                            (os.POSIX_SPAWN_DUP2, err_w, 2)])
     except OSError as e:
         os.close(err_r)
-        return [f"{what}: cannot run {ip}: {e.strerror or e}"]
+        return [f"{what}: cannot run {argv[0]}: {e.strerror or e}"]
     finally:
         os.close(err_w)
     with os.fdopen(err_r, "rb") as f:
         out = f.read(4096).decode(errors="replace").strip()
     status = os.waitpid(pid, 0)[1]
     if os.waitstatus_to_exitcode(status) != 0:
-        return [f"{what}: {ip} failed: {out.splitlines()[-1] if out else f'status {status}'}"]
+        return [f"{what}: {argv[0]} failed: {out.splitlines()[-1] if out else f'status {status}'}"]
     return []
 
 
-def configure(ifname: str, net: NetConfig, txqueuelen: int = 10000, *,
+def configure(ifname: str, net: NetConfig, txqueuelen: int | None = TXQUEUELEN, *,
               hide_ipv6: bool = False) -> list[str]:
-    """Bring lo up; give `ifname` MTU, txqueuelen, MAC, the IPv6 sysctls, the guest addresses;
-    up; default routes via the gateways. Returns warnings (IPv6 sysctls that could not be
-    set); raises NetconfError for anything else.
+    """Bring lo up; give `ifname` MTU, txqueuelen (None: the caller sets it later, with
+    `set_txqueuelen`), MAC, the IPv6 sysctls, the guest addresses; up; default routes via the
+    gateways. Returns warnings (IPv6 sysctls or the queue length that could not be set);
+    raises NetconfError for anything else.
 
     With the interface ioctls of ifioctl.py, not pyroute2: this runs on the critical path of
     start-up, where importing pyroute2 would cost more than all the rest."""
@@ -116,8 +128,8 @@ def configure(ifname: str, net: NetConfig, txqueuelen: int = 10000, *,
             step = f"set {ifname} MTU {net.mtu}"
             ifs.set_mtu(ifname, net.mtu)
             warnings = set_ipv6_sysctls(ifname, ipv6_sysctls(net, hide_ipv6))
-            step = f"set {ifname} txqueuelen {txqueuelen}"
-            warnings += set_txqueuelen(ifname, txqueuelen)
+            if txqueuelen is not None:
+                warnings += set_txqueuelen(ifname, txqueuelen)
             with_ipv6 = net.ipv6 and os.path.isdir(os.path.join(IPV6_CONF, ifname))
             if net.ipv6 and not with_ipv6:
                 warnings.append(f"this kernel has no IPv6 (no {IPV6_CONF}/{ifname}): the "
