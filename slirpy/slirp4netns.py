@@ -40,7 +40,6 @@ from typing import TYPE_CHECKING, Any, Callable
 from . import __version__
 from .config import (CIDR_PREFIX_MAX, CIDR_PREFIX_MIN, DEFAULT_CIDR, MTU_MAX, MTU_MIN,
                      ConfigError, NetConfig, build_net_config)
-from .harden import HardenError
 
 if TYPE_CHECKING:  # pragma: no cover
     from .sandbox import AttachedTap
@@ -431,8 +430,10 @@ def _serve(o: Options, config: NetConfig, prog: str) -> int:
         target.ready()             # the TAP is configured: see _attach
     import uvloop
 
+    from .harden import HardenError
     from .runtime import Runtime
     from .serve import serve_sandbox
+    tap.reap_child()
     try:
         if tap.fallback_reason:
             print(f"{prog}: notice: TAP offloads unavailable ({tap.fallback_reason}); running without them",
@@ -509,7 +510,7 @@ def _attach(o: Options, config: NetConfig) -> AttachedTap:
         pending.abort()
         raise
     try:
-        return pending.finish()
+        return pending.finish(wait=False)        # _serve reaps the child once ready
     except SandboxError as e:
         raise Exit(1, str(e)) from None
 
