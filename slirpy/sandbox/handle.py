@@ -12,7 +12,7 @@ import signal
 import socket
 from typing import Callable
 
-from slirpy import doctor, netconf
+from slirpy import netconf
 from slirpy.sandbox.handoff import SETUP_TIMEOUT, expect, kill_and_reap, receive_note, receive_tap
 from slirpy.sandbox.idmap import IdMaps, plan_id_maps
 from slirpy.sandbox.libc import set_child_subreaper
@@ -124,6 +124,7 @@ class Sandbox:
             if isinstance(e, socket.timeout):
                 raise SandboxError(f"sandbox setup timed out after {SETUP_TIMEOUT:.0f} s") from None
             if isinstance(e, OSError):
+                from slirpy import doctor
                 raise SandboxError(doctor.explain(e)) from None
             raise
         if tap_fd >= 0:

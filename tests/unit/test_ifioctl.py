@@ -111,3 +111,10 @@ def test_set_txqueuelen_without_ip(tmp_path):
     assert netconf.set_txqueuelen("tap0", 10000, (missing,)) == [
         f"cannot set tap0 txqueuelen 10000: no `ip` command (iproute2) in {missing}"]
     assert not os.path.exists(missing)
+
+
+def test_tap_header_length_is_the_cores():
+    # tap.py keeps its own copy (importing the compiled core would cost start-up time)
+    from slirpy import tap
+    from slirpy.tcpip.wire import virtio
+    assert tap.VNET_HDR_LEN == virtio.VNET_HDR_LEN == 12
