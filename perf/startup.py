@@ -8,6 +8,10 @@ Variants:
   ``sh -c 'echo 1 >FIFO'`` (the harness waits on the FIFO). slirpy: ``slirpy run -- CMD``;
   slirp4netns: ``unshare -Urn`` holding CMD back until ``slirp4netns -c -r FD`` is ready (what
   a container engine does); pasta: ``pasta --config-net -- CMD``.
+- ``run-no-sandbox``: the same with ``slirpy run --no-sandbox`` (the peers as in ``run``, where
+  neither hardens itself either).  A hardened run starts its command only once the serving
+  process is hardened, so after its event loop and runtime are imported; without hardening the
+  command starts as soon as tap0 is configured.
 
 Timestamps are taken in the harness (time.monotonic around Popen and the wait), so process
 creation is in every figure alike.
@@ -28,7 +32,7 @@ from pathlib import Path
 from perf.benchlib import peer_bin
 
 REPO = Path(__file__).resolve().parent.parent   # cwd of every process started (python -m slirpy)
-STARTUP_VARIANTS = ["ready-fd", "run"]
+STARTUP_VARIANTS = ["ready-fd", "run", "run-no-sandbox"]
 TIMEOUT = 10.0
 
 
@@ -114,14 +118,15 @@ def _fifo(tmp: str) -> tuple[str, int]:
     return path, os.open(path, os.O_RDONLY | os.O_NONBLOCK)
 
 
-def sample_run(peer: str, tmp: str) -> float:
+def sample_run(peer: str, tmp: str, slirpy_options: tuple[str, ...] = ()) -> float:
     path, rfd = _fifo(tmp)
     cmd = f"echo 1 >{path}"
     procs: list[subprocess.Popen | None] = []
     try:
         t0 = time.monotonic()
         if peer == "slirpy":
-            procs.append(subprocess.Popen([sys.executable, "-m", "slirpy", "run", "--", "sh", "-c", cmd],
+            procs.append(subprocess.Popen([sys.executable, "-m", "slirpy", "run", *slirpy_options, "--",
+                                           "sh", "-c", cmd],
                                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                           start_new_session=True, cwd=REPO))
         elif peer == "pasta":
@@ -153,7 +158,7 @@ def sample(peer: str, variant: str, tmp: str) -> dict:
         if peer == "pasta":
             raise StartupError("pasta has no ready fd")
         return {"ready_ms": sample_ready_fd(peer)}
-    return {"ready_ms": sample_run(peer, tmp)}
+    return {"ready_ms": sample_run(peer, tmp, ("--no-sandbox",) if variant == "run-no-sandbox" else ())}
 
 
 def unavailable(variant: str, peer: str) -> str | None:

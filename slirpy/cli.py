@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
 import sys
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
@@ -145,6 +144,7 @@ def run(mtu: str, cidr: str, ipv6: bool | None, cidr6: str | None, no_offload: b
         "--impair": impair is not None, "--stats-file": stats_file is not None},
         _given_on_command_line(ROUTER_WIDE_OPTIONS))
     if debug:
+        import logging             # here: start-up time (the runtime imports it later anyway)
         logging.basicConfig(level=logging.DEBUG, format="slirpy: %(levelname)s %(message)s")
     config = build_config(mtu, cidr, not no_offload, allow_host_loopback, dns=not disable_dns,
                           dns_upstream=dns_upstream, resolv_conf=resolv_conf, publish=publish,

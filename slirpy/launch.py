@@ -47,13 +47,13 @@ def run_sandbox(config: NetConfig, argv: list[str], *, map_subuids: bool = False
     """Start the sandbox, serve it until the command exits, return the command's exit code.
     `named`: the run's name, hostname and /etc files (`slirpy run`), told when it has started.
     With `harden`, the serving process hardens itself before the first frame (harden.py)."""
-    import asyncio  # noqa: F401  (before the fork: the child's pyroute2 needs it too)
     import os
 
     from .sandbox import Sandbox, SandboxError, SandboxOptions
 
     if harden is not None:        # the hardened process's working directory becomes its new root
         api_socket, stats_file = (None if p is None else os.path.abspath(p) for p in (api_socket, stats_file))
+    early = releases_early(config, pcap, harden)
     resolv_text = named.resolv_text if named is not None else None
     if resolv_text is None and config.dns_enabled:
         from .resolvconf import ResolvConf
@@ -63,9 +63,13 @@ def run_sandbox(config: NetConfig, argv: list[str], *, map_subuids: bool = False
         sandbox = Sandbox.start(SandboxOptions(argv=list(argv), net=config, map_subuids=map_subuids,
                                                resolv_conf_text=resolv_text,
                                                **(named.options() if named is not None else {})),
-                                meanwhile=_import_loop_and_runtime if harden is None else _import_hardened)
+                                meanwhile=None if early else _import_loop_and_runtime if harden is None
+                                else _import_hardened)
     except SandboxError as e:
         fail(str(e), 1)
+    if early:
+        _forward_signals(sandbox)
+        sandbox.release()          # tap0 is configured: the command runs while we import the rest
     import uvloop                      # already imported, by Sandbox.start (meanwhile)
 
     from .runtime import Runtime
@@ -111,6 +115,29 @@ def run_sandbox(config: NetConfig, argv: list[str], *, map_subuids: bool = False
         return code
     finally:
         sandbox.close()
+
+
+def releases_early(config: NetConfig, pcap: tuple[str, int] | None, harden: HardenOptions | None) -> bool:
+    """Whether the command may start as soon as tap0 is configured, before this process imports
+    its event loop and runtime (start-up time; frames the guest sends meanwhile wait in tap0's
+    queue).  Only with --no-sandbox (a hardened run promises that its command starts once the
+    serving process is hardened, and never if it cannot be), and only when no user's mistake
+    can still stop the run before it serves: published ports (in use, privileged) and --pcap
+    (a file that cannot be written) are checked before the command starts, as before."""
+    return harden is None and not config.ports and pcap is None
+
+
+def _forward_signals(sandbox: Sandbox) -> None:
+    """Pass stop signals on to the command as serve_sandbox will, until it installs its own
+    handlers (a command released before the event loop exists)."""
+    def forward(sig: int, _frame: object) -> None:
+        from .serve import _foreground_on_tty     # serve_sandbox's own rule for ^C
+        if sig == signal.SIGINT and _foreground_on_tty():
+            return
+        sandbox.send_signal(sig)
+
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, forward)
 
 
 def _harden_step(runtime: Runtime, opts: HardenOptions, api_socket: str | None,

@@ -1,14 +1,14 @@
 """Network configuration inside the sandbox: lo, the TAP interface, its addresses and default routes.
 
-Runs in the sandbox child, inside the new network namespace, before any event loop exists
-(pyroute2's synchronous ``IPRoute`` over netlink; it starts no threads).
+Runs in the sandbox child, inside the new network namespace, before any event loop exists, with
+the kernel's interface ioctls (slirpy/ifioctl.py says why not pyroute2: start-up time).
 
 IPv6 (when `NetConfig.ipv6`): before the link goes up, the interface's sysctls get
 ``accept_dad=0`` (no duplicate address detection: nobody else is on this link, and DAD would
 keep every address, the link-local one too, tentative for a second after start) and
 ``accept_ra=0`` (the address and route are set here, statically: without it the guest would
 also form a second SLAAC address from slirpy's Router Advertisements, and pick either as its
-source). Then guest6/64 with IFA_F_NODAD, and a default route via gateway6. A guest that
+source). Then guest6/64 (no DAD: accept_dad=0 already), and a default route via gateway6. A guest that
 configures itself (no ``-c`` in slirp4netns mode) still gets all of that from the RAs.
 
 IPv6 off: nothing IPv6 is configured; with `hide_ipv6` (what ``slirpy run --no-ipv6`` asks)
@@ -19,16 +19,12 @@ address, asks for A records only.
 
 from __future__ import annotations
 
+import errno
 import os
-import socket
-from typing import TYPE_CHECKING
 
 from slirpy.config import NetConfig
+from slirpy.ifioctl import Interfaces
 
-if TYPE_CHECKING:  # pragma: no cover
-    from pyroute2 import IPRoute
-
-IFA_F_NODAD = 0x02
 IPV6_CONF = "/proc/sys/net/ipv6/conf"
 
 
@@ -36,10 +32,10 @@ class NetconfError(Exception):
     """Configuring an interface failed; str() is one line naming the step and the kernel's reason."""
 
 
-def _mac_str(mac: bytes) -> str:
+def _mac(mac: bytes) -> bytes:
     if len(mac) != 6:
         raise NetconfError(f"invalid guest MAC {mac.hex()!r}: must be 6 bytes")
-    return ":".join(f"{b:02x}" for b in mac)
+    return mac
 
 
 def ipv6_sysctls(net: NetConfig, hide_ipv6: bool = False) -> dict[str, str]:
@@ -65,64 +61,102 @@ def set_ipv6_sysctls(ifname: str, values: dict[str, str], root: str = IPV6_CONF)
     return problems
 
 
-def configure(ifname: str, net: NetConfig, txqueuelen: int = 10000, *,
-              hide_ipv6: bool = False) -> list[str]:
-    """Bring lo up; give `ifname` MTU, txqueuelen, MAC, the IPv6 sysctls, the guest addresses;
-    up; default routes via the gateways. Returns warnings (IPv6 sysctls that could not be
-    set); raises NetconfError for anything else.
+TXQUEUELEN = 10000
+IP_PATHS = ("/usr/sbin/ip", "/sbin/ip", "/usr/bin/ip", "/bin/ip")
+NSENTER_PATHS = ("/usr/bin/nsenter", "/bin/nsenter")
 
-    pyroute2 is imported here, not at module level: importing it takes ~120 ms, and doing
-    that in the forked child lets the parent import its event loop meanwhile (start-up)."""
-    from pyroute2 import IPRoute
-    from pyroute2.netlink.exceptions import NetlinkError
 
-    step = "open netlink socket"
+def set_txqueuelen(ifname: str, qlen: int, ip_paths: tuple[str, ...] = IP_PATHS,
+                   in_namespaces_of: int | None = None) -> list[str]:
+    """`ip link set dev IFNAME txqueuelen QLEN`; the problem, if any, as a one-line warning.
+    `in_namespaces_of` PID: run it in that process's user and net namespaces (`nsenter`), and
+    in no new PID namespace, where it would take the pid the command should get.
+
+    Its ioctl (SIOCSIFTXQLEN) needs CAP_NET_ADMIN in the initial user namespace, and the other
+    ways need netlink or a sysfs of this network namespace: iproute2's `ip` does it through
+    netlink in a few ms.  Only a performance setting (the queue the guest fills while slirpy
+    is busy): without it the kernel's default (500 for a TAP) stays."""
+    ip = next((p for p in ip_paths if os.access(p, os.X_OK)), None)
+    what = f"cannot set {ifname} txqueuelen {qlen}"
+    if ip is None:
+        return [f"{what}: no `ip` command (iproute2) in {', '.join(ip_paths)}"]
+    argv = [ip, "link", "set", "dev", ifname, "txqueuelen", str(qlen)]
+    if in_namespaces_of is not None:
+        nsenter = next((p for p in NSENTER_PATHS if os.access(p, os.X_OK)), None)
+        if nsenter is None:
+            return [f"{what}: no `nsenter` command (util-linux) in {', '.join(NSENTER_PATHS)}"]
+        argv = [nsenter, "-t", str(in_namespaces_of), "-U", "-n", "--preserve-credentials", *argv]
+    err_r, err_w = os.pipe2(os.O_CLOEXEC)
     try:
-        with IPRoute() as ipr:
-            step = "find lo"
-            lo = _index(ipr, "lo")
+        pid = os.posix_spawn(argv[0], argv,
+                             {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C"},
+                             file_actions=[(os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+                                           (os.POSIX_SPAWN_DUP2, err_w, 1),
+                                           (os.POSIX_SPAWN_DUP2, err_w, 2)])
+    except OSError as e:
+        os.close(err_r)
+        return [f"{what}: cannot run {argv[0]}: {e.strerror or e}"]
+    finally:
+        os.close(err_w)
+    with os.fdopen(err_r, "rb") as f:
+        out = f.read(4096).decode(errors="replace").strip()
+    status = os.waitpid(pid, 0)[1]
+    if os.waitstatus_to_exitcode(status) != 0:
+        return [f"{what}: {argv[0]} failed: {out.splitlines()[-1] if out else f'status {status}'}"]
+    return []
+
+
+def configure(ifname: str, net: NetConfig, txqueuelen: int | None = TXQUEUELEN, *,
+              hide_ipv6: bool = False) -> list[str]:
+    """Bring lo up; give `ifname` MTU, txqueuelen (None: the caller sets it later, with
+    `set_txqueuelen`), MAC, the IPv6 sysctls, the guest addresses; up; default routes via the
+    gateways. Returns warnings (IPv6 sysctls or the queue length that could not be set);
+    raises NetconfError for anything else.
+
+    With the interface ioctls of ifioctl.py, not pyroute2: this runs on the critical path of
+    start-up, where importing pyroute2 would cost more than all the rest."""
+    step = "open a socket for interface ioctls"
+    try:
+        with Interfaces() as ifs:
             step = "bring lo up"
-            ipr.link("set", index=lo, state="up")
+            ifs.set_up("lo")
             step = f"find {ifname}"
-            idx = _index(ipr, ifname)
+            idx = _index(ifs, ifname)
             if net.guest_mac is not None:
                 step = f"set {ifname} MAC address"
-                ipr.link("set", index=idx, address=_mac_str(net.guest_mac))
+                ifs.set_mac(ifname, _mac(net.guest_mac))
             step = f"set {ifname} MTU {net.mtu}"
-            ipr.link("set", index=idx, mtu=net.mtu)
-            step = f"set {ifname} txqueuelen {txqueuelen}"
-            ipr.link("set", index=idx, txqlen=txqueuelen)
+            ifs.set_mtu(ifname, net.mtu)
             warnings = set_ipv6_sysctls(ifname, ipv6_sysctls(net, hide_ipv6))
+            if txqueuelen is not None:
+                warnings += set_txqueuelen(ifname, txqueuelen)
             with_ipv6 = net.ipv6 and os.path.isdir(os.path.join(IPV6_CONF, ifname))
             if net.ipv6 and not with_ipv6:
                 warnings.append(f"this kernel has no IPv6 (no {IPV6_CONF}/{ifname}): the "
                                 "sandbox gets IPv4 only")
             step = f"add address {net.guest}/{net.network.prefixlen} to {ifname}"
-            ipr.addr("add", index=idx, address=str(net.guest), prefixlen=net.network.prefixlen)
+            ifs.add_addr4(ifname, str(net.guest), str(net.network.netmask))
             if with_ipv6:
                 step = f"add address {net.guest6}/64 to {ifname}"
-                ipr.addr("add", index=idx, address=str(net.guest6), prefixlen=64, flags=IFA_F_NODAD)
+                ifs.add_addr6(idx, str(net.guest6), 64)
             step = f"bring {ifname} up"
-            ipr.link("set", index=idx, state="up")
+            ifs.set_up(ifname)
             step = f"add default route via {net.gateway}"
-            ipr.route("add", dst="0.0.0.0/0", gateway=str(net.gateway), oif=idx)
+            ifs.add_default4(ifname, str(net.gateway))
             if with_ipv6:
                 step = f"add default route via {net.gateway6}"
-                ipr.route("add", dst="::/0", gateway=str(net.gateway6), oif=idx,
-                          family=socket.AF_INET6)
+                ifs.add_default6(idx, str(net.gateway6))
     except NetconfError:
         raise
-    except NetlinkError as exc:
-        code = exc.code if isinstance(exc.code, int) else 0
-        reason = os.strerror(code) if code > 0 else str(exc)
-        raise NetconfError(f"cannot {step}: {reason}") from None
-    except OSError as exc:
-        raise NetconfError(f"cannot {step}: {exc.strerror or exc}") from None
+    except (OSError, ValueError) as exc:
+        raise NetconfError(f"cannot {step}: {getattr(exc, 'strerror', None) or exc}") from None
     return warnings
 
 
-def _index(ipr: IPRoute, ifname: str) -> int:
-    found = ipr.link_lookup(ifname=ifname)
-    if not found:
-        raise NetconfError(f"no interface named {ifname!r} in this network namespace")
-    return found[0]
+def _index(ifs: Interfaces, ifname: str) -> int:
+    try:
+        return ifs.index(ifname)
+    except OSError as exc:
+        if exc.errno == errno.ENODEV:
+            raise NetconfError(f"no interface named {ifname!r} in this network namespace") from None
+        raise

@@ -10,7 +10,8 @@ abbreviated and options may follow the operands), build a NetConfig, then
 or opens TAPNAME (with the same offloads as `slirpy run`), configures it with `-c`, and hands
 the fd back.  This process then serves that fd with the ordinary Runtime through
 `serve.serve_sandbox()`, fed by `AttachedTarget`, an adapter for "a process we did not start".
-When everything is listening it writes "1" to the ready fd.  It exits (status 0) when the
+It writes "1" to the ready fd as soon as the TAP is configured (with --api-socket: once that
+socket listens too), before importing its event loop; see `_attach`.  It exits (status 0) when the
 target process exits, when the exit fd reports any poll event (typically: its writer closed),
 or on SIGINT/SIGTERM/SIGHUP.
 
@@ -39,7 +40,6 @@ from typing import TYPE_CHECKING, Any, Callable
 from . import __version__
 from .config import (CIDR_PREFIX_MAX, CIDR_PREFIX_MIN, DEFAULT_CIDR, MTU_MAX, MTU_MIN,
                      ConfigError, NetConfig, build_net_config)
-from .harden import HardenError
 
 if TYPE_CHECKING:  # pragma: no cover
     from .sandbox import AttachedTap
@@ -329,7 +329,14 @@ class AttachedTarget:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             loop.add_signal_handler(sig, self.send_signal, sig)
+        self.ready()
+
+    def ready(self) -> None:
+        """Write "1" to the ready fd and close it (once; release() does it if nothing did).
+        From then on a stop signal is noted for the loop, which may not run yet."""
         if self._ready_fd >= 0:
+            for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+                signal.signal(sig, lambda got, _frame: self.send_signal(got))
             fd, self._ready_fd = self._ready_fd, -1
             try:
                 os.write(fd, b"1")
@@ -414,17 +421,19 @@ def _serve(o: Options, config: NetConfig, prog: str) -> int:
         if pidfd is not None:
             os.close(pidfd)
         return fail(e.err)
-    # imported by _attach (while the child configured the TAP)
-    import uvloop
-
-    from .runtime import Runtime
-    from .serve import serve_sandbox
-
     try:
         target = AttachedTarget(pidfd, o.exit_fd, o.ready_fd)
     except Exit as e:
         os.close(tap.fd)
         return fail(e.err)
+    if o.api_socket is None:
+        target.ready()             # the TAP is configured: see _attach
+    import uvloop
+
+    from .harden import HardenError
+    from .runtime import Runtime
+    from .serve import serve_sandbox
+    tap.reap_child()
     try:
         if tap.fallback_reason:
             print(f"{prog}: notice: TAP offloads unavailable ({tap.fallback_reason}); running without them",
@@ -475,11 +484,14 @@ def _harden_step(o: Options, runtime: Any, prog: str) -> Callable[[], None] | No
 
 
 def _attach(o: Options, config: NetConfig) -> AttachedTap:
-    """Fork the child that opens and configures the TAP, import the event loop and the runtime
-    meanwhile (pyroute2 in the child and these in this process are the bulk of the start-up
-    time, and run on two CPUs side by side), then take the TAP.  Raises Exit(1, message)."""
-    import asyncio  # noqa: F401  (before the fork: pyroute2 in the child needs it too)
+    """Fork the child that opens and configures the TAP, then take the TAP.  Raises Exit(1,
+    message).
 
+    The ready fd is written as soon as the TAP is configured (`_serve`), before this process
+    imports its event loop and runtime (the bulk of its start-up): frames the guest sends
+    meanwhile wait in the TAP's queue until the loop reads them.  Not with --api-socket: that
+    socket must be listening when the ready fd says so, and the runtime binds it; the imports
+    then run here, while the child works."""
     from .sandbox import AttachOptions, SandboxError, start_attach
 
     try:
@@ -489,15 +501,16 @@ def _attach(o: Options, config: NetConfig) -> AttachedTap:
     except SandboxError as e:
         raise Exit(1, str(e)) from None
     try:
-        import uvloop  # noqa: F401
-        from . import runtime, serve  # noqa: F401
-        if o.enable_sandbox or o.enable_seccomp:
-            _import_seccomp_binding()
+        if o.api_socket is not None:
+            import uvloop  # noqa: F401
+            from . import runtime, serve  # noqa: F401
+            if o.enable_sandbox or o.enable_seccomp:
+                _import_seccomp_binding()
     except BaseException:
         pending.abort()
         raise
     try:
-        return pending.finish()
+        return pending.finish(wait=False)        # _serve reaps the child once ready
     except SandboxError as e:
         raise Exit(1, str(e)) from None
 

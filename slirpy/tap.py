@@ -43,7 +43,9 @@ TUN_F_TSO_ECN = 0x08
 TUN_F_UFO = 0x10
 
 OFFLOAD_FLAGS = TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6
-from .tcpip.wire.virtio import VNET_HDR_LEN  # noqa: E402  (struct virtio_net_hdr_v1, with num_buffers)
+# sizeof(struct virtio_net_hdr_v1), num_buffers included: tcpip/wire/virtio.py's VNET_HDR_LEN (a
+# test checks they agree; not imported from there, which would load the compiled core at start-up).
+VNET_HDR_LEN = 12
 IFNAMSIZ = 16
 
 _IFREQ = struct.Struct("=16sH22x")   # struct ifreq: ifr_name, ifr_flags, padding to 40 bytes

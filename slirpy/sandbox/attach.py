@@ -48,6 +48,16 @@ class AttachedTap:
     offload: bool
     fallback_reason: str | None = None
     warnings: list[str] = field(default_factory=list)     # from configuring it (netconf)
+    child: int = 0             # with finish(wait=False): the child to reap (reap_child)
+
+    def reap_child(self) -> None:
+        """Wait for the child that is still setting the TAP's queue length (finish(wait=False))."""
+        child, self.child = self.child, 0
+        if child:
+            try:
+                os.waitpid(child, 0)
+            except ChildProcessError:
+                pass
 
 
 def attach_tap(opts: AttachOptions) -> AttachedTap:
@@ -73,7 +83,10 @@ class PendingAttach:
         self._sock = sock
         self._opts = opts
 
-    def finish(self) -> AttachedTap:
+    def finish(self, wait: bool = True) -> AttachedTap:
+        """The TAP, once configured.  `wait=False`: return before the child has set its queue
+        length (`ip`, a few ms that need not delay the ready fd); then `reap_child()` later,
+        and that setting's problems, if any, reach stderr from the child."""
         sock, pid = self._sock, self.pid
         try:
             sock.settimeout(SETUP_TIMEOUT)
@@ -85,15 +98,14 @@ class PendingAttach:
                 raise SandboxError(f"attaching to the namespace timed out after {SETUP_TIMEOUT:.0f} s") from None
             raise
         sock.close()
-        try:
-            os.waitpid(pid, 0)
-        except ChildProcessError:
-            pass
         os.set_blocking(tap_fd, False)
-        return AttachedTap(fd=tap_fd, name=note.get("name", self._opts.tap_name),
-                           vnet_hdr=bool(note.get("vnet_hdr")), offload=bool(note.get("offload")),
-                           fallback_reason=note.get("fallback_reason"),
-                           warnings=[str(w) for w in note.get("warnings") or ()])
+        tap = AttachedTap(fd=tap_fd, name=note.get("name", self._opts.tap_name),
+                          vnet_hdr=bool(note.get("vnet_hdr")), offload=bool(note.get("offload")),
+                          fallback_reason=note.get("fallback_reason"),
+                          warnings=[str(w) for w in note.get("warnings") or ()], child=pid)
+        if wait:
+            tap.reap_child()
+        return tap
 
     def abort(self) -> None:
         """Kill the child and forget it (start-up failed in between)."""
@@ -157,7 +169,7 @@ def _attach_child(sock: socket.socket, opts: AttachOptions) -> int:  # pragma: n
         return 1
     try:
         # IPv6 off leaves the TAP's IPv6 as the kernel made it, as slirp4netns does.
-        warnings = netconf.configure(tap.name, opts.net) if opts.configure else []
+        warnings = netconf.configure(tap.name, opts.net, txqueuelen=None) if opts.configure else []
         note = {"name": tap.name, "vnet_hdr": tap.vnet_hdr, "offload": tap.offload,
                 "fallback_reason": tap.fallback_reason, "warnings": warnings}
         send_tap(sock, note, tap.fd)
@@ -166,4 +178,7 @@ def _attach_child(sock: socket.socket, opts: AttachOptions) -> int:  # pragma: n
         return 1
     finally:
         tap.close()
+    if opts.configure:       # after the hand-off: the queue length is no reason to wait
+        for warning in netconf.set_txqueuelen(tap.name, netconf.TXQUEUELEN):
+            os.write(2, f"slirpy: warning: {warning}\n".encode())
     return 0

@@ -12,13 +12,13 @@ import signal
 import socket
 from typing import Callable
 
-from slirpy import doctor
+from slirpy import netconf
 from slirpy.sandbox.handoff import SETUP_TIMEOUT, expect, kill_and_reap, receive_note, receive_tap
 from slirpy.sandbox.idmap import IdMaps, plan_id_maps
 from slirpy.sandbox.libc import set_child_subreaper
 from slirpy.sandbox.modes import writes_id_maps
 from slirpy.sandbox.options import SandboxError, SandboxOptions
-from slirpy.sandbox.supervisor import SUPERVISOR_MASK, exit_code, supervisor
+from slirpy.sandbox.supervisor import SUPERVISOR_MASK, TAP_NAME, exit_code, supervisor
 
 
 def _set_up(sock: socket.socket, pid: int, opts: SandboxOptions, maps: IdMaps,
@@ -33,6 +33,8 @@ def _set_up(sock: socket.socket, pid: int, opts: SandboxOptions, maps: IdMaps,
         meanwhile()
     if opts.net_mode == "private":
         tap_fd, note = receive_tap(sock, pid)
+        for warning in netconf.set_txqueuelen(TAP_NAME, netconf.TXQUEUELEN, in_namespaces_of=pid):
+            os.write(2, f"slirpy: warning: {warning}\n".encode())
     else:
         tap_fd, note = -1, receive_note(sock, pid)
     sock.settimeout(None)
@@ -122,6 +124,7 @@ class Sandbox:
             if isinstance(e, socket.timeout):
                 raise SandboxError(f"sandbox setup timed out after {SETUP_TIMEOUT:.0f} s") from None
             if isinstance(e, OSError):
+                from slirpy import doctor
                 raise SandboxError(doctor.explain(e)) from None
             raise
         if tap_fd >= 0:

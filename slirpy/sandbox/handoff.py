@@ -16,7 +16,6 @@ import socket
 import struct
 from typing import Any
 
-from slirpy import doctor
 from slirpy.sandbox.options import SandboxError
 
 SETUP_TIMEOUT = 60.0           # seconds P waits for each setup step of the child
@@ -115,6 +114,7 @@ def kill_and_reap(pid: int) -> None:
 
 def send_error(sock: socket.socket, exc: BaseException) -> None:
     try:
+        from slirpy import doctor    # here: its imports would cost every start-up
         sock.sendall(json.dumps({"error": doctor.explain(exc)}).encode())
     except OSError:
         pass

@@ -9,10 +9,7 @@ fork, so that a missing helper or range is reported without starting anything.
 from __future__ import annotations
 
 import os
-import shutil
-import subprocess
 
-from slirpy import doctor
 from slirpy.sandbox.handoff import SETUP_TIMEOUT, one_line
 from slirpy.sandbox.options import SandboxError
 
@@ -30,6 +27,8 @@ class IdMaps:
             except OSError as e:
                 raise SandboxError(f"cannot write the sandbox's uid/gid map ({e.filename}): {e.strerror}") from None
             return
+        import subprocess           # here: only --map-subuids needs it (start-up time)
+
         (ustart, ucount), (gstart, gcount) = self.sub
         for tool, own, start, count in (("newuidmap", self.uid, ustart, ucount),
                                         ("newgidmap", self.gid, gstart, gcount)):
@@ -56,6 +55,9 @@ def plan_id_maps(map_subuids: bool) -> IdMaps:
     uid, gid = os.geteuid(), os.getegid()
     if not map_subuids:
         return IdMaps(uid, gid, None)
+    import shutil
+
+    from slirpy import doctor
     for tool in ("newuidmap", "newgidmap"):
         if shutil.which(tool) is None:
             raise SandboxError(f"--map-subuids needs {tool}, which is not installed (fix: sudo apt-get install uidmap)")

@@ -10,7 +10,6 @@ from __future__ import annotations
 import ctypes
 import os
 
-from slirpy import doctor
 
 CLONE_NEWNS = 0x00020000
 CLONE_NEWUTS = 0x04000000
@@ -39,6 +38,7 @@ _libc.sethostname.argtypes = [ctypes.c_char_p, ctypes.c_size_t]
 def unshare(flags: int) -> None:
     if _libc.unshare(flags) != 0:
         e = ctypes.get_errno()
+        from slirpy import doctor      # here: its imports would cost every start-up
         raise doctor.NamespaceError(e, f"cannot create namespaces (unshare user+net+mount+pid): {os.strerror(e)}")
 
 

@@ -142,7 +142,8 @@ def _hand_over_tap(sock: socket.socket, net: NetConfig, pid1: _Init) -> bool:  #
     except OSError as e:
         return fail(e)
     try:
-        for warning in netconf.configure(tap.name, net, hide_ipv6=True):
+        # txqueuelen: by P (sandbox/handle.py), or `ip` would take the command's pid 2
+        for warning in netconf.configure(tap.name, net, txqueuelen=None, hide_ipv6=True):
             _warn(warning)
         note = {"vnet_hdr": tap.vnet_hdr, "offload": tap.offload,
                 "fallback_reason": tap.fallback_reason, "proc_warning": pid1.proc_warning}

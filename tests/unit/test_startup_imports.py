@@ -1,7 +1,7 @@
 """Start-up (issue 18): what the slirp4netns entry point imports in the serving process.
 
-pyroute2 (~120 ms to import) belongs in the forked child that configures the TAP
-(slirpy/netconf.py imports it inside `configure`), and click (~20 ms) to `slirpy`'s own CLI:
+pyroute2 (~120 ms to import) is not imported on the way to the ready fd at all (the forked child
+configures the TAP with ioctls: slirpy/ifioctl.py), and click (~20 ms) to `slirpy`'s own CLI:
 neither may be imported by `slirpy-slirp4netns`'s process, whose time from exec to the ready
 fd is what Podman and RootlessKit wait for.  Checked in a fresh interpreter (sys.modules).
 """
@@ -38,6 +38,13 @@ def loaded_heavy_modules(probe: str) -> list[str]:
 
 def test_slirp4netns_serving_process_imports_neither_pyroute2_nor_click() -> None:
     assert loaded_heavy_modules(PROBE) == []
+
+
+def test_the_tap_is_configured_without_pyroute2() -> None:
+    # netconf.configure (the child's critical path) uses ifioctl.py's ioctls
+    probe = ("import sys, slirpy.netconf, slirpy.ifioctl, slirpy.sandbox.attach, slirpy.sandbox.supervisor\n"
+             "import json\nprint(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in HEAVY)))")
+    assert loaded_heavy_modules(probe) == []
 
 
 def test_the_probe_sees_a_heavy_import() -> None:
