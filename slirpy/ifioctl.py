@@ -10,8 +10,9 @@ stays where netlink is needed (bridges, veths, the networks' plumbing).
 What the ioctls cannot say, netconf.py does otherwise: IPv6 sysctls are files under
 /proc/sys, and the queue length is `ip link set ... txqueuelen` (SIOCSIFTXQLEN needs
 CAP_NET_ADMIN in the initial user namespace, which a rootless sandbox never has).  Two
-results differ from a netlink request: routes added by ioctl carry the protocol ``boot`` (as `ip route add` without `proto`), and an IPv6 address carries no
-IFA_F_NODAD flag (DAD is off through the interface's ``accept_dad=0`` instead).
+results differ from a netlink request: routes added by ioctl carry the protocol ``boot``
+(as `ip route add` without `proto`), and an IPv6 address carries no IFA_F_NODAD flag (DAD
+is off through the interface's ``accept_dad=0`` instead).
 
 Each call raises OSError; the caller names the step.  Structures are packed with the
 platform's own alignment (`@`), so that `unsigned long` and pointers have their C sizes.
