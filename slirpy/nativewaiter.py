@@ -15,11 +15,7 @@ missing or stale in-tree binary with ``python -m slirpy.nativewaiter build``.
 from __future__ import annotations
 
 import os
-import shutil
-import subprocess
 import sys
-import sysconfig
-import tempfile
 
 PURE_ENV = "SLIRPY_PURE"
 BINARY_NAME = "slirpy-waiter"
@@ -54,6 +50,8 @@ def is_stale(package_dir: str = _SANDBOX_DIR) -> bool:
 
 def compilers(environ: dict[str, str] | os._Environ[str] = os.environ) -> list[list[str]]:
     """Compiler command lines to try, best first (each: argv up to the flags)."""
+    import shutil
+    import sysconfig              # (here: every `slirpy run` imports this module, via supervisor)
     cc = environ.get("CC") or (sysconfig.get_config_var("CC") or "cc")
     cc_argv = cc.split()
     out = []
@@ -77,6 +75,8 @@ def build(dest_dir: str, source: str = SOURCE,
           environ: dict[str, str] | os._Environ[str] = os.environ) -> str:
     """Compile `source` into DEST_DIR/slirpy-waiter with the first compiler that works (atomic:
     a running copy is never overwritten).  One line saying what happened; raises nothing."""
+    import subprocess
+    import tempfile
     why = why_not_built(environ)
     if why is not None:
         return f"no native waiter: {why}"

@@ -152,11 +152,11 @@ static int valid_name(const char *name)
 }
 
 /* The "pid" of the record NAME.json in dirfd (json.dumps writes it as `"pid": N` near the
- * start: the name, letters and digits only, comes first), or -1. */
+ * start, after the name: a quoted "pid" followed by a colon is the key, not a name), or -1. */
 static long record_pid(int dirfd, const char *name)
 {
     char path[80], buf[4096];
-    const char *key;
+    const char *key, *at;
     ssize_t n;
     int fd;
 
@@ -169,14 +169,17 @@ static long record_pid(int dirfd, const char *name)
     if (n <= 0)
         return -1;
     buf[n] = '\0';
-    key = strstr(buf, "\"pid\"");
-    if (key == NULL)
-        return -1;
-    key += 5;
-    while (*key == ' ')
-        key++;
-    if (*key++ != ':')
-        return -1;
+    for (at = buf;; at = key) {
+        key = strstr(at, "\"pid\"");
+        if (key == NULL)
+            return -1;
+        key += 5;
+        while (*key == ' ')
+            key++;
+        if (*key == ':')
+            break;
+    }
+    key++;
     while (*key == ' ')
         key++;
     if (*key < '0' || *key > '9')

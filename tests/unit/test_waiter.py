@@ -27,7 +27,7 @@ ROOT = str(Path(nativewaiter.__file__).resolve().parents[1])    # the directory 
 
 DRIVER = textwrap.dedent("""
     import json, os, signal, sys
-    kind, program, script, xdg, record_pid, root = sys.argv[1:7]
+    kind, program, script, xdg, record_pid, root, name = sys.argv[1:8]
     signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGCHLD, signal.SIGINT, signal.SIGTERM, signal.SIGHUP,
                                               signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2, signal.SIGWINCH,
                                               signal.SIGCONT})
@@ -55,14 +55,14 @@ DRIVER = textwrap.dedent("""
     pids = [str(sup), str(cmd), str(init), str(keep_w)]
     record, rundir = "-", os.path.join(xdg, "slirpy")
     if xdg != "-":          # the record `slirpy run` would have written (registry.py's layout)
-        record, sandboxes = "rec", os.path.join(rundir, "sandboxes")
+        record, sandboxes = name, os.path.join(rundir, "sandboxes")
         os.mkdir(rundir, 0o700)
         os.mkdir(sandboxes, 0o700)
         pid = os.getpid() if record_pid == "own" else int(record_pid)
-        with open(os.path.join(sandboxes, "rec.json"), "w") as f:
-            json.dump({"name": "rec", "pid": pid, "start_time": 1, "ns_pid": init}, f)
+        with open(os.path.join(sandboxes, name + ".json"), "w") as f:
+            json.dump({"name": name, "pid": pid, "start_time": 1, "ns_pid": init}, f)
         for suffix in (".lock", ".sock"):
-            open(os.path.join(sandboxes, "rec" + suffix), "w").close()
+            open(os.path.join(sandboxes, name + suffix), "w").close()
     os.write(1, b"%d\\n" % init)
     if kind == "native":
         os.execv(program, [program, "wait", *pids, record, os.path.join(rundir, "sandboxes"),
@@ -84,9 +84,9 @@ KINDS = _kinds()
 
 
 def _drive(kind: str, script: str, sig: int | None = None, xdg: str = "-",
-           record_pid: str = "own") -> tuple[int, int]:
+           record_pid: str = "own", name: str = "rec") -> tuple[int, int]:
     program = NATIVE if kind == "native" else str(WAITER)
-    proc = subprocess.Popen([sys.executable, "-c", DRIVER, kind, program, script, xdg, record_pid, ROOT],
+    proc = subprocess.Popen([sys.executable, "-c", DRIVER, kind, program, script, xdg, record_pid, ROOT, name],
                             stdout=subprocess.PIPE, text=True, env={**os.environ, "XDG_RUNTIME_DIR": xdg})
     assert proc.stdout is not None
     lines = [proc.stdout.readline().strip() for _ in range(1 if sig is None else 2)]
@@ -124,8 +124,9 @@ def test_each_forwarded_signal_sent_to_the_waiter_reaches_the_command(kind, sig)
 
 
 @pytest.mark.parametrize("kind", KINDS)
-def test_the_record_is_removed_at_the_end_when_it_is_ours(kind, tmp_path):
-    rc, _ = _drive(kind, "exit 0", xdg=str(tmp_path))
+@pytest.mark.parametrize("name", ["rec", "pid"])      # a sandbox called "pid": its name is no key
+def test_the_record_is_removed_at_the_end_when_it_is_ours(kind, name, tmp_path):
+    rc, _ = _drive(kind, "exit 0", xdg=str(tmp_path), name=name)
     assert rc == 0
     assert sorted(os.listdir(tmp_path / "slirpy" / "sandboxes")) == []
 
