@@ -27,7 +27,7 @@ import sys
 import sysconfig
 from typing import Any
 
-from setuptools import setup
+from setuptools import Distribution, setup
 from setuptools.command.build_ext import build_ext
 from setuptools.command.build_py import build_py
 
@@ -115,6 +115,13 @@ class _build_py_and_waiter(build_py):
         print(f"slirpy: {nativewaiter.build(dest)}", file=sys.stderr)
 
 
+class _Distribution(Distribution):
+    """A wheel that holds the native waiter is a platform wheel, compiled modules or not."""
+
+    def has_ext_modules(self) -> bool:
+        return bool(super().has_ext_modules()) or _nativewaiter().why_not_built() is None
+
+
 def _ext_modules() -> list[Any]:
     why = _why_pure()
     if why is not None:
@@ -131,4 +138,5 @@ def _ext_modules() -> list[Any]:
     return list(mypycify(args, opt_level="3", group_name=GROUP))
 
 
-setup(ext_modules=_ext_modules(), cmdclass={"build_ext": _build_ext_or_pure, "build_py": _build_py_and_waiter})
+setup(ext_modules=_ext_modules(), cmdclass={"build_ext": _build_ext_or_pure, "build_py": _build_py_and_waiter},
+      distclass=_Distribution)
