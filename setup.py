@@ -94,7 +94,8 @@ def _nativewaiter() -> Any:
     """slirpy/nativewaiter.py, loaded by path: importing the slirpy package here is not wanted."""
     import importlib.util
     here = os.path.dirname(os.path.abspath(__file__))
-    spec = importlib.util.spec_from_file_location("_slirpy_nativewaiter", os.path.join(here, "slirpy", "nativewaiter.py"))
+    path = os.path.join(here, "slirpy", "nativewaiter.py")
+    spec = importlib.util.spec_from_file_location("_slirpy_nativewaiter", path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

@@ -123,7 +123,8 @@ def test_a_running_light_sandbox_is_the_waiter_and_its_pid_1(mode, runtime_dir):
 def test_the_waiter_passes_signals_on_and_exits_with_the_commands_code(sig, runtime_dir):
     """A trapped signal: the command decides its own exit code (here 40+N), and the waiter
     returns it; SIGCONT, not trapped, changes nothing on the way."""
-    trap = f"trap 'exit $((40 + {int(sig)}))' {signal.Signals(sig).name[3:]}; echo ready; while :; do sleep 0.1; done"
+    name = signal.Signals(sig).name[3:]
+    trap = f"trap 'exit $((40 + {int(sig)}))' {name}; echo ready; while :; do sleep 0.1; done"
     proc, rec = _start(runtime_dir, "relay", "none", ["sh", "-c", trap])
     try:
         _check_lean(proc.pid, rec["ns_pid"])
