@@ -12,6 +12,10 @@ Editable installs (`pip install -e .`) build the extensions in place, next to th
 after editing one of these modules, rebuild (helpers/test and helpers/demo do it when the
 sources changed; by hand: `pip install -e .` again, or `SLIRPY_PURE=1 pip install -e .` and
 delete the .so files to go pure).
+
+The light run's waiter, slirpy/sandbox/waiter.c, is built here too (build_py), by
+slirpy/nativewaiter.py: into the package for `pip install .`, next to the source for an
+editable install; without a C compiler, or with SLIRPY_PURE=1, slirpy runs its Python fallback.
 """
 
 from __future__ import annotations
@@ -23,8 +27,9 @@ import sys
 import sysconfig
 from typing import Any
 
-from setuptools import setup
+from setuptools import Distribution, setup
 from setuptools.command.build_ext import build_ext
+from setuptools.command.build_py import build_py
 
 # Compiled, in one shared library: the pure TCP/IP core.
 NATIVE_GLOBS = ["slirpy/tcpip/**/*.py"]
@@ -85,6 +90,39 @@ class _build_ext_or_pure(build_ext):
                 os.utime(path)
 
 
+def _nativewaiter() -> Any:
+    """slirpy/nativewaiter.py, loaded by path: importing the slirpy package here is not wanted."""
+    import importlib.util
+    here = os.path.dirname(os.path.abspath(__file__))
+    path = os.path.join(here, "slirpy", "nativewaiter.py")
+    spec = importlib.util.spec_from_file_location("_slirpy_nativewaiter", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+class _build_py_and_waiter(build_py):
+    """build_py, then the native waiter: in the source tree for editable installs, else into
+    the build directory (and so into the wheel).  A failed compile only warns."""
+
+    def run(self) -> None:
+        super().run()
+        nativewaiter = _nativewaiter()
+        if getattr(self, "editable_mode", False):
+            dest = os.path.dirname(nativewaiter.SOURCE)
+        else:
+            dest = os.path.join(self.build_lib, "slirpy", "sandbox")
+        print(f"slirpy: {nativewaiter.build(dest)}", file=sys.stderr)
+
+
+class _Distribution(Distribution):
+    """A wheel that holds the native waiter is a platform wheel, compiled modules or not."""
+
+    def has_ext_modules(self) -> bool:
+        return bool(super().has_ext_modules()) or _nativewaiter().why_not_built() is None
+
+
 def _ext_modules() -> list[Any]:
     why = _why_pure()
     if why is not None:
@@ -101,4 +139,5 @@ def _ext_modules() -> list[Any]:
     return list(mypycify(args, opt_level="3", group_name=GROUP))
 
 
-setup(ext_modules=_ext_modules(), cmdclass={"build_ext": _build_ext_or_pure})
+setup(ext_modules=_ext_modules(), cmdclass={"build_ext": _build_ext_or_pure, "build_py": _build_py_and_waiter},
+      distclass=_Distribution)

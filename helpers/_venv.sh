@@ -7,6 +7,8 @@
 # (setup.py); that step is re-run when a compiled module's .py is newer than its build, or the
 # compiled files are missing (a fresh copy of the tree).  Sets VENV, VENV_PY and
 # SLIRPY_EXPECT_BUILD (compiled or pure: what tests/unit/test_native.py checks is running).
+# The compiled build also gets the native waiter of light runs (slirpy/sandbox/waiter.c, see
+# slirpy/nativewaiter.py), rebuilt in place when it is missing or older than its source.
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="${SLIRPY_VENV:-$REPO/.venv}"
@@ -39,6 +41,7 @@ ensure_venv() {
         (cd "$REPO" && "$VENV_PY" -m pip install --quiet --disable-pip-version-check --no-deps -e .) \
             || return 1
     fi
+    ensure_native_waiter || return 1
     if compiled_build_current; then
         export SLIRPY_EXPECT_BUILD=compiled
     elif [[ "${CI:-}" == true ]]; then
@@ -47,6 +50,20 @@ ensure_venv() {
     else
         echo "helpers: WARNING: no compiled build (no C compiler or python3-dev?): pure Python" >&2
     fi
+}
+
+# The light run's waiter as a small C program: one compiler call (about a second), not pip.
+ensure_native_waiter() {
+    (cd "$REPO" && "$VENV_PY" -c 'import sys
+from slirpy import nativewaiter as n
+sys.exit(0 if not n.is_stale() or n.why_not_built() else 1)') 2>/dev/null && return 0
+    echo "helpers: building the native waiter (slirpy/sandbox/waiter.c)" >&2
+    (cd "$REPO" && "$VENV_PY" -m slirpy.nativewaiter build) && return 0
+    if [[ "${CI:-}" == true ]]; then
+        echo "helpers: the native waiter failed to build (see above); CI needs it" >&2
+        return 1
+    fi
+    echo "helpers: WARNING: no native waiter: light runs use slirpy/sandbox/waiter.py" >&2
 }
 
 ensure_venv_installed() {

@@ -52,7 +52,8 @@ def build_config(mtu: str, cidr: str, offload: bool, allow_host_loopback: bool, 
 def _print_version(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
     if value and not ctx.resilient_parsing:
         from .native import describe
-        click.echo(f"slirpy, version {__version__}\nbuild: {describe()}")
+        from .nativewaiter import describe as describe_waiter
+        click.echo(f"slirpy, version {__version__}\nbuild: {describe()}\nwaiter: {describe_waiter()}")
         ctx.exit()
 
 

@@ -214,7 +214,7 @@ def run_checks() -> list[Finding]:
     user = user_name(uid)
     return [*_userns_knob_findings(sysctls), _tun_finding(user), *_namespace_findings(sysctls),
             _ping_finding(gid), _ipv6_finding(), *_subid_findings(user, uid), _harden_finding(),
-            _build_finding()]
+            _build_finding(), _waiter_finding()]
 
 
 def _harden_finding() -> Finding:
@@ -237,6 +237,15 @@ def _build_finding() -> Finding:
              and native.stale_modules(native.compiled_modules()))
     return Finding("build", not stale, False, native.describe(),
                    "pip install -e . (rebuilds)" if stale else "")
+
+
+def _waiter_finding() -> Finding:
+    """Which waiter a light run (--network none|host|sandbox:NAME, a member) leaves running: the
+    native one (nativewaiter) or the Python fallback; a stale native one is a warning."""
+    from . import nativewaiter
+    line = nativewaiter.describe()
+    stale = "STALE" in line
+    return Finding("waiter", not stale, False, line, "pip install -e . (rebuilds)" if stale else "")
 
 
 def user_name(uid: int) -> str:

@@ -5,9 +5,10 @@ net_mode "member").
 Here P only starts the sandbox, lets the command run, passes the signals sent to it on to the
 command and returns the command's exit code: no event loop, no runtime, no stack.  So this module
 imports neither asyncio, uvloop nor the runtime: a member's start-up time and memory are what a
-user pays per sandbox.  Once the command runs, P execs `sandbox.waiter` on a bare interpreter
-(the command and the sandbox's PID 1, `cat`, are its children by then): an idle sandbox is those
-two small processes.
+user pays per sandbox.  Once the command runs, P execs the native waiter (a small C program,
+slirpy/sandbox/waiter.c, see `nativewaiter`), or `sandbox.waiter` on a bare interpreter where
+that is not built (the command and the sandbox's PID 1 are its children by then): an idle
+sandbox is those two small processes.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ def run_light(opts: SandboxOptions, started: Callable[[Sandbox], object] | None 
     the command's exit code.  `started(sandbox)` runs before the command is released (record
     its `ns_pid`).  Raises SandboxError if the sandbox could not be started.
 
-    Once the command runs, this process normally exec()s `sandbox.waiter` (which also removes
+    Once the command runs, this process normally exec()s a waiter (which also removes
     the registry record `record`, ours) and never returns; it returns only if that exec failed,
     or the supervisor did (the caller unregisters then, as before)."""
     old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, _WAIT_MASK)
@@ -49,28 +50,47 @@ def run_light(opts: SandboxOptions, started: Callable[[Sandbox], object] | None 
 
 
 def _become_waiter(sandbox: Sandbox, cmd: int, record: str | None) -> int:
-    """exec `waiter` on a bare interpreter, keeping I's pipe, our record's lock and the blocked
-    signal mask (pending signals too); if exec fails, wait here.  The command's exit code."""
+    """exec the native waiter (nativewaiter) or else `waiter` on a bare interpreter, keeping I's
+    pipe, our record's lock and the blocked signal mask (pending signals too); if neither exec
+    works, wait here.  The command's exit code."""
+    from slirpy import nativewaiter
     from slirpy.sandbox import waiter
 
     keep, sandbox.keep_fd = sandbox.keep_fd, -1
     init = sandbox.init_pid or 0
+    pids = [str(sandbox.pid), str(cmd), str(init), str(keep)]
+    candidates = []
+    native = nativewaiter.to_use()
+    if native is not None:
+        candidates.append([native, "wait", *pids, *_record_args(record)])
     script = os.path.join(os.path.dirname(os.path.abspath(waiter.__file__)), "waiter.py")
     if sys.executable and os.path.isfile(script):
+        root = os.path.dirname(os.path.dirname(os.path.dirname(script)))
+        candidates.append([sys.executable, "-I", "-S", script, *pids, record or "-", root])
+    if candidates:
         os.set_inheritable(keep, True)
         if record:
             registry.keep_across_exec(record)
-        root = os.path.dirname(os.path.dirname(os.path.dirname(script)))
         for stream in (sys.stdout, sys.stderr):
             stream.flush()
-        try:
-            os.execv(sys.executable, [sys.executable, "-I", "-S", script, str(sandbox.pid), str(cmd),
-                                      str(init), str(keep), record or "-", root])
-        except OSError:
-            pass
+        for argv in candidates:
+            try:
+                os.execv(argv[0], argv)
+            except OSError:
+                pass
     code = waiter.wait_command(sandbox.pid, cmd, init, keep)
     sandbox.ended(code)
     return code
+
+
+def _record_args(record: str | None) -> list[str]:
+    """The native waiter's NAME SANDBOXES_DIR LOCK_FILE: what registry.unregister would use."""
+    if record:
+        try:
+            return [record, registry.sandboxes_dir(), registry.state_lock_path()]
+        except (OSError, registry.RegistryError):
+            pass
+    return ["-", "-", "-"]
 
 
 def _wait_passing_signals(sandbox: Sandbox) -> int:

@@ -160,7 +160,7 @@ class _StateLock:
             finally:
                 self.depth -= 1
             return
-        fd = os.open(os.path.join(runtime_dir(), "lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        fd = os.open(state_lock_path(), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             self.fd, self.depth, self.owner = fd, 1, os.getpid()
@@ -168,6 +168,11 @@ class _StateLock:
         finally:
             self.fd, self.depth, self.owner = -1, 0, 0
             os.close(fd)                 # releases the flock
+
+
+def state_lock_path() -> str:
+    """The file `state_lock` flocks (the native waiter takes it too: sandbox/waiter.c)."""
+    return os.path.join(runtime_dir(), "lock")
 
 
 _LOCK = _StateLock()     # the process's hold on the flock: process-wide by nature, like the flock

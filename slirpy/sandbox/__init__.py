@@ -10,8 +10,9 @@ Processes (P = slirpy, the caller of ``Sandbox.start``)::
   subordinate ranges through newuidmap/newgidmap).  S makes every mount private, forks I, creates
   tap0 (``TapDevice.create``), configures it (``netconf.configure``) and sends the TAP fd to P with
   SCM_RIGHTS plus a JSON note (vnet_hdr, offload, fallback_reason).  On ``release()`` S forks C.
-- I mounts /proc, reports, then execs ``cat`` with a pipe on its stdin (the Python loop stays
-  only if no cat is found): SIGCHLD is ignored, which the exec keeps, so the kernel reaps every
+- I mounts /proc, reports, then execs the native waiter's ``hold`` mode (``slirpy-waiter hold``,
+  see `slirpy.nativewaiter`), or else ``cat``, with a pipe on its stdin (the Python loop stays
+  only if neither can run): SIGCHLD is ignored, which the exec keeps, so the kernel reaps every
   orphan it inherits, and as PID 1 it ignores every signal it has no handler for.  It dies when
   every holder of the pipe's write end is gone (S, and P in the light modes), or by SIGKILL.  Its
   death kills every process left in the PID namespace.
@@ -23,8 +24,9 @@ Processes (P = slirpy, the caller of ``Sandbox.start``)::
   with C's status in shell convention: the exit code, or 128+N when C was killed by signal N.
   S dies with P (PR_SET_PDEATHSIG), and I with S.
 - In the modes without tap0 (light runs: `plainrun`) P holds I's pipe and is a child subreaper:
-  S forks C, tells P its pid and exits, so C and I become P's children; P then execs `waiter`
-  on a bare interpreter, which passes signals on to C, waits for it and ends I, as S does above.
+  S forks C, tells P its pid and exits, so C and I become P's children; P then execs the native
+  waiter (``slirpy-waiter wait``, waiter.c) or else `waiter` on a bare interpreter, which passes
+  signals on to C, waits for it and ends I, as S does above.
   I dies with P (its pipe), whatever ends P.
 
 Every fd this package creates is close-on-exec; the command inherits only what P inherited.
@@ -35,7 +37,7 @@ The package, one module per job (each says why it exists):
 - `idmap`: the uid/gid maps P writes (single id, or the subordinate ranges);
 - `handoff`: the setup conversation over the socketpair, the TAP fd passed with SCM_RIGHTS;
 - `supervisor`: S and I; `command`: C's exec; `resolv`: the sandbox's own /etc/resolv.conf;
-- `waiter`: what a light run's P becomes once C runs;
+- `waiter`: what a light run's P becomes once C runs, where the native one (waiter.c) is not built;
 - `attach`: a TAP in namespaces someone else created (`slirpy slirp4netns`);
 - `modes`: the namespaces of each network mode (private, none, host, join, member);
 - `etcfiles`: the texts of its /etc/hosts and /etc/resolv.conf;

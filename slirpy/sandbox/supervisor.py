@@ -17,7 +17,7 @@ import signal
 import socket
 from dataclasses import dataclass
 
-from slirpy import netconf
+from slirpy import nativewaiter, netconf
 from slirpy.config import NetConfig
 from slirpy.sandbox.command import FORWARDED_SIGNALS, exec_command
 from slirpy.sandbox.handoff import MSG_MAX, kill_and_reap, send_error, send_tap
@@ -228,8 +228,9 @@ def _hand_command_over(sock: socket.socket, argv: list[str], pid1: _Init) -> int
     return 0
 
 
-# PID 1 needs no Python once /proc is mounted: it execs this (reading the keep pipe on stdin,
-# ignored SIGCHLD inherited), and exits at EOF, when every holder of the pipe's write end is gone.
+# PID 1 needs no Python once /proc is mounted: it execs the native waiter's `hold` mode or else
+# `cat` (reading the keep pipe on stdin, ignored SIGCHLD inherited), and exits at EOF, when every
+# holder of the pipe's write end is gone.
 CAT_PATHS = ("/usr/bin/cat", "/bin/cat")
 
 
@@ -255,8 +256,8 @@ def init(keep_r: int, rep_w: int, pdeathsig: bool = True) -> None:  # pragma: no
 
 
 def _exec_cat(keep_r: int) -> None:  # pragma: no cover
-    """Become `cat` with the keep pipe on stdin and /dev/null for stdout and stderr; returns only
-    if that failed (then I stays this interpreter)."""
+    """Become `slirpy-waiter hold` (nativewaiter) or else `cat`, with the keep pipe on stdin and
+    /dev/null for stdout and stderr; returns only if that failed (then I stays this interpreter)."""
     try:
         null = os.open("/dev/null", os.O_RDWR | os.O_CLOEXEC)
     except OSError:
@@ -264,9 +265,11 @@ def _exec_cat(keep_r: int) -> None:  # pragma: no cover
     os.dup2(keep_r, 0)
     os.dup2(null, 1)
     os.dup2(null, 2)
-    for path in CAT_PATHS:
+    native = nativewaiter.to_use()
+    candidates = [(native, [nativewaiter.BINARY_NAME, "hold"])] if native else []
+    for path, argv in candidates + [(cat, ["cat"]) for cat in CAT_PATHS]:
         try:
-            os.execv(path, ["cat"])
+            os.execv(path, argv)
         except OSError:
             pass
 

@@ -3,10 +3,11 @@
 By then the supervisor has exited, so the command and the sandbox's PID 1 are children of this
 process (a child subreaper); all that is left is to pass on the signals sent to it, wait, end
 PID 1, unregister and exit with the command's code.  slirpy's parent exec()s this file on a bare
-interpreter (``python -I -S waiter.py ...``) to drop the memory of everything it imported: an
-idle member of a network costs this and PID 1's ``cat``, nothing more.  So it imports only os,
-signal and sys while it waits (the registry only at the end), and nothing of slirpy's at all
-when run as a script; `wait_command` is also called in-process if that exec fails.
+interpreter (``python -I -S waiter.py ...``) to drop the memory of everything it imported,
+when the native waiter (waiter.c, the same job in C: `slirpy.nativewaiter`) is not built or
+SLIRPY_PURE=1: an idle member of a network then costs this and PID 1's ``cat``, nothing more.
+So it imports only os, signal and sys while it waits (the registry only at the end), and
+nothing of slirpy's at all when run as a script; `wait_command` is also called in-process if that exec fails.
 
 argv: SUPERVISOR_PID COMMAND_PID INIT_PID KEEP_FD NAME|- PACKAGE_PARENT_DIR
 """

@@ -1,6 +1,7 @@
 """The processes of a light `slirpy run` (`--network none|host|sandbox:NAME`, a network's
-member) while its command runs: the `slirpy run` process, now a bare-interpreter waiter, and
-the PID namespace's PID 1, `cat` — no supervisor, no second or third copy of slirpy's
+member) while its command runs: the `slirpy run` process, now the native waiter (or, where it
+is not built or SLIRPY_PURE=1, a bare-interpreter waiter), and the PID namespace's PID 1, the
+native waiter's `hold` mode (or `cat`) — no supervisor, no second or third copy of slirpy's
 interpreter (issue 15: what an idle member costs).  And that the behaviours the old
 supervisor gave still hold: orphans reaped by PID 1, the namespace dying with the command or
 with a SIGKILLed `slirpy run`, exit codes 128+N, the record removed at the end."""
@@ -17,6 +18,7 @@ import time
 
 import pytest
 
+from slirpy import nativewaiter
 from tests.netns.util import REPO, kill_session, run_slirpy, slirpy_argv
 
 pytestmark = [pytest.mark.netns, pytest.mark.usefixtures("no_stray_processes")]
@@ -71,8 +73,32 @@ def _start(runtime_dir: str, name: str, mode: str, cmd: list[str]) -> tuple[subp
         time.sleep(0.05)
 
 
+def _check_lean(pid: int, init: int) -> None:
+    """`pid` (the `slirpy run`) is the native waiter and `init` its `hold` mode where the native
+    waiter is built (and SLIRPY_PURE unset: nativewaiter.to_use), else a bare interpreter
+    running waiter.py and `cat`; never a copy of slirpy's interpreter with its imports."""
+    native = nativewaiter.to_use()
+    deadline = time.monotonic() + 30
+    while True:                  # the command runs a moment before its `slirpy run` execs
+        argv = open(f"/proc/{pid}/cmdline", "rb").read().split(b"\0")
+        if argv[1:2] in ([b"wait"], [b"-I"]) or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    init_argv = open(f"/proc/{init}/cmdline", "rb").read().split(b"\0")
+    if native is not None:
+        assert os.readlink(f"/proc/{pid}/exe") == os.path.realpath(native)
+        assert argv[1] == b"wait" and init_argv[:2] == [b"slirpy-waiter", b"hold"]
+        assert os.readlink(f"/proc/{init}/exe") == os.path.realpath(native)
+        assert "python" not in open(f"/proc/{pid}/maps").read()
+    else:
+        assert argv[1:3] == [b"-I", b"-S"] and argv[3].endswith(b"slirpy/sandbox/waiter.py")
+        assert os.path.basename(os.readlink(f"/proc/{init}/exe")) == "cat"
+        maps = open(f"/proc/{pid}/maps").read()
+        assert "site-packages" not in maps and "_ctypes" not in maps   # nothing but the bare interpreter
+
+
 @pytest.mark.parametrize("mode", ["none", "host"])
-def test_a_running_light_sandbox_is_a_bare_waiter_and_cat_as_pid_1(mode, runtime_dir):
+def test_a_running_light_sandbox_is_the_waiter_and_its_pid_1(mode, runtime_dir):
     proc, rec = _start(runtime_dir, "lean", mode, ["sleep", "60"])
     try:
         assert rec["pid"] == proc.pid
@@ -81,12 +107,8 @@ def test_a_running_light_sandbox_is_a_bare_waiter_and_cat_as_pid_1(mode, runtime
         assert init in kids                          # PID 1 and the command are slirpy's children
         (cmd,) = kids - {init}
         assert _nspid(init)[-1] == 1 and _nspid(cmd)[-1] == 2
-        assert os.path.basename(os.readlink(f"/proc/{init}/exe")) == "cat"
         assert "python" not in os.path.basename(os.readlink(f"/proc/{init}/exe"))
-        argv = open(f"/proc/{proc.pid}/cmdline", "rb").read().split(b"\0")
-        assert argv[1:3] == [b"-I", b"-S"] and argv[3].endswith(b"slirpy/sandbox/waiter.py")
-        maps = open(f"/proc/{proc.pid}/maps").read()
-        assert "site-packages" not in maps and "_ctypes" not in maps   # nothing but the bare interpreter
+        _check_lean(proc.pid, init)
         proc.send_signal(signal.SIGTERM)             # passed on to the command: 128+15
         proc.communicate(timeout=30)
     except BaseException:
@@ -95,6 +117,26 @@ def test_a_running_light_sandbox_is_a_bare_waiter_and_cat_as_pid_1(mode, runtime
     assert proc.returncode == 143
     assert not os.path.exists(os.path.join(runtime_dir, "slirpy", "sandboxes", "lean.json"))
     assert not _alive(init) and not _alive(cmd)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGHUP, signal.SIGUSR1, signal.SIGWINCH])
+def test_the_waiter_passes_signals_on_and_exits_with_the_commands_code(sig, runtime_dir):
+    """A trapped signal: the command decides its own exit code (here 40+N), and the waiter
+    returns it; SIGCONT, not trapped, changes nothing on the way."""
+    name = signal.Signals(sig).name[3:]
+    trap = f"trap 'exit $((40 + {int(sig)}))' {name}; echo ready; while :; do sleep 0.1; done"
+    proc, rec = _start(runtime_dir, "relay", "none", ["sh", "-c", trap])
+    try:
+        _check_lean(proc.pid, rec["ns_pid"])
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+        proc.send_signal(signal.SIGCONT)
+        proc.send_signal(sig)
+        proc.communicate(timeout=30)
+    except BaseException:
+        kill_session(proc)
+        raise
+    assert proc.returncode == 40 + sig
+    assert not os.path.exists(os.path.join(runtime_dir, "slirpy", "sandboxes", "relay.json"))
 
 
 def test_pid_1_reaps_orphans_and_the_namespace_ends_with_the_command(tmp_path):
@@ -130,6 +172,8 @@ import sys
 from slirpy.config import NetConfig
 from slirpy.plainrun import run_light
 from slirpy.sandbox import SandboxOptions
+from slirpy import nativewaiter
+nativewaiter.to_use = lambda: None  # no native waiter and
 sys.executable = ""                 # no interpreter to exec: run_light waits in this process
 for script in ("exit 4", "kill -KILL $$"):
     print(run_light(SandboxOptions(argv=["sh", "-c", script], net=NetConfig(), net_mode="none")), flush=True)

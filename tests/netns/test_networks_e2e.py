@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from slirpy import nativewaiter
 from tests.netns.util import REPO
 
 NETPEER = str(Path(__file__).resolve().parent / "netpeer.py")
@@ -475,14 +476,20 @@ def test_ipv6_between_and_across_networks(world: World) -> None:
     assert res.stdout.split() == ["1"], res.stdout
 
 
-def test_an_idle_member_is_a_bare_waiter_and_cat_as_pid_1(world: World) -> None:
-    """What a member costs while it runs: its `slirpy run` (now a bare-interpreter waiter) and
-    its PID 1 (`cat`), no supervisor: both are the only children the command does not make."""
+def test_an_idle_member_is_the_waiter_and_its_pid_1(world: World) -> None:
+    """What a member costs while it runs: its `slirpy run` (now the native waiter, or a
+    bare-interpreter one where that is not built) and its PID 1 (the native waiter's `hold`, or
+    `cat`), no supervisor: both are the only children the command does not make."""
     rec = json.loads((world.root / "run" / "slirpy" / "sandboxes" / "web.json").read_text())
     pid, init = rec["pid"], rec["ns_pid"]
     kids = {int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()}
     assert init in kids and len(kids) == 2
-    assert os.path.basename(os.readlink(f"/proc/{init}/exe")) == "cat"
     argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-    assert argv[1:3] == [b"-I", b"-S"] and argv[3].endswith(b"slirpy/sandbox/waiter.py")
+    native = nativewaiter.to_use()
+    if native is not None:
+        assert os.readlink(f"/proc/{pid}/exe") == os.readlink(f"/proc/{init}/exe") == os.path.realpath(native)
+        assert argv[1] == b"wait"
+    else:
+        assert os.path.basename(os.readlink(f"/proc/{init}/exe")) == "cat"
+        assert argv[1:3] == [b"-I", b"-S"] and argv[3].endswith(b"slirpy/sandbox/waiter.py")
     assert "site-packages" not in Path(f"/proc/{pid}/maps").read_text()
