@@ -8,7 +8,11 @@ make sense in it run, the others are n/a):
       iperf3 single stream (MTU 65520) from one member to another on the same network (down:
       -R). Peers: ``slirpy`` (the two members: veth - bridge - veth inside the holder's
       namespace, never through Python) and ``veth`` (one veth pair, kernel only: the reference;
-      target >= 0.8x).
+      target >= 0.8x), and ``bridge`` (the kernel alone on the members' path: a bridge and two
+      veth pairs, MTU 65520, in a throwaway ``unshare -Urn`` namespace, no slirpy, no nft and
+      bridge-nf-call-* off: what a rootful Docker bridge costs without its iptables rules). The
+      target keeps ``veth`` as its reference; slirpy/bridge shows what is ours (the holder's
+      settings and rules) apart from what a bridge costs by itself (bridge/veth).
   member->host, host->member
       iperf3 to a server on the test host (203.0.113.1) from a member, and from the host through
       a member's published port (``-p 127.0.0.1:P:P``), against ``slirpy-plain``: target within
@@ -48,7 +52,9 @@ IDLE_MEMBERS = 8
 VARIANTS = ["member<->member/up", "member<->member/down", "member->host", "host->member",
             "first-instruction", "idle-member"]
 PLAIN = "slirpy-plain"
-PEERS_OF = {"member<->member/up": ("slirpy", "veth"), "member<->member/down": ("slirpy", "veth"),
+BRIDGE = "bridge"               # the kernel bridge + 2 veths, no slirpy (sample_bridge_pair)
+PEERS_OF = {"member<->member/up": ("slirpy", "veth", BRIDGE),
+            "member<->member/down": ("slirpy", "veth", BRIDGE),
             "member->host": ("slirpy", PLAIN), "host->member": ("slirpy", PLAIN),
             "first-instruction": ("slirpy", PLAIN), "idle-member": ("slirpy",)}
 
@@ -166,6 +172,44 @@ def sample_member_pair(tmp: str, seconds: int, direction: str,
             return parse(out.decode(errors="replace"))
         finally:
             stop(client, server)
+
+
+# Inside `unshare -Urn` (the stand-in holder): a bridge, two member namespaces (children
+# `unshare -n sleep`) each with a veth pair into it, MTU 65520, iperf3 from the second member
+# to the first; iperf3's JSON on stdout. $1: seconds, $2: "-R" or "".
+BRIDGE_SCRIPT = r"""
+set -e
+for f in /proc/sys/net/bridge/bridge-nf-call-iptables /proc/sys/net/bridge/bridge-nf-call-ip6tables; do
+  [ -e $f ] && echo 0 > $f
+done
+ip link set lo up
+ip link add br0 type bridge
+ip link set br0 up
+unshare -n sleep 600 & m1=$!
+unshare -n sleep 600 & m2=$!
+trap 'kill $m1 $m2 2>/dev/null' EXIT
+i=2
+for m in $m1 $m2; do
+  until [ "$(readlink /proc/$m/ns/net)" != "$(readlink /proc/self/ns/net)" ]; do sleep 0.01; done
+  ip link add p$i mtu 65520 type veth peer name eth0 mtu 65520 netns $m
+  ip link set p$i master br0 up
+  nsenter -t $m -n sh -c "ip link set lo up && ip addr add 10.9.0.$i/24 dev eth0 && ip link set eth0 up"
+  i=$((i+1))
+done
+nsenter -t $m1 -n iperf3 -s -1 -B 10.9.0.2 >/dev/null 2>&1 &
+until nsenter -t $m1 -n ss -Hltn "sport = :5201" | grep -q .; do sleep 0.05; done
+nsenter -t $m2 -n iperf3 -c 10.9.0.2 -t "$1" $2 -J
+"""
+
+
+def sample_bridge_pair(seconds: int, direction: str, parse: Callable[[str], dict]) -> dict:
+    """member<->member over the kernel bridge alone (the ``bridge`` peer): iperf3's JSON parsed."""
+    r = subprocess.run(["unshare", "-Urn", "sh", "-c", BRIDGE_SCRIPT, "sh", str(seconds),
+                        "-R" if direction == "down" else ""], capture_output=True, text=True,
+                       timeout=seconds + 60)
+    if r.returncode:
+        raise NetworksError(f"bridge reference: {(r.stderr or r.stdout).strip()[-300:]}")
+    return parse(r.stdout)
 
 
 def _member_ip_listens(tmp: str, port: int) -> bool:

@@ -135,9 +135,33 @@ def init_holder() -> None:
                 f.write("1")
         except FileNotFoundError:
             pass                               # a kernel without IPv6
+    bridged_traffic_skips_ip_hooks()
     from pyroute2 import IPRoute
     with IPRoute() as ipr:
         ipr.link("set", index=ipr.link_lookup(ifname="lo")[0], state="up")
+
+
+BRIDGE_NF_SYSCTLS = ("bridge-nf-call-iptables", "bridge-nf-call-ip6tables", "bridge-nf-call-arptables")
+
+
+def bridged_traffic_skips_ip_hooks() -> list[str]:
+    """Frames a bridge switches between two members stay out of the IP hooks: with the
+    kernel's br_netfilter (built in, or loaded by Docker) each new network namespace starts
+    with bridge-nf-call-ip(6|arp)tables = 1, which runs `table inet slirpy` and conntrack on
+    every member<->member packet; we turn that off in the holder (a per-namespace sysctl).
+    Member<->member filtering that must stay (anti-spoofing) is in `table bridge slirpy`
+    (nft.py), which costs no conntrack. Routed traffic (between networks, to and from tap0)
+    still meets every inet rule. Called at each bridge sync too, in case br_netfilter was
+    loaded after the holder started. Returns the sysctls it wrote (none without br_netfilter)."""
+    done = []
+    for name in BRIDGE_NF_SYSCTLS:
+        try:
+            with open(f"/proc/sys/net/bridge/{name}", "w") as f:
+                f.write("0")
+            done.append(name)
+        except FileNotFoundError:
+            pass                               # no br_netfilter: bridged frames skip IP hooks already
+    return done
 
 
 def sync_bridges(wanted: list[dict]) -> list[str]:
@@ -147,6 +171,7 @@ def sync_bridges(wanted: list[dict]) -> list[str]:
     from pyroute2 import IPRoute
     want = {w["bridge"]: w for w in wanted}
     deleted = []
+    bridged_traffic_skips_ip_hooks()
     with IPRoute() as ipr:
         present = {link.get_attr("IFLA_IFNAME"): link["index"] for link in ipr.get_links()}
         for name, idx in present.items():

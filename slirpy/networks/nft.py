@@ -124,11 +124,27 @@ def ruleset(active: list[NetworkDef], members: list[MemberAddr]) -> str:
         body = "".join(f"\t\t{r}\n" for r in rules)
         return f"\tchain {name} {{\n\t\t{head}\n{body}\t}}\n"
 
-    return (f"table inet {TABLE}\ndelete table inet {TABLE}\ntable inet {TABLE} {{\n"
+    switched = [r for d in active for r in _bridge_rules(d)]
+    return (f"table inet {TABLE}\ndelete table inet {TABLE}\n"
+            f"table bridge {TABLE}\ndelete table bridge {TABLE}\ntable inet {TABLE} {{\n"
             + chain("dns", "type nat hook prerouting priority dstnat; policy accept;", dnat)
             + chain("forward", "type filter hook forward priority filter; policy accept;", forward)
             + chain("input", "type filter hook input priority filter; policy accept;", inp)
+            + f"}}\ntable bridge {TABLE} {{\n"
+            + chain("forward", "type filter hook forward priority filter; policy accept;", switched)
             + "}\n")
+
+
+def _bridge_rules(d: NetworkDef) -> list[str]:
+    """The frames a network's bridge switches from one member to another never reach the inet
+    table (holderns.bridged_traffic_skips_ip_hooks: no conntrack on member<->member traffic);
+    anti-spoofing, the one inet rule that applied to them, is kept here, stateless. The
+    bridge's ports are the members' veth peers `s<index>v<host>` (member.py)."""
+    port = f'iifname "s{d.index}v*"'
+    rules = [f'{port} ip saddr != {d.subnet} counter drop comment "{d.name}: spoofed source"']
+    if d.subnet6:
+        rules.append(f'{port} ip6 saddr != {d.subnet6} counter drop comment "{d.name}: spoofed source"')
+    return rules
 
 
 class NftError(Exception):
@@ -144,25 +160,27 @@ def apply(script: str) -> None:
 
 
 def read_rules() -> list[dict]:
-    """Every rule of the table with its counter: [{"chain", "rule", "comment", "packets",
-    "bytes"}] (call inside the holder's namespaces); [] when the table does not exist."""
-    proc = subprocess.run([nft_binary(), "-j", "list", "table", "inet", TABLE], capture_output=True, timeout=30)
+    """Every rule of our tables (inet and bridge) with its counter: [{"family", "chain",
+    "handle", "comment", "packets", "bytes"}] (call inside the holder's namespaces); [] when
+    there is none."""
+    proc = subprocess.run([nft_binary(), "-j", "list", "ruleset"], capture_output=True, timeout=30)
     if proc.returncode != 0:
         return []
     return parse_rules(json.loads(proc.stdout or b"{}"))
 
 
 def parse_rules(doc: dict) -> list[dict]:
-    """The rules of `nft -j list table` output, each with its counter (0 when it has none)."""
+    """The rules of our tables in `nft -j list` output, each with its counter (0 when it has
+    none)."""
     out = []
     for item in doc.get("nftables", []):
         rule = item.get("rule") if isinstance(item, dict) else None
-        if not isinstance(rule, dict):
+        if not isinstance(rule, dict) or rule.get("table", TABLE) != TABLE:
             continue
         packets = bytes_ = 0
         for expr in rule.get("expr", []):
             if isinstance(expr, dict) and isinstance(expr.get("counter"), dict):
                 packets, bytes_ = expr["counter"].get("packets", 0), expr["counter"].get("bytes", 0)
-        out.append({"chain": rule.get("chain"), "handle": rule.get("handle"),
+        out.append({"family": rule.get("family"), "chain": rule.get("chain"), "handle": rule.get("handle"),
                     "comment": rule.get("comment"), "packets": packets, "bytes": bytes_})
     return out

@@ -58,7 +58,7 @@ def test_ruleset_isolation_internal_egress_ingress() -> None:
     a, b = _nets({"name": "a", "internal": True},
                  {"name": "b", "egress_deny": ["198.51.100.0/24"], "ingress_allow": ["203.0.113.0/24"]})
     text = nft.ruleset([a, b], [nft.MemberAddr("a", "10.89.0.2", None, True)])
-    assert text.startswith("table inet slirpy\ndelete table inet slirpy\ntable inet slirpy {\n")
+    assert text.startswith("table inet slirpy\ndelete table inet slirpy\n")
     assert 'iifname "sbr0" oifname { "sbr1" } meta l4proto tcp counter reject with tcp reset comment "a: isolation"' in text
     assert 'iifname "sbr1" oifname { "sbr0" } counter reject with icmpx admin-prohibited comment "b: isolation"' in text
     assert 'iifname "sbr0" oifname != "sbr0" counter reject with icmpx admin-prohibited comment "a: internal"' in text
@@ -71,10 +71,35 @@ def test_ruleset_isolation_internal_egress_ingress() -> None:
 
 def test_parse_rules() -> None:
     doc = {"nftables": [{"metainfo": {}}, {"table": {}},
-                        {"rule": {"chain": "forward", "handle": 4, "comment": "a: isolation",
-                                  "expr": [{"match": {}}, {"counter": {"packets": 3, "bytes": 180}}]}}]}
-    assert nft.parse_rules(doc) == [{"chain": "forward", "handle": 4, "comment": "a: isolation",
-                                     "packets": 3, "bytes": 180}]
+                        {"rule": {"family": "inet", "table": "slirpy", "chain": "forward", "handle": 4,
+                                  "comment": "a: isolation",
+                                  "expr": [{"match": {}}, {"counter": {"packets": 3, "bytes": 180}}]}},
+                        {"rule": {"family": "inet", "table": "other", "chain": "forward", "handle": 2,
+                                  "comment": "not ours", "expr": []}},
+                        {"rule": {"family": "bridge", "table": "slirpy", "chain": "forward", "handle": 3,
+                                  "comment": "a: spoofed source",
+                                  "expr": [{"counter": {"packets": 1, "bytes": 60}}]}}]}
+    assert nft.parse_rules(doc) == [{"family": "inet", "chain": "forward", "handle": 4, "comment": "a: isolation",
+                                     "packets": 3, "bytes": 180},
+                                    {"family": "bridge", "chain": "forward", "handle": 3,
+                                     "comment": "a: spoofed source", "packets": 1, "bytes": 60}]
+
+
+def test_ruleset_bridge_table_keeps_anti_spoofing_between_members() -> None:
+    """Bridged member<->member frames skip the inet table (the holder turns br_netfilter's
+    bridge-nf-call-* off), so the one rule that applied to them lives in the bridge table."""
+    a, b = _nets({"name": "a"}, {"name": "b", "ipv6": True})
+    text = nft.ruleset([a, b], [])
+    head, bridge = text.split("table bridge slirpy {\n")
+    assert head.startswith("table inet slirpy\ndelete table inet slirpy\n"
+                           "table bridge slirpy\ndelete table bridge slirpy\ntable inet slirpy {\n")
+    assert "type filter hook forward priority filter; policy accept;" in bridge
+    assert 'iifname "s0v*" ip saddr != 10.89.0.0/24 counter drop comment "a: spoofed source"' in bridge
+    assert 'iifname "s1v*" ip saddr != 10.89.1.0/24 counter drop comment "b: spoofed source"' in bridge
+    assert 'iifname "s1v*" ip6 saddr != fd89::/64 counter drop comment "b: spoofed source"' in bridge
+    assert "ct " not in bridge and "ip6 saddr" not in bridge.split("s1v*")[0]
+    # routed traffic from a bridge keeps the inet rule
+    assert 'iifname "sbr0" ip saddr != 10.89.0.0/24 counter drop comment "a: spoofed source"' in head
 
 
 def test_name_views() -> None:
