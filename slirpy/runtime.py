@@ -41,7 +41,7 @@ from .proxy import dnstcp
 from .proxy import icmp as icmp_proxy
 from .proxy import tcp as tcp_proxy
 from .proxy import udp as udp_proxy
-from .proxy.host import TcpFlowSocket, UdpFlowSocket
+from .proxy.host import TcpFlowSocket, UdpFlowSocket, remove_reader
 from .hostres import (  # noqa: F401  (FD_RESERVE, fit_limits_to_fds: used by tests)
     FD_RESERVE, IDLE_CHECK, fit_limits_to_fds, open_fds, raise_nofile_limit, tune_malloc,
 )
@@ -217,7 +217,7 @@ class Runtime:
         loop = self._loop
         if loop is None:
             return
-        loop.remove_reader(self.tap_fd)
+        remove_reader(loop, self.tap_fd)
         if self._timer is not None:
             self._timer.cancel()
         if self._idle_handle is not None:
@@ -284,7 +284,7 @@ class Runtime:
             except OSError as e:
                 if e.errno == errno.EBADFD:      # tap0 was unregistered with its namespace
                     self.tap_gone = True
-                    self.loop.remove_reader(fd)
+                    remove_reader(self.loop, fd)
                 else:
                     self.counters["tap.rx.error"] += 1
                     log.debug("TAP read failed: %s", e)

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import defaultdict
-from typing import Callable, Protocol
+from typing import Any, Callable, Protocol
 
 
 class HostInputs(Protocol):
@@ -107,3 +107,11 @@ class FlowHost(Protocol):
 
     def bind_address_for(self, host: str) -> str | None:
         """The local address an outbound socket to `host` binds to, or None."""
+
+
+def remove_reader(loop: asyncio.AbstractEventLoop, fd: int) -> None:
+    """`loop.remove_reader(fd)` with its result left unread. The stubs say it returns bool,
+    uvloop returns None, and compiled code (mypyc) converts a declared bool result even when
+    the call is a statement: TypeError. Every compiled module removes readers through here."""
+    unchecked: Any = loop
+    unchecked.remove_reader(fd)
