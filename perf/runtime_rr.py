@@ -177,8 +177,9 @@ def child_in_close(g: Guest, host_port: int, rounds: int) -> float:
 
 
 def serve(tap: socket.socket, config: NetConfig, ports: list[PortSpec], pid: int,
-          child_gone: int) -> None:
-    """The parent: the runtime on uvloop until the child exits (`child_gone` reads EOF)."""
+          child_gone: int, ready: int) -> None:
+    """The parent: the runtime on uvloop until the child exits (`child_gone` reads EOF);
+    one byte on `ready` once it serves."""
     import uvloop
 
     from slirpy.runtime import Runtime
@@ -188,6 +189,7 @@ def serve(tap: socket.socket, config: NetConfig, ports: list[PortSpec], pid: int
         rt.prepare_ports(ports)
         rt.attach(asyncio.get_running_loop())
         await rt.start_control()
+        os.write(ready, b"1")
         loop = asyncio.get_running_loop()
         done = loop.create_future()
         loop.add_reader(child_gone, lambda: done.done() or done.set_result(None))
@@ -216,12 +218,14 @@ def main() -> int:
     ports = [] if args.mode == "out" else [PortSpec("tcp", "127.0.0.1", port, GUEST_PORT)]
     config = NetConfig(mtu=65520, allow_host_loopback=True, network6=None, dns_enabled=False)
     gone_r, gone_w = os.pipe()
+    ready_r, ready_w = os.pipe()
     pid = os.fork()
     if pid == 0:
         ours.close()
         os.close(gone_r)
+        os.close(ready_w)
         g = Guest(theirs)
-        time.sleep(0.3)                           # the parent's loop is up
+        os.read(ready_r, 1)                       # the parent's loop is up
         run = {"out": child_out, "in": child_in, "in-close": child_in_close}[args.mode]
         try:
             dt = run(g, port, args.rounds)
@@ -233,7 +237,8 @@ def main() -> int:
         os._exit(0)
     theirs.close()
     os.close(gone_w)
-    serve(ours, config, ports, pid, gone_r)
+    os.close(ready_r)
+    serve(ours, config, ports, pid, gone_r, ready_w)
     return 0
 
 
