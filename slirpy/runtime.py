@@ -122,6 +122,7 @@ class Runtime:
         self._pending_api: tuple[str, Any] | None = None       # (path, bound socket)
         self.autoports: AutoPorts | None = None     # -p auto; launch.run_sandbox sets it
         self.fd_dir: int | None = None      # /proc/self/fd kept open by harden.py (no /proc then)
+        self.hardened: object = None        # harden.py: what the process must keep alive
 
     # -------------------------------------------------------------- published ports / API
 
