@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import errno
+import io
 import ipaddress
 import json
 import logging
@@ -82,6 +83,9 @@ class Runtime:
             config = dataclasses.replace(config, limits=limits)
         self.config = config
         self.tap_fd = tap_fd
+        # TAP reads through FileIO: its read() returns None at EAGAIN where os.read raises, and
+        # every batch ends at EAGAIN (an exception per batch is most of the read's cost).
+        self._tap_reader = io.FileIO(tap_fd, "rb", closefd=False)
         self.stack = Stack(config, vnet_hdr=vnet_hdr, offload=offload,
                            rng=random.Random(int.from_bytes(os.urandom(8), "big")))
         # Frames between the TAP and the Stack go through `link`: the Stack itself, or link
@@ -276,12 +280,10 @@ class Runtime:
         now = time.monotonic()
         fd = self.tap_fd
         receive = self.link.receive_frame
-        read = os.read
+        read = self._tap_reader.read
         for _ in range(_READ_BATCH):
             try:
-                frame = read(fd, _READ_SIZE)
-            except BlockingIOError:
-                break
+                frame: bytes | None = read(_READ_SIZE)     # None: nothing left (EAGAIN)
             except OSError as e:
                 if e.errno == errno.EBADFD:      # tap0 was unregistered with its namespace
                     self.tap_gone = True
