@@ -31,8 +31,9 @@ from setuptools import Distribution, setup
 from setuptools.command.build_ext import build_ext
 from setuptools.command.build_py import build_py
 
-# Compiled, in one shared library: the pure TCP/IP core.
-NATIVE_GLOBS = ["slirpy/tcpip/**/*.py"]
+# Compiled, in one shared library: the pure TCP/IP core, and the runtime's per-packet path (the
+# event loop's callbacks in runtime.py, the host-socket adapters of proxy/ and ports.py).
+NATIVE_GLOBS = ["slirpy/tcpip/**/*.py", "slirpy/proxy/*.py", "slirpy/ports.py", "slirpy/runtime.py"]
 # The shared library's module name (inside the package, so editable installs find it too).
 GROUP = "slirpy._native"
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import errno
+import io
 import ipaddress
 import json
 import logging
@@ -41,7 +42,7 @@ from .proxy import dnstcp
 from .proxy import icmp as icmp_proxy
 from .proxy import tcp as tcp_proxy
 from .proxy import udp as udp_proxy
-from .proxy.host import TcpFlowSocket, UdpFlowSocket
+from .proxy.host import TcpFlowSocket, UdpFlowSocket, remove_reader
 from .hostres import (  # noqa: F401  (FD_RESERVE, fit_limits_to_fds: used by tests)
     FD_RESERVE, IDLE_CHECK, fit_limits_to_fds, open_fds, raise_nofile_limit, tune_malloc,
 )
@@ -82,6 +83,9 @@ class Runtime:
             config = dataclasses.replace(config, limits=limits)
         self.config = config
         self.tap_fd = tap_fd
+        # TAP reads through FileIO: its read() returns None at EAGAIN where os.read raises, and
+        # every batch ends at EAGAIN (an exception per batch is most of the read's cost).
+        self._tap_reader = io.FileIO(tap_fd, "rb", closefd=False)
         self.stack = Stack(config, vnet_hdr=vnet_hdr, offload=offload,
                            rng=random.Random(int.from_bytes(os.urandom(8), "big")))
         # Frames between the TAP and the Stack go through `link`: the Stack itself, or link
@@ -122,6 +126,7 @@ class Runtime:
         self._pending_api: tuple[str, Any] | None = None       # (path, bound socket)
         self.autoports: AutoPorts | None = None     # -p auto; launch.run_sandbox sets it
         self.fd_dir: int | None = None      # /proc/self/fd kept open by harden.py (no /proc then)
+        self.hardened: object = None        # harden.py: what the process must keep alive
 
     # -------------------------------------------------------------- published ports / API
 
@@ -217,7 +222,7 @@ class Runtime:
         loop = self._loop
         if loop is None:
             return
-        loop.remove_reader(self.tap_fd)
+        remove_reader(loop, self.tap_fd)
         if self._timer is not None:
             self._timer.cancel()
         if self._idle_handle is not None:
@@ -275,16 +280,14 @@ class Runtime:
         now = time.monotonic()
         fd = self.tap_fd
         receive = self.link.receive_frame
-        read = os.read
+        read = self._tap_reader.read
         for _ in range(_READ_BATCH):
             try:
-                frame = read(fd, _READ_SIZE)
-            except BlockingIOError:
-                break
+                frame: bytes | None = read(_READ_SIZE)     # None: nothing left (EAGAIN)
             except OSError as e:
                 if e.errno == errno.EBADFD:      # tap0 was unregistered with its namespace
                     self.tap_gone = True
-                    self.loop.remove_reader(fd)
+                    remove_reader(self.loop, fd)
                 else:
                     self.counters["tap.rx.error"] += 1
                     log.debug("TAP read failed: %s", e)

@@ -24,7 +24,7 @@ import socket
 import time
 from typing import TYPE_CHECKING
 
-from .host import FlowHost, UdpFlowSocket
+from .host import FlowHost, UdpFlowSocket, remove_reader
 from .udp import host_socket
 from .udp import open_flow as open_udp_flow
 
@@ -159,7 +159,7 @@ class HostDnsFlow:
         """The error queue: each entry carries the query it is about (its first bytes). The
         reader is registered again: libuv stops watching a descriptor that reported POLLERR."""
         loop = self.flow_host.loop
-        loop.remove_reader(sock.fileno())
+        remove_reader(loop, sock.fileno())
         loop.add_reader(sock.fileno(), self._on_readable, sock)
         for _ in range(MAX_PENDING):
             try:
@@ -182,7 +182,7 @@ class HostDnsFlow:
         self.pending.clear()
         for sock in self._socks.values():
             try:
-                self.flow_host.loop.remove_reader(sock.fileno())
+                remove_reader(self.flow_host.loop, sock.fileno())
             except (ValueError, OSError, RuntimeError):
                 pass
             sock.close()

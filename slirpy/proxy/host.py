@@ -8,17 +8,44 @@ and nothing else: they never see `Runtime`, its flow tables or its config. `Runt
 implements `FlowHost`; tests may hand the adapters any object that does.
 
 This module imports no adapter (the adapters import it), so the protocols name what they
-exchange with small protocols of their own (`TcpFlowSocket`, `UdpFlowSocket`, `ReadBlocks`).
+exchange with small protocols of their own (`TcpFlowSocket`, `UdpFlowSocket`, `ReadBlocks`),
+and the Stack as the adapters call it (`HostInputs`): the adapters are compiled with mypyc
+(setup.py), which checks a parameter or attribute typed with a class at run time but not one
+typed with a protocol, so tests can hand them a recorder instead of a Stack.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections import defaultdict
-from typing import TYPE_CHECKING, Protocol
+from typing import Any, Callable, Protocol
 
-if TYPE_CHECKING:  # the adapters call the Stack's own host inputs; no copy of their list here
-    from ..tcpip.stack import Stack
+
+class HostInputs(Protocol):
+    """The Stack's inputs that the adapters call (tcpip.stack.Stack has them all: the host
+    inputs are attributes there too, each the bound method of the layer that does the work)."""
+
+    tcp_host_connected: Callable[[int, float], None]
+    tcp_host_connect_failed: Callable[[int, int, float], None]
+    tcp_host_allowance: Callable[[int], int]
+    tcp_host_data: Callable[[int, bytes | memoryview, float], bool]
+    tcp_host_eof: Callable[[int, float], None]
+    tcp_host_reset: Callable[[int, float], None]
+    tcp_host_write_paused: Callable[[int, bool, float], None]
+    udp_host_datagram: Callable[[int, bytes | memoryview, float], None]
+    udp_host_error: Callable[..., None]
+    icmp_host_echo_reply: Callable[[int, int, bytes | memoryview, int, float], None]
+    icmp_host_error: Callable[..., None]
+    icmp_echo_dropped: Callable[[int, str, float], None]
+
+    def tcp_inbound_open(self, client_ip: str, client_port: int, guest_port: int,
+                         now: float, guest_ip: bytes | None = None) -> int | None: ...
+
+    def udp_inbound_open(self, client_ip: str, client_port: int, guest_port: int,
+                         now: float, guest_ip: bytes | None = None) -> int | None: ...
+
+    def dns_answer(self, querier: bytes, msg: bytes | memoryview,
+                   limit: int = 65535) -> bytes | None: ...
 
 
 class ReadBlocks(Protocol):
@@ -49,7 +76,7 @@ class FlowHost(Protocol):
     """The runtime as the host-side adapters see it."""
 
     @property
-    def stack(self) -> Stack: ...
+    def stack(self) -> HostInputs: ...
 
     @property
     def counters(self) -> defaultdict[str, int]: ...
@@ -80,3 +107,11 @@ class FlowHost(Protocol):
 
     def bind_address_for(self, host: str) -> str | None:
         """The local address an outbound socket to `host` binds to, or None."""
+
+
+def remove_reader(loop: asyncio.AbstractEventLoop, fd: int) -> None:
+    """`loop.remove_reader(fd)` with its result left unread. The stubs say it returns bool,
+    uvloop returns None, and compiled code (mypyc) converts a declared bool result even when
+    the call is a statement: TypeError. Every compiled module removes readers through here."""
+    unchecked: Any = loop
+    unchecked.remove_reader(fd)

@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import errno
-import sys
 import time
 from typing import cast
 
@@ -32,14 +31,19 @@ _COPY_BELOW = 16 << 10     # smaller reads are copied out, and their room is use
 _RETIRED_MAX = 256         # full blocks remembered for reuse (more are left to the allocator)
 
 
-def _free_refcount() -> int:
-    """sys.getrefcount of a retired block that nothing else holds (see RecvBlocks)."""
-    dq = collections.deque([bytearray(1)])
-    b = dq[0]
-    return sys.getrefcount(b)
+def _unviewed(block: bytearray) -> bool:
+    """Whether no memoryview of `block` is left (see RecvBlocks). A bytearray that has views
+    cannot change size (BufferError): shrink it by its last byte and give the byte back, which
+    its allocation always holds (no reallocation, nothing moves). The byte's value does not
+    matter: a block is written before it is read. (Counted references would be the other
+    way, but their number depends on how the code holding them was compiled.)"""
+    try:
+        block.pop()
+    except BufferError:
+        return False
+    block.append(0)
+    return True
 
-
-_FREE = _free_refcount()
 _NO_VIEW = memoryview(b"")  # RecvBlocks' views between blocks: they hold none of the old one
 
 
@@ -52,7 +56,7 @@ class RecvBlocks:
     a read-only view and its bytes are never written again; a smaller one (a request, an
     ACK-sized answer) is copied out, so small traffic keeps reusing the same room and pins
     nothing. A full block is retired; it is filled again only once no view of it is left
-    (its reference count says so), so its bytes stay put while a flow still queues them.
+    (`_unviewed`), so its bytes stay put while a flow still queues them.
     Memory: the blocks holding data queued for guests, bounded by the queue limits (a view
     pins its whole block: at most BLOCK / _COPY_BELOW times the bytes queued).
     """
@@ -93,13 +97,12 @@ class RecvBlocks:
         block = None
         for _ in range(min(len(retired), 4)):         # the oldest are the likeliest free
             b = retired[0]
-            if sys.getrefcount(b) <= _FREE:
+            if _unviewed(b):
                 retired.popleft()
                 block = b
                 self.reused += 1
                 break
             retired.rotate(-1)
-            del b
         if block is None:
             block = bytearray(BLOCK)
             self.allocated += 1

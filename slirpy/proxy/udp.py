@@ -19,7 +19,7 @@ import socket
 import struct
 import time
 
-from .host import FlowHost
+from .host import FlowHost, remove_reader
 
 _now = time.monotonic
 
@@ -104,7 +104,7 @@ class WatchedSocket:
         if self.closed:
             return
         loop = self.flow_host.loop
-        loop.remove_reader(self.fd)
+        remove_reader(loop, self.fd)
         loop.add_reader(self.fd, self.on_readable)
 
     def close(self) -> None:
@@ -112,7 +112,7 @@ class WatchedSocket:
             return
         self.closed = True
         try:
-            self.flow_host.loop.remove_reader(self.fd)
+            remove_reader(self.flow_host.loop, self.fd)
         except (ValueError, OSError, RuntimeError):
             pass
         self.sock.close()
