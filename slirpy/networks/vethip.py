@@ -89,10 +89,10 @@ def keeper_commands(links: list[tuple[str, str, str]], member_net_fd: int, mtu: 
     cmds = []
     for iface, peer, bridge in links:
         if exists(peer):
-            cmds.append(f"link del {peer}")
-        cmds.append(f"link add {peer} mtu {mtu} type veth peer name {iface} mtu {mtu} "
+            cmds.append(f"link del dev {peer}")
+        cmds.append(f"link add name {peer} mtu {mtu} type veth peer name {iface} mtu {mtu} "
                     f"netns /proc/self/fd/{member_net_fd}")
-        cmds.append(f"link set {peer} master {bridge} up")
+        cmds.append(f"link set dev {peer} master {bridge} up")
     return cmds
 
 

@@ -79,3 +79,17 @@ def test_member_modules_import_no_pyroute2() -> None:
     probe = ("import sys, json, slirpy.networks.member, slirpy.networks.vethip, slirpy.networks.run\n"
              "print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in HEAVY)))")
     assert "pyroute2" not in loaded_heavy_modules(probe)
+
+
+def test_keeper_batch_names_every_device_with_its_keyword(monkeypatch: pytest.MonkeyPatch) -> None:
+    # `ip` takes a bare word that is a prefix of a keyword for the keyword ("a" is "address"):
+    # every device is named with `name`/`dev`; a stale peer is deleted only when it exists
+    from slirpy.networks import vethip
+    monkeypatch.setattr(vethip, "exists", lambda name: name == "s0v2")
+    assert vethip.keeper_commands([("eth0", "s0v2", "sbr0"), ("eth1", "s1v3", "sbr1")], 7, 65520) == [
+        "link del dev s0v2",
+        "link add name s0v2 mtu 65520 type veth peer name eth0 mtu 65520 netns /proc/self/fd/7",
+        "link set dev s0v2 master sbr0 up",
+        "link add name s1v3 mtu 65520 type veth peer name eth1 mtu 65520 netns /proc/self/fd/7",
+        "link set dev s1v3 master sbr1 up",
+    ]
