@@ -9,8 +9,10 @@ that everything is in place before the command runs.
 S, inside the member's own new network namespace (in the keeper's user namespace, so the
 kernel lets it move links between the two): for network i, `eth<i>` + its peer `s<I>v<H>`
 (I the network's index, H the host part of the address, so names never collide) are created
-here, the peer moved into the keeper's namespace, attached to the bridge and brought up there,
-then eth<i> gets its address, MTU and (first network) the default routes via the gateway.
+with the peer in the keeper's namespace, attached to the bridge and brought up there, then
+eth<i> gets its address, MTU and (first network) the default routes via the gateway: the pairs
+through iproute2's `ip`, eth<i> with interface ioctls (vethip.py says why not pyroute2; without
+`ip`, the pyroute2 code below does it all).
 """
 
 from __future__ import annotations
@@ -58,7 +60,41 @@ def resolv_text(first: NetworkDef) -> str:
 def setup_links(attachments: list[Attachment], keeper_net_fd: int,
                 default_route: bool = True) -> list[str]:  # pragma: no cover
     """S: create, move, attach and configure every veth pair (see the module docstring).
-    Returns warnings; raises OSError or pyroute2's NetlinkError."""
+    Returns warnings; raises OSError (or pyroute2's NetlinkError without `ip`).
+
+    The pairs through iproute2's `ip` and the member's side with ioctls (vethip.py says why:
+    no pyroute2 import before the command runs); without `ip`, all through pyroute2."""
+    from slirpy.networks.vethip import configure_member, ip_binary
+    ip = ip_binary()
+    if ip is None:
+        return _setup_links_pyroute2(attachments, keeper_net_fd, default_route)
+    member_net = os.open("/proc/self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        _in_child(_plumb_with_ip, ip, attachments, keeper_net_fd, member_net)
+    finally:
+        os.close(member_net)
+    gateways = [(a.network.net.prefixlen, a.network.gateway, a.network.gateway6)
+                for a in attachments]
+    return configure_member(attachments, gateways, VETH_MTU, default_route)
+
+
+def _plumb_with_ip(ip: str, attachments: list[Attachment], keeper_net_fd: int,
+                   member_net_fd: int) -> None:  # pragma: no cover
+    """In the keeper's net namespace: one `ip -batch -` drops stale peers, creates the pairs
+    (the member's end straight into the member's namespace), attaches the peers, up."""
+    from slirpy.networks.vethip import exists, keeper_commands, run_batch
+    from slirpy.sandbox.libc import CLONE_NEWNET, setns_fd
+    setns_fd(keeper_net_fd, CLONE_NEWNET)
+    for a in attachments:
+        if not exists(a.network.bridge):
+            raise OSError(f"network {a.network.name!r}: bridge {a.network.bridge} is missing")
+    links = [(a.iface, a.peer, a.network.bridge) for a in attachments]
+    run_batch(ip, keeper_commands(links, member_net_fd, VETH_MTU), pass_fds=(member_net_fd,))
+
+
+def _setup_links_pyroute2(attachments: list[Attachment], keeper_net_fd: int,
+                          default_route: bool) -> list[str]:  # pragma: no cover
+    """setup_links without `ip` (iproute2): the same through pyroute2."""
     from pyroute2 import IPRoute
     _in_child(_drop_stale, attachments, keeper_net_fd)
     with IPRoute() as ipr:
