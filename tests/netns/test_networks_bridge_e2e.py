@@ -52,6 +52,9 @@ print("sent", flush=True)
 def world(tmp_path_factory: pytest.TempPathFactory):
     w = World(tmp_path_factory.mktemp("bridge"))
     assert w.slirpy("network", "create", "--ipv6", "sw").returncode == 0
+    # A member for the module's whole life: without one, the holder goes away IDLE_GRACE after
+    # a test's last member exits, and with it the table and counters a test reads right after.
+    w.start_server("swkeep", ["--network", "sw", "--ip", "10.89.0.9"])
     yield w
     w.stop()
 
