@@ -156,7 +156,10 @@ def test_the_light_parent_passes_signals_on_and_returns_the_exit_code(mode, tmp_
         while not ready.exists():
             assert proc.poll() is None and time.monotonic() < deadline
             time.sleep(0.05)
-        cmdline = open(f"/proc/{proc.pid}/cmdline", "rb").read()
+        cmdline = b""
+        while not cmdline:                     # empty while the parent exec()s its waiter
+            cmdline = open(f"/proc/{proc.pid}/cmdline", "rb").read()
+            assert time.monotonic() < deadline, "the light parent's cmdline stayed empty"
         assert b"slirpy" in cmdline
         maps = open(f"/proc/{proc.pid}/maps").read()
         assert "uvloop" not in maps               # no event loop in the light parent
