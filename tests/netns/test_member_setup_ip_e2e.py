@@ -17,6 +17,7 @@ import sys
 
 import pytest
 
+from tests.netns.test_netconf_ioctl_e2e import pop_expected_differences
 from tests.netns.test_networks_e2e import World
 from tests.netns.util import REPO
 
@@ -83,20 +84,6 @@ def scrub(value: object, link_local: set[str]) -> object:
 def link_locals(seen: dict) -> set[str]:
     return {a["local"] for link in seen["addr"] for a in link.get("addr_info", ())
             if a["family"] == "inet6" and a["local"].startswith("fe80:")}
-
-
-def pop_expected_differences(ref: dict, new: dict) -> None:
-    for key in ("route4", "route6"):
-        for r_ref, r_new in zip(ref[key], new[key]):
-            if r_ref.get("dst") == "default":
-                assert r_ref.pop("protocol") == "static"
-                assert "protocol" not in r_new          # boot: what an ioctl route gets
-    for seen, has_nodad in ((ref, True), (new, False)):
-        for link in seen["addr"]:
-            for a in link.get("addr_info", ()):
-                assert "tentative" not in a and "dadfailed" not in a
-                if a["family"] == "inet6" and a["scope"] == "global":
-                    assert a.pop("nodad", False) is has_nodad
 
 
 def test_member_interfaces_as_with_pyroute2(world: World) -> None:
