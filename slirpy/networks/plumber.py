@@ -189,9 +189,13 @@ def serve(sock: socket.socket, events_w: int, router_pid: int, work: Any = None)
     watched: dict[int, int] = {}             # pidfd -> member pid
     buf = b""
     while True:
-        for fd, _ in poller.poll():
+        # Members' pidfds first, the socket last: answering a request re-watches (_rewatch
+        # closes the pidfds of members gone from the registry, and a new pidfd may take a
+        # closed one's number), so an event of this round for such a pidfd would be stale.
+        for fd, _ in sorted(poller.poll(), key=lambda event: event[0] == sock.fileno()):
             if fd != sock.fileno():          # a member exited: the router syncs
-                watched.pop(fd, None)
+                if watched.pop(fd, None) is None:
+                    continue
                 poller.unregister(fd)
                 os.close(fd)
                 os.write(events_w, b"m")

@@ -5,8 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import os
+import select
+import signal
 import socket
+import subprocess
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -16,10 +20,20 @@ from slirpy.networks.withfds import WithFds
 
 
 class Work:
-    member_pids: set[int] = set()
+    def __init__(self) -> None:
+        self.member_pids: set[int] = set()
 
     def op_echo(self) -> str:
         return "hi"
+
+    def op_watch(self, pid: int) -> None:
+        self.member_pids = {pid}
+
+    def op_slow(self) -> None:
+        time.sleep(0.5)
+
+    def op_forget(self) -> None:
+        self.member_pids = set()
 
     def op_open(self, path: str) -> WithFds:
         return WithFds({"path": path}, [os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)])
@@ -59,3 +73,36 @@ def test_a_failed_op_sends_no_fd_and_one_line(plumber: Plumber, tmp_path: Path) 
     with pytest.raises(PlumberError, match="unknown op"):
         asyncio.run(plumber.call_fds("nope"))
     assert asyncio.run(plumber.call("echo")) == "hi"
+
+
+def _lines(sock: socket.socket, n: int) -> list[bytes]:
+    data = b""
+    sock.settimeout(10)
+    while data.count(b"\n") < n:
+        chunk = sock.recv(4096)
+        assert chunk, "the plumber closed the channel"
+        data += chunk
+    return data.splitlines()
+
+
+def test_a_member_that_exits_as_a_request_forgets_it_is_not_a_crash(plumber: Plumber) -> None:
+    """One poll() round sees the channel readable (a request that makes the plumber stop
+    watching a member) and that member's pidfd readable (it exited): the plumber handles the
+    exit first and goes on answering (it used to unregister the closed pidfd twice: KeyError)."""
+    child = subprocess.Popen(["sleep", "60"])
+    try:
+        sock = plumber.sock
+        sock.sendall(b'{"op": "watch", "args": {"pid": %d}}\n' % child.pid)
+        assert _lines(sock, 1) == [b'{"ok": null}']
+        sock.sendall(b'{"op": "slow"}\n')       # while it sleeps: the member exits, a request comes
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+        sock.sendall(b'{"op": "forget"}\n')
+        assert _lines(sock, 2) == [b'{"ok": null}'] * 2
+        assert select.select([plumber.events_fd], [], [], 10)[0], "the exit was not reported"
+        assert os.read(plumber.events_fd, 16) == b"m"     # the exit was reported once
+        assert asyncio.run(plumber.call("echo")) == "hi"
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
