@@ -10,7 +10,6 @@ import signal
 import socket
 import subprocess
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -22,6 +21,8 @@ from slirpy.networks.withfds import WithFds
 class Work:
     def __init__(self) -> None:
         self.member_pids: set[int] = set()
+        self.slow_started = threading.Event()
+        self.slow_may_end = threading.Event()
 
     def op_echo(self) -> str:
         return "hi"
@@ -30,7 +31,8 @@ class Work:
         self.member_pids = {pid}
 
     def op_slow(self) -> None:
-        time.sleep(0.5)
+        self.slow_started.set()
+        self.slow_may_end.wait(10)
 
     def op_forget(self) -> None:
         self.member_pids = set()
@@ -40,11 +42,16 @@ class Work:
 
 
 @pytest.fixture
-def plumber():
+def work() -> Work:
+    return Work()
+
+
+@pytest.fixture
+def plumber(work: Work):
     from slirpy.networks import plumber as mod
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     events_r, events_w = os.pipe()
-    t = threading.Thread(target=mod.serve, args=(theirs, events_w, 0, Work()), daemon=True)
+    t = threading.Thread(target=mod.serve, args=(theirs, events_w, 0, work), daemon=True)
     t.start()
     yield Plumber(0, ours, events_r)
     ours.close()
@@ -85,7 +92,8 @@ def _lines(sock: socket.socket, n: int) -> list[bytes]:
     return data.splitlines()
 
 
-def test_a_member_that_exits_as_a_request_forgets_it_is_not_a_crash(plumber: Plumber) -> None:
+def test_a_member_that_exits_as_a_request_forgets_it_is_not_a_crash(plumber: Plumber,
+                                                                    work: Work) -> None:
     """One poll() round sees the channel readable (a request that makes the plumber stop
     watching a member) and that member's pidfd readable (it exited): the plumber handles the
     exit first and goes on answering (it used to unregister the closed pidfd twice: KeyError)."""
@@ -94,10 +102,12 @@ def test_a_member_that_exits_as_a_request_forgets_it_is_not_a_crash(plumber: Plu
         sock = plumber.sock
         sock.sendall(b'{"op": "watch", "args": {"pid": %d}}\n' % child.pid)
         assert _lines(sock, 1) == [b'{"ok": null}']
-        sock.sendall(b'{"op": "slow"}\n')       # while it sleeps: the member exits, a request comes
+        sock.sendall(b'{"op": "slow"}\n')       # while it works: the member exits, a request comes
+        assert work.slow_started.wait(10)
         child.send_signal(signal.SIGKILL)
         child.wait()
         sock.sendall(b'{"op": "forget"}\n')
+        work.slow_may_end.set()                  # the next poll() round sees both at once
         assert _lines(sock, 2) == [b'{"ok": null}'] * 2
         assert select.select([plumber.events_fd], [], [], 10)[0], "the exit was not reported"
         assert os.read(plumber.events_fd, 16) == b"m"     # the exit was reported once
