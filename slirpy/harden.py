@@ -43,7 +43,11 @@ PR_CAP_AMBIENT_CLEAR_ALL = 4
 CAP_NET_BIND_SERVICE = 10
 _CAP_V3 = 0x20080522
 KEPT_DIRS = ("/etc", "/run")          # what the new root holds, always
-_SCRATCH = "/tmp"                     # where the new root is built (hidden by the tmpfs)
+# Where the new root is built (hidden by a tmpfs meanwhile): the first of these that exists and
+# is neither a kept directory nor under one. A kept directory's source is bound with its
+# submounts, so `--stats-file /tmp/x` with the root built on /tmp would carry the scratch tmpfs
+# itself (read-only at the end) instead of the real /tmp.
+_SCRATCH_CHOICES = ("/tmp", "/mnt", "/var", "/opt", "/srv", "/media", "/home")
 _LAZY_IMPORTS = ("slirpy.pcap", "slirpy.api", "slirpy.impair", "slirpy.autoports")
 
 
@@ -128,12 +132,22 @@ def _unshare_mount_namespace() -> None:
         raise HardenError(f"writing /proc/self/{name}: {e.strerror}") from None
 
 
+def scratch_dir(kept: tuple[str, ...]) -> str:
+    """The directory to build the new root on (see _SCRATCH_CHOICES). Raises HardenError."""
+    for d in _SCRATCH_CHOICES:
+        if os.path.isdir(d) and not any(d == k or d.startswith(k + "/") for k in kept):
+            return d
+    raise HardenError("no directory to build the new root on: every one of "
+                      + ", ".join(_SCRATCH_CHOICES) + " is kept or missing")
+
+
 def _enter_empty_root(opts: HardenOptions, out: Hardened) -> None:
     """Steps 1 and 2 of the module docstring."""
+    scratch = scratch_dir((*KEPT_DIRS, *opts.keep_dirs))
     _unshare_mount_namespace()
     _mount(None, "/", None, MS_REC | MS_PRIVATE)
     # Sources are opened (in the new namespace: a bind takes only its own mounts) before the
-    # tmpfs hides _SCRATCH, under which a kept directory may be.
+    # tmpfs hides the scratch directory, under which a kept directory may be.
     sources: list[tuple[str, int]] = []
     try:
         for path in (*KEPT_DIRS, *opts.keep_dirs, *opts.proc_dirs):
@@ -141,22 +155,22 @@ def _enter_empty_root(opts: HardenOptions, out: Hardened) -> None:
                 sources.append((path, os.open(path, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)))
             except OSError as e:
                 raise HardenError(f"cannot keep {path}: {e.strerror}") from None
-        _mount("tmpfs", _SCRATCH, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, "size=64k,mode=0755")
+        _mount("tmpfs", scratch, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, "size=64k,mode=0755")
         handles = []
         for i, (path, fd) in enumerate(sources):
             proc = path in opts.proc_dirs
             inside = f"/.proc{i}" if proc else path
-            os.makedirs(_SCRATCH + inside, exist_ok=True)
-            _mount(f"/proc/self/fd/{fd}", _SCRATCH + inside, None, MS_BIND | MS_REC)
+            os.makedirs(scratch + inside, exist_ok=True)
+            _mount(f"/proc/self/fd/{fd}", scratch + inside, None, MS_BIND | MS_REC)
             if proc:
                 handles.append((path, inside))
             elif path in KEPT_DIRS:
-                _read_only(_SCRATCH + inside, out)
+                _read_only(scratch + inside, inside, out)
     finally:
         for _, fd in sources:
             os.close(fd)
-    os.mkdir(_SCRATCH + "/.old")
-    os.chdir(_SCRATCH)
+    os.mkdir(scratch + "/.old")
+    os.chdir(scratch)
     _pivot_root(".", ".old")
     os.chdir("/")
     _check(_libc.umount2(b"/.old", MNT_DETACH), "umount /.old")
@@ -171,11 +185,11 @@ def _enter_empty_root(opts: HardenOptions, out: Hardened) -> None:
         out.warnings.append(f"the new root stays writable ({e})")
 
 
-def _read_only(target: str, out: Hardened) -> None:
+def _read_only(target: str, name: str, out: Hardened) -> None:
     try:
         _mount(None, target, None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC)
     except HardenError as e:
-        out.warnings.append(f"{target[len(_SCRATCH):]} stays writable ({e})")
+        out.warnings.append(f"{name} stays writable ({e})")
 
 
 def _pivot_root(new: str, old: str) -> None:

@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -189,6 +190,23 @@ def test_api_socket_stats_and_stats_file_work_hardened(runs, tmp_path):
     assert not api.exists(), "the API socket was not removed at exit"
     assert "counters" in json.loads(stats.read_text()), err
 
+
+
+def test_stats_file_and_api_socket_straight_in_tmp(runs):
+    """`--stats-file /tmp/x` keeps /tmp itself, where the new root used to be built: the kept
+    /tmp was then the scratch tmpfs, read-only at the end (EROFS writing the stats at exit)."""
+    name = f"/tmp/slirpy-harden-{os.getpid()}-{time.monotonic_ns()}"
+    api, stats = Path(name + ".sock"), Path(name + ".json")
+    try:
+        r = runs("--api-socket", str(api), "--stats-file", str(stats))
+        assert "tmp" in r.serving()["root"]
+        code, _, err = r.finish(signal.SIGTERM)
+        assert "Traceback" not in err and "Read-only" not in err, err
+        assert not api.exists(), "the API socket was not removed at exit"
+        assert "counters" in json.loads(stats.read_text()), err
+    finally:
+        for p in (api, stats):
+            p.unlink(missing_ok=True)
 
 GUEST = r"""
 import socket, sys

@@ -9,7 +9,7 @@ import os
 import pytest
 
 from slirpy import seccompfilter
-from slirpy.harden import KEPT_DIRS, HardenOptions, runtime_options
+from slirpy.harden import KEPT_DIRS, HardenError, HardenOptions, runtime_options, scratch_dir
 
 
 def test_runtime_keeps_the_api_socket_and_stats_directories_outside_etc_and_run(tmp_path):
@@ -41,6 +41,16 @@ def test_a_resolv_conf_symlink_keeps_where_it_leads(tmp_path):
                            autoports_pid=None)
     assert opts.keep_dirs == (str(link_dir), str(real))
 
+
+
+def test_the_new_root_is_never_built_in_or_under_a_kept_directory(monkeypatch):
+    assert scratch_dir(KEPT_DIRS) == "/tmp"
+    kept = (*KEPT_DIRS, "/tmp", "/var/lib/x")
+    d = scratch_dir(kept)
+    assert os.path.isdir(d) and not any(d == k or d.startswith(k + "/") for k in kept), d
+    monkeypatch.setattr("slirpy.harden._SCRATCH_CHOICES", ("/tmp", "/etc"))
+    with pytest.raises(HardenError, match="no directory to build the new root on"):
+        scratch_dir((*KEPT_DIRS, "/tmp"))
 
 def test_allow_list_has_no_call_that_escapes_or_changes_privileges():
     dangerous = {"execve", "execveat", "fork", "vfork", "clone", "clone3", "ptrace", "mount",
