@@ -1,0 +1,101 @@
+"""RFC 6528 initial sequence numbers (tcpip/tcp/iss.py) and the SYN options built without an
+object (wire/tcp.py `syn_options`): what a new connection takes, cheaper, with the same
+properties and bytes as before."""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import struct
+
+import pytest
+
+from slirpy.tcpip.tcp.iss import IssGenerator
+from slirpy.tcpip.wire.tcp import TcpOptions, syn_options
+
+GUEST = bytes([10, 0, 2, 100])
+PEER = bytes([10, 0, 2, 2])
+GUEST6 = bytes.fromhex("fd000000000000000000000000000100")
+PEER6 = bytes.fromhex("fd000000000000000000000000000002")
+
+
+def _reference(secret: bytes, guest: bytes, gport: int, peer: bytes, pport: int) -> int:
+    """The keyed BLAKE2s of the 4-tuple as a fresh MAC computes it (RFC 7693 keyed mode)."""
+    data = guest + peer + struct.pack("!HH", gport, pport)
+    return int.from_bytes(hashlib.blake2s(data, digest_size=4, key=secret).digest(), "big")
+
+
+@pytest.mark.parametrize("guest,peer", [(GUEST, PEER), (GUEST6, PEER6)])
+def test_offset_is_the_keyed_blake2s_of_the_tuple(guest: bytes, peer: bytes) -> None:
+    rng = random.Random(7)
+    for _ in range(50):
+        secret = rng.randbytes(16)
+        gen = IssGenerator(secret)
+        gport, pport = rng.randrange(1, 65536), rng.randrange(1, 65536)
+        assert gen.offset(guest, gport, peer, pport) == _reference(secret, guest, gport, peer,
+                                                                     pport)
+        # the copied keyed state is not consumed: the same tuple gives the same offset again
+        assert gen.offset(guest, gport, peer, pport) == _reference(secret, guest, gport, peer,
+                                                                     pport)
+
+
+def test_keyed_another_secret_gives_unrelated_isns() -> None:
+    a = IssGenerator(bytes(16))
+    b = IssGenerator(bytes(15) + b"\x01")
+    tuples = [(GUEST, 40000 + i, PEER, 80) for i in range(256)]
+    same = sum(a.iss(*t, now=5.0) == b.iss(*t, now=5.0) for t in tuples)
+    assert same <= 1                 # 32-bit outputs: a coincidence is ~2**-24 over 256 tuples
+    # and the difference between the two keys' ISNs is not one constant (not a shifted clock)
+    assert len({(a.iss(*t, now=5.0) - b.iss(*t, now=5.0)) & 0xFFFFFFFF for t in tuples}) > 250
+
+
+def test_different_tuples_give_unrelated_isns() -> None:
+    gen = IssGenerator(random.Random(1).randbytes(16))
+    isns = [gen.iss(GUEST, 40000 + i, PEER, 80, now=3.0) for i in range(1000)]
+    assert len(set(isns)) >= 999
+    # neighbouring ports are not neighbouring sequence numbers (a PRF, not a counter)
+    steps = {(isns[i + 1] - isns[i]) & 0xFFFFFFFF for i in range(len(isns) - 1)}
+    assert len(steps) > 990
+    # every bit of the 32 flips for some pair of neighbouring tuples, and the high bit is set
+    # about half the time (a 1000-draw binomial: 500 +- 5 sigma)
+    flipped = 0
+    for i in range(len(isns) - 1):
+        flipped |= isns[i] ^ isns[i + 1]
+    assert flipped == 0xFFFFFFFF
+    assert 420 < sum(x >> 31 for x in isns) < 580
+    # the peer address and the peer port count as much as the guest port
+    assert gen.iss(GUEST, 40000, PEER, 81, now=3.0) != gen.iss(GUEST, 40000, PEER, 80, now=3.0)
+    assert gen.iss(GUEST, 40000, GUEST, 80, now=3.0) != gen.iss(GUEST, 40000, PEER, 80, now=3.0)
+
+
+def test_isn_grows_with_the_4us_clock_for_one_tuple() -> None:
+    gen = IssGenerator(random.Random(2).randbytes(16))
+    base = gen.iss(GUEST, 40000, PEER, 80, now=0.0)
+    assert base == gen.offset(GUEST, 40000, PEER, 80)
+    assert gen.iss(GUEST, 40000, PEER, 80, now=1.0) == (base + 250_000) & 0xFFFFFFFF
+    assert gen.iss(GUEST, 40000, PEER, 80, now=0.000004) == (base + 1) & 0xFFFFFFFF
+    # it wraps modulo 2**32 (5 * 10**9 ticks after 20000 s)
+    assert gen.iss(GUEST, 40000, PEER, 80, now=20000.0) == (base + 5 * 10**9) % 2**32
+
+
+def test_short_secret_refused() -> None:
+    with pytest.raises(ValueError):
+        IssGenerator(bytes(8))
+
+
+@pytest.mark.parametrize("mss", [536, 1460, 65480, 65535])
+@pytest.mark.parametrize("wscale", [None, 0, 7, 14])
+@pytest.mark.parametrize("sack", [False, True])
+def test_syn_options_are_the_bytes_of_tcpoptions_pack(mss: int, wscale: int | None,
+                                                      sack: bool) -> None:
+    expected = TcpOptions(mss=mss, wscale=wscale, sack_permitted=sack).pack()
+    got = syn_options(mss, wscale, sack)
+    assert got == expected
+    assert TcpOptions.parse(got) == TcpOptions(mss=mss, wscale=wscale, sack_permitted=sack)
+
+
+def test_tcpoptions_still_hash_and_compare_by_value() -> None:
+    a = TcpOptions(mss=1460, wscale=7, sack_permitted=True)
+    b = TcpOptions.parse(memoryview(a.pack()))
+    assert a == b and hash(a) == hash(b)
+    assert len({a, b, TcpOptions(mss=1460)}) == 2
