@@ -51,6 +51,7 @@ from .neighbours import Neighbours
 
 SYN_HEAD_MAX: Final = 576 - 20 - 8             # what an ICMP error may quote (RFC 1812 §4.3.2.3)
 RETRY_HOLD_MAX: Final = 64 << 10               # client bytes kept for an IPv4 retry of an inbound flow
+GUEST_TEXT_MAX: Final = 256                     # guest addresses whose text form is kept
 
 
 class _Family:
@@ -100,6 +101,7 @@ class TcpHandler:
         self.guest_ip: bytes = config.guest.packed
         self.dirty: dict[int, TcpFlow] = {}      # insertion-ordered set of flows to service
         self._retry: dict[int, _V4Retry] = {}    # inbound IPv6 flows an IPv4 retry may follow
+        self._guest_text: dict[bytes, str] = {}  # guest address -> text, for TcpConnectRequested
         self.params = TcpParams(
             mss=config.mtu - 40,
             rcv_buf=limits.tcp_rcv_buf,
@@ -217,8 +219,13 @@ class TcpHandler:
         self._table.add_tcp(flow)
         if verdict.dns:
             self._counters["dns.tcp.flows.opened"] += 1
+        text = self._guest_text.get(src)      # few guest addresses; formatting one costs more
+        if text is None:
+            if len(self._guest_text) >= GUEST_TEXT_MAX:
+                self._guest_text.clear()
+            text = self._guest_text[src] = ntoa(src)
         self._events.append(TcpConnectRequested(
-            flow_id, verdict.host, seg.dst_port, ntoa(src), seg.src_port, verdict.dns))
+            flow_id, verdict.host, seg.dst_port, text, seg.src_port, verdict.dns))
         self.dirty[flow_id] = flow
 
     def _send_rst_for(self, seg: TcpSegment, src: bytes, dst: bytes) -> None:

@@ -1,6 +1,6 @@
-"""RFC 6528 initial sequence numbers (tcpip/tcp/iss.py) and the SYN options built without an
-object (wire/tcp.py `syn_options`): what a new connection takes, cheaper, with the same
-properties and bytes as before."""
+"""What every new TCP connection computes, made cheaper with the same results: RFC 6528
+initial sequence numbers (tcpip/tcp/iss.py), the SYN options packed without an object
+(wire/tcp.py `syn_options`), the window scale in closed form (tcp/params.py `choose_wscale`)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import struct
 import pytest
 
 from slirpy.tcpip.tcp.iss import IssGenerator
+from slirpy.tcpip.tcp.params import MAX_WSCALE, choose_wscale
 from slirpy.tcpip.wire.tcp import TcpOptions, syn_options
 
 GUEST = bytes([10, 0, 2, 100])
@@ -99,3 +100,19 @@ def test_tcpoptions_still_hash_and_compare_by_value() -> None:
     b = TcpOptions.parse(memoryview(a.pack()))
     assert a == b and hash(a) == hash(b)
     assert len({a, b, TcpOptions(mss=1460)}) == 2
+
+
+def _wscale_by_search(rcv_buf: int) -> int:
+    """The definition: the smallest shift whose rounded-up window field fits 16 bits."""
+    shift = 0
+    while shift < MAX_WSCALE and (rcv_buf + (1 << shift) - 1) >> shift > 0xFFFF:
+        shift += 1
+    return shift
+
+
+def test_choose_wscale_closed_form_is_the_smallest_fitting_shift() -> None:
+    rng = random.Random(3)
+    edges = [v + d for k in range(0, 31) for v in (0xFFFF << k, 1 << (16 + k)) for d in (-1, 0, 1)]
+    for rcv_buf in [*range(0, 70000, 7), *edges, *(rng.randrange(1 << 40) for _ in range(5000))]:
+        assert choose_wscale(rcv_buf) == _wscale_by_search(rcv_buf), rcv_buf
+    assert choose_wscale(4 << 20) == 7 and choose_wscale(0xFFFF) == 0 and choose_wscale(1 << 40) == 14
