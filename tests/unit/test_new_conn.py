@@ -116,3 +116,12 @@ def test_choose_wscale_closed_form_is_the_smallest_fitting_shift() -> None:
     for rcv_buf in [*range(0, 70000, 7), *edges, *(rng.randrange(1 << 40) for _ in range(5000))]:
         assert choose_wscale(rcv_buf) == _wscale_by_search(rcv_buf), rcv_buf
     assert choose_wscale(4 << 20) == 7 and choose_wscale(0xFFFF) == 0 and choose_wscale(1 << 40) == 14
+
+
+def test_connection_lifecycle_events_compare_and_hash_by_value() -> None:
+    from slirpy.tcpip.events import TcpConnectRequested, TcpEofReceived, TcpFlowClosed
+    a = TcpConnectRequested(3, "127.0.0.1", 80, "10.0.2.100", 40000)
+    assert a == TcpConnectRequested(3, "127.0.0.1", 80, "10.0.2.100", 40000, False)
+    assert a != TcpConnectRequested(3, "127.0.0.1", 80, "10.0.2.100", 40000, True)
+    assert len({TcpFlowClosed(1, False), TcpFlowClosed(1, False), TcpFlowClosed(1, True),
+                TcpEofReceived(1), TcpEofReceived(1)}) == 3
