@@ -125,3 +125,54 @@ def test_connection_lifecycle_events_compare_and_hash_by_value() -> None:
     assert a != TcpConnectRequested(3, "127.0.0.1", 80, "10.0.2.100", 40000, True)
     assert len({TcpFlowClosed(1, False), TcpFlowClosed(1, False), TcpFlowClosed(1, True),
                 TcpEofReceived(1), TcpEofReceived(1)}) == 3
+
+
+def test_inbound_connection_close_churn_leaves_no_flow_behind() -> None:
+    """HTTP `Connection: close` through a published port, 100 times (perf/runtime_rr.py
+    --mode in-close, in the pure Stack): every flow opened is closed once, with one
+    TcpFlowClosed each, nothing stays in any table, and every ISS differs."""
+    from scapy.layers.inet import IP, TCP
+
+    from slirpy.tcpip import stack as st
+    from tests.unit.test_stack import events, out_frames, wire
+    from tests.unit.test_stack_inbound import CLIENT, from_guest, make_stack
+
+    s = make_stack()
+    isns = set()
+    closed: list[int] = []
+    rounds = 100
+    for i in range(rounds):
+        now = 1.0 + i * 0.01
+        cport = 20000 + i
+        fid = s.tcp_inbound_open(CLIENT, cport, 80, now)
+        assert fid is not None
+        [(_, syn)] = out_frames(s, now)
+        assert syn[TCP].flags == "S"
+        isns.add(syn[TCP].seq)
+        src, ours = syn[IP].src, syn[TCP].seq + 1
+        s.receive_frame(wire(s, from_guest(src, 80, cport, flags="SA", seq=9000, ack=ours,
+                                           window=65535, options=[("MSS", 1460)])), now)
+        out_frames(s, now)                                  # the handshake's ACK
+        s.tcp_host_data(fid, b"GET", now)
+        out_frames(s, now)
+        s.receive_frame(wire(s, from_guest(src, 80, cport, flags="FPA", seq=9001, ack=ours + 3,
+                                           window=65535) / b"OK"), now)
+        out_frames(s, now)
+        s.tcp_host_eof(fid, now)
+        [(_, fin)] = out_frames(s, now)
+        assert fin[TCP].flags & 0x01 and fin[TCP].ack == 9004
+        s.receive_frame(wire(s, from_guest(src, 80, cport, flags="A", seq=9004, ack=ours + 4,
+                                           window=65535)), now)
+        out_frames(s, now)
+        evs = events(s)
+        assert [type(e) for e in evs] == [st.TcpDataReceived, st.TcpEofReceived,
+                                          st.TcpFlowClosed]
+        assert evs[-1] == st.TcpFlowClosed(fid, False)
+        closed.append(fid)
+    assert len(set(closed)) == rounds and len(isns) == rounds
+    assert s.flows() == [] and s.table.tcp_by_key == {} and s.table.by_id == {}
+    assert s.half_open == 0 and s.snd_queued == 0
+    c = s.counters
+    assert c["tcp.flows.opened"] == c["tcp.flows.closed"] == c["tcp.inbound.opened"] == rounds
+    assert c["tcp.flows.established"] == rounds
+    assert s.next_deadline() is None                   # no timer left for a closed flow
