@@ -19,11 +19,14 @@ Modes:
            (host -> published)
   in-close one new published connection per round: connect, request, the guest answers and
            closes, the client reads to EOF and closes (HTTP `Connection: close`, host -> published)
+  out-close one new outbound connection per round (a new guest port each time): the guest
+           connects to the host peer and sends a request, the host peer answers and closes, the
+           guest reads to the FIN and closes (HTTP `Connection: close`, sandbox -> host)
 
 Prints microseconds per round (the child's wall clock). For counting, run it twice under
 cachegrind with two --rounds and take (Ir difference of the parent's file) / (rounds difference).
 
-Usage:  python perf/runtime_rr.py [--mode out|in|in-close] [--rounds 20000]
+Usage:  python perf/runtime_rr.py [--mode out|in|in-close|out-close] [--rounds 20000]
 """
 
 from __future__ import annotations
@@ -127,6 +130,40 @@ def child_out(g: Guest, port: int, rounds: int) -> float:
     return dt
 
 
+def child_out_close(g: Guest, port: int, rounds: int) -> float:
+    srv = socket.create_server(("127.0.0.1", port), backlog=64)
+    request, answer = b"q" * SIZE, b"a" * SIZE
+    t = time.perf_counter()
+    for i in range(rounds):
+        g.sport, g.dport, g.seq = 20000 + i % 40000, port, 1000
+        g.send(SYN, opts=_syn_opts())
+        conn, _ = srv.accept()                  # the runtime's connect, before the SYN-ACK
+        _, flags, seq, _, _ = g.receive()
+        assert flags & SYN, flags
+        g.ack = (seq + 1) & 0xFFFFFFFF
+        g.send(ACK | PSH, request)              # the handshake's ACK carries the request
+        got = conn.recv(SIZE)
+        assert got == request, got
+        conn.sendall(answer)                    # answer and close, as a Connection: close server
+        conn.close()
+        got = b""
+        while True:                             # the answer, then slirpy's FIN
+            _, flags, seq, _, payload = g.receive()
+            got += payload
+            if flags & FIN:
+                g.ack = (seq + len(payload) + 1) & 0xFFFFFFFF
+                break
+        assert got == answer, got
+        g.send(ACK | FIN)                       # the guest closes too
+        while True:                             # slirpy's ACK of that FIN (it is in TIME-WAIT)
+            _, flags, _, ack, _ = g.receive()
+            if flags & ACK and ack == g.seq:
+                break
+    dt = time.perf_counter() - t
+    srv.close()
+    return dt
+
+
 def _accept_published(g: Guest, host_port: int) -> socket.socket:
     """A host client connects to the published port; the guest completes the handshake."""
     client = socket.create_connection(("127.0.0.1", host_port))
@@ -206,7 +243,7 @@ def serve(tap: socket.socket, config: NetConfig, ports: list[PortSpec], pid: int
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--mode", choices=("out", "in", "in-close"), default="out")
+    ap.add_argument("--mode", choices=("out", "in", "in-close", "out-close"), default="out")
     ap.add_argument("--rounds", type=int, default=20000)
     ap.add_argument("--port", type=int, default=0, help="host port (default: a free one)")
     args = ap.parse_args()
@@ -216,7 +253,7 @@ def main() -> int:
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     for s in (ours, theirs):
         s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
-    ports = [] if args.mode == "out" else [PortSpec("tcp", "127.0.0.1", port, GUEST_PORT)]
+    ports = [] if args.mode.startswith("out") else [PortSpec("tcp", "127.0.0.1", port, GUEST_PORT)]
     # The delayed ACK never comes due (as in stack_rr.py: the answer carries it): with the
     # default 1 ms, a round slowed down by valgrind would fire that timer every round, which a
     # real 50 us round trip does once in 20.
@@ -232,7 +269,8 @@ def main() -> int:
         os.close(ready_w)
         g = Guest(theirs)
         os.read(ready_r, 1)                       # the parent's loop is up
-        run = {"out": child_out, "in": child_in, "in-close": child_in_close}[args.mode]
+        run = {"out": child_out, "in": child_in, "in-close": child_in_close,
+               "out-close": child_out_close}[args.mode]
         try:
             dt = run(g, port, args.rounds)
         except BaseException as e:               # noqa: BLE001  (report, then exit non-zero)

@@ -98,10 +98,11 @@ class TcpFlow(Flow):
         # Sum of the IPv4 header fields that never change for this flow (version/IHL, DF,
         # TTL/protocol, addresses): per frame only total length and ident are added. (An
         # IPv6 header has no checksum: its framer leaves this unused.)
-        self.ip_base_sum = 0x4500 + 0x4000 + ((64 << 8) | _PROTO_TCP) + sum16(host_ip + guest_ip)
+        addr_sum = sum16(host_ip + guest_ip)
+        self.ip_base_sum = 0x4500 + 0x4000 + ((64 << 8) | _PROTO_TCP) + addr_sum
         # Pseudo-header sum without the length, for the TCP checksum (the same for IPv6: the
         # 32-bit length and next header of its pseudo-header sum alike modulo 0xFFFF).
-        self.pseudo_base = sum16(host_ip + guest_ip) + _PROTO_TCP
+        self.pseudo_base = addr_sum + _PROTO_TCP
         self.syn_head = syn_head          # start of the guest's SYN packet, quoted in ICMP errors
         self.half_open = True
         self.read_paused = False

@@ -24,9 +24,7 @@ never per segment.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import random
-import struct
 from collections import deque
 from typing import Any, Final
 
@@ -40,6 +38,7 @@ from ..flow import SND_SHARE_MIN, FlowKey, FlowTable, TcpFlow
 from ..wire.ipv4 import PROTO_TCP
 from ..tcp.connection import TcpConnection
 from ..tcp.events import Closed, DataReceived, EofReceived, Established, Reset
+from ..tcp.iss import IssGenerator
 from ..tcp.params import TcpParams
 from ..tcp.state import TcpState
 from ..flow import Emit
@@ -52,7 +51,7 @@ from .neighbours import Neighbours
 
 SYN_HEAD_MAX: Final = 576 - 20 - 8             # what an ICMP error may quote (RFC 1812 §4.3.2.3)
 RETRY_HOLD_MAX: Final = 64 << 10               # client bytes kept for an IPv4 retry of an inbound flow
-_PORT_PAIR: Final = struct.Struct("!HH")
+GUEST_TEXT_MAX: Final = 256                     # guest addresses whose text form is kept
 
 
 class _Family:
@@ -98,10 +97,11 @@ class TcpHandler:
         self._fwd = fwd
         self._errors = errors          # the ICMP flavour by address length (4 or 16)
         self._events = events
-        self._iss_secret = rng.randbytes(16)
+        self._iss = IssGenerator(rng.randbytes(16))      # RFC 6528 (tcp/iss.py)
         self.guest_ip: bytes = config.guest.packed
         self.dirty: dict[int, TcpFlow] = {}      # insertion-ordered set of flows to service
         self._retry: dict[int, _V4Retry] = {}    # inbound IPv6 flows an IPv4 retry may follow
+        self._guest_text: dict[bytes, str] = {}  # guest address -> text, for TcpConnectRequested
         self.params = TcpParams(
             mss=config.mtu - 40,
             rcv_buf=limits.tcp_rcv_buf,
@@ -199,16 +199,6 @@ class TcpHandler:
             return "half_open_limit"
         return None
 
-    def _iss(self, key: FlowKey, now: float) -> int:
-        """Initial sequence number per RFC 6528: a 4-microsecond clock plus a keyed hash of the
-        4-tuple. It grows with time for the same 4-tuple, so a guest still holding that tuple
-        in TIME-WAIT accepts our new SYN at once (RFC 6191 / Linux) instead of making it wait
-        for a retransmission; and it is not guessable from outside."""
-        src, sport, dst, dport = key
-        h = hashlib.blake2s(src + dst + _PORT_PAIR.pack(sport, dport), digest_size=4,
-                            key=self._iss_secret).digest()
-        return (int(now * 250_000) + int.from_bytes(h, "big")) & 0xFFFFFFFF
-
     def _open_passive(self, seg: TcpSegment, packet: memoryview, src: bytes, dst: bytes,
                       now: float, verdict: _fwd.Verdict) -> None:
         mac = self._link.guest_mac
@@ -219,7 +209,8 @@ class TcpHandler:
         fam = self._families[len(src)]
         flow_id = self._table.new_id()
         key = (src, seg.src_port, dst, seg.dst_port)
-        conn = TcpConnection.passive(seg, self._iss(key, now), now, fam.params)
+        iss = self._iss.iss(src, seg.src_port, dst, seg.dst_port, now)
+        conn = TcpConnection.passive(seg, iss, now, fam.params)
         conn.set_receive_window(self._budgets.rcv_share)
         flow = TcpFlow(flow_id, key, conn, src, seg.src_port, dst, seg.dst_port,
                        self._link.eth_prefix(mac, None, fam.ethertype), now,
@@ -228,8 +219,13 @@ class TcpHandler:
         self._table.add_tcp(flow)
         if verdict.dns:
             self._counters["dns.tcp.flows.opened"] += 1
+        text = self._guest_text.get(src)      # few guest addresses; formatting one costs more
+        if text is None:
+            if len(self._guest_text) >= GUEST_TEXT_MAX:
+                self._guest_text.clear()
+            text = self._guest_text[src] = ntoa(src)
         self._events.append(TcpConnectRequested(
-            flow_id, verdict.host, seg.dst_port, ntoa(src), seg.src_port, verdict.dns))
+            flow_id, verdict.host, seg.dst_port, text, seg.src_port, verdict.dns))
         self.dirty[flow_id] = flow
 
     def _send_rst_for(self, seg: TcpSegment, src: bytes, dst: bytes) -> None:
@@ -362,7 +358,8 @@ class TcpHandler:
             flow_id = self._table.new_id()
         if retry_from is not None:
             self._retry[flow_id] = _V4Retry(retry_from[0], retry_from[1], guest_port)
-        conn = TcpConnection.active(self._iss(key, now), now, fam.params)
+        conn = TcpConnection.active(self._iss.iss(guest_ip, guest_port, src, sport, now), now,
+                                   fam.params)
         conn.set_receive_window(self._budgets.rcv_share)
         mac = self._link.guest_mac
         prefix = self._link.eth_prefix(mac, None, fam.ethertype) if mac is not None else None

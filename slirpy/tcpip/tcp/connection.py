@@ -123,7 +123,7 @@ class TcpConnection:
     @classmethod
     def passive(cls, syn: TcpSegment, iss: int, now: float, params: TcpParams) -> TcpConnection:
         """A connection from the peer's SYN, in SYN-RECEIVED; silent until `accept()`."""
-        self = cls(iss, now, params)
+        self = TcpConnection(iss, now, params)     # not cls(): a native call when compiled
         self.state = SYN_RECEIVED
         self.irs = syn.seq
         self.rcv_nxt = seq_add(syn.seq, 1)
@@ -156,7 +156,7 @@ class TcpConnection:
     @classmethod
     def active(cls, iss: int, now: float, params: TcpParams) -> TcpConnection:
         """An active open: SYN-SENT, a SYN with MSS and window scale is pending."""
-        self = cls(iss, now, params)
+        self = TcpConnection(iss, now, params)     # not cls(): a native call when compiled
         self.state = SYN_SENT
         self._syn_pending = True
         self._rtt_seq = seq_add(self.iss, 1)

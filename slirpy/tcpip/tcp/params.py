@@ -33,8 +33,10 @@ class TcpParams:
 
 
 def choose_wscale(rcv_buf: int) -> int:
-    """Smallest shift whose rounded-up window field still fits 16 bits (RFC 7323 §2.3)."""
-    shift = 0
-    while shift < MAX_WSCALE and (rcv_buf + (1 << shift) - 1) >> shift > 0xFFFF:
-        shift += 1
-    return shift
+    """Smallest shift whose rounded-up window field still fits 16 bits (RFC 7323 §2.3), at
+    most MAX_WSCALE: ceil(rcv_buf / 2**shift) <= 0xFFFF exactly when 2**shift is at least
+    ceil(rcv_buf / 0xFFFF). (Closed form: every new connection asks.)"""
+    if rcv_buf <= 0xFFFF:
+        return 0
+    shift = (-(-rcv_buf // 0xFFFF) - 1).bit_length()
+    return shift if shift < MAX_WSCALE else MAX_WSCALE

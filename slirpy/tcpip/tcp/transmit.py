@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Final
 
 from ..sendbuf import Gather
 from ..seqnum import seq_add, seq_gt, seq_le, seq_lt, seq_sub
-from ..wire.tcp import ACK, FIN, PSH, SYN, TcpOptions
+from ..wire.tcp import ACK, FIN, PSH, SYN, syn_options
 from .recovery import sack_trim
 from .state import SYN_RECEIVED, SYN_SENT
 
@@ -59,11 +59,10 @@ def emit_handshake(c: TcpConnection, out: list[Segment], state: TcpState, now: f
         c._syn_pending = False
         c._ack_needed = False
         if state is SYN_SENT:
-            opts = TcpOptions(mss=params.mss, wscale=c._rcv_wscale, sack_permitted=True).pack()
+            opts = syn_options(params.mss, c._rcv_wscale, True)
             out.append((c.iss, 0, SYN, min(params.rcv_buf, 0xFFFF), opts, b""))
         else:
-            opts = TcpOptions(mss=params.mss, wscale=c._rcv_wscale if c._ws_ok else None,
-                              sack_permitted=c._sack_ok).pack()
+            opts = syn_options(params.mss, c._rcv_wscale if c._ws_ok else None, c._sack_ok)
             out.append((c.iss, c.rcv_nxt, SYN | ACK, min(params.rcv_buf, 0xFFFF), opts, b""))
         c.snd_nxt = c._snd_max = seq_add(c.iss, 1)
         c._rcv_acked = c.rcv_nxt

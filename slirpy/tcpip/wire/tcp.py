@@ -44,8 +44,12 @@ _OPT_NOP_NOP_TS: Final = bytes((OPT_NOP, OPT_NOP, OPT_TIMESTAMP, 10))
 _OPT_NOP_NOP_SACKPERM: Final = bytes((OPT_NOP, OPT_NOP, OPT_SACK_PERM, 2))
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class TcpOptions:
+    """The options of one segment. Not frozen (as TcpSegment): one is built per SYN received
+    and per SACK sent, and a frozen dataclass's __init__ costs several times as much compiled.
+    Treat it as read-only (it hashes by value)."""
+
     mss: int | None = None
     wscale: int | None = None          # raw shift as sent; RFC 7323 §2.3 caps its use at 14
     sack_permitted: bool = False
@@ -58,10 +62,11 @@ class TcpOptions:
         mss = wscale = timestamp = None
         sack_permitted = False
         sack_blocks: tuple[tuple[int, int], ...] = ()
-        n = len(buf)
+        data = bytes(buf)       # at most 40 bytes; indexing bytes gives ints without objects
+        n = len(data)
         i = 0
         while i < n:
-            kind = buf[i]
+            kind = data[i]
             if kind == OPT_END:
                 break
             if kind == OPT_NOP:
@@ -69,17 +74,17 @@ class TcpOptions:
                 continue
             if i + 1 >= n:
                 raise MalformedPacket("tcp.bad_option")
-            length = buf[i + 1]
+            length = data[i + 1]
             if length < 2 or i + length > n:
                 raise MalformedPacket("tcp.bad_option")
             if kind == OPT_MSS:
                 if length != 4:
                     raise MalformedPacket("tcp.bad_option")
-                mss = _U16.unpack_from(buf, i + 2)[0]
+                mss = _U16.unpack_from(data, i + 2)[0]
             elif kind == OPT_WSCALE:
                 if length != 3:
                     raise MalformedPacket("tcp.bad_option")
-                wscale = buf[i + 2]
+                wscale = data[i + 2]
             elif kind == OPT_SACK_PERM:
                 if length != 2:
                     raise MalformedPacket("tcp.bad_option")
@@ -87,11 +92,11 @@ class TcpOptions:
             elif kind == OPT_TIMESTAMP:
                 if length != 10:
                     raise MalformedPacket("tcp.bad_option")
-                timestamp = _U32X2.unpack_from(buf, i + 2)
+                timestamp = _U32X2.unpack_from(data, i + 2)
             elif kind == OPT_SACK:
                 if (length - 2) % 8 != 0 or length == 2:
                     raise MalformedPacket("tcp.bad_option")
-                sack_blocks = tuple(_U32X2.unpack_from(buf, j) for j in range(i + 2, i + length, 8))
+                sack_blocks = tuple(_U32X2.unpack_from(data, j) for j in range(i + 2, i + length, 8))
             # unknown kinds with a sane length are skipped (RFC 9293 §3.1)
             i += length
         return cls(mss, wscale, sack_permitted, timestamp, sack_blocks)
@@ -125,6 +130,20 @@ class TcpOptions:
 
 
 NO_OPTIONS: Final = TcpOptions()
+_SYN_MSS: Final = struct.Struct("!BBH")
+_OPT_NOP_WSCALE: Final = bytes((OPT_NOP, OPT_WSCALE, 3))
+
+
+def syn_options(mss: int, wscale: int | None, sack_permitted: bool) -> bytes:
+    """The options of a SYN or SYN-ACK we send: the same bytes as
+    `TcpOptions(mss=mss, wscale=wscale, sack_permitted=sack_permitted).pack()` without the
+    object (one per new connection)."""
+    out = _SYN_MSS.pack(OPT_MSS, 4, mss)
+    if sack_permitted:
+        out += _OPT_NOP_NOP_SACKPERM
+    if wscale is not None:
+        out += _OPT_NOP_WSCALE + bytes((wscale,))
+    return out
 
 
 @dataclass(slots=True)
