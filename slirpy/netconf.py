@@ -21,9 +21,12 @@ from __future__ import annotations
 
 import errno
 import os
+from typing import TYPE_CHECKING, Protocol
 
-from slirpy.config import NetConfig
 from slirpy.ifioctl import Interfaces
+
+if TYPE_CHECKING:  # pragma: no cover
+    import ipaddress
 
 IPV6_CONF = "/proc/sys/net/ipv6/conf"
 
@@ -32,13 +35,37 @@ class NetconfError(Exception):
     """Configuring an interface failed; str() is one line naming the step and the kernel's reason."""
 
 
+class TapNetwork(Protocol):
+    """What configuring the TAP reads of its network: a config.NetConfig is one.  A protocol,
+    so that slirp4netns mode can configure its TAP before it imports config.py (quickready.py)."""
+
+    @property
+    def mtu(self) -> int: ...
+    @property
+    def offload(self) -> bool: ...
+    @property
+    def guest_mac(self) -> bytes | None: ...
+    @property
+    def network(self) -> ipaddress.IPv4Network: ...
+    @property
+    def guest(self) -> ipaddress.IPv4Address: ...
+    @property
+    def gateway(self) -> ipaddress.IPv4Address: ...
+    @property
+    def ipv6(self) -> bool: ...
+    @property
+    def guest6(self) -> ipaddress.IPv6Address: ...
+    @property
+    def gateway6(self) -> ipaddress.IPv6Address: ...
+
+
 def _mac(mac: bytes) -> bytes:
     if len(mac) != 6:
         raise NetconfError(f"invalid guest MAC {mac.hex()!r}: must be 6 bytes")
     return mac
 
 
-def ipv6_sysctls(net: NetConfig, hide_ipv6: bool = False) -> dict[str, str]:
+def ipv6_sysctls(net: TapNetwork, hide_ipv6: bool = False) -> dict[str, str]:
     """The per-interface IPv6 sysctls set before the link goes up (names under conf/IFNAME/)."""
     if net.ipv6:
         return {"accept_dad": "0", "accept_ra": "0"}
@@ -106,7 +133,7 @@ def set_txqueuelen(ifname: str, qlen: int, ip_paths: tuple[str, ...] = IP_PATHS,
     return []
 
 
-def configure(ifname: str, net: NetConfig, txqueuelen: int | None = TXQUEUELEN, *,
+def configure(ifname: str, net: TapNetwork, txqueuelen: int | None = TXQUEUELEN, *,
               hide_ipv6: bool = False) -> list[str]:
     """Bring lo up; give `ifname` MTU, txqueuelen (None: the caller sets it later, with
     `set_txqueuelen`), MAC, the IPv6 sysctls, the guest addresses; up; default routes via the

@@ -16,7 +16,7 @@ import socket
 import struct
 from typing import Any
 
-from slirpy.sandbox.options import SandboxError
+from slirpy.sandbox.errors import SandboxError
 
 SETUP_TIMEOUT = 60.0           # seconds P waits for each setup step of the child
 MSG_MAX = 4096
