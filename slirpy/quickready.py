@@ -17,10 +17,7 @@ that these constants are config.py's, and that every option set taken here build
 from __future__ import annotations
 
 import ipaddress
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:  # pragma: no cover
-    from .slirp4netns import Options
+from typing import Protocol
 
 # config.py's values (checked equal by the unit test; importing config is what this avoids)
 DEFAULT_CIDR = "10.0.2.0/24"
@@ -47,7 +44,19 @@ class DefaultNetwork:
         self.guest6 = net6.network_address + 0x100
 
 
-def default_network(o: Options) -> DefaultNetwork | None:
+class ParsedOptions(Protocol):
+    """What this reads of slirp4netns.Options (a protocol: that module imports this one)."""
+    cidr: str | None
+    macaddress: str | None
+    outbound_addr: str | None
+    outbound_addr6: str | None
+    api_socket: str | None
+    target_type: str
+    mtu: int
+    enable_ipv6: bool
+
+
+def default_network(o: ParsedOptions) -> DefaultNetwork | None:
     """The TAP settings of `o` when they are the default network's and slirp4netns.build_config
     cannot refuse `o`; None otherwise (build the NetConfig first)."""
     if (o.cidr is not None or o.macaddress is not None or o.outbound_addr is not None
