@@ -75,8 +75,8 @@ def attach_tap(opts: AttachOptions) -> AttachedTap:
 class PendingAttach:
     """attach_tap() in two halves: the child is already at work; `finish()` waits for its TAP.
 
-    Between the two the caller may do other start-up work (slirp4netns mode imports its event
-    loop and runtime there, while the child imports pyroute2 and configures the TAP).  Call
+    Between the two the caller may do other start-up work (slirp4netns mode with --api-socket
+    imports its event loop and runtime there, while the child configures the TAP).  Call
     `finish()` or `abort()` exactly once."""
 
     def __init__(self, pid: int, sock: socket.socket, opts: AttachOptions) -> None:
