@@ -21,42 +21,43 @@ from __future__ import annotations
 
 import errno
 import os
-from typing import TYPE_CHECKING, Callable, Protocol
 
 from slirpy.ifioctl import Interfaces
 
+TYPE_CHECKING = False   # typing's, without importing typing on the way to the ready fd (quickready.py)
 if TYPE_CHECKING:  # pragma: no cover
     import ipaddress
+    from typing import Callable, Protocol
+
+    class TapNetwork(Protocol):
+        """What configuring the TAP reads of its network: a config.NetConfig is one.  A protocol,
+        so that slirp4netns mode can configure its TAP before it imports config.py (quickready.py)."""
+
+        @property
+        def mtu(self) -> int: ...
+        @property
+        def offload(self) -> bool: ...
+        @property
+        def guest_mac(self) -> bytes | None: ...
+        @property
+        def network(self) -> ipaddress.IPv4Network: ...
+        @property
+        def guest(self) -> ipaddress.IPv4Address: ...
+        @property
+        def gateway(self) -> ipaddress.IPv4Address: ...
+        @property
+        def ipv6(self) -> bool: ...
+        @property
+        def guest6(self) -> ipaddress.IPv6Address: ...
+        @property
+        def gateway6(self) -> ipaddress.IPv6Address: ...
+
 
 IPV6_CONF = "/proc/sys/net/ipv6/conf"
 
 
 class NetconfError(Exception):
     """Configuring an interface failed; str() is one line naming the step and the kernel's reason."""
-
-
-class TapNetwork(Protocol):
-    """What configuring the TAP reads of its network: a config.NetConfig is one.  A protocol,
-    so that slirp4netns mode can configure its TAP before it imports config.py (quickready.py)."""
-
-    @property
-    def mtu(self) -> int: ...
-    @property
-    def offload(self) -> bool: ...
-    @property
-    def guest_mac(self) -> bytes | None: ...
-    @property
-    def network(self) -> ipaddress.IPv4Network: ...
-    @property
-    def guest(self) -> ipaddress.IPv4Address: ...
-    @property
-    def gateway(self) -> ipaddress.IPv4Address: ...
-    @property
-    def ipv6(self) -> bool: ...
-    @property
-    def guest6(self) -> ipaddress.IPv6Address: ...
-    @property
-    def gateway6(self) -> ipaddress.IPv6Address: ...
 
 
 def _mac(mac: bytes) -> bytes:

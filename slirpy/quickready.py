@@ -17,7 +17,22 @@ that these constants are config.py's, and that every option set taken here build
 from __future__ import annotations
 
 import ipaddress
-from typing import Protocol
+
+TYPE_CHECKING = False   # typing's, without importing typing on the way to the ready fd
+if TYPE_CHECKING:  # pragma: no cover
+    from typing import Protocol
+
+    class ParsedOptions(Protocol):
+        """What this reads of slirp4netns.Options (a protocol: that module imports this one)."""
+        cidr: str | None
+        macaddress: str | None
+        outbound_addr: str | None
+        outbound_addr6: str | None
+        api_socket: str | None
+        target_type: str
+        mtu: int
+        enable_ipv6: bool
+
 
 # config.py's values (checked equal by the unit test; importing config is what this avoids)
 DEFAULT_CIDR = "10.0.2.0/24"
@@ -42,18 +57,6 @@ class DefaultNetwork:
         net6 = ipaddress.IPv6Network(DEFAULT_CIDR6)
         self.gateway6 = net6.network_address + 2
         self.guest6 = net6.network_address + 0x100
-
-
-class ParsedOptions(Protocol):
-    """What this reads of slirp4netns.Options (a protocol: that module imports this one)."""
-    cidr: str | None
-    macaddress: str | None
-    outbound_addr: str | None
-    outbound_addr6: str | None
-    api_socket: str | None
-    target_type: str
-    mtu: int
-    enable_ipv6: bool
 
 
 def default_network(o: ParsedOptions) -> DefaultNetwork | None:

@@ -33,12 +33,13 @@ import select
 import signal
 import socket
 import sys
-from typing import TYPE_CHECKING, Any, Callable
-
 from . import __version__
 from .quickready import default_network
 
+TYPE_CHECKING = False   # typing's, without importing typing on the way to the ready fd (quickready.py)
 if TYPE_CHECKING:  # pragma: no cover
+    from typing import Any, Callable
+
     from .config import NetConfig
     from .netconf import TapNetwork
     from .sandbox import AttachedTap

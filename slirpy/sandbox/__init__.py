@@ -46,9 +46,10 @@ The package, one module per job (each says why it exists):
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
-
+TYPE_CHECKING = False   # typing's, without importing typing on the way to the ready fd (quickready.py)
 if TYPE_CHECKING:  # pragma: no cover - the same names, imported on first use below
+    from typing import Any
+
     from slirpy.sandbox.attach import AttachedTap, AttachOptions, PendingAttach, attach_tap, start_attach
     from slirpy.sandbox.command import FORWARDED_SIGNALS
     from slirpy.sandbox.errors import SandboxError

@@ -12,11 +12,14 @@ import signal
 import socket
 
 from slirpy import netconf
-from slirpy.netconf import TapNetwork
 from slirpy.sandbox.errors import SandboxError
 from slirpy.sandbox.handoff import SETUP_TIMEOUT, kill_and_reap, receive_tap, send_error, send_tap
 from slirpy.sandbox.libc import CLONE_NEWNET, CLONE_NEWUSER, set_pdeathsig, setns, setns_fd
 from slirpy.tap import TapDevice
+
+TYPE_CHECKING = False   # typing's, without importing typing on the way to the ready fd (quickready.py)
+if TYPE_CHECKING:  # pragma: no cover
+    from slirpy.netconf import TapNetwork
 
 # No dataclasses here (nor in what this imports): slirp4netns mode reaches its ready fd through
 # this module before it imports dataclasses or config.py (perf/NOTES.md, "Start-up").

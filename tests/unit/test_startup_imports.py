@@ -49,7 +49,7 @@ def test_the_tap_is_configured_without_pyroute2() -> None:
 
 # slirp4netns mode's way to the ready fd for the options default_network() takes (quickready.py):
 # parse, the TAP's settings, the attach child's modules.  None of these may be imported there.
-NOT_BEFORE_READY = ("dataclasses", "inspect", "slirpy.config", "slirpy.sandbox.options",
+NOT_BEFORE_READY = ("dataclasses", "inspect", "typing", "slirpy.config", "slirpy.sandbox.options",
                     "slirpy.sandbox.handle", "slirpy.sandbox.supervisor", "uvloop", "asyncio")
 READY_PROBE = r"""
 import json, sys
@@ -69,14 +69,15 @@ def loaded_before_ready(probe: str) -> list[str]:
     return json.loads(out.splitlines()[-1])
 
 
-def test_the_way_to_the_ready_fd_imports_no_dataclasses_config_or_event_loop() -> None:
+def test_the_way_to_the_ready_fd_imports_no_dataclasses_typing_config_or_event_loop() -> None:
     assert loaded_before_ready(READY_PROBE) == []
 
 
 def test_the_ready_probe_sees_such_an_import() -> None:
     assert loaded_before_ready("import slirpy.config\n" + READY_PROBE) == [
         "dataclasses", "inspect", "slirpy.config"]
-    assert "slirpy.sandbox.handle" in loaded_before_ready("from slirpy.sandbox import Sandbox\n" + READY_PROBE)
+    seen = loaded_before_ready("from slirpy.sandbox import Sandbox\n" + READY_PROBE)
+    assert "slirpy.sandbox.handle" in seen and "typing" in seen
 
 
 def test_the_probe_sees_a_heavy_import() -> None:
