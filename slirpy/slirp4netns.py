@@ -5,7 +5,8 @@ It serves a network namespace that someone else created (RootlessKit, Podman, a 
 and exit codes, so that a caller written against slirp4netns drives slirpy unmodified.
 
 Flow: parse the options exactly as slirp4netns does (GNU getopt_long, so long options may be
-abbreviated and options may follow the operands), build a NetConfig, then
+abbreviated and options may follow the operands), build a NetConfig (for the default network
+only once the ready fd is written: quickready.py), then
 `sandbox.attach_tap()` forks a child that joins the target's user and net namespaces, creates
 or opens TAPNAME (with the same offloads as `slirpy run`), configures it with `-c`, and hands
 the fd back.  This process then serves that fd with the ordinary Runtime through
@@ -33,6 +34,7 @@ import select
 import signal
 import socket
 import sys
+
 from . import __version__
 from .quickready import default_network
 
