@@ -22,8 +22,36 @@ from __future__ import annotations
 import errno
 import os
 
-from slirpy.config import NetConfig
 from slirpy.ifioctl import Interfaces
+
+TYPE_CHECKING = False   # typing's, without importing typing on the way to the ready fd (quickready.py)
+if TYPE_CHECKING:  # pragma: no cover
+    import ipaddress
+    from typing import Callable, Protocol
+
+    class TapNetwork(Protocol):
+        """What configuring the TAP reads of its network: a config.NetConfig is one.  A protocol,
+        so that slirp4netns mode can configure its TAP before it imports config.py (quickready.py)."""
+
+        @property
+        def mtu(self) -> int: ...
+        @property
+        def offload(self) -> bool: ...
+        @property
+        def guest_mac(self) -> bytes | None: ...
+        @property
+        def network(self) -> ipaddress.IPv4Network: ...
+        @property
+        def guest(self) -> ipaddress.IPv4Address: ...
+        @property
+        def gateway(self) -> ipaddress.IPv4Address: ...
+        @property
+        def ipv6(self) -> bool: ...
+        @property
+        def guest6(self) -> ipaddress.IPv6Address: ...
+        @property
+        def gateway6(self) -> ipaddress.IPv6Address: ...
+
 
 IPV6_CONF = "/proc/sys/net/ipv6/conf"
 
@@ -38,7 +66,7 @@ def _mac(mac: bytes) -> bytes:
     return mac
 
 
-def ipv6_sysctls(net: NetConfig, hide_ipv6: bool = False) -> dict[str, str]:
+def ipv6_sysctls(net: TapNetwork, hide_ipv6: bool = False) -> dict[str, str]:
     """The per-interface IPv6 sysctls set before the link goes up (names under conf/IFNAME/)."""
     if net.ipv6:
         return {"accept_dad": "0", "accept_ra": "0"}
@@ -76,15 +104,23 @@ def set_txqueuelen(ifname: str, qlen: int, ip_paths: tuple[str, ...] = IP_PATHS,
     ways need netlink or a sysfs of this network namespace: iproute2's `ip` does it through
     netlink in a few ms.  Only a performance setting (the queue the guest fills while slirpy
     is busy): without it the kernel's default (500 for a TAP) stays."""
+    return start_txqueuelen(ifname, qlen, ip_paths, in_namespaces_of)()
+
+
+def start_txqueuelen(ifname: str, qlen: int, ip_paths: tuple[str, ...] = IP_PATHS,
+                     in_namespaces_of: int | None = None) -> Callable[[], list[str]]:
+    """set_txqueuelen in two halves: start `ip` and return at once; the function returned
+    waits for it and gives the warnings (call it exactly once).  `slirpy run` lets the
+    command start in between: the queue length is no reason to hold it back."""
     ip = next((p for p in ip_paths if os.access(p, os.X_OK)), None)
     what = f"cannot set {ifname} txqueuelen {qlen}"
     if ip is None:
-        return [f"{what}: no `ip` command (iproute2) in {', '.join(ip_paths)}"]
+        return lambda: [f"{what}: no `ip` command (iproute2) in {', '.join(ip_paths)}"]
     argv = [ip, "link", "set", "dev", ifname, "txqueuelen", str(qlen)]
     if in_namespaces_of is not None:
         nsenter = next((p for p in NSENTER_PATHS if os.access(p, os.X_OK)), None)
         if nsenter is None:
-            return [f"{what}: no `nsenter` command (util-linux) in {', '.join(NSENTER_PATHS)}"]
+            return lambda: [f"{what}: no `nsenter` command (util-linux) in {', '.join(NSENTER_PATHS)}"]
         argv = [nsenter, "-t", str(in_namespaces_of), "-U", "-n", "--preserve-credentials", *argv]
     err_r, err_w = os.pipe2(os.O_CLOEXEC)
     try:
@@ -95,18 +131,22 @@ def set_txqueuelen(ifname: str, qlen: int, ip_paths: tuple[str, ...] = IP_PATHS,
                                            (os.POSIX_SPAWN_DUP2, err_w, 2)])
     except OSError as e:
         os.close(err_r)
-        return [f"{what}: cannot run {argv[0]}: {e.strerror or e}"]
+        failed = f"{what}: cannot run {argv[0]}: {e.strerror or e}"
+        return lambda: [failed]
     finally:
         os.close(err_w)
-    with os.fdopen(err_r, "rb") as f:
-        out = f.read(4096).decode(errors="replace").strip()
-    status = os.waitpid(pid, 0)[1]
-    if os.waitstatus_to_exitcode(status) != 0:
-        return [f"{what}: {argv[0]} failed: {out.splitlines()[-1] if out else f'status {status}'}"]
-    return []
+
+    def finish() -> list[str]:
+        with os.fdopen(err_r, "rb") as f:
+            out = f.read(4096).decode(errors="replace").strip()
+        status = os.waitpid(pid, 0)[1]
+        if os.waitstatus_to_exitcode(status) != 0:
+            return [f"{what}: {argv[0]} failed: {out.splitlines()[-1] if out else f'status {status}'}"]
+        return []
+    return finish
 
 
-def configure(ifname: str, net: NetConfig, txqueuelen: int | None = TXQUEUELEN, *,
+def configure(ifname: str, net: TapNetwork, txqueuelen: int | None = TXQUEUELEN, *,
               hide_ipv6: bool = False) -> list[str]:
     """Bring lo up; give `ifname` MTU, txqueuelen (None: the caller sets it later, with
     `set_txqueuelen`), MAC, the IPv6 sysctls, the guest addresses; up; default routes via the

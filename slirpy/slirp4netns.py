@@ -5,7 +5,8 @@ It serves a network namespace that someone else created (RootlessKit, Podman, a 
 and exit codes, so that a caller written against slirp4netns drives slirpy unmodified.
 
 Flow: parse the options exactly as slirp4netns does (GNU getopt_long, so long options may be
-abbreviated and options may follow the operands), build a NetConfig, then
+abbreviated and options may follow the operands), build a NetConfig (for the default network
+only once the ready fd is written: quickready.py), then
 `sandbox.attach_tap()` forks a child that joins the target's user and net namespaces, creates
 or opens TAPNAME (with the same offloads as `slirpy run`), configures it with `-c`, and hands
 the fd back.  This process then serves that fd with the ordinary Runtime through
@@ -29,19 +30,20 @@ from __future__ import annotations
 
 import getopt
 import os
-import re
 import select
 import signal
 import socket
 import sys
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable
 
 from . import __version__
-from .config import (CIDR_PREFIX_MAX, CIDR_PREFIX_MIN, DEFAULT_CIDR, MTU_MAX, MTU_MIN,
-                     ConfigError, NetConfig, build_net_config)
+from .quickready import default_network
 
+TYPE_CHECKING = False   # typing's, without importing typing on the way to the ready fd (quickready.py)
 if TYPE_CHECKING:  # pragma: no cover
+    from typing import Any, Callable
+
+    from .config import NetConfig
+    from .netconf import TapNetwork
     from .sandbox import AttachedTap
 
 COMPAT_VERSION = "1.2.0"            # the slirp4netns release whose interface this follows
@@ -101,30 +103,28 @@ class Exit(Exception):
         self.code, self.err, self.usage = code, err, usage
 
 
-@dataclass
 class Options:
-    target: str = ""
-    tap_name: str = ""
-    configure: bool = False
-    exit_fd: int = -1
-    ready_fd: int = -1
-    mtu: int = DEFAULT_MTU
-    cidr: str | None = None
-    disable_host_loopback: bool = False
-    netns_type: str = "pid"
-    userns_path: str | None = None
-    api_socket: str | None = None
-    enable_ipv6: bool = False
-    enable_sandbox: bool = False
-    enable_seccomp: bool = False
-    outbound_addr: str | None = None
-    outbound_addr6: str | None = None
-    disable_dns: bool = False
-    macaddress: str | None = None
-    target_type: str = "netns"
-    pcap: str | None = None
-    pcap_max_size: int = 1 << 30
-    warnings: list[str] = field(default_factory=list)   # printed on stdout, as slirp4netns does
+    # A plain class, not a dataclass: the way to the ready fd does not import dataclasses
+    # (quickready.py says why).
+    def __init__(self) -> None:
+        self.target, self.tap_name = "", ""
+        self.configure = False
+        self.exit_fd = self.ready_fd = -1
+        self.mtu = DEFAULT_MTU
+        self.cidr: str | None = None
+        self.disable_host_loopback = False
+        self.netns_type = "pid"
+        self.userns_path: str | None = None
+        self.api_socket: str | None = None
+        self.enable_ipv6 = self.enable_sandbox = self.enable_seccomp = False
+        self.outbound_addr: str | None = None
+        self.outbound_addr6: str | None = None
+        self.disable_dns = False
+        self.macaddress: str | None = None
+        self.target_type = "netns"
+        self.pcap: str | None = None
+        self.pcap_max_size = 1 << 30
+        self.warnings: list[str] = []      # printed on stdout, as slirp4netns does
 
     @property
     def pid(self) -> int | None:
@@ -133,8 +133,16 @@ class Options:
 
 # ------------------------------------------------------------------ parsing
 
+def _int_text(text: str) -> bool:
+    r"""Whether re.fullmatch(r"\s*[+-]?\d+", text) would match (without importing re)."""
+    digits = text.lstrip()
+    if digits[:1] in ("+", "-"):
+        digits = digits[1:]
+    return digits.isdecimal()
+
+
 def _nonneg_int(text: str, what: str) -> int:
-    if not re.fullmatch(r"\s*[+-]?\d+", text) or int(text) < 0 or int(text) > 0x7FFFFFFF:
+    if not _int_text(text) or int(text) < 0 or int(text) > 0x7FFFFFFF:
         raise Exit(1, f"{what} must be a non-negative integer", usage=True)
     return int(text)
 
@@ -208,7 +216,7 @@ def _apply_option(o: Options, opt: str, val: str) -> None:
     elif opt in ("-r", "--ready-fd"):
         o.ready_fd = _nonneg_int(val, "ready-fd")
     elif opt in ("-m", "--mtu"):
-        if not re.fullmatch(r"\s*[+-]?\d+", val) or not 0 < int(val) <= 65521:
+        if not _int_text(val) or not 0 < int(val) <= 65521:
             raise Exit(1, "MTU must be a positive integer (< 65522)", usage=True)
         o.mtu = int(val)
     elif opt == "--pcap-max-size":
@@ -230,7 +238,7 @@ def _apply_option(o: Options, opt: str, val: str) -> None:
 def _check_target(o: Options) -> None:
     """PID|PATH as --netns-type says it is."""
     if o.netns_type == "pid":
-        if not re.fullmatch(r"\s*[+-]?\d+", o.target) or not 0 < int(o.target) <= 0x7FFFFFFF:
+        if not _int_text(o.target) or not 0 < int(o.target) <= 0x7FFFFFFF:
             raise Exit(1, "PID must be a positive integer", usage=True)
     elif o.netns_type == "path":
         if not os.path.lexists(o.target):
@@ -256,14 +264,16 @@ def parse_mac(text: str) -> bytes:
 _WORDING = {
     "cidr.syntax": "invalid CIDR: {cidr}",
     "cidr.address": "invalid network address: {address}",
-    "cidr.prefix": f"prefix length needs to be {CIDR_PREFIX_MIN}-{CIDR_PREFIX_MAX}",
+    "cidr.prefix": "prefix length needs to be {prefix_min}-{prefix_max}",
     "cidr.host_bits": "CIDR needs to be a network address like 10.0.2.0/24, not like 10.0.2.100/24",
-    "mtu.range": f"slirpy: MTU {{mtu}} is not supported: must be from {MTU_MIN} to {MTU_MAX}",
+    "mtu.range": "slirpy: MTU {mtu} is not supported: must be from {mtu_min} to {mtu_max}",
 }
 
 
 def build_config(o: Options) -> NetConfig:
     """The NetConfig for these options; Exit(1) for what slirp4netns or slirpy rejects."""
+    from .config import (CIDR_PREFIX_MAX, CIDR_PREFIX_MIN, DEFAULT_CIDR, MTU_MAX, MTU_MIN, ConfigError,
+                         build_net_config)
     _refuse_unsupported(o)
     mac = parse_mac(o.macaddress) if o.macaddress is not None else None
     cidr = o.cidr if o.cidr is not None else DEFAULT_CIDR
@@ -274,8 +284,9 @@ def build_config(o: Options) -> NetConfig:
                                 ipv6=o.enable_ipv6, outbound_addr6=o.outbound_addr6)
     except ConfigError as e:
         wording = _WORDING.get(e.rule, "slirpy: {error}")
-        raise Exit(1, wording.format(cidr=cidr, address=cidr.partition("/")[0], mtu=o.mtu,
-                                     error=e)) from None
+        raise Exit(1, wording.format(cidr=cidr, address=cidr.partition("/")[0], mtu=o.mtu, error=e,
+                                     prefix_min=CIDR_PREFIX_MIN, prefix_max=CIDR_PREFIX_MAX,
+                                     mtu_min=MTU_MIN, mtu_max=MTU_MAX)) from None
 
 
 def _refuse_unsupported(o: Options) -> None:
@@ -378,7 +389,9 @@ def run(argv: list[str], prog: str = "slirp4netns") -> int:
         o = parse_args(argv, prog)
         for w in o.warnings:
             print(w, flush=True)
-        config = build_config(o)
+        # None: the TAP is configured from default_network(o), and the NetConfig built once the
+        # ready fd is written (quickready.py)
+        config = build_config(o) if default_network(o) is None else None
         _check_fd(o.exit_fd, "exit-fd")
         _check_fd(o.ready_fd, "ready-fd")
         if o.api_socket is not None and not api_available():
@@ -404,7 +417,7 @@ def api_available() -> bool:
     return hasattr(Runtime, "prepare_ports") and hasattr(Runtime, "start_control")
 
 
-def _serve(o: Options, config: NetConfig, prog: str) -> int:
+def _serve(o: Options, config: NetConfig | None, prog: str) -> int:
     def fail(msg: str) -> int:
         print(f"{prog}: {msg}", file=sys.stderr, flush=True)
         return 1
@@ -416,7 +429,7 @@ def _serve(o: Options, config: NetConfig, prog: str) -> int:
         except OSError as e:
             return fail(f"process {o.pid}: {e.strerror}")
     try:
-        tap = _attach(o, config)
+        tap = _attach(o, config if config is not None else _default_network(o))
     except Exit as e:
         if pidfd is not None:
             os.close(pidfd)
@@ -435,6 +448,8 @@ def _serve(o: Options, config: NetConfig, prog: str) -> int:
     from .serve import serve_sandbox
     tap.reap_child()
     try:
+        if config is None:
+            config = build_config(o)   # cannot raise Exit: default_network(o) took these options
         if tap.fallback_reason:
             print(f"{prog}: notice: TAP offloads unavailable ({tap.fallback_reason}); running without them",
                   file=sys.stderr, flush=True)
@@ -460,6 +475,8 @@ def _serve(o: Options, config: NetConfig, prog: str) -> int:
         return uvloop.run(serve_sandbox(runtime, target, setup, _harden_step(o, runtime, prog)))
     except HardenError as e:
         return fail(f"cannot harden: {e}")
+    except Exit as e:
+        return fail(e.err)
     finally:
         target.close()
         os.close(tap.fd)
@@ -483,7 +500,14 @@ def _harden_step(o: Options, runtime: Any, prog: str) -> Callable[[], None] | No
     return step
 
 
-def _attach(o: Options, config: NetConfig) -> AttachedTap:
+def _default_network(o: Options) -> TapNetwork:
+    net = default_network(o)
+    if net is None:
+        raise Exit(1, "slirpy: internal error: no NetConfig built")     # run() builds it first
+    return net
+
+
+def _attach(o: Options, config: TapNetwork) -> AttachedTap:
     """Fork the child that opens and configures the TAP, then take the TAP.  Raises Exit(1,
     message).
 

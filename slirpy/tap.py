@@ -17,7 +17,6 @@ import errno
 import fcntl
 import os
 import struct
-from dataclasses import dataclass
 
 TUN_PATH = "/dev/net/tun"
 
@@ -57,13 +56,13 @@ class TapError(OSError):
     """Creating or configuring the TAP device failed; ``strerror`` says which step."""
 
 
-@dataclass
 class TapDevice:
-    fd: int
-    name: str
-    vnet_hdr: bool
-    offload: bool
-    fallback_reason: str | None = None
+    # A plain class, not a dataclass: slirp4netns mode opens its TAP before it imports
+    # dataclasses (perf/NOTES.md, "Start-up").
+    def __init__(self, fd: int, name: str, vnet_hdr: bool, offload: bool,
+                 fallback_reason: str | None = None) -> None:
+        self.fd, self.name, self.vnet_hdr, self.offload = fd, name, vnet_hdr, offload
+        self.fallback_reason = fallback_reason
 
     @classmethod
     def create(cls, name: str = "tap0", offload: bool = True) -> "TapDevice":

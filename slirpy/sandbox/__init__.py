@@ -41,20 +41,45 @@ The package, one module per job (each says why it exists):
 - `attach`: a TAP in namespaces someone else created (`slirpy slirp4netns`);
 - `modes`: the namespaces of each network mode (private, none, host, join, member);
 - `etcfiles`: the texts of its /etc/hosts and /etc/resolv.conf;
-- `libc`: the kernel calls os lacks; `options`: `SandboxOptions` and `SandboxError`.
+- `libc`: the kernel calls os lacks; `options`: `SandboxOptions`; `errors`: `SandboxError`.
 """
 
 from __future__ import annotations
 
-from slirpy.sandbox.attach import AttachedTap, AttachOptions, PendingAttach, attach_tap, start_attach
-from slirpy.sandbox.command import FORWARDED_SIGNALS
-from slirpy.sandbox.handle import Sandbox
-from slirpy.sandbox.handoff import SETUP_TIMEOUT
-from slirpy.sandbox.options import SandboxError, SandboxOptions
-from slirpy.sandbox.resolv import RESOLV_CONF
-from slirpy.sandbox.supervisor import EXIT_NOT_RELEASED, TAP_NAME
+TYPE_CHECKING = False   # typing's, without importing typing on the way to the ready fd (quickready.py)
+if TYPE_CHECKING:  # pragma: no cover - the same names, imported on first use below
+    from typing import Any
+
+    from slirpy.sandbox.attach import AttachedTap, AttachOptions, PendingAttach, attach_tap, start_attach
+    from slirpy.sandbox.command import FORWARDED_SIGNALS
+    from slirpy.sandbox.errors import SandboxError
+    from slirpy.sandbox.handle import Sandbox
+    from slirpy.sandbox.handoff import SETUP_TIMEOUT
+    from slirpy.sandbox.options import SandboxOptions
+    from slirpy.sandbox.resolv import RESOLV_CONF
+    from slirpy.sandbox.supervisor import EXIT_NOT_RELEASED, TAP_NAME
+
+# name -> the module that defines it.  Imported on first use (PEP 562), so that slirp4netns
+# mode's way to its ready fd (attach, handoff, libc, tap, netconf) does not also import the
+# supervisor, the command, the id maps and the options' dataclass (perf/NOTES.md, "Start-up").
+_HOME = {
+    "AttachOptions": "attach", "AttachedTap": "attach", "PendingAttach": "attach",
+    "attach_tap": "attach", "start_attach": "attach", "FORWARDED_SIGNALS": "command",
+    "SandboxError": "errors", "Sandbox": "handle", "SETUP_TIMEOUT": "handoff",
+    "SandboxOptions": "options", "RESOLV_CONF": "resolv", "EXIT_NOT_RELEASED": "supervisor",
+    "TAP_NAME": "supervisor",
+}
 
 __all__ = [
     "AttachOptions", "AttachedTap", "EXIT_NOT_RELEASED", "FORWARDED_SIGNALS", "RESOLV_CONF", "SETUP_TIMEOUT",
     "PendingAttach", "Sandbox", "SandboxError", "SandboxOptions", "TAP_NAME", "attach_tap", "start_attach",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOME.get(name)
+    if home is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(__import__(f"{__name__}.{home}", fromlist=[name]), name)
+    globals()[name] = value
+    return value

@@ -10,26 +10,31 @@ from __future__ import annotations
 import os
 import signal
 import socket
-from dataclasses import dataclass, field
 
 from slirpy import netconf
-from slirpy.config import NetConfig
+from slirpy.sandbox.errors import SandboxError
 from slirpy.sandbox.handoff import SETUP_TIMEOUT, kill_and_reap, receive_tap, send_error, send_tap
 from slirpy.sandbox.libc import CLONE_NEWNET, CLONE_NEWUSER, set_pdeathsig, setns, setns_fd
-from slirpy.sandbox.options import SandboxError
 from slirpy.tap import TapDevice
 
+TYPE_CHECKING = False   # typing's, without importing typing on the way to the ready fd (quickready.py)
+if TYPE_CHECKING:  # pragma: no cover
+    from slirpy.netconf import TapNetwork
 
-@dataclass
+# No dataclasses here (nor in what this imports): slirp4netns mode reaches its ready fd through
+# this module before it imports dataclasses or config.py (perf/NOTES.md, "Start-up").
+
+
 class AttachOptions:
     """Where the TAP goes: the net namespace of `pid` (or `netns_path`), joined through the user
-    namespace of `pid` (or `userns_path`, which wins)."""
-    tap_name: str
-    net: NetConfig
-    configure: bool = False            # address, route, MTU, MAC, up (slirp4netns -c)
-    pid: int | None = None
-    netns_path: str | None = None
-    userns_path: str | None = None
+    namespace of `pid` (or `userns_path`, which wins).  `net`: a config.NetConfig, or what
+    quickready.py gives before that is built."""
+
+    def __init__(self, tap_name: str, net: TapNetwork, configure: bool = False, pid: int | None = None,
+                 netns_path: str | None = None, userns_path: str | None = None) -> None:
+        self.tap_name, self.net = tap_name, net
+        self.configure = configure          # address, route, MTU, MAC, up (slirp4netns -c)
+        self.pid, self.netns_path, self.userns_path = pid, netns_path, userns_path
 
     def paths(self) -> tuple[str | None, str]:
         """(user namespace path or None, net namespace path)."""
@@ -40,15 +45,14 @@ class AttachOptions:
         return userns, netns
 
 
-@dataclass
 class AttachedTap:
-    fd: int
-    name: str
-    vnet_hdr: bool
-    offload: bool
-    fallback_reason: str | None = None
-    warnings: list[str] = field(default_factory=list)     # from configuring it (netconf)
-    child: int = 0             # with finish(wait=False): the child to reap (reap_child)
+    def __init__(self, fd: int, name: str, vnet_hdr: bool, offload: bool,
+                 fallback_reason: str | None = None, warnings: list[str] | None = None,
+                 child: int = 0) -> None:
+        self.fd, self.name, self.vnet_hdr, self.offload = fd, name, vnet_hdr, offload
+        self.fallback_reason = fallback_reason
+        self.warnings: list[str] = warnings if warnings is not None else []   # from configuring it
+        self.child = child         # with finish(wait=False): the child to reap (reap_child)
 
     def reap_child(self) -> None:
         """Wait for the child that is still setting the TAP's queue length (finish(wait=False))."""
@@ -74,8 +78,8 @@ def attach_tap(opts: AttachOptions) -> AttachedTap:
 class PendingAttach:
     """attach_tap() in two halves: the child is already at work; `finish()` waits for its TAP.
 
-    Between the two the caller may do other start-up work (slirp4netns mode imports its event
-    loop and runtime there, while the child imports pyroute2 and configures the TAP).  Call
+    Between the two the caller may do other start-up work (slirp4netns mode with --api-socket
+    imports its event loop and runtime there, while the child configures the TAP).  Call
     `finish()` or `abort()` exactly once."""
 
     def __init__(self, pid: int, sock: socket.socket, opts: AttachOptions) -> None:

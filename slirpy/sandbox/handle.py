@@ -22,8 +22,9 @@ from slirpy.sandbox.supervisor import SUPERVISOR_MASK, TAP_NAME, exit_code, supe
 
 
 def _set_up(sock: socket.socket, pid: int, opts: SandboxOptions, maps: IdMaps,
-            meanwhile: Callable[[], object] | None) -> tuple[int, dict]:
-    """P's side of the setup conversation with S: (tap0's fd or -1, S's note)."""
+            meanwhile: Callable[[], object] | None) -> tuple[int, dict, Callable[[], list[str]] | None]:
+    """P's side of the setup conversation with S: (tap0's fd or -1, S's note, what finishes
+    setting tap0's queue length: `release` calls it once the command may start)."""
     sock.settimeout(SETUP_TIMEOUT)
     expect(sock, pid, "unshared")
     if writes_id_maps(opts.net_mode):
@@ -33,12 +34,11 @@ def _set_up(sock: socket.socket, pid: int, opts: SandboxOptions, maps: IdMaps,
         meanwhile()
     if opts.net_mode == "private":
         tap_fd, note = receive_tap(sock, pid)
-        for warning in netconf.set_txqueuelen(TAP_NAME, netconf.TXQUEUELEN, in_namespaces_of=pid):
-            os.write(2, f"slirpy: warning: {warning}\n".encode())
+        queue = netconf.start_txqueuelen(TAP_NAME, netconf.TXQUEUELEN, in_namespaces_of=pid)
     else:
-        tap_fd, note = -1, receive_note(sock, pid)
+        tap_fd, note, queue = -1, receive_note(sock, pid), None
     sock.settimeout(None)
-    return tap_fd, note
+    return tap_fd, note, queue
 
 
 class Sandbox:
@@ -63,6 +63,7 @@ class Sandbox:
         self._released = False
         self.init_pid: int | None = note.get("init_pid")
         self.keep_fd = -1         # modes without tap0: the write end of I's pipe (I lives while it is open)
+        self._queue_done: Callable[[], list[str]] | None = None     # see _set_up
 
     @property
     def ns_pid(self) -> int:
@@ -111,10 +112,13 @@ class Sandbox:
         child_sock.close()
         if keep is not None:
             os.close(keep[0])
+        queue = None
         try:
-            tap_fd, note = _set_up(parent_sock, pid, opts, maps, meanwhile)
+            tap_fd, note, queue = _set_up(parent_sock, pid, opts, maps, meanwhile)
             pidfd = os.pidfd_open(pid)
         except BaseException as e:
+            if queue is not None:
+                queue()                        # reap `ip`; its warnings no longer matter
             parent_sock.close()
             if keep is not None:
                 os.close(keep[1])
@@ -130,6 +134,7 @@ class Sandbox:
         if tap_fd >= 0:
             os.set_blocking(tap_fd, False)
         sandbox = cls(pid, pidfd, parent_sock, tap_fd, note)
+        sandbox._queue_done = queue
         if keep is not None:
             sandbox.keep_fd = keep[1]
         return sandbox
@@ -145,6 +150,14 @@ class Sandbox:
             self._sock.sendall(b"release")
         except OSError:
             pass  # the child is gone; wait() reports how it ended
+        self._finish_queue()
+
+    def _finish_queue(self) -> None:
+        """Wait for tap0's queue length to be set (started by _set_up; a few ms, usually over)."""
+        done, self._queue_done = self._queue_done, None
+        if done is not None:
+            for warning in done():
+                os.write(2, f"slirpy: warning: {warning}\n".encode())
 
     def command_pid(self) -> int | None:
         """Modes without tap0, after `release`: the command's pid, once S has forked it and is
@@ -196,6 +209,7 @@ class Sandbox:
 
     def close(self) -> None:
         """Close every fd we hold (TAP, pidfd, control socket).  Does not wait for the child."""
+        self._finish_queue()                   # never released: still reap `ip`
         if self._sock is not None:
             self._sock.close()
             self._sock = None

@@ -14,9 +14,12 @@ import os
 import signal
 import socket
 import struct
-from typing import Any
 
-from slirpy.sandbox.options import SandboxError
+from slirpy.sandbox.errors import SandboxError
+
+TYPE_CHECKING = False   # typing's, without importing typing on the way to the ready fd (quickready.py)
+if TYPE_CHECKING:  # pragma: no cover
+    from typing import Any
 
 SETUP_TIMEOUT = 60.0           # seconds P waits for each setup step of the child
 MSG_MAX = 4096

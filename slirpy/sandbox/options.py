@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from slirpy.config import NetConfig
+from slirpy.sandbox.errors import SandboxError  # noqa: F401 (the package's modules import it from here)
 
 # Where the sandbox's network comes from (see `modes`):
 #   private  its own user+net ns with tap0 served by slirpy (`slirpy run`'s default)
@@ -17,10 +18,6 @@ from slirpy.config import NetConfig
 #   join     the user+net (and UTS) ns of a running sandbox (`--network sandbox:NAME`)
 #   member   a new net ns inside `userns_path`, set up by `member_setup` (named networks)
 NET_MODES = ("private", "none", "host", "join", "member")
-
-
-class SandboxError(Exception):
-    """Starting the sandbox failed; str() is one line a user can act on."""
 
 
 @dataclass

@@ -118,3 +118,19 @@ def test_tap_header_length_is_the_cores():
     from slirpy import tap
     from slirpy.tcpip.wire import virtio
     assert tap.VNET_HDR_LEN == virtio.VNET_HDR_LEN == 12
+
+
+def test_start_txqueuelen_returns_while_ip_runs(tmp_path):
+    # `slirpy run` releases the command between the two halves: the first may not wait for `ip`,
+    # which here cannot end before the test writes to the fifo it reads
+    fifo = tmp_path / "go"
+    os.mkfifo(fifo)
+    log = tmp_path / "argv"
+    ip = _fake_ip(tmp_path, f"import sys; open({str(fifo)!r}).read(); "
+                            f"open({str(log)!r}, 'w').write(' '.join(sys.argv[1:]))")
+    finish = netconf.start_txqueuelen("tap0", 10000, (ip,))
+    assert not log.exists()
+    with open(fifo, "w") as f:
+        f.write("go")
+    assert finish() == []
+    assert log.read_text() == "link set dev tap0 txqueuelen 10000"

@@ -47,6 +47,39 @@ def test_the_tap_is_configured_without_pyroute2() -> None:
     assert loaded_heavy_modules(probe) == []
 
 
+# slirp4netns mode's way to the ready fd for the options default_network() takes (quickready.py):
+# parse, the TAP's settings, the attach child's modules.  None of these may be imported there.
+NOT_BEFORE_READY = ("dataclasses", "inspect", "typing", "slirpy.config", "slirpy.sandbox.options",
+                    "slirpy.sandbox.handle", "slirpy.sandbox.supervisor", "uvloop", "asyncio")
+READY_PROBE = r"""
+import json, sys
+import slirpy.slirp4netns as s
+o = s.parse_args(["-c", "-r", "3", "--mtu", "65520", "-6", "--enable-sandbox", "123", "tap0"])
+net = s.default_network(o)
+from slirpy.sandbox import AttachOptions, SandboxError, start_attach
+import slirpy.sandbox.attach, slirpy.sandbox.handoff, slirpy.netconf, slirpy.tap, slirpy.ifioctl
+AttachOptions(tap_name="tap0", net=net, configure=True, pid=123)
+print(json.dumps(sorted(m for m in sys.modules if m in NOT_BEFORE_READY)))
+"""
+
+
+def loaded_before_ready(probe: str) -> list[str]:
+    out = subprocess.run([sys.executable, "-c", f"NOT_BEFORE_READY = {NOT_BEFORE_READY!r}\n{probe}"],
+                         capture_output=True, text=True, check=True).stdout
+    return json.loads(out.splitlines()[-1])
+
+
+def test_the_way_to_the_ready_fd_imports_no_dataclasses_typing_config_or_event_loop() -> None:
+    assert loaded_before_ready(READY_PROBE) == []
+
+
+def test_the_ready_probe_sees_such_an_import() -> None:
+    assert loaded_before_ready("import slirpy.config\n" + READY_PROBE) == [
+        "dataclasses", "inspect", "slirpy.config"]
+    seen = loaded_before_ready("from slirpy.sandbox import Sandbox\n" + READY_PROBE)
+    assert "slirpy.sandbox.handle" in seen and "typing" in seen
+
+
 def test_the_probe_sees_a_heavy_import() -> None:
     # the check above can fail: the same probe after importing what the child imports
     assert "pyroute2" in loaded_heavy_modules("import slirpy.netconf, pyroute2\n" + PROBE)
