@@ -941,6 +941,30 @@ def test_at_most_four_sack_blocks():
     assert len(out[-1][4]) <= 40
 
 
+
+def test_sack_blocks_after_the_first_are_the_most_recently_reported():
+    """RFC 2018 §4: with more holes than blocks, the blocks after the first repeat the ones
+    reported last (each block then reaches the sender in several ACKs), not the lowest ones."""
+    c = _sack_established(True)
+    reported = []
+    for i in range(6):                                  # six holes, one ACK per arrival
+        c.receive_segment(seg(IRS + 11 + 20 * i, ISS + 1, ACK, 0xFFFF, b"x" * 10), 1.0)
+        [ack] = c.segments_to_send(1.0)
+        reported.append([b[0] - IRS for b in TcpOptions.parse(ack[4]).sack_blocks])
+    assert reported == [[11], [31, 11], [51, 31, 11], [71, 51, 31, 11], [91, 71, 51, 31],
+                        [111, 91, 71, 51]]
+    # an arrival that grows a block not reported lately puts it first, the rest follow
+    c.receive_segment(seg(IRS + 21, ISS + 1, ACK, 0xFFFF, b"y" * 5), 1.0)
+    [ack] = c.segments_to_send(1.0)
+    assert TcpOptions.parse(ack[4]).sack_blocks == (
+        (IRS + 11, IRS + 26), (IRS + 111, IRS + 121), (IRS + 91, IRS + 101), (IRS + 71, IRS + 81))
+    # the first hole fills: delivered blocks leave the report, the others stay in order
+    c.receive_segment(seg(IRS + 1, ISS + 1, ACK, 0xFFFF, b"z" * 10), 1.0)
+    [ack] = c.segments_to_send(1.0)
+    assert ack[1] == IRS + 26
+    assert TcpOptions.parse(ack[4]).sack_blocks == (
+        (IRS + 111, IRS + 121), (IRS + 91, IRS + 101), (IRS + 71, IRS + 81), (IRS + 31, IRS + 41))
+
 def test_no_sack_blocks_unless_the_peer_offered_sack():
     c = _sack_established(False)
     c.receive_segment(seg(IRS + 21, ISS + 1, ACK, 0xFFFF, b"B" * 10), 1.0)

@@ -3,7 +3,9 @@
 In-order data never comes here (the connection hands it over zero-copy); what does is copied,
 because the frame buffer it arrived in is reused. The queue is bounded by the advertised
 window (the connection trims to it) and by `OOO_MAX_SEGMENTS` entries; what does not fit is
-dropped and the peer resends it. The queue also describes itself as SACK blocks (RFC 2018).
+dropped and the peer resends it. The queue also describes itself as SACK blocks (RFC 2018),
+the most recently reported ones first, so that with more holes than four blocks can describe,
+each block is repeated in a few ACKs (one may be lost) before newer ones push it out.
 """
 
 from __future__ import annotations
@@ -11,15 +13,19 @@ from __future__ import annotations
 from ..seqnum import seq_add, seq_le, seq_lt, seq_sub
 
 OOO_MAX_SEGMENTS = 256        # out-of-order entries kept; more are dropped (the peer resends)
+SACK_MAX_BLOCKS = 4           # what fits the 40 option bytes without timestamps
 
 
 class ReassemblyQueue:
     """Non-overlapping (sequence number, bytes) entries, ordered from RCV.NXT."""
 
-    __slots__ = ("_entries",)
+    __slots__ = ("_entries", "_reported")
 
     def __init__(self) -> None:
         self._entries: list[tuple[int, bytes]] = []
+        # A sequence number inside each block last reported, most recent first (at most
+        # SACK_MAX_BLOCKS; a block is found again by one of its bytes after it has grown).
+        self._reported: list[int] = []
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -71,8 +77,8 @@ class ReassemblyQueue:
 
     def sack_blocks(self, last: int) -> tuple[tuple[int, int], ...]:
         """At most four SACK blocks (RFC 2018 §4): first the one holding `last` (the most
-        recent arrival), then the others, lowest first. (Four fit the 40 option bytes without
-        timestamps.)"""
+        recent arrival), then the blocks most recently reported that are still held, then the
+        others, lowest first."""
         blocks: list[list[int]] = []
         for s, d in self._entries:
             e = seq_add(s, len(d))
@@ -80,10 +86,19 @@ class ReassemblyQueue:
                 blocks[-1][1] = e
             else:
                 blocks.append([s, e])
-        first = 0
-        for i, (s, e) in enumerate(blocks):
-            if seq_le(s, last) and seq_lt(last, e):
-                first = i
+        chosen: list[int] = []
+        for seq in (last, *self._reported):
+            for i, (s, e) in enumerate(blocks):
+                if seq_le(s, seq) and seq_lt(seq, e):
+                    if i not in chosen:
+                        chosen.append(i)
+                    break
+            if len(chosen) == SACK_MAX_BLOCKS:
                 break
-        ordered = [blocks[first]] + blocks[:first] + blocks[first + 1:]
-        return tuple((s, e) for s, e in ordered[:4])
+        for i in range(len(blocks)):
+            if len(chosen) == SACK_MAX_BLOCKS:
+                break
+            if i not in chosen:
+                chosen.append(i)
+        self._reported = [blocks[i][0] for i in chosen]
+        return tuple((blocks[i][0], blocks[i][1]) for i in chosen)
