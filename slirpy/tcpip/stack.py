@@ -118,6 +118,7 @@ from .events import (  # noqa: F401  (re-exported: the runtime-facing events are
 from .flow import DatagramFlow, FlowTable, TcpFlow
 from .fwd import ECONNREFUSED, EHOSTUNREACH, ENETUNREACH  # noqa: F401  (re-exported for tests)
 from .iface.dhcp import DhcpServer
+from .iface.fastpath import FastPath
 from .iface.icmp import IcmpHandler
 from .iface.icmpv6 import Icmpv6Handler
 from .iface.ipv4 import Ipv4Input
@@ -136,6 +137,7 @@ class Stack:
 
     # Entry points bound to the layer that does the work (no facade call on the hot path).
     receive_frame: Callable[[bytes | memoryview, float], None]
+    fastpath: FastPath
     tcp_host_connected: Callable[[int, float], None]
     tcp_host_connect_failed: Callable[[int, int, float], None]
     tcp_host_allowance: Callable[[int], int]
@@ -201,7 +203,9 @@ class Stack:
 
     def _bind_entry_points(self) -> None:
         link, tcp, udp, icmp = self.link, self._tcp, self._udp, self._icmp
-        self.receive_frame = link.receive_frame
+        # An established IPv4 flow's next segment skips the layers (iface/fastpath.py).
+        self.fastpath = FastPath(link, self.neighbours, Prefix(self.config.network), tcp)
+        self.receive_frame = self.fastpath.receive_frame
         self.tcp_host_connected = tcp.host_connected
         self.tcp_host_connect_failed = tcp.host_connect_failed
         self.tcp_host_allowance = tcp.host_allowance
