@@ -204,7 +204,7 @@ class Stack:
     def _bind_entry_points(self) -> None:
         link, tcp, udp, icmp = self.link, self._tcp, self._udp, self._icmp
         # An established IPv4 flow's next segment skips the layers (iface/fastpath.py).
-        self.fastpath = FastPath(link, self.neighbours, Prefix(self.config.network), tcp)
+        self.fastpath = FastPath(link, self.neighbours, tcp)
         self.receive_frame = self.fastpath.receive_frame
         self.tcp_host_connected = tcp.host_connected
         self.tcp_host_connect_failed = tcp.host_connect_failed
@@ -256,7 +256,8 @@ class Stack:
         return self._events.popleft() if self._events else None
 
     def next_deadline(self) -> float | None:
-        return self.table.next_deadline()
+        table = self.table
+        return table.timers.next_deadline(table.by_id)     # (FlowTable.next_deadline, inlined)
 
     def handle_timer(self, now: float) -> None:
         """Run every flow whose deadline has come (one heap for all flows, flow.py)."""

@@ -14,8 +14,8 @@ frame is taken only when:
 * it has the virtio header (the TAP was opened with IFF_VNET_HDR) and is long enough for all
   four headers; ethertype IPv4, version 4 and IHL 5, not a fragment, protocol TCP, a total
   length that fits the frame and holds the TCP header, data offset 5 (no TCP options);
-* the source is on the sandbox network and its MAC is the one already learned for it (the
-  general path learns a new one: that frame goes there);
+* the source's MAC is the one already learned for it (so the source is on the sandbox
+  network; the general path learns a new one, or drops a source from elsewhere);
 * flags are ACK or ACK|PSH, nothing else;
 * the checksums are vouched for by the virtio header, or verified here (a bad one goes to
   the general path, which drops and counts it);
@@ -27,8 +27,7 @@ from __future__ import annotations
 import struct
 from typing import Callable, Final
 
-from ..addr import Prefix
-from ..checksum import pseudo_header_sum, sum16
+from ..checksum import sum16
 from ..tcp.predict import receive_predicted
 from ..wire.virtio import F_DATA_VALID, F_NEEDS_CSUM, VNET_HDR_LEN
 from .link import Link
@@ -44,6 +43,9 @@ _IP_OFF: Final = VNET_HDR_LEN + 14
 _TCP_OFF: Final = _IP_OFF + 20
 _MIN_LEN: Final = _TCP_OFF + 20
 _TRUSTED: Final = F_NEEDS_CSUM | F_DATA_VALID
+# What TcpFlow.ip_base_sum adds to the sum of the addresses: the header words of our frames
+# that hold version/IHL, DF, TTL and protocol (flow.py).
+_IP_BASE: Final = 0x4500 + 0x4000 + ((64 << 8) | 6)
 _ACK: Final = 0x10
 _ACK_PSH: Final = 0x18
 
@@ -51,13 +53,11 @@ _ACK_PSH: Final = 0x18
 class FastPath:
     """`receive_frame` for the Stack: the fast path, else the link's general path."""
 
-    def __init__(self, link: Link, neighbours: Neighbours, net: Prefix, tcp: TcpHandler) -> None:
+    def __init__(self, link: Link, neighbours: Neighbours, tcp: TcpHandler) -> None:
         self._general: Callable[[bytes | memoryview, float], None] = link.receive_frame
         self._counters = link.counters
         self._enabled = link.vnet_hdr
         self._macs = neighbours.entries
-        self._net_lo = net.lo
-        self._net_mask = net.mask
         self._by_key = tcp._by_key
         self._budgets = tcp._budgets
         self._dirty = tcp.dirty          # the Stack's set of flows to service (wired before us)
@@ -71,27 +71,31 @@ class FastPath:
         fields: _Headers = _HEADERS.unpack_from(frame, 0)
         (vflags, src_mac, ethertype, vihl, tos, total, ident, frag, ttl, proto, csum, src, dst,
          sport, dport, seq, ack, off, flags, window) = fields
-        s = int.from_bytes(src, "big")
         if (ethertype != 0x0800 or vihl != 0x45 or proto != 6 or frag & 0x3FFF or off != 0x50
                 or (flags != _ACK and flags != _ACK_PSH) or total < 40 or total > n - _IP_OFF
-                or (s & self._net_mask) != self._net_lo or self._macs.get(src) != src_mac):
+                or self._macs.get(src) != src_mac):
             self._general(frame, now)
             return
-        # The IPv4 header checksum, always verified (wire/ipv4.py), from the fields: the words
-        # summed modulo 0xFFFF (2**16 == 1), valid when the sum folds to 0xFFFF.
-        if (((vihl << 8 | tos) + total + ident + frag + (ttl << 8 | proto) + csum + s
-             + int.from_bytes(dst, "big")) % 0xFFFF):
+        # (The neighbour table holds IPv4 addresses of the sandbox network only, learned the
+        # way the general path learns them: a source with its MAC there is on the network.)
+        flow = self._by_key.get((src, sport, dst, dport))
+        if flow is None:
+            self._general(frame, now)
+            return
+        # The IPv4 header checksum, always verified (wire/ipv4.py): its words summed modulo
+        # 0xFFFF (2**16 == 1), the addresses' part taken from the flow (they are its key).
+        if ((vihl << 8 | tos) + total + ident + frag + (ttl << 8 | proto) + csum
+                + flow.ip_base_sum - _IP_BASE) % 0xFFFF:
             self._general(frame, now)
             return
         mv = memoryview(frame)
-        if not vflags & _TRUSTED and sum16(
-                mv[_TCP_OFF:_IP_OFF + total], pseudo_header_sum(src, dst, 6, total - 20)) != 0xFFFF:
+        if not vflags & _TRUSTED and sum16(mv[_TCP_OFF:_IP_OFF + total],
+                                           flow.pseudo_base + total - 20) != 0xFFFF:
             self._general(frame, now)
             return
-        flow = self._by_key.get((src, sport, dst, dport))
         plen = total - 40
-        if flow is None or not receive_predicted(flow.conn, seq, ack, window,
-                                                 mv[_MIN_LEN:_IP_OFF + total], plen, now):
+        if not receive_predicted(flow.conn, seq, ack, window, mv[_MIN_LEN:_IP_OFF + total], plen,
+                                 now):
             self._general(frame, now)
             return
         self._counters["rx.frames"] += 1

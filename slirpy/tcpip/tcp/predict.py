@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Final
 
+from .congestion import NewReno
 from .events import DataReceived
 from .state import ESTABLISHED
 
@@ -100,7 +101,11 @@ def _advance_una(c: TcpConnection, ack: int, acked: int, snd_max: int, now: floa
     if rtt_seq is not None and ((ack - rtt_seq) & MASK) < HALF:
         c._rtt.sample(now - c._rtt_at)
         c._rtt_seq = None
-    c._cc.on_ack(acked, c.snd_mss)
+    cc = c._cc
+    if isinstance(cc, NewReno):
+        cc.on_ack(acked, c.snd_mss)                 # (a direct call when compiled)
+    else:
+        cc.on_ack(acked, c.snd_mss)
     recover = c._recover
     if ack != recover and ((ack - recover) & MASK) < HALF:
         c._recover = (ack - 1) & MASK
