@@ -242,10 +242,13 @@ class Stack:
     def frames_to_send(self, now: float) -> list[Frame]:
         """Frames for the TAP: each item is `bytes`, or a tuple of buffers for `os.writev`."""
         dirty = self._dirty
-        service = self._tcp.service
-        while dirty:
-            flow_id = next(iter(dirty))
-            service(dirty.pop(flow_id), now)
+        if dirty:
+            tcp = self._tcp
+            while dirty:
+                flow_id = next(iter(dirty))
+                flow = dirty[flow_id]
+                del dirty[flow_id]
+                tcp.service(flow, now)
         link = self.link
         frames, link.frames = link.frames, []
         return frames

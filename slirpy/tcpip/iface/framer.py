@@ -25,6 +25,9 @@ from .link import ETH_IP_HLEN, Link
 
 GSO_MAX: Final = 65535 - IPV4_HLEN - 60         # payload bytes in one IPv4 super-frame, worst-case options
 
+_IP_VER_TOS: Final = bytes((0x45, 0))                   # version 4, IHL 5, TOS 0
+_IP_MID: Final = bytes((0, 0, 0x40, 0, 64, PROTO_TCP))  # ident 0, DF, TTL 64, TCP
+
 # (seq, ack, flags, window, options, payload) as TcpConnection.segments_to_send gives them
 Segment = tuple[int, int, int, int, bytes, Any]
 
@@ -33,10 +36,12 @@ class Framer:
     def __init__(self, link: Link) -> None:
         self._link = link
         self._counters = link.counters
-        # The whole header of a frame in one pack: virtio header and Ethernet prefix (one
-        # bytes value, their length fixed per link), IPv4, TCP without options.
+        # The whole header of a frame in one pack: the virtio header, Ethernet prefix and
+        # IPv4's version/IHL and TOS as one bytes value (its length fixed per link), IPv4's
+        # total length, ident/flags/TTL/protocol (_IP_MID), checksum and addresses; TCP
+        # without options (the urgent pointer is the pad).
         self._pack_headers = struct.Struct(
-            "!%dsBBHHHBBH4s4sHHIIBBHHH" % (len(link.vnet_plain) + ETH_HLEN)).pack
+            "!%dsH6sH4s4sHHIIHHH2x" % (len(link.vnet_plain) + ETH_HLEN + 2)).pack
 
     def emit(self, flow: TcpFlow, mss: int, segments: Sequence[Segment]) -> None:  # noqa: C901
         """Frame `segments` of `flow` (whose Ethernet prefix is known) onto the link's queue."""
@@ -52,7 +57,7 @@ class Framer:
         src_ip = flow.host_ip
         dst_ip = flow.guest_ip
         c = self._counters
-        plain = (link.vnet_csum if offload else link.vnet_plain) + eth_prefix
+        plain = (link.vnet_csum if offload else link.vnet_plain) + eth_prefix + _IP_VER_TOS
         gso = b""
         gso_thlen = 0
         for seq, ack, flags, window, options, payload in segments:
@@ -70,7 +75,7 @@ class Framer:
                     if gso_thlen != thlen:
                         gso_thlen = thlen
                         gso = VNET_HDR.pack(F_NEEDS_CSUM, GSO_TCPV4, ETH_HLEN + IPV4_HLEN + thlen,
-                                            mss, ETH_IP_HLEN, 16, 0) + eth_prefix
+                                            mss, ETH_IP_HLEN, 16, 0) + eth_prefix + _IP_VER_TOS
                     prefix = gso
                     c["tcp.tx.gso_frames"] += 1
                 else:
@@ -85,8 +90,8 @@ class Framer:
                     p += sum16(options)
                 csum = finish(sum16(payload, p)) if plen else finish(p % 0xFFFF or 0xFFFF)
                 prefix = plain
-            head = pack(prefix, 0x45, 0, total, 0, 0x4000, 64, PROTO_TCP, ip_csum, src_ip, dst_ip,
-                        sport, dport, seq, ack, thlen << 2, flags, window, csum, 0)
+            head = pack(prefix, total, _IP_MID, ip_csum, src_ip, dst_ip, sport, dport, seq, ack,
+                        thlen << 10 | flags, window, csum)
             if options:
                 head += options
             if type(payload) is Gather:
