@@ -298,9 +298,9 @@ class TcpHandler:
         if flow.give_up_at is not None:
             self._rearm(flow, t)
         elif t != flow.timer_at:
+            old = flow.timer_at
             flow.timer_at = t
-            if t is not None:
-                self._table.timers.push(t, fid, self._all_by_id)
+            self._table.timers.move(old, t, fid, self._all_by_id)
 
     def _rearm(self, flow: TcpFlow, t: float | None) -> None:
         """Re-arm a flow at the earlier of its connection's timer `t` and its give-up time
