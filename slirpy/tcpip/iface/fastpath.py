@@ -65,7 +65,10 @@ class FastPath:
     def receive_frame(self, frame: bytes | memoryview, now: float) -> None:
         """Take one frame read from the TAP (see the module docstring for which)."""
         n = len(frame)
-        if n < _MIN_LEN or not self._enabled:
+        # Two bytes first (ethertype's high byte, IPv4's protocol), so that IPv6, ARP, UDP and
+        # ICMP do not pay for the unpack of headers they do not have.
+        if (n < _MIN_LEN or not self._enabled or frame[_IP_OFF - 2] != 0x08
+                or frame[_IP_OFF + 9] != 6):
             self._general(frame, now)
             return
         fields: _Headers = _HEADERS.unpack_from(frame, 0)
