@@ -156,6 +156,24 @@ class DeadlineHeap:
         if len(heap) > self._check_at:
             self._compact(flows)
 
+    def move(self, old: float | None, new: float | None, flow_id: int,
+             flows: dict[int, Any]) -> None:
+        """A flow's deadline moved from `old` to `new` (None: it has none): when its entry for
+        `old` is the heap's top, now stale, it is replaced (or dropped) at once instead of
+        being left for `next_deadline` to pop; otherwise `new` is pushed. The common case of
+        one busy flow, whose deadline moves at every flush."""
+        heap = self._heap
+        if old is not None and heap:
+            top = heap[0]
+            if top[1] == flow_id and top[0] == old:
+                if new is None:
+                    heapq.heappop(heap)
+                else:
+                    heapq.heapreplace(heap, (new, flow_id))
+                return
+        if new is not None:
+            self.push(new, flow_id, flows)
+
     def pop_due(self, now: float, flows: dict[int, Any]) -> Iterator[Any]:
         """Yield each flow whose current deadline is <= now (once), clearing its timer."""
         heap = self._heap
@@ -170,7 +188,7 @@ class DeadlineHeap:
         heap = self._heap
         while heap:
             deadline, flow_id = heap[0]
-            flow = flows.get(flow_id)
+            flow: Flow | None = flows.get(flow_id)
             if flow is not None and flow.timer_at == deadline:
                 return deadline
             heapq.heappop(heap)

@@ -114,8 +114,10 @@ class TcpHandler:
         # IPv6: 20 more header bytes per packet, and its own framer (framer6.py).
         params6 = dataclasses.replace(self.params, mss=config.mtu - 60,
                                       gso_max=GSO_MAX6 if link.offload else 0)
+        self._framer = framer = Framer(link)
+        self._emit4 = framer.emit       # IPv4 flows' emit, called directly by service()
         self._families = {
-            4: _Family(self.params, Framer(link).emit, link.v4.ethertype, SYN_HEAD_MAX),
+            4: _Family(self.params, self._emit4, link.v4.ethertype, SYN_HEAD_MAX),
             16: _Family(params6, Framer6(link).emit, link.v6.ethertype, link.v6.quote_max),
         }
 
@@ -257,7 +259,10 @@ class TcpHandler:
         else:
             segments = conn.segments_to_send(now)
             if segments:
-                flow.emit(flow, conn.snd_mss, segments)
+                if flow.emit is self._emit4:
+                    self._framer.emit(flow, conn.snd_mss, segments)     # a direct call compiled
+                else:
+                    flow.emit(flow, conn.snd_mss, segments)
         events = self._events
         closed = reset = False
         for ev in conn.take_events():
@@ -289,9 +294,9 @@ class TcpHandler:
         if flow.give_up_at is not None:
             self._rearm(flow, t)
         elif t != flow.timer_at:
+            old = flow.timer_at
             flow.timer_at = t
-            if t is not None:
-                self._table.timers.push(t, fid, self._all_by_id)
+            self._table.timers.move(old, t, fid, self._all_by_id)
 
     def _rearm(self, flow: TcpFlow, t: float | None) -> None:
         """Re-arm a flow at the earlier of its connection's timer `t` and its give-up time

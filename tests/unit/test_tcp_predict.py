@@ -1,0 +1,433 @@
+"""Header prediction (tcp/predict.py, iface/fastpath.py) against the general receive path.
+
+Every test drives two stacks made alike with the same inputs: `fast` as the Stack wires it
+(the fast path first), `slow` with the general path only (`Link.receive_frame`). After every
+input both must have emitted the same frames and events and hold the same counters, flow
+records and connection state, field by field. A spy on the fast path's fallback counts which
+frames the fast path handed on: the qualifying ones must not be, the others must all be.
+"""
+
+from __future__ import annotations
+
+import random
+import struct
+from typing import Any
+
+import pytest
+
+from slirpy.config import Limits, NetConfig
+from slirpy.tcpip import stack as st
+from slirpy.tcpip.checksum import finish, pseudo_header_sum, sum16
+from slirpy.tcpip.tcp.connection import TcpConnection
+from slirpy.tcpip.wire.ipv4 import build_header as ip_header
+from slirpy.tcpip.wire.tcp import (
+    ACK, CWR, ECE, FIN, PSH, RST, SYN, URG, TcpOptions, build_header,
+)
+from slirpy.tcpip.wire.virtio import F_DATA_VALID, F_NEEDS_CSUM, VNET_HDR_LEN
+
+GUEST = bytes([10, 0, 2, 100])
+REMOTE = bytes([203, 0, 113, 1])
+GUEST_MAC = bytes.fromhex("020000000064")
+GW_MAC = bytes.fromhex("52550a000202")
+ETH_IP = VNET_HDR_LEN + 14 + 20
+
+
+def _attrs(obj: Any) -> tuple[str, ...]:
+    cls = type(obj)
+    names: list[str] = []
+    for k in cls.__mro__:
+        names += getattr(k, "__slots__", ()) or getattr(k, "__mypyc_attrs__", ())
+    return tuple(n for n in names if not n.startswith("__"))
+
+
+def snap(value: Any, depth: int = 0) -> Any:
+    """A comparable copy of a state record (slots followed, views as bytes)."""
+    if value is None or isinstance(value, (bool, int, float, str, bytes)):
+        return value
+    if isinstance(value, memoryview):
+        return bytes(value)
+    if isinstance(value, (list, tuple)):
+        return [snap(v, depth + 1) for v in value]
+    if isinstance(value, dict):
+        return {k: snap(v, depth + 1) for k, v in value.items()}
+    names = _attrs(value)
+    if not names or depth > 4:
+        return repr(value) if type(value).__module__.startswith("slirpy.tcpip.tcp.state") \
+            else type(value).__name__
+    return (type(value).__name__,
+            {n: snap(getattr(value, n), depth + 1) for n in names if n != "params"})
+
+
+def flat(frame: Any) -> bytes:
+    return frame if isinstance(frame, bytes) else b"".join(bytes(p) for p in frame)
+
+
+class Pair:
+    """The two stacks, the guest's side of one flow, and the comparison after each input."""
+
+    def __init__(self, *, vnet: bool = True, offload: bool = True, mtu: int = 65520,
+                 flags: int = F_NEEDS_CSUM, **limits: Any) -> None:
+        cfg = NetConfig(mtu=mtu, limits=Limits(**limits))
+        self.fast = st.Stack(cfg, vnet_hdr=vnet, offload=offload, rng=random.Random(1))
+        self.slow = st.Stack(cfg, vnet_hdr=vnet, offload=offload, rng=random.Random(1))
+        self.slow.receive_frame = self.slow.link.receive_frame
+        self.general = 0
+        inner = self.fast.fastpath._general
+
+        def spy(frame: Any, now: float) -> None:
+            self.general += 1
+            inner(frame, now)
+
+        self.fast.fastpath._general = spy
+        self.vnet = vnet
+        self.vflags = flags
+        self.sport = 40000
+        self.seq = 1000            # the guest's next sequence number
+        self.ack = 0               # what the guest acknowledges
+        self.snd_top = 0           # the end of what we sent the guest
+        self.now = 0.0
+        self.flow_id = 0
+
+    # -------------------------------------------------------------- inputs
+
+    def frame(self, flags: int, payload: bytes = b"", *, seq: int | None = None,
+              ack: int | None = None, window: int = 65535, opts: bytes = b"", urgent: int = 0,
+              sport: int | None = None, src_mac: bytes = GUEST_MAC, ip: bytes | None = None,
+              tcp_csum: int | None = None) -> bytes:
+        s = self.seq if seq is None else seq
+        a = self.ack if ack is None else ack
+        tcp = bytearray(build_header(self.sport if sport is None else sport, 80, s, a, flags,
+                                     window, opts, 0, urgent) + payload)
+        csum = finish(sum16(tcp, pseudo_header_sum(GUEST, REMOTE, 6, len(tcp))))
+        struct.pack_into("!H", tcp, 16, csum if tcp_csum is None else tcp_csum)
+        iph = ip if ip is not None else ip_header(GUEST, REMOTE, 6, len(tcp))
+        vnet = bytes([self.vflags]) + bytes(VNET_HDR_LEN - 1) if self.vnet else b""
+        return vnet + GW_MAC + src_mac + b"\x08\x00" + iph + bytes(tcp)
+
+    def send(self, flags: int, payload: bytes = b"", **kw: Any) -> None:
+        """A guest segment at its next sequence number (the guest's seq advances)."""
+        self.feed(self.frame(flags, payload, **kw))
+        if "seq" not in kw:
+            self.seq = (self.seq + len(payload) + (1 if flags & (SYN | FIN) else 0)) & 0xFFFFFFFF
+
+    def feed(self, raw: bytes) -> None:
+        self.now += 0.0001
+        self.fast.receive_frame(raw, self.now)
+        self.slow.receive_frame(raw, self.now)
+        self.check()
+
+    def host(self, data: bytes) -> None:
+        self.now += 0.0001
+        assert self.fast.tcp_host_data(self.flow_id, data, self.now) == \
+            self.slow.tcp_host_data(self.flow_id, data, self.now)
+        self.check()
+
+    def host_eof(self) -> None:
+        self.fast.tcp_host_eof(self.flow_id, self.now)
+        self.slow.tcp_host_eof(self.flow_id, self.now)
+        self.check()
+
+    def timer(self, at: float) -> None:
+        self.now = at
+        self.fast.handle_timer(at)
+        self.slow.handle_timer(at)
+        self.check()
+
+    # -------------------------------------------------------------- the comparison
+
+    def check(self) -> list[bytes]:
+        """Flush both; everything must be equal. Returns the frames (and learns our seq)."""
+        out = [flat(f) for f in self.fast.frames_to_send(self.now)]
+        assert out == [flat(f) for f in self.slow.frames_to_send(self.now)]
+        evs = []
+        while (ev := self.fast.next_event()) is not None:
+            evs.append(ev)
+        evs_slow = []
+        while (ev := self.slow.next_event()) is not None:
+            evs_slow.append(snap(ev))
+        assert [snap(e) for e in evs] == evs_slow
+        assert dict(self.fast.counters) == dict(self.slow.counters)
+        assert self.fast.next_deadline() == self.slow.next_deadline()
+        assert [snap(f) for f in self.fast.flows()] == [snap(f) for f in self.slow.flows()]
+        for f in out:
+            tcp = f[ETH_IP if self.vnet else ETH_IP - VNET_HDR_LEN:]
+            seq = struct.unpack_from("!I", tcp, 4)[0]
+            n = len(tcp) - (tcp[12] >> 4) * 4 + (1 if tcp[13] & (SYN | FIN) else 0)
+            end = (seq + n) & 0xFFFFFFFF
+            if ((end - self.snd_top) & 0xFFFFFFFF) < 1 << 31:
+                self.snd_top = end
+        self.events = evs
+        return out
+
+    def establish(self) -> None:
+        opts = TcpOptions(mss=1460, wscale=7, sack_permitted=True).pack()
+        self.send(SYN, opts=opts, window=65535)
+        [ev] = self.events
+        self.flow_id = fid = ev.flow_id
+        self.fast.tcp_host_connected(fid, self.now)
+        self.slow.tcp_host_connected(fid, self.now)
+        self.check()
+        self.ack = self.snd_top
+        self.send(ACK)
+        assert self.general == 2            # SYN (and its new MAC), the handshake's ACK
+        self.general = 0
+
+    def conn(self) -> TcpConnection:
+        return self.fast.flows()[0].conn
+
+    def round_trip(self, request: bytes = b"q" * 64, answer: bytes = b"a" * 64) -> list[bytes]:
+        """One request and its answer; returns the request as the host side got it."""
+        self.send(ACK | PSH, request)
+        got = [bytes(e.data) for e in self.events if type(e) is st.TcpDataReceived]
+        self.host(answer)
+        self.ack = self.snd_top
+        return got
+
+
+def _established(**kw: Any) -> Pair:
+    p = Pair(**kw)
+    p.establish()
+    for _ in range(3):
+        p.round_trip()
+    assert p.general == 0
+    return p
+
+
+# ------------------------------------------------------------------ qualifying segments
+
+@pytest.mark.parametrize("vflags", [F_NEEDS_CSUM, F_DATA_VALID, 0])
+def test_request_response_takes_the_fast_path_with_identical_results(vflags):
+    p = Pair(flags=vflags)
+    p.establish()
+    for i in range(20):
+        request = b"r%02d" % i * 20
+        assert p.round_trip(request, b"A" * (i * 37 + 1)) == [request]
+    assert p.general == 0
+    assert p.fast.counters["rx.frames"] == 2 + 20
+
+
+def test_bulk_upload_and_download_take_the_fast_path():
+    p = _established()
+    for i in range(30):                       # upload: in-order data, no PSH, nothing to ACK
+        p.send(ACK, bytes([i]) * 1400)
+    p.host(random.Random(5).randbytes(300_000))     # download: GSO frames, then the ACKs
+    for _ in range(10):
+        if p.ack == p.snd_top:
+            break
+        p.ack = (p.ack + 65000) & 0xFFFFFFFF if ((p.snd_top - p.ack) & 0xFFFFFFFF) > 65000 \
+            else p.snd_top
+        p.send(ACK)
+    assert p.ack == p.snd_top
+    assert p.general == 0
+
+
+def test_without_offloads_checksums_are_verified_on_the_fast_path():
+    p = _established(offload=False, mtu=1500, flags=0)
+    p.host(b"x" * 5000)                      # four MSS-sized segments
+    p.ack = p.snd_top
+    p.send(ACK | PSH, b"req")
+    assert p.general == 0
+    before = p.fast.counters["rx.drop.tcp.bad_checksum"]
+    p.feed(p.frame(ACK | PSH, b"bad", tcp_csum=0x1234))
+    assert p.general == 1 and p.fast.counters["rx.drop.tcp.bad_checksum"] == before + 1
+
+
+def test_a_stack_without_virtio_headers_uses_the_general_path():
+    p = Pair(vnet=False, offload=False, mtu=1500)
+    p.establish()
+    p.general = 0
+    p.round_trip()
+    assert p.general == 1
+
+
+# ------------------------------------------------------------------ segments that do not qualify
+
+def _ooo(p: Pair) -> None:
+    p.send(ACK | PSH, b"late", seq=(p.seq + 100) & 0xFFFFFFFF)
+
+
+def _retransmitted(p: Pair) -> None:
+    p.send(ACK | PSH, b"q" * 64, seq=(p.seq - 64) & 0xFFFFFFFF)
+
+
+def _caught_up(p: Pair) -> None:
+    """The guest acknowledges all we sent (a predicted pure ACK)."""
+    p.ack = p.snd_top
+    p.send(ACK)
+    assert p.conn().snd_una == p.snd_top
+    p.general = 0
+
+
+def _dup_ack(p: Pair) -> None:
+    _caught_up(p)
+    p.host(b"z" * 100)
+    p.send(ACK)
+
+
+def _window_update(p: Pair) -> None:
+    _caught_up(p)
+    p.send(ACK, window=40000)
+
+
+def _ack_unsent(p: Pair) -> None:
+    p.send(ACK | PSH, b"x", ack=(p.snd_top + 10) & 0xFFFFFFFF)
+
+
+def _ack_old(p: Pair) -> None:
+    p.send(ACK | PSH, b"x", ack=(p.conn().snd_una - 10) & 0xFFFFFFFF)
+
+
+def _beyond_window(p: Pair) -> None:
+    p.fast.tcp_host_write_paused(p.flow_id, True, p.now)
+    p.slow.tcp_host_write_paused(p.flow_id, True, p.now)
+    p.check()
+    while p.conn().rcv_wnd >= 60000:
+        p.send(ACK, b"w" * 60000)               # predicted: within the frozen window
+    assert p.general == 0
+    p.send(ACK, b"w" * (p.conn().rcv_wnd + 1))
+
+
+def _bad_ip_checksum(p: Pair) -> None:
+    ip = bytearray(ip_header(GUEST, REMOTE, 6, 20 + 3))
+    ip[10] ^= 0xFF
+    p.feed(p.frame(ACK | PSH, b"abc", ip=bytes(ip)))
+
+
+def _ip_options(p: Pair) -> None:
+    body = 24 + 20 + 3
+    ip = bytearray(ip_header(GUEST, REMOTE, 6, 0))
+    ip[0] = 0x46
+    struct.pack_into("!H", ip, 2, body)
+    ip += b"\x01\x01\x01\x00"
+    ip[10:12] = b"\0\0"
+    struct.pack_into("!H", ip, 10, finish(sum16(ip)))
+    p.feed(p.frame(ACK | PSH, b"abc", ip=bytes(ip)))
+
+
+def _fragment(p: Pair) -> None:
+    ip = bytearray(ip_header(GUEST, REMOTE, 6, 23, df=False))
+    ip[6] |= 0x20
+    ip[10:12] = b"\0\0"
+    struct.pack_into("!H", ip, 10, finish(sum16(ip)))
+    p.feed(p.frame(ACK | PSH, b"abc", ip=bytes(ip)))
+
+
+def _new_mac(p: Pair) -> None:
+    p.send(ACK | PSH, b"moved", src_mac=bytes.fromhex("020000000099"))
+
+
+def _no_flow(p: Pair) -> None:
+    p.send(ACK | PSH, b"stray", sport=40001)
+
+
+def _in_recovery(p: Pair) -> None:
+    _caught_up(p)
+    for i in range(4):                          # four separate segments in flight
+        p.host(bytes([i]) * 1000)
+    first_end = (p.ack + 1000) & 0xFFFFFFFF
+    for _ in range(3):
+        p.send(ACK)                             # three duplicate ACKs: fast retransmit
+    assert p.conn()._in_recovery
+    p.general = 0
+    p.send(ACK, ack=first_end)                  # a partial ACK: recovery goes on
+
+
+def _after_rto(p: Pair) -> None:
+    p.host(b"r" * 500)
+    p.timer(p.fast.next_deadline() + 0.5)       # the delayed ACK, then the RTO
+    p.timer(p.fast.next_deadline())
+    assert p.conn()._retries
+    p.general = 0
+    p.ack = p.snd_top
+    p.send(ACK)
+
+
+def _persist(p: Pair) -> None:
+    p.host(b"s" * 100)
+    p.ack = p.snd_top
+    p.send(ACK, window=0)                       # all acknowledged, the window shut (fast)
+    p.host(b"t" * 100)                          # waits: the persist timer
+    assert p.conn()._persist_at is not None
+    p.general = 0
+    p.send(ACK, window=100)
+
+
+def _fin_queued(p: Pair) -> None:
+    p.host_eof()
+    p.general = 0
+    p.send(ACK | PSH, b"more")
+
+
+def _after_guest_fin(p: Pair) -> None:
+    p.send(ACK | FIN)
+    p.general = 0
+    p.send(ACK)
+
+
+NOT_PREDICTED = {
+    "fin": lambda p: p.send(ACK | FIN, b"bye"),
+    "rst": lambda p: p.send(RST | ACK),
+    "syn": lambda p: p.send(SYN | ACK),
+    "urg": lambda p: p.send(ACK | URG | PSH, b"!", urgent=1),
+    "ece": lambda p: p.send(ACK | ECE, b"e"),
+    "cwr": lambda p: p.send(ACK | CWR, b"c"),
+    "bare_psh": lambda p: p.send(PSH, b"p"),
+    "timestamps": lambda p: p.send(ACK | PSH, b"ts", opts=TcpOptions(timestamp=(1, 2)).pack()),
+    "out_of_order": _ooo,
+    "retransmission": _retransmitted,
+    "dup_ack": _dup_ack,
+    "window_update": _window_update,
+    "ack_unsent": _ack_unsent,
+    "ack_old": _ack_old,
+    "beyond_window": _beyond_window,
+    "bad_ip_checksum": _bad_ip_checksum,
+    "ip_options": _ip_options,
+    "fragment": _fragment,
+    "new_mac": _new_mac,
+    "no_flow": _no_flow,
+    "in_recovery": _in_recovery,
+    "after_rto": _after_rto,
+    "persist": _persist,
+    "fin_queued": _fin_queued,
+    "after_guest_fin": _after_guest_fin,
+}
+
+
+@pytest.mark.parametrize("case", sorted(NOT_PREDICTED))
+def test_segments_that_do_not_qualify_take_the_general_path(case):
+    p = _established(offload=case != "in_recovery", mtu=65520 if case != "in_recovery" else 1500)
+    NOT_PREDICTED[case](p)
+    assert p.general == 1
+    p.general = 0
+    # and the flow goes on the same way on both (a predicted segment, if it still can be)
+    p.ack = p.snd_top
+    p.send(ACK | PSH, b"after")
+
+
+def test_the_general_path_takes_over_in_flight_and_gives_back():
+    """Loss recovery: segments go to the general path while it lasts, then back."""
+    p = _established(offload=False, mtu=1500)
+    _in_recovery(p)
+    p.ack = p.snd_top
+    p.general = 0
+    p.send(ACK)                                 # the full ACK ends recovery (general path)
+    assert p.general == 1 and not p.conn()._in_recovery
+    p.round_trip()
+    assert p.general == 1                       # predicted again
+
+
+# ------------------------------------------------------------------ hostile input
+
+def test_mangled_frames_never_raise_and_both_paths_agree():
+    rng = random.Random(18)
+    p = _established()
+    for i in range(400):
+        if i % 40 == 39:
+            p = _established(flags=rng.choice((F_NEEDS_CSUM, 0)))
+        raw = bytearray(p.frame(ACK | PSH, b"m" * rng.randrange(0, 80)))
+        for _ in range(rng.randrange(1, 4)):
+            pos = rng.randrange(0, min(len(raw), 80))
+            raw[pos] = rng.randrange(256)
+        if rng.random() < 0.2:
+            raw = raw[:rng.randrange(0, len(raw))]
+        p.feed(bytes(raw))
