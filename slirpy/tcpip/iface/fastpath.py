@@ -4,7 +4,7 @@ connection without the general layers' parsing objects and calls.
 Why a module: in a request/response exchange, or a bulk upload, nearly every frame the guest
 sends is the next in-order segment of a flow that exists, with a plain 20-byte IPv4 header and
 a 20-byte TCP header carrying only ACK (and PSH). For such a frame this module unpacks the
-virtio, Ethernet, IPv4 and TCP headers with one precompiled `struct` call, looks the flow up
+virtio, Ethernet, IPv4 and TCP headers in one `struct` call (wire/tcp4frame.py), looks the flow up
 once, and lets `tcp.predict.receive_predicted` (header prediction) update the connection. What
 it does not take, it hands, untouched, to `Link.receive_frame`, the general path, whose
 checks, counters and results are the reference: every condition below is a case the general
@@ -24,24 +24,17 @@ frame is taken only when:
 
 from __future__ import annotations
 
-import struct
 from typing import Callable, Final
 
 from ..checksum import sum16
 from ..tcp.predict import receive_predicted
-from ..wire.virtio import F_DATA_VALID, F_NEEDS_CSUM, VNET_HDR_LEN
+from ..wire import tcp4frame
+from ..wire.tcp4frame import HEADERS_LEN, IP_OFF, TCP_OFF, Fields
+from ..wire.virtio import F_DATA_VALID, F_NEEDS_CSUM
 from .link import Link
 from .neighbours import Neighbours
 from .tcp import TcpHandler
 
-# virtio flags (11 bytes skipped); Ethernet: dst (skipped), src, type; IPv4: every field;
-# TCP: ports, seq, ack, data offset, flags, window (checksum and urgent pointer skipped).
-_HEADERS: Final = struct.Struct("!B11x6x6sHBBHHHBBH4s4sHHIIBBHxxxx")
-_Headers = tuple[int, bytes, int, int, int, int, int, int, int, int, int, bytes, bytes, int, int,
-                 int, int, int, int, int]
-_IP_OFF: Final = VNET_HDR_LEN + 14
-_TCP_OFF: Final = _IP_OFF + 20
-_MIN_LEN: Final = _TCP_OFF + 20
 _TRUSTED: Final = F_NEEDS_CSUM | F_DATA_VALID
 # What TcpFlow.ip_base_sum adds to the sum of the addresses: the header words of our frames
 # that hold version/IHL, DF, TTL and protocol (flow.py).
@@ -65,18 +58,16 @@ class FastPath:
     def receive_frame(self, frame: bytes | memoryview, now: float) -> None:
         """Take one frame read from the TAP (see the module docstring for which)."""
         n = len(frame)
-        # Two bytes first (ethertype's high byte, IPv4's protocol), so that IPv6, ARP, UDP and
-        # ICMP do not pay for the unpack of headers they do not have.
-        if (n < _MIN_LEN or not self._enabled or frame[_IP_OFF - 2] != 0x08
-                or frame[_IP_OFF + 9] != 6):
+        if not self._enabled or not tcp4frame.maybe(frame, n):
             self._general(frame, now)
             return
-        fields: _Headers = _HEADERS.unpack_from(frame, 0)
+        fields: Fields = tcp4frame.FRAME.unpack_from(frame, 0)
+        if not tcp4frame.plain(fields, n):
+            self._general(frame, now)
+            return
         (vflags, src_mac, ethertype, vihl, tos, total, ident, frag, ttl, proto, csum, src, dst,
          sport, dport, seq, ack, off, flags, window) = fields
-        if (ethertype != 0x0800 or vihl != 0x45 or proto != 6 or frag & 0x3FFF or off != 0x50
-                or (flags != _ACK and flags != _ACK_PSH) or total < 40 or total > n - _IP_OFF
-                or self._macs.get(src) != src_mac):
+        if (flags != _ACK and flags != _ACK_PSH) or self._macs.get(src) != src_mac:
             self._general(frame, now)
             return
         # (The neighbour table holds IPv4 addresses of the sandbox network only, learned the
@@ -87,17 +78,16 @@ class FastPath:
             return
         # The IPv4 header checksum, always verified (wire/ipv4.py): its words summed modulo
         # 0xFFFF (2**16 == 1), the addresses' part taken from the flow (they are its key).
-        if ((vihl << 8 | tos) + total + ident + frag + (ttl << 8 | proto) + csum
-                + flow.ip_base_sum - _IP_BASE) % 0xFFFF:
+        if (tcp4frame.ipv4_header_sum(fields) + flow.ip_base_sum - _IP_BASE) % 0xFFFF:
             self._general(frame, now)
             return
         mv = memoryview(frame)
-        if not vflags & _TRUSTED and sum16(mv[_TCP_OFF:_IP_OFF + total],
+        if not vflags & _TRUSTED and sum16(mv[TCP_OFF:IP_OFF + total],
                                            flow.pseudo_base + total - 20) != 0xFFFF:
             self._general(frame, now)
             return
         plen = total - 40
-        if not receive_predicted(flow.conn, seq, ack, window, mv[_MIN_LEN:_IP_OFF + total], plen,
+        if not receive_predicted(flow.conn, seq, ack, window, mv[HEADERS_LEN:IP_OFF + total], plen,
                                  now):
             self._general(frame, now)
             return
