@@ -254,6 +254,14 @@ class Budgets:
         return equal_share(limits.tcp_snd_buf_total, self.snd_active, SND_SHARE_MIN,
                            limits.tcp_snd_buf)
 
+    def received(self, flow: TcpFlow, n: int, now: float) -> None:
+        """`flow` brought `n` (> 0) payload bytes from the guest: count them, and note the flow
+        for this epoch's receive windows (ending the epoch when it is over)."""
+        flow.bytes_in += n
+        self.rcv_seen[flow.flow_id] = flow
+        if now >= self.rcv_epoch_end:
+            self.rcv_epoch(now)
+
     def rcv_epoch(self, now: float) -> None:
         """The flows that brought data in the epoch now ending share `tcp_rcv_buf_total`
         equally (within [RCV_SHARE_MIN, tcp_rcv_buf]) as their receive window, so guest ->

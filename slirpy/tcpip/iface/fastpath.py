@@ -93,9 +93,5 @@ class FastPath:
             return
         self._counters["rx.frames"] += 1
         if plen:
-            flow.bytes_in += plen
-            budgets = self._budgets
-            budgets.rcv_seen[flow.flow_id] = flow
-            if now >= budgets.rcv_epoch_end:
-                budgets.rcv_epoch(now)
+            self._budgets.received(flow, plen, now)
         self._dirty[flow.flow_id] = flow

@@ -148,11 +148,7 @@ class TcpHandler:
             else:
                 n = len(seg.payload)
                 if n:
-                    flow.bytes_in += n
-                    budgets = self._budgets
-                    budgets.rcv_seen[flow.flow_id] = flow
-                    if now >= budgets.rcv_epoch_end:
-                        budgets.rcv_epoch(now)
+                    self._budgets.received(flow, n, now)
                 conn.receive_segment(seg, now)
                 self.dirty[flow.flow_id] = flow
                 return

@@ -73,12 +73,16 @@ def process_ack(c: TcpConnection, seg: TcpSegment, ack: int, plen: int, now: flo
         if (plen == 0 and not seg.flags & (SYN | FIN) and c.snd_nxt != una
                 and (seg.window << c._snd_wscale) == c.snd_wnd):
             _duplicate_ack(c, ack)
-    # Window update (§3.10.7.4 fifth, SND.WL1/SND.WL2).
-    seq = seg.seq
+    update_send_window(c, seg.seq, ack, seg.window)
+
+
+def update_send_window(c: TcpConnection, seq: int, ack: int, window: int) -> None:
+    """The window update of §3.10.7.4's fifth step (SND.WL1/SND.WL2): a segment newer than
+    the last one that set the window sets it (an open window stops the persist timer)."""
     wl1 = c._snd_wl1
     if (((seq - wl1) & MASK) < HALF and wl1 != seq) or (
             wl1 == seq and ((ack - c._snd_wl2) & MASK) < HALF):
-        wnd = seg.window << c._snd_wscale
+        wnd = window << c._snd_wscale
         c.snd_wnd = wnd
         c._snd_wl1 = seq
         c._snd_wl2 = ack

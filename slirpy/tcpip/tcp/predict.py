@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Final
 
+from .arrival import update_send_window
 from .congestion import NewReno
 from .events import DataReceived
 from .state import ESTABLISHED
@@ -56,18 +57,7 @@ def receive_predicted(c: TcpConnection, seq: int, ack: int, window: int, payload
             return False                            # beyond the window (or a closed one)
     if acked > 0:
         _advance_una(c, ack, acked, snd_max, now)
-    # Window update (§3.10.7.4 fifth, SND.WL1/SND.WL2), as arrival.process_ack.
-    wl1 = c._snd_wl1
-    if (((seq - wl1) & MASK) < HALF and wl1 != seq) or (
-            wl1 == seq and ((ack - c._snd_wl2) & MASK) < HALF):
-        wnd = window << c._snd_wscale
-        c.snd_wnd = wnd
-        c._snd_wl1 = seq
-        c._snd_wl2 = ack
-        if wnd > c._max_snd_wnd:
-            c._max_snd_wnd = wnd
-        if wnd:
-            c._persist_backoff = 0
+    update_send_window(c, seq, ack, window)          # the fifth step's window update
     if plen:
         # Seventh step, in order and within the window (arrival.receive_text's common case).
         params = c.params
