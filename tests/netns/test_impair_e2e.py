@@ -16,6 +16,11 @@ from .util import HOST_ADDR, expected, run_guest, run_slirpy
 
 MiB = 1 << 20
 IMPAIR = "loss=5%,reorder=5%,dup=1%,seed=7"
+# The guest's kernel TCP may wait out a few RTOs in a row here: slirpy offers no TCP
+# timestamps, so in loss recovery after an RTO the guest takes no RTT sample (Karn) and its
+# backoff grows with each lost retransmission, up to Linux's TCP_RTO_MAX of 120 s per wait
+# (perf/NOTES.md, "The --impair stall, pinned down"). One socket operation may take that long.
+IO_TIMEOUT = 300.0
 
 
 @pytest.mark.parametrize("options, size", [
@@ -25,12 +30,13 @@ IMPAIR = "loss=5%,reorder=5%,dup=1%,seed=7"
 ], ids=["offload", "nooffload-1500"])
 def test_transfers_recover_through_loss_reorder_dup(options, size, host_server, tmp_path):
     stats = tmp_path / "stats.json"
-    up = host_server("sink")
-    down = host_server("source", size=size + 3, seed=21)
+    up = host_server("sink", io_timeout=IO_TIMEOUT)
+    down = host_server("source", size=size + 3, seed=21, io_timeout=IO_TIMEOUT)
     r_up, r_down = run_guest(options + ["--stats-file", str(stats)], [
-        {"op": "upload", "host": HOST_ADDR, "port": up.port, "size": size + 1, "seed": 20},
-        {"op": "download", "host": HOST_ADDR, "port": down.port},
-    ], timeout=240)
+        {"op": "upload", "host": HOST_ADDR, "port": up.port, "size": size + 1, "seed": 20,
+         "io_timeout": IO_TIMEOUT},
+        {"op": "download", "host": HOST_ADDR, "port": down.port, "io_timeout": IO_TIMEOUT},
+    ], timeout=4 * IO_TIMEOUT)
     assert r_up.get("server") == {"len": size + 1, "sha": expected(size + 1, 20)}, r_up
     assert r_down == {"len": size + 3, "sha": expected(size + 3, 21)}
     counters = json.loads(stats.read_text())["counters"]

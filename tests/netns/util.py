@@ -97,8 +97,9 @@ class HostServer:
     """
 
     def __init__(self, mode: str, addr: str = HOST_ADDR, *, size: int = 0, seed: int = 0,
-                 reply_size: int = 0, port: int = 0):
+                 reply_size: int = 0, port: int = 0, io_timeout: float = DEFAULT_TIMEOUT):
         self.mode = mode
+        self.io_timeout = io_timeout     # longest wait for one socket operation
         self.size = size
         self.seed = seed
         self.reply_size = reply_size
@@ -132,7 +133,7 @@ class HostServer:
         res = ConnResult(peer=peer)
         try:
             with conn:
-                conn.settimeout(DEFAULT_TIMEOUT)
+                conn.settimeout(self.io_timeout)
                 getattr(self, "_mode_" + self.mode)(conn, res)
         except OSError as e:
             res.error = _errname(e)
@@ -347,9 +348,9 @@ def find_process(marker: str, timeout: float = 20.0) -> int:
 
 # --------------------------------------------------------------------------- guest side
 
-def _connect(host: str, port: int, timeout: float) -> socket.socket:
+def _connect(host: str, port: int, timeout: float, io_timeout: float = DEFAULT_TIMEOUT) -> socket.socket:
     s = socket.create_connection((host, port), timeout=timeout)
-    s.settimeout(DEFAULT_TIMEOUT)
+    s.settimeout(io_timeout)
     return s
 
 
@@ -369,9 +370,10 @@ def _recv_all(s: socket.socket) -> tuple[int, str, bytes]:
         h.update(memoryview(buf)[:n])
 
 
-def guest_upload(host, port, size, seed, reply_size=0, reply_seed=0, connect_timeout=10.0):
+def guest_upload(host, port, size, seed, reply_size=0, reply_seed=0, connect_timeout=10.0,
+                 io_timeout=DEFAULT_TIMEOUT):
     """Send `size` pattern bytes, shut down write, read the sink's reply to EOF."""
-    with _connect(host, port, connect_timeout) as s:
+    with _connect(host, port, connect_timeout, io_timeout) as s:
         for chunk in pattern(size, seed):
             s.sendall(chunk)
         s.shutdown(socket.SHUT_WR)
@@ -399,8 +401,8 @@ def guest_upload(host, port, size, seed, reply_size=0, reply_seed=0, connect_tim
         return {"sent": size, "server": reply, "reply_len": got, "reply_sha": data_hash.hexdigest()}
 
 
-def guest_download(host, port, connect_timeout=10.0):
-    with _connect(host, port, connect_timeout) as s:
+def guest_download(host, port, connect_timeout=10.0, io_timeout=DEFAULT_TIMEOUT):
+    with _connect(host, port, connect_timeout, io_timeout) as s:
         n, sha, _ = _recv_all(s)
         return {"len": n, "sha": sha}
 
