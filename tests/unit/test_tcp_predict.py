@@ -19,6 +19,7 @@ from slirpy.config import Limits, NetConfig
 from slirpy.tcpip import stack as st
 from slirpy.tcpip.checksum import finish, pseudo_header_sum, sum16
 from slirpy.tcpip.tcp.connection import TcpConnection
+from slirpy.tcpip.wire.arp import OP_REQUEST, ArpPacket
 from slirpy.tcpip.wire.ipv4 import build_header as ip_header
 from slirpy.tcpip.wire.tcp import (
     ACK, CWR, ECE, FIN, PSH, RST, SYN, URG, TcpOptions, build_header,
@@ -66,10 +67,14 @@ class Pair:
     """The two stacks, the guest's side of one flow, and the comparison after each input."""
 
     def __init__(self, *, vnet: bool = True, offload: bool = True, mtu: int = 65520,
-                 flags: int = F_NEEDS_CSUM, **limits: Any) -> None:
+                 flags: int = F_NEEDS_CSUM, src_ip: bytes = GUEST, routed: tuple[str, ...] = (),
+                 **limits: Any) -> None:
         cfg = NetConfig(mtu=mtu, limits=Limits(**limits))
         self.fast = st.Stack(cfg, vnet_hdr=vnet, offload=offload, rng=random.Random(1))
         self.slow = st.Stack(cfg, vnet_hdr=vnet, offload=offload, rng=random.Random(1))
+        for s in (self.fast, self.slow):
+            s.set_routed(routed)
+        self.src_ip = src_ip
         self.slow.receive_frame = self.slow.link.receive_frame
         self.general = 0
         inner = self.fast.fastpath._general
@@ -98,9 +103,9 @@ class Pair:
         a = self.ack if ack is None else ack
         tcp = bytearray(build_header(self.sport if sport is None else sport, 80, s, a, flags,
                                      window, opts, 0, urgent) + payload)
-        csum = finish(sum16(tcp, pseudo_header_sum(GUEST, REMOTE, 6, len(tcp))))
+        csum = finish(sum16(tcp, pseudo_header_sum(self.src_ip, REMOTE, 6, len(tcp))))
         struct.pack_into("!H", tcp, 16, csum if tcp_csum is None else tcp_csum)
-        iph = ip if ip is not None else ip_header(GUEST, REMOTE, 6, len(tcp))
+        iph = ip if ip is not None else ip_header(self.src_ip, REMOTE, 6, len(tcp))
         vnet = bytes([self.vflags]) + bytes(VNET_HDR_LEN - 1) if self.vnet else b""
         return vnet + GW_MAC + src_mac + b"\x08\x00" + iph + bytes(tcp)
 
@@ -150,6 +155,9 @@ class Pair:
         assert self.fast.next_deadline() == self.slow.next_deadline()
         assert [snap(f) for f in self.fast.flows()] == [snap(f) for f in self.slow.flows()]
         for f in out:
+            eth = VNET_HDR_LEN if self.vnet else 0
+            if f[eth + 12:eth + 14] != b"\x08\x00" or f[eth + 23] != 6:
+                continue                        # not TCP/IPv4 (an ARP reply)
             tcp = f[ETH_IP if self.vnet else ETH_IP - VNET_HDR_LEN:]
             seq = struct.unpack_from("!I", tcp, 4)[0]
             n = len(tcp) - (tcp[12] >> 4) * 4 + (1 if tcp[13] & (SYN | FIN) else 0)
@@ -219,6 +227,29 @@ def test_bulk_upload_and_download_take_the_fast_path():
         p.send(ACK)
     assert p.ack == p.snd_top
     assert p.general == 0
+
+
+def test_a_member_behind_the_guest_takes_the_fast_path():
+    """A source in a routed prefix (a network's member, routed by the holder through the
+    guest's MAC) has no neighbour entry: the general path takes it without learning a MAC, so
+    the fast path takes its established flow too; the same source without the prefix is
+    refused by both, and a source on the sandbox network with an unknown MAC still goes to
+    the general path (which learns it)."""
+    member = bytes([10, 89, 0, 5])
+    p = Pair(src_ip=member, routed=("10.89.0.0/24",))
+    # the guest (the holder's side) asks for the gateway first: its MAC is where members live
+    arp = ArpPacket(OP_REQUEST, GUEST_MAC, GUEST, bytes(6), bytes([10, 0, 2, 2])).pack()
+    p.feed(bytes(VNET_HDR_LEN) + b"\xff" * 6 + GUEST_MAC + b"\x08\x06" + arp)
+    p.general = 0
+    p.establish()
+    assert member not in p.fast.neighbours.entries
+    for _ in range(5):
+        assert p.round_trip() == [b"q" * 64]
+    assert p.general == 0
+    p.fast.set_routed(())
+    p.slow.set_routed(())
+    p.send(ACK | PSH, b"q" * 64)
+    assert p.general == 1 and p.fast.counters["ipv4.rx.drop.bad_src"] == 1
 
 
 def test_without_offloads_checksums_are_verified_on_the_fast_path():

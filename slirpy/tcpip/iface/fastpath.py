@@ -15,7 +15,8 @@ frame is taken only when:
   four headers; ethertype IPv4, version 4 and IHL 5, not a fragment, protocol TCP, a total
   length that fits the frame and holds the TCP header, data offset 5 (no TCP options);
 * the source's MAC is the one already learned for it (so the source is on the sandbox
-  network; the general path learns a new one, or drops a source from elsewhere);
+  network; the general path learns a new one, or drops a source from elsewhere), or the
+  source is in a routed prefix (a member of a network; the general path learns no MAC for it);
 * flags are ACK or ACK|PSH, nothing else;
 * the checksums are vouched for by the virtio header, or verified here (a bad one goes to
   the general path, which drops and counts it);
@@ -31,6 +32,7 @@ from ..tcp.predict import receive_predicted
 from ..wire import tcp4frame
 from ..wire.tcp4frame import HEADERS_LEN, IP_OFF, TCP_OFF, Fields
 from ..wire.virtio import F_DATA_VALID, F_NEEDS_CSUM
+from .ipv4 import Ipv4Input
 from .link import Link
 from .neighbours import Neighbours
 from .tcp import TcpHandler
@@ -46,11 +48,13 @@ _ACK_PSH: Final = 0x18
 class FastPath:
     """`receive_frame` for the Stack: the fast path, else the link's general path."""
 
-    def __init__(self, link: Link, neighbours: Neighbours, tcp: TcpHandler) -> None:
+    def __init__(self, link: Link, neighbours: Neighbours, ipv4: Ipv4Input,
+                 tcp: TcpHandler) -> None:
         self._general: Callable[[bytes | memoryview, float], None] = link.receive_frame
         self._counters = link.counters
         self._enabled = link.vnet_hdr
         self._macs = neighbours.entries
+        self._routed_source = ipv4.routed_source
         self._by_key = tcp._by_key
         self._budgets = tcp._budgets
         self._dirty = tcp.dirty          # the Stack's set of flows to service (wired before us)
@@ -67,11 +71,15 @@ class FastPath:
             return
         (vflags, src_mac, ethertype, vihl, tos, total, ident, frag, ttl, proto, csum, src, dst,
          sport, dport, seq, ack, off, flags, window) = fields
-        if (flags != _ACK and flags != _ACK_PSH) or self._macs.get(src) != src_mac:
+        if flags != _ACK and flags != _ACK_PSH:
             self._general(frame, now)
             return
         # (The neighbour table holds IPv4 addresses of the sandbox network only, learned the
         # way the general path learns them: a source with its MAC there is on the network.)
+        mac = self._macs.get(src)
+        if mac != src_mac and (mac is not None or not self._routed_source(src)):
+            self._general(frame, now)
+            return
         flow = self._by_key.get((src, sport, dst, dport))
         if flow is None:
             self._general(frame, now)

@@ -71,6 +71,17 @@ class Ipv4Input:
         else:
             self._counters["ipv4.rx.drop.proto"] += 1
 
+    def routed_source(self, src: bytes) -> bool:
+        """Whether `src` is outside the sandbox network and inside a routed prefix (a member of
+        a network behind the guest: taken as `receive` takes it, with no MAC learned)."""
+        n = int.from_bytes(src, "big")
+        if (n & self._net_mask) == self._net_lo:
+            return False
+        for mask, values in self.routed:
+            if n & mask in values:
+                return True
+        return False
+
     def _bad_src(self, packet: memoryview, hlen: int, src: bytes, dst: bytes, verify: bool,
                  now: float) -> None:
         self._counters["ipv4.rx.drop.bad_src"] += 1
