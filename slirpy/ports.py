@@ -241,6 +241,10 @@ class InboundUdpFlow:
         except OSError:
             listener.flow_host.counters["ports.udp.tx.error"] += 1
 
+    def send_many(self, parts: list[bytes | memoryview]) -> None:
+        for data in parts:
+            self.send(data)
+
     def close(self) -> None:
         if not self.closed:
             self.closed = True

@@ -321,6 +321,8 @@ class Runtime:
             while ev is not None:
                 if type(ev) is TcpDataReceived:
                     ev = self._write_host(ev)
+                elif type(ev) is UdpDatagramReceived:
+                    ev = self._send_udp(ev)
                 else:
                     dispatch[type(ev)](ev)
                     ev = stack.next_event()
@@ -368,11 +370,37 @@ class Runtime:
                 proto.transport.writelines(parts)
         return nxt
 
+    def _send_udp(self, ev: UdpDatagramReceived) -> StackEvent | None:
+        """Hand `ev` and the datagram events right after it for the same flow (a burst the
+        guest sent, read in one TAP batch) to the flow together: proxy/udp.py sends a run of
+        equal-sized ones as one UDP GSO send. Returns the first event not handled."""
+        next_event = self.stack.next_event
+        fid = ev.flow_id
+        nxt = next_event()
+        if type(nxt) is not UdpDatagramReceived or nxt.flow_id != fid:
+            self._on_udp_datagram(ev)
+            return nxt
+        flow = self.udp_flows.get(fid)
+        if flow is None:
+            while True:
+                self._on_udp_datagram(ev)
+                if type(nxt) is not UdpDatagramReceived or nxt.flow_id != fid:
+                    return nxt
+                ev = nxt
+                nxt = next_event()
+        parts = [ev.data, nxt.data]
+        nxt = next_event()
+        while type(nxt) is UdpDatagramReceived and nxt.flow_id == fid:
+            parts.append(nxt.data)
+            nxt = next_event()
+        flow.send_many(parts)
+        return nxt
+
     def _dispatch_table(self) -> dict[type[StackEvent], Callable[[Any], None]]:
-        """Event type -> handler. TcpDataReceived has none: flush() always routes it to
-        _write_host, which batches a flow's consecutive data events into one write."""
+        """Event type -> handler. TcpDataReceived and UdpDatagramReceived have none: flush()
+        routes them to _write_host (a flow's consecutive data events as one write) and
+        _send_udp (a flow's consecutive datagrams handed over together)."""
         return {
-            UdpDatagramReceived: self._on_udp_datagram,
             UdpFlowOpened: self._on_udp_opened,
             UdpFlowClosed: self._on_udp_closed,
             IcmpEchoRequested: self._on_echo_requested,

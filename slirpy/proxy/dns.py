@@ -103,6 +103,10 @@ class HostDnsFlow:
             self.pending[qid] = _Query(data, self._arm(qid))
         self._send_to(0, data)
 
+    def send_many(self, parts: list[bytes | memoryview]) -> None:
+        for data in parts:
+            self.send(data)
+
     def _arm(self, qid: bytes) -> asyncio.TimerHandle:
         return self.flow_host.loop.call_later(FALLBACK_AFTER, self._next_server, qid, False)
 

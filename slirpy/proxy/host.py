@@ -69,6 +69,7 @@ class UdpFlowSocket(Protocol):
     (proxy.udp.HostUdpFlow) or a published port's client (ports.InboundUdpFlow)."""
 
     def send(self, data: bytes | bytearray | memoryview) -> None: ...
+    def send_many(self, parts: list[bytes | memoryview]) -> None: ...   # in order, as send each
     def close(self) -> None: ...
 
 

@@ -15,8 +15,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 
-# The events of every TCP connection's life (connect, EOF, closed) and the data events are not
-# frozen: a frozen dataclass's __init__ costs several times as much compiled, and new
+# The events of every TCP connection's life (connect, EOF, closed) and the data events (TCP
+# segments, UDP datagrams) are not frozen: a frozen dataclass's __init__ costs several times as much compiled, and new
 # connections per second pay it each time. Treat them as read-only all the same.
 
 
@@ -77,7 +77,7 @@ class UdpFlowOpened(StackEvent):
     dns: bool = False
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)        # not frozen, as TcpDataReceived: one per datagram
 class UdpDatagramReceived(StackEvent):
     """One datagram payload the guest sent on a UDP flow."""
     flow_id: int

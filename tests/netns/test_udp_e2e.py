@@ -215,3 +215,59 @@ def test_unrouted_destination_gives_enetunreach_in_the_guest(tmp_path):
     assert out["unrouted"] == "ENETUNREACH", out
     counters = json.loads(stats.read_text())["counters"]
     assert counters["udp.host.open_failed"] == 1 and counters["icmp.tx.error"] >= 1
+
+
+# The guest sends bursts of back-to-back datagrams (they queue in tap0 while slirpy works, so
+# one TAP batch holds many of one flow: proxy/udp.py's GSO runs) and pauses between bursts so
+# that no socket buffer overflows. Sizes walk every shape of run: equal ones, a shorter last
+# one, a larger one after, empty datagrams, pairs near GSO_MAX_BYTES.
+BURSTS = r'''
+import json, socket, sys, time
+host, port, sizes, burst = sys.argv[1], int(sys.argv[2]), json.loads(sys.argv[3]), int(sys.argv[4])
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
+s.connect((host, port))
+for start in range(0, len(sizes), burst):
+    for i in range(start, min(start + burst, len(sizes))):
+        n = sizes[i]
+        s.send((i.to_bytes(4, "big") + bytes([i % 251]) * (n - 4)) if n >= 4 else b"")
+    time.sleep(0.03)
+print("sent", len(sizes), flush=True)
+'''
+
+
+def _burst_sizes() -> list[int]:
+    pattern = [1200] * 9 + [700] + [1200] * 3 + [0] + [1400] * 2 + [1500] + [32000, 32000, 900] + [8] * 70
+    return pattern * 6
+
+
+def test_bursts_of_datagrams_arrive_exactly_and_in_order(tmp_path):
+    sizes = _burst_sizes()
+    server = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    server.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+    server.bind((HOST_ADDR, 0))
+    server.settimeout(10)
+    got: list[bytes] = []
+
+    def sink():
+        try:
+            while len(got) < len(sizes):
+                got.append(server.recv(70000))
+        except OSError:
+            pass
+    t = threading.Thread(target=sink, daemon=True)
+    t.start()
+    stats = tmp_path / "stats.json"
+    res = run_slirpy(("--mtu", "65520", "--stats-file", str(stats)),
+                     [sys.executable, "-c", BURSTS, HOST_ADDR, str(server.getsockname()[1]),
+                      json.dumps(sizes), "64"], timeout=120)
+    assert res.returncode == 0, res.describe()
+    t.join(15)
+    server.close()
+    want = [(i.to_bytes(4, "big") + bytes([i % 251]) * (n - 4)) if n >= 4 else b""
+            for i, n in enumerate(sizes)]
+    assert len(got) == len(want), (len(got), len(want))
+    assert got == want
+    counters = json.loads(stats.read_text())["counters"]
+    assert counters["udp.host.tx.gso"] > 0, counters
+    assert counters.get("udp.host.tx.gso_refused", 0) == 0, counters

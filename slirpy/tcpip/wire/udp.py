@@ -19,8 +19,11 @@ UDP_MAX_LENGTH = 0xFFFF
 PROTO_UDP = 17
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class UdpHeader:
+    """Not frozen (as TcpSegment): one is built per datagram received, and a frozen dataclass's
+    __init__ costs several times as much compiled. Treat it as read-only."""
+
     src_port: int
     dst_port: int
     length: int          # header + payload, from the header; the payload is buf[8:length]
