@@ -1,5 +1,6 @@
-"""The receive fast path of an established TCP flow over IPv4: one frame from the TAP to its
-connection without the general layers' parsing objects and calls.
+"""The receive fast path of an established TCP flow, and of an existing UDP flow, over IPv4: one
+frame from the TAP to its connection (or flow) without the general layers' parsing objects and
+calls.
 
 Why a module: in a request/response exchange, or a bulk upload, nearly every frame the guest
 sends is the next in-order segment of a flow that exists, with a plain 20-byte IPv4 header and
@@ -21,6 +22,12 @@ frame is taken only when:
 * the checksums are vouched for by the virtio header, or verified here (a bad one goes to
   the general path, which drops and counts it);
 * its flow exists, and the connection predicts it (`receive_predicted`).
+
+A UDP datagram (wire/udp4frame.py: the same shape up to IPv4, protocol UDP, a UDP length that
+fits) is taken when its source is as above, the virtio header vouches for its checksums, the
+IPv4 header checksum holds, and its flow exists and is not a DNS flow (whose queries the name
+views may answer): the flow's records are updated and its event queued exactly as
+`UdpHandler.receive` does for it (tests/unit/test_udp_fastpath.py compares both).
 """
 
 from __future__ import annotations
@@ -29,13 +36,14 @@ from typing import Callable, Final
 
 from ..checksum import sum16
 from ..tcp.predict import receive_predicted
-from ..wire import tcp4frame
+from ..wire import tcp4frame, udp4frame
 from ..wire.tcp4frame import HEADERS_LEN, IP_OFF, TCP_OFF, Fields
 from ..wire.virtio import F_DATA_VALID, F_NEEDS_CSUM
 from .ipv4 import Ipv4Input
 from .link import Link
 from .neighbours import Neighbours
 from .tcp import TcpHandler
+from .udp import UdpHandler
 
 _TRUSTED: Final = F_NEEDS_CSUM | F_DATA_VALID
 # What TcpFlow.ip_base_sum adds to the sum of the addresses: the header words of our frames
@@ -49,7 +57,7 @@ class FastPath:
     """`receive_frame` for the Stack: the fast path, else the link's general path."""
 
     def __init__(self, link: Link, neighbours: Neighbours, ipv4: Ipv4Input,
-                 tcp: TcpHandler) -> None:
+                 tcp: TcpHandler, udp: UdpHandler) -> None:
         self._general: Callable[[bytes | memoryview, float], None] = link.receive_frame
         self._counters = link.counters
         self._enabled = link.vnet_hdr
@@ -58,12 +66,18 @@ class FastPath:
         self._by_key = tcp._by_key
         self._budgets = tcp._budgets
         self._dirty = tcp.dirty          # the Stack's set of flows to service (wired before us)
+        self._udp_flows = udp._flows
+        self._udp = udp
 
     def receive_frame(self, frame: bytes | memoryview, now: float) -> None:
         """Take one frame read from the TAP (see the module docstring for which)."""
         n = len(frame)
-        if not self._enabled or not tcp4frame.maybe(frame, n):
+        if not self._enabled:
             self._general(frame, now)
+            return
+        if not tcp4frame.maybe(frame, n):
+            if not udp4frame.maybe(frame, n) or not self._receive_udp(frame, n, now):
+                self._general(frame, now)
             return
         fields: Fields = tcp4frame.FRAME.unpack_from(frame, 0)
         if not tcp4frame.plain(fields, n):
@@ -103,3 +117,28 @@ class FastPath:
         if plen:
             self._budgets.received(flow, plen, now)
         self._dirty[flow.flow_id] = flow
+
+    def _receive_udp(self, frame: bytes | memoryview, n: int, now: float) -> bool:
+        """A datagram of an existing UDP flow (module docstring); False: not taken, untouched."""
+        f: udp4frame.Fields = udp4frame.FRAME.unpack_from(frame, 0)
+        if not udp4frame.plain(f, n) or not f[0] & _TRUSTED:
+            return False
+        src = f[11]
+        mac = self._macs.get(src)
+        if mac != f[1] and (mac is not None or not self._routed_source(src)):
+            return False
+        dst = f[12]
+        key = (src, f[13], dst, f[14])
+        table = self._udp_flows
+        flow = table.get(key)
+        if flow is None or flow.dns:
+            return False
+        if (udp4frame.ipv4_header_sum(f) + int.from_bytes(src, "big")
+                + int.from_bytes(dst, "big")) % 0xFFFF:
+            return False
+        mv = memoryview(frame)
+        self._counters["rx.frames"] += 1
+        table.move_to_end(key)
+        self._udp.deliver(flow, mv[IP_OFF:IP_OFF + f[5]],
+                          mv[udp4frame.HEADERS_LEN:udp4frame.UDP_OFF + f[15]], now)
+        return True

@@ -88,11 +88,17 @@ class UdpHandler:
                 if self.names.active and self._answered_locally(key, payload):
                     return
             table.move_to_end(key)
+        self.deliver(flow, packet, payload, now)
+
+    def deliver(self, flow: DatagramFlow, packet: memoryview, payload: memoryview,
+                now: float) -> None:
+        """A guest datagram on `flow` (`packet`: its IP packet): the flow's records, the
+        counter and the event, for this receive path and iface/fastpath.py's."""
         flow.last_head = bytes(packet[:flow.fam.quote_max])
         flow.last_active = now
         flow.datagrams_in += 1
         flow.bytes_in += len(payload)
-        c["udp.rx.datagrams"] += 1
+        self._counters["udp.rx.datagrams"] += 1
         self._events.append(UdpDatagramReceived(flow.flow_id, payload))
 
     def _open(self, packet: memoryview, key: FlowKey, payload: memoryview,
