@@ -205,7 +205,7 @@ class Stack:
         link, tcp, udp, icmp = self.link, self._tcp, self._udp, self._icmp
         # An established IPv4 flow's next segment, an existing UDP flow's next datagram, skip
         # the layers (iface/fastpath.py).
-        self.fastpath = FastPath(link, self.neighbours, self.ipv4, tcp, udp)
+        self.fastpath = FastPath(link, self.neighbours, self.ipv4, tcp, udp, self.ipv6)
         self.receive_frame = self.fastpath.receive_frame
         self.tcp_host_connected = tcp.host_connected
         self.tcp_host_connect_failed = tcp.host_connect_failed

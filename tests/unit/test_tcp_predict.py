@@ -21,6 +21,7 @@ from slirpy.tcpip.checksum import finish, pseudo_header_sum, sum16
 from slirpy.tcpip.tcp.connection import TcpConnection
 from slirpy.tcpip.wire.arp import OP_REQUEST, ArpPacket
 from slirpy.tcpip.wire.ipv4 import build_header as ip_header
+from slirpy.tcpip.wire.ipv6 import build_header as ip6_header
 from slirpy.tcpip.wire.tcp import (
     ACK, CWR, ECE, FIN, PSH, RST, SYN, URG, TcpOptions, build_header,
 )
@@ -28,9 +29,10 @@ from slirpy.tcpip.wire.virtio import F_DATA_VALID, F_NEEDS_CSUM, VNET_HDR_LEN
 
 GUEST = bytes([10, 0, 2, 100])
 REMOTE = bytes([203, 0, 113, 1])
+GUEST6 = bytes.fromhex("fd000000000000000000000000000100")       # fd00::100
+REMOTE6 = bytes.fromhex("20010db8000000000000000000000001")      # 2001:db8::1
 GUEST_MAC = bytes.fromhex("020000000064")
 GW_MAC = bytes.fromhex("52550a000202")
-ETH_IP = VNET_HDR_LEN + 14 + 20
 
 
 def _attrs(obj: Any) -> tuple[str, ...]:
@@ -67,14 +69,16 @@ class Pair:
     """The two stacks, the guest's side of one flow, and the comparison after each input."""
 
     def __init__(self, *, vnet: bool = True, offload: bool = True, mtu: int = 65520,
-                 flags: int = F_NEEDS_CSUM, src_ip: bytes = GUEST, routed: tuple[str, ...] = (),
-                 **limits: Any) -> None:
+                 flags: int = F_NEEDS_CSUM, src_ip: bytes | None = None,
+                 routed: tuple[str, ...] = (), v6: bool = False, **limits: Any) -> None:
         cfg = NetConfig(mtu=mtu, limits=Limits(**limits))
         self.fast = st.Stack(cfg, vnet_hdr=vnet, offload=offload, rng=random.Random(1))
         self.slow = st.Stack(cfg, vnet_hdr=vnet, offload=offload, rng=random.Random(1))
         for s in (self.fast, self.slow):
             s.set_routed(routed)
-        self.src_ip = src_ip
+        self.v6 = v6
+        self.src_ip = src_ip if src_ip is not None else GUEST6 if v6 else GUEST
+        self.remote = REMOTE6 if v6 else REMOTE
         self.slow.receive_frame = self.slow.link.receive_frame
         self.general = 0
         inner = self.fast.fastpath._general
@@ -90,6 +94,7 @@ class Pair:
         self.seq = 1000            # the guest's next sequence number
         self.ack = 0               # what the guest acknowledges
         self.snd_top = 0           # the end of what we sent the guest
+        self.seen_syn_ack = False
         self.now = 0.0
         self.flow_id = 0
 
@@ -103,10 +108,13 @@ class Pair:
         a = self.ack if ack is None else ack
         tcp = bytearray(build_header(self.sport if sport is None else sport, 80, s, a, flags,
                                      window, opts, 0, urgent) + payload)
-        csum = finish(sum16(tcp, pseudo_header_sum(self.src_ip, REMOTE, 6, len(tcp))))
+        csum = finish(sum16(tcp, pseudo_header_sum(self.src_ip, self.remote, 6, len(tcp))))
         struct.pack_into("!H", tcp, 16, csum if tcp_csum is None else tcp_csum)
-        iph = ip if ip is not None else ip_header(self.src_ip, REMOTE, 6, len(tcp))
         vnet = bytes([self.vflags]) + bytes(VNET_HDR_LEN - 1) if self.vnet else b""
+        if self.v6:
+            iph = ip if ip is not None else ip6_header(self.src_ip, self.remote, 6, len(tcp))
+            return vnet + GW_MAC + src_mac + b"\x86\xdd" + iph + bytes(tcp)
+        iph = ip if ip is not None else ip_header(self.src_ip, self.remote, 6, len(tcp))
         return vnet + GW_MAC + src_mac + b"\x08\x00" + iph + bytes(tcp)
 
     def send(self, flags: int, payload: bytes = b"", **kw: Any) -> None:
@@ -156,15 +164,20 @@ class Pair:
         assert [snap(f) for f in self.fast.flows()] == [snap(f) for f in self.slow.flows()]
         for f in out:
             eth = VNET_HDR_LEN if self.vnet else 0
-            if f[eth + 12:eth + 14] != b"\x08\x00" or f[eth + 23] != 6:
-                continue                        # not TCP/IPv4 (an ARP reply)
-            tcp = f[ETH_IP if self.vnet else ETH_IP - VNET_HDR_LEN:]
+            if f[eth + 12:eth + 14] == b"\x08\x00" and f[eth + 23] == 6:
+                tcp = f[eth + 14 + 20:]
+            elif f[eth + 12:eth + 14] == b"\x86\xdd" and f[eth + 20] == 6:
+                tcp = f[eth + 14 + 40:]
+            else:
+                continue                        # not TCP (ARP, NDP, a router advertisement)
             seq = struct.unpack_from("!I", tcp, 4)[0]
             n = len(tcp) - (tcp[12] >> 4) * 4 + (1 if tcp[13] & (SYN | FIN) else 0)
             end = (seq + n) & 0xFFFFFFFF
-            if ((end - self.snd_top) & 0xFFFFFFFF) < 1 << 31:
-                self.snd_top = end
+            if not self.seen_syn_ack or ((end - self.snd_top) & 0xFFFFFFFF) < 1 << 31:
+                self.snd_top = end              # (the first: whatever half the ISS is in)
+                self.seen_syn_ack = True
         self.events = evs
+        self.frames = out
         return out
 
     def establish(self) -> None:
@@ -458,6 +471,110 @@ def test_mangled_frames_never_raise_and_both_paths_agree():
         raw = bytearray(p.frame(ACK | PSH, b"m" * rng.randrange(0, 80)))
         for _ in range(rng.randrange(1, 4)):
             pos = rng.randrange(0, min(len(raw), 80))
+            raw[pos] = rng.randrange(256)
+        if rng.random() < 0.2:
+            raw = raw[:rng.randrange(0, len(raw))]
+        p.feed(bytes(raw))
+
+
+# ------------------------------------------------------------------ over IPv6 (wire/tcp6frame.py)
+
+@pytest.mark.parametrize("vflags", [F_NEEDS_CSUM, 0])
+def test_ipv6_request_response_and_bulk_take_the_fast_path(vflags):
+    p = Pair(v6=True, flags=vflags)
+    p.establish()
+    for i in range(10):
+        request = b"s%02d" % i * 20
+        assert p.round_trip(request, b"B" * (i * 41 + 1)) == [request]
+    for i in range(10):
+        p.send(ACK, bytes([i]) * 1400)
+    p.host(random.Random(6).randbytes(200_000))
+    for _ in range(10):
+        if p.ack == p.snd_top:
+            break
+        p.ack = (p.ack + 65000) & 0xFFFFFFFF if ((p.snd_top - p.ack) & 0xFFFFFFFF) > 65000 \
+            else p.snd_top
+        p.send(ACK)
+    assert p.general == 0
+
+
+def test_ipv6_a_router_advertisement_that_falls_due_goes_out_on_the_fast_path_too():
+    p = Pair(v6=True)
+    p.establish()
+    p.round_trip()
+    assert p.fast.ipv6 is not None
+    p.now = p.fast.ipv6._ndp.advertise_due + 1.0
+    before = p.general
+    p.send(ACK | PSH, b"late")                  # check() compares both stacks' frames
+    assert p.general == before
+    assert [f for f in p.frames if f[VNET_HDR_LEN + 12:VNET_HDR_LEN + 14] == b"\x86\xdd"
+            and f[VNET_HDR_LEN + 20] == 58 and f[VNET_HDR_LEN + 54] == 134]     # a router advertisement
+
+
+def test_ipv6_a_member_behind_the_guest_takes_the_fast_path():
+    member = bytes.fromhex("fd000089000000000000000000000005")   # fd00:89::5
+    p = Pair(v6=True, src_ip=member, routed=("fd00:89::/64",))
+    p.src_ip = GUEST6                       # the guest (the holder's side) shows itself first
+    p.send(RST | ACK)
+    p.src_ip = member
+    p.general = 0
+    p.establish()
+    assert member not in p.fast.neighbours.entries
+    for _ in range(3):
+        p.round_trip()
+    assert p.general == 0
+    p.fast.set_routed(())
+    p.slow.set_routed(())
+    p.send(ACK | PSH, b"q" * 64)
+    assert p.general == 1 and p.fast.counters["ipv6.rx.drop.bad_src"] == 1
+
+
+def _ipv6_hop_by_hop(p: Pair) -> None:
+    tcp = p.frame(ACK | PSH, b"abc")[VNET_HDR_LEN + 14 + 40:]
+    hbh = bytes([6, 0]) + bytes([1, 4, 0, 0, 0, 0])                  # next: TCP; PadN
+    ip = ip6_header(p.src_ip, p.remote, 0, len(hbh) + len(tcp))
+    p.feed(bytes([p.vflags]) + bytes(VNET_HDR_LEN - 1) + GW_MAC + GUEST_MAC + b"\x86\xdd" + ip + hbh + tcp)
+
+
+def _ipv6_off_network(p: Pair) -> None:
+    p.feed(p.frame(ACK | PSH, b"x", ip=ip6_header(bytes.fromhex("20010db8000500000000000000000001"),
+                                                   p.remote, 6, 23)))
+
+
+NOT_PREDICTED_6 = {
+    "fin": lambda p: p.send(ACK | FIN, b"bye"),
+    "rst": lambda p: p.send(RST | ACK),
+    "timestamps": lambda p: p.send(ACK | PSH, b"ts", opts=TcpOptions(timestamp=(1, 2)).pack()),
+    "out_of_order": _ooo,
+    "new_mac": _new_mac,
+    "no_flow": _no_flow,
+    "hop_by_hop": _ipv6_hop_by_hop,
+    "off_network": _ipv6_off_network,
+    "bad_checksum": lambda p: p.send(ACK | PSH, b"bad", tcp_csum=0x1234),
+}
+
+
+@pytest.mark.parametrize("case", sorted(NOT_PREDICTED_6))
+def test_ipv6_segments_that_do_not_qualify_take_the_general_path(case):
+    p = Pair(v6=True, flags=0 if case == "bad_checksum" else F_NEEDS_CSUM)
+    p.establish()
+    p.round_trip()
+    p.general = 0
+    NOT_PREDICTED_6[case](p)
+    assert p.general == 1
+    p.general = 0
+    p.ack = p.snd_top
+    p.send(ACK | PSH, b"after")
+
+
+def test_ipv6_mangled_frames_never_raise_and_both_paths_agree():
+    rng = random.Random(19)
+    p = Pair(v6=True)
+    p.establish()
+    for i in range(300):
+        raw = bytearray(p.frame(ACK | PSH, b"m" * rng.randrange(0, 80)))
+        for _ in range(rng.randrange(1, 4)):
+            pos = rng.randrange(0, min(len(raw), 100))
             raw[pos] = rng.randrange(256)
         if rng.random() < 0.2:
             raw = raw[:rng.randrange(0, len(raw))]

@@ -23,6 +23,11 @@ frame is taken only when:
   the general path, which drops and counts it);
 * its flow exists, and the connection predicts it (`receive_predicted`).
 
+Over IPv6 (wire/tcp6frame.py: the same shape with a 40-byte IPv6 header and no extension
+headers), a segment is taken under the same conditions, its source on the sandbox's IPv6
+network with the MAC learned for it, or in a routed prefix, as Ipv6Input.receive has it (which
+also sends a router advertisement when one is due: so does the fast path).
+
 A UDP datagram (wire/udp4frame.py: the same shape up to IPv4, protocol UDP, a UDP length that
 fits) is taken when its source is as above, the virtio header vouches for its checksums, the
 IPv4 header checksum holds, and its flow exists and is not a DNS flow (whose queries the name
@@ -35,11 +40,13 @@ from __future__ import annotations
 from typing import Callable, Final
 
 from ..checksum import sum16
+from ..flow import TcpFlow
 from ..tcp.predict import receive_predicted
-from ..wire import tcp4frame, udp4frame
+from ..wire import tcp4frame, tcp6frame, udp4frame
 from ..wire.tcp4frame import HEADERS_LEN, IP_OFF, TCP_OFF, Fields
 from ..wire.virtio import F_DATA_VALID, F_NEEDS_CSUM
 from .ipv4 import Ipv4Input
+from .ipv6 import Ipv6Input
 from .link import Link
 from .neighbours import Neighbours
 from .tcp import TcpHandler
@@ -57,7 +64,7 @@ class FastPath:
     """`receive_frame` for the Stack: the fast path, else the link's general path."""
 
     def __init__(self, link: Link, neighbours: Neighbours, ipv4: Ipv4Input,
-                 tcp: TcpHandler, udp: UdpHandler) -> None:
+                 tcp: TcpHandler, udp: UdpHandler, ipv6: Ipv6Input | None) -> None:
         self._general: Callable[[bytes | memoryview, float], None] = link.receive_frame
         self._counters = link.counters
         self._enabled = link.vnet_hdr
@@ -68,6 +75,7 @@ class FastPath:
         self._dirty = tcp.dirty          # the Stack's set of flows to service (wired before us)
         self._udp_flows = udp._flows
         self._udp = udp
+        self._ipv6 = ipv6
 
     def receive_frame(self, frame: bytes | memoryview, now: float) -> None:
         """Take one frame read from the TAP (see the module docstring for which)."""
@@ -76,7 +84,10 @@ class FastPath:
             self._general(frame, now)
             return
         if not tcp4frame.maybe(frame, n):
-            if not udp4frame.maybe(frame, n) or not self._receive_udp(frame, n, now):
+            if udp4frame.maybe(frame, n):
+                if not self._receive_udp(frame, n, now):
+                    self._general(frame, now)
+            elif not tcp6frame.maybe(frame, n) or not self._receive_tcp6(frame, n, now):
                 self._general(frame, now)
             return
         fields: Fields = tcp4frame.FRAME.unpack_from(frame, 0)
@@ -108,15 +119,21 @@ class FastPath:
                                            flow.pseudo_base + total - 20) != 0xFFFF:
             self._general(frame, now)
             return
-        plen = total - 40
-        if not receive_predicted(flow.conn, seq, ack, window, mv[HEADERS_LEN:IP_OFF + total], plen,
-                                 now):
+        if not self._predicted(flow, seq, ack, window, mv[HEADERS_LEN:IP_OFF + total], total - 40,
+                               now):
             self._general(frame, now)
-            return
+
+    def _predicted(self, flow: TcpFlow, seq: int, ack: int, window: int, data: memoryview,
+                   dlen: int, now: float) -> bool:
+        """The segment to the connection's header prediction; when it takes it, the accounting
+        the general path does for a segment taken (both families)."""
+        if not receive_predicted(flow.conn, seq, ack, window, data, dlen, now):
+            return False
         self._counters["rx.frames"] += 1
-        if plen:
-            self._budgets.received(flow, plen, now)
+        if dlen:
+            self._budgets.received(flow, dlen, now)
         self._dirty[flow.flow_id] = flow
+        return True
 
     def _receive_udp(self, frame: bytes | memoryview, n: int, now: float) -> bool:
         """A datagram of an existing UDP flow (module docstring); False: not taken, untouched."""
@@ -141,4 +158,36 @@ class FastPath:
         table.move_to_end(key)
         self._udp.deliver(flow, mv[IP_OFF:IP_OFF + f[5]],
                           mv[udp4frame.HEADERS_LEN:udp4frame.UDP_OFF + f[15]], now)
+        return True
+
+    def _receive_tcp6(self, frame: bytes | memoryview, n: int, now: float) -> bool:
+        """The next segment of an established TCP flow over IPv6 (module docstring); False:
+        not taken, untouched."""
+        ipv6 = self._ipv6
+        if ipv6 is None:
+            return False
+        f: tcp6frame.Fields = tcp6frame.FRAME.unpack_from(frame, 0)
+        if not tcp6frame.plain(f, n):
+            return False
+        flags = f[14]
+        if flags != _ACK and flags != _ACK_PSH:
+            return False
+        src = f[7]
+        if ipv6.on_network(src):
+            if self._macs.get(src) != f[1]:
+                return False
+        elif not ipv6.routed_source(src):
+            return False
+        flow = self._by_key.get((src, f[9], f[8], f[10]))
+        if flow is None:
+            return False
+        plen = f[4]
+        mv = memoryview(frame)
+        if not f[0] & _TRUSTED and sum16(mv[tcp6frame.TCP_OFF:tcp6frame.TCP_OFF + plen],
+                                         flow.pseudo_base + plen) != 0xFFFF:
+            return False
+        if not self._predicted(flow, f[11], f[12], f[15],
+                               mv[tcp6frame.HEADERS_LEN:tcp6frame.TCP_OFF + plen], plen - 20, now):
+            return False
+        ipv6.advertise_if_due(now)
         return True

@@ -68,9 +68,22 @@ class Ipv6Input:
         else:
             self._counters["ipv6.rx.drop.proto"] += 1
             return
+        self.advertise_if_due(now)
+
+    def advertise_if_due(self, now: float) -> None:
+        """Send the periodic router advertisement when it is due (after each packet taken,
+        here and on the fast path, iface/fastpath.py)."""
         ndp = self._ndp
         if now >= ndp.advertise_due:
             ndp.advertise(now)
+
+    def on_network(self, src: bytes) -> bool:
+        """Whether `src` is on the sandbox's IPv6 network (`receive` learns its MAC)."""
+        return (int.from_bytes(src, "big") & self._net_mask) == self._net_lo
+
+    def routed_source(self, src: bytes) -> bool:
+        """Whether `src` is off the network and in a routed prefix (taken, no MAC learned)."""
+        return self._routed(int.from_bytes(src, "big"))
 
     def _link_business(self, packet: memoryview, l4: int, src: bytes, dst: bytes,
                        hop_limit: int, src_mac: bytes, now: float) -> None:
