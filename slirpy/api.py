@@ -43,6 +43,7 @@ from collections.abc import Collection
 from typing import Any, Awaitable, Callable, Coroutine, Protocol, cast
 
 from .config import PortSpec
+from .control import RuntimeControl  # noqa: F401  (runtime.start_control: the API's view of a runtime)
 
 MAX_REQUEST = 4096          # slirp4netns's buffer: a request this long is "too large message"
 REQUEST_TIMEOUT = 5.0       # seconds to wait for a complete request

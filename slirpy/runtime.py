@@ -157,10 +157,10 @@ class Runtime:
         for spec, sock in pending:
             await self.ports.adopt(spec, sock)
         if self._pending_api is not None:
-            from . import api as _api
+            from . import api as _api      # imported (with control.py) by prepare_ports: before hardening
             path, sock = self._pending_api
             self._pending_api = None
-            api = self.api = _api.ApiServer(RuntimeControl(self), path)  # type: ignore[arg-type]
+            api = self.api = _api.ApiServer(_api.RuntimeControl(self), path)  # type: ignore[arg-type]
             await api.start(sock)
         if self.autoports is not None:
             self.autoports.start(self.loop)
@@ -376,24 +376,19 @@ class Runtime:
         equal-sized ones as one UDP GSO send. Returns the first event not handled."""
         next_event = self.stack.next_event
         fid = ev.flow_id
-        nxt = next_event()
-        if type(nxt) is not UdpDatagramReceived or nxt.flow_id != fid:
-            self._on_udp_datagram(ev)
-            return nxt
-        flow = self.udp_flows.get(fid)
-        if flow is None:
-            while True:
-                self._on_udp_datagram(ev)
-                if type(nxt) is not UdpDatagramReceived or nxt.flow_id != fid:
-                    return nxt
-                ev = nxt
-                nxt = next_event()
-        parts = [ev.data, nxt.data]
+        parts = [ev.data]
         nxt = next_event()
         while type(nxt) is UdpDatagramReceived and nxt.flow_id == fid:
             parts.append(nxt.data)
             nxt = next_event()
-        flow.send_many(parts)
+        flow = self.udp_flows.get(fid)
+        if flow is None:
+            for _ in parts:
+                self._udp_without_socket(fid)
+        elif len(parts) == 1:
+            flow.send(ev.data)
+        else:
+            flow.send_many(parts)
         return nxt
 
     def _dispatch_table(self) -> dict[type[StackEvent], Callable[[Any], None]]:
@@ -412,15 +407,13 @@ class Runtime:
             TcpFlowClosed: self._on_tcp_closed,
         }
 
-    def _on_udp_datagram(self, ev: UdpDatagramReceived) -> None:
-        flow = self.udp_flows.get(ev.flow_id)
-        if flow is not None:
-            flow.send(ev.data)
-        else:
-            self.counters["udp.host.tx.drop.no_socket"] += 1
-            err = self.failed_flows.get(ev.flow_id)
-            if err is not None:
-                self.stack.udp_host_error(ev.flow_id, err, time.monotonic())
+    def _udp_without_socket(self, flow_id: int) -> None:
+        """A guest datagram on a flow whose host socket could not be opened: dropped, and the
+        error (failed_flows) reported again to the guest."""
+        self.counters["udp.host.tx.drop.no_socket"] += 1
+        err = self.failed_flows.get(flow_id)
+        if err is not None:
+            self.stack.udp_host_error(flow_id, err, time.monotonic())
 
     def _on_udp_opened(self, ev: UdpFlowOpened) -> None:
         host, port = self.dns_upstream() if ev.dns else (ev.host, ev.port)
@@ -560,52 +553,3 @@ class Runtime:
             json.dump(self.snapshot(), f, indent=1)
         os.replace(tmp, path)
 
-
-class RuntimeControl:
-    """What the control socket may do: change the port forwards, and read counters and flows."""
-
-    def __init__(self, runtime: Runtime):
-        self._runtime = runtime
-        self._ports = runtime.ports
-
-    @property
-    def guest_addr(self) -> str:
-        return self._ports.guest_addr
-
-    @property
-    def guest_addr6(self) -> str | None:
-        return self._ports.guest_addr6
-
-    async def add_forward(self, spec: PortSpec) -> int:
-        return await self._ports.add_forward(spec)
-
-    def list_forwards(self) -> list[tuple[int, PortSpec]]:
-        return self._ports.list_forwards()
-
-    def remove_forward(self, forward_id: int) -> bool:
-        return self._ports.remove_forward(forward_id)
-
-    def auto_forward_ids(self) -> set[int]:
-        return self._ports.auto_forward_ids()
-
-    def stats(self) -> dict:
-        return self._runtime.snapshot()
-
-    def flows(self) -> list[dict]:
-        return self._runtime.flow_table(time.monotonic())
-
-    def pcap_start(self, path: str, max_size: int) -> dict:
-        return _pcap.start_capture(self._runtime, path, max_size).info()
-
-    def pcap_stop(self) -> dict | None:
-        cap = _pcap.stop_capture(self._runtime)
-        return None if cap is None else cap.info()
-
-    def set_routes(self, prefixes: list) -> None:
-        self._runtime.stack.set_routed(prefixes)
-
-    def set_names(self, views: dict, domains: list) -> None:
-        self._runtime.stack.set_names(views, domains)
-
-    def routes_to(self, ip: bytes) -> bool:
-        return self._runtime.stack.routes_to(ip)
