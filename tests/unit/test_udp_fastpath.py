@@ -21,7 +21,7 @@ from slirpy.tcpip import stack as st
 from slirpy.tcpip.checksum import finish, pseudo_header_sum, sum16
 from slirpy.tcpip.wire.ipv4 import build_header as ip_header
 from slirpy.tcpip.wire.virtio import F_DATA_VALID, F_NEEDS_CSUM, VNET_HDR_LEN
-from tests.unit.test_tcp_predict import flat, snap
+from tests.unit.test_tcp_predict import flat, snap, spy_on_general_path
 
 GUEST = bytes([10, 0, 2, 100])
 REMOTE = bytes([203, 0, 113, 1])
@@ -49,15 +49,7 @@ class Pair:
         self.slow = st.Stack(cfg, vnet_hdr=True, offload=True, rng=random.Random(1))
         for s in (self.fast, self.slow):
             s.set_routed(routed)
-        self.slow.receive_frame = self.slow.link.receive_frame
-        self.general = 0
-        inner = self.fast.fastpath._general
-
-        def spy(frame: Any, now: float) -> None:
-            self.general += 1
-            inner(frame, now)
-
-        self.fast.fastpath._general = spy
+        spy_on_general_path(self)
         self.now = 0.0
         self.events: list[Any] = []
 

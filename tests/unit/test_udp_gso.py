@@ -8,41 +8,17 @@ from __future__ import annotations
 import asyncio
 import errno
 import socket
-from collections import Counter
 
 import pytest
 
 from slirpy.proxy import udp
 from slirpy.proxy.udp import GSO_MAX_BYTES, GSO_MAX_SEGMENTS, gso_run
-
-
-class _Stack:
-    def __init__(self) -> None:
-        self.errors: list[int] = []
-
-    def udp_host_datagram(self, fid: int, data: bytes, now: float) -> None:
-        pass
-
-    def udp_host_error(self, fid: int, err: int, now: float, *icmp: object) -> None:
-        self.errors.append(err)
-
-
-class _FlowHost:
-    def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
-        self.stack = _Stack()
-        self.counters: Counter[str] = Counter()
-
-    def request_flush(self) -> None:
-        pass
-
-    def bind_address_for(self, host: str) -> None:
-        return None
+from tests.unit.test_udp_rearm import _FlowHost
 
 
 @pytest.fixture
 def world():
-    host = _FlowHost()
+    host = _FlowHost(asyncio.new_event_loop())
     server = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     server.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
     server.bind(("127.0.0.1", 0))
@@ -154,7 +130,7 @@ def test_a_refusal_falls_back_to_one_send_each_for_good(world, err):
 def test_a_pending_error_fails_the_first_datagram_only_as_single_sends_would():
     """An earlier datagram's port unreachable is pending on the connected socket: the next
     send reports it (the guest hears it) and that datagram is lost; the rest of the burst goes."""
-    host = _FlowHost()
+    host = _FlowHost(asyncio.new_event_loop())
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
