@@ -2,24 +2,43 @@
 read counters and flows, start and stop a capture, replace routes and name views.
 
 Why a module: the API's view of the runtime is not the loop's work; runtime.py keeps the loop.
+It sees the runtime as `Served` (runtime.py imports api.py, which imports this module: it
+must not import runtime.py back, tests/unit/test_import_cycles.py).
 """
 
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Protocol
 
 from . import pcap as _pcap
 
 if TYPE_CHECKING:  # pragma: no cover
     from .config import PortSpec
-    from .runtime import Runtime
+    from .impair import FrameLink
+    from .ports import PortManager
+    from .tcpip.stack import Stack
+
+
+class Served(Protocol):
+    """What RuntimeControl uses of runtime.Runtime."""
+
+    link: FrameLink
+    counters: Any
+    ports: PortManager
+
+    @property
+    def stack(self) -> Stack: ...
+
+    def snapshot(self) -> dict: ...
+
+    def flow_table(self, now: float) -> list[dict]: ...
 
 
 class RuntimeControl:
     """What the control socket may do: change the port forwards, and read counters and flows."""
 
-    def __init__(self, runtime: Runtime):
+    def __init__(self, runtime: Served):
         self._runtime = runtime
         self._ports = runtime.ports
 
