@@ -43,6 +43,7 @@ from ..checksum import sum16
 from ..flow import TcpFlow
 from ..tcp.predict import receive_predicted
 from ..wire import tcp4frame, tcp6frame, udp4frame
+from ..wire.ipv4 import words_sum as ipv4_words_sum
 from ..wire.tcp4frame import HEADERS_LEN, IP_OFF, TCP_OFF, Fields
 from ..wire.virtio import F_DATA_VALID, F_NEEDS_CSUM
 from .ipv4 import Ipv4Input
@@ -111,7 +112,8 @@ class FastPath:
             return
         # The IPv4 header checksum, always verified (wire/ipv4.py): its words summed modulo
         # 0xFFFF (2**16 == 1), the addresses' part taken from the flow (they are its key).
-        if (tcp4frame.ipv4_header_sum(fields) + flow.ip_base_sum - _IP_BASE) % 0xFFFF:
+        if (ipv4_words_sum(vihl, tos, total, ident, frag, ttl, proto, csum) + flow.ip_base_sum
+                - _IP_BASE) % 0xFFFF:
             self._general(frame, now)
             return
         mv = memoryview(frame)
@@ -150,8 +152,8 @@ class FastPath:
         flow = table.get(key)
         if flow is None or flow.dns:
             return False
-        if (udp4frame.ipv4_header_sum(f) + int.from_bytes(src, "big")
-                + int.from_bytes(dst, "big")) % 0xFFFF:
+        if (ipv4_words_sum(f[3], f[4], f[5], f[6], f[7], f[8], f[9], f[10])
+                + int.from_bytes(src, "big") + int.from_bytes(dst, "big")) % 0xFFFF:
             return False
         mv = memoryview(frame)
         self._counters["rx.frames"] += 1

@@ -92,9 +92,7 @@ class Ipv6Input:
         if src != UNSPECIFIED and src_mac != self._neighbours.get(src):
             self._learn(src, src_mac)
         self._icmp_link(packet, l4, src, dst, hop_limit, now)
-        ndp = self._ndp
-        if now >= ndp.advertise_due:
-            ndp.advertise(now)
+        self.advertise_if_due(now)
 
     def _routed(self, n: int) -> bool:
         for mask, values in self.routed:

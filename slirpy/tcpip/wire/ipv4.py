@@ -113,6 +113,15 @@ def parse_fields(buf: bytes | bytearray | memoryview, verify_checksum: bool = Tr
     return hlen, tos, total, ident, frag, ttl, proto, csum, src, dst
 
 
+def words_sum(vihl: int, tos: int, total: int, ident: int, frag: int, ttl: int, proto: int,
+                csum: int) -> int:
+    """The sum of an IPv4 header's words other than the two addresses', from its fields (add
+    the addresses' words; the header is intact when the total is 0 modulo 0xFFFF, RFC 1071).
+    `build_header` fills the checksum with it; the receive fast path (iface/fastpath.py) checks
+    one with it, on fields it has unpacked already."""
+    return (vihl << 8 | tos) + total + ident + frag + (ttl << 8 | proto) + csum
+
+
 def build_header(
     src: bytes,
     dst: bytes,
@@ -132,7 +141,7 @@ def build_header(
         raise ValueError("IPv4 addresses must be 4 bytes")
     frag = FLAG_DF if df else 0
     # Sum the header words arithmetically (2**16 == 1 mod 0xFFFF), then pack once.
-    s = ((0x45 << 8 | tos) + total + ident + frag + (ttl << 8 | proto)
+    s = (words_sum(0x45, tos, total, ident, frag, ttl, proto, 0)
          + int.from_bytes(src, "big") + int.from_bytes(dst, "big")) % 0xFFFF
     csum = ~(s or 0xFFFF) & 0xFFFF
     return IPV4_HDR.pack(0x45, tos, total, ident, frag, ttl, proto, csum, src, dst)

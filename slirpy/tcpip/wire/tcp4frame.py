@@ -43,8 +43,3 @@ def plain(f: Fields, n: int) -> bool:
     return (f[2] == 0x0800 and f[3] == 0x45 and f[9] == 6 and not f[7] & 0x3FFF
             and f[17] == 0x50 and 40 <= total <= n - IP_OFF)
 
-
-def ipv4_header_sum(f: Fields) -> int:
-    """The sum of the IPv4 header's words other than the two addresses' (add theirs; the
-    header is intact when the total is 0 modulo 0xFFFF, RFC 1071)."""
-    return (f[3] << 8 | f[4]) + f[5] + f[6] + f[7] + (f[8] << 8 | f[9]) + f[10]
