@@ -163,7 +163,8 @@ def run(mtu: str, cidr: str, ipv6: bool | None, cidr6: str | None, no_offload: b
                        api_socket=api_socket, run_private=lambda **named: run_sandbox(
                            config, list(command), map_subuids=map_subuids, stats_file=stats_file,
                            impair=impair_spec, pcap=capture,
-                           harden=None if no_sandbox else HardenOptions(), **named)))
+                           harden=None if no_sandbox else HardenOptions(),
+                           api_socket_given=api_socket is not None, **named)))
 
 
 # `slirpy run` options that belong to a network's router (one for every member), not to one

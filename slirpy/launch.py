@@ -43,17 +43,19 @@ def run_sandbox(config: NetConfig, argv: list[str], *, map_subuids: bool = False
                 setup: Callable[[], Awaitable[None]] | None = None,
                 impair: ImpairSpec | None = None, api_socket: str | None = None,
                 pcap: tuple[str, int] | None = None, named: NamedRun | None = None,
-                harden: HardenOptions | None = None) -> int:
+                harden: HardenOptions | None = None, api_socket_given: bool = False) -> int:
     """Start the sandbox, serve it until the command exits, return the command's exit code.
     `named`: the run's name, hostname and /etc files (`slirpy run`), told when it has started.
-    With `harden`, the serving process hardens itself before the first frame (harden.py)."""
+    With `harden`, the serving process hardens itself before the first frame (harden.py).
+    `api_socket_given`: the user named `api_socket` (--api-socket), so the command may count on
+    it from its first instruction (the default socket of a named run is bound once it runs)."""
     import os
 
     from .sandbox import Sandbox, SandboxError, SandboxOptions
 
     if harden is not None:        # the hardened process's working directory becomes its new root
         api_socket, stats_file = (None if p is None else os.path.abspath(p) for p in (api_socket, stats_file))
-    early = releases_early(config, pcap, harden)
+    early = releases_early(config, pcap, api_socket_given)
     resolv_text = named.resolv_text if named is not None else None
     if resolv_text is None and config.dns_enabled:
         from .resolvconf import ResolvConf
@@ -63,10 +65,15 @@ def run_sandbox(config: NetConfig, argv: list[str], *, map_subuids: bool = False
         sandbox = Sandbox.start(SandboxOptions(argv=list(argv), net=config, map_subuids=map_subuids,
                                                resolv_conf_text=resolv_text,
                                                **(named.options() if named is not None else {})),
-                                meanwhile=None if early else _import_loop_and_runtime if harden is None
-                                else _import_hardened)
+                                meanwhile=_meanwhile(early, harden))
     except SandboxError as e:
         fail(str(e), 1)
+    if harden is not None:
+        from .harden import before_loop
+        try:
+            before_loop(harden)         # libseccomp is there, io_uring refused: else nothing runs
+        except HardenError as e:
+            _refuse_unhardened(sandbox, e)
     if early:
         _forward_signals(sandbox)
         sandbox.release()          # tap0 is configured: the command runs while we import the rest
@@ -106,10 +113,7 @@ def run_sandbox(config: NetConfig, argv: list[str], *, map_subuids: bool = False
                                                             sandbox.pid, quiet)
             code = uvloop.run(serve_sandbox(runtime, sandbox, setup, step))
         except HardenError as e:
-            sandbox.send_signal(signal.SIGKILL)
-            sandbox.wait()
-            fail(f"cannot harden the network process: {e} (--no-sandbox runs without; "
-                 "see `slirpy doctor`)", 1)
+            _refuse_unhardened(sandbox, e)
         if stats_file:
             runtime.write_stats(stats_file)
         return code
@@ -117,14 +121,35 @@ def run_sandbox(config: NetConfig, argv: list[str], *, map_subuids: bool = False
         sandbox.close()
 
 
-def releases_early(config: NetConfig, pcap: tuple[str, int] | None, harden: HardenOptions | None) -> bool:
+def releases_early(config: NetConfig, pcap: tuple[str, int] | None, api_socket_given: bool) -> bool:
     """Whether the command may start as soon as tap0 is configured, before this process imports
     its event loop and runtime (start-up time; frames the guest sends meanwhile wait in tap0's
-    queue).  Only with --no-sandbox (a hardened run promises that its command starts once the
-    serving process is hardened, and never if it cannot be), and only when no user's mistake
-    can still stop the run before it serves: published ports (in use, privileged) and --pcap
-    (a file that cannot be written) are checked before the command starts, as before."""
-    return harden is None and not config.ports and pcap is None
+    queue).  Hardened or not: a hardened process reads no frame before it is hardened either
+    way (serve_sandbox hardens before it attaches the TAP), and what can refuse hardening on a
+    machine (libseccomp missing, seccomp refused) is found by `before_loop` before the command
+    is released.  Not when a user's mistake can still stop the run before it serves: published
+    ports (in use, privileged) and --pcap (a file that cannot be written) are checked before
+    the command starts, as before; and not with --api-socket, which the command may use at once
+    (slirp4netns mode waits for it too)."""
+    return not config.ports and pcap is None and not api_socket_given
+
+
+def _meanwhile(early: bool, harden: HardenOptions | None) -> Callable[[], None] | None:
+    """What to import while the sandbox's child sets up tap0: what runs before the command is
+    released (libseccomp's binding, for `before_loop`), or everything serving needs when the
+    command waits for it anyway."""
+    if early:
+        return None if harden is None else _import_seccomp
+    return _import_loop_and_runtime if harden is None else _import_hardened
+
+
+def _refuse_unhardened(sandbox: Sandbox, e: HardenError) -> NoReturn:
+    """Hardening failed: the sandbox goes (its command never ran, unless it was released
+    early and hardening failed past `before_loop`'s checks) and slirpy says why."""
+    sandbox.send_signal(signal.SIGKILL)
+    sandbox.wait()
+    fail(f"cannot harden the network process: {e} (--no-sandbox runs without; "
+         "see `slirpy doctor`)", 1)
 
 
 def _forward_signals(sandbox: Sandbox) -> None:
@@ -144,13 +169,12 @@ def _harden_step(runtime: Runtime, opts: HardenOptions, api_socket: str | None,
                  stats_file: str | None, pid: int, quiet: bool) -> Callable[[], None]:
     """What serve_sandbox calls before the first frame: harden.py, with the paths this run
     still needs after it (API socket, stats file, a --resolv-conf outside /etc and /run)."""
-    from .harden import before_loop, harden_runtime, runtime_options
+    from .harden import harden_runtime, runtime_options
 
     cfg = runtime.config
     full = runtime_options(opts, api_socket=api_socket, stats_file=stats_file,
                            resolv_conf=cfg.resolv_conf if cfg.dns_enabled and cfg.dns_upstream is None else None,
                            autoports_pid=pid if runtime.autoports is not None else None)
-    before_loop(opts)
 
     def step() -> None:
         for warning in harden_runtime(runtime, full).warnings:
@@ -167,8 +191,13 @@ def _import_loop_and_runtime() -> None:
 
 
 def _import_hardened() -> None:
-    """The same, and libseccomp's binding (its import runs ldconfig to find the library)."""
+    """The same, and libseccomp's binding."""
     _import_loop_and_runtime()
+    _import_seccomp()
+
+
+def _import_seccomp() -> None:
+    """libseccomp's binding (its import runs ldconfig to find the library)."""
     try:
         import pyseccomp  # noqa: F401
     except (ImportError, RuntimeError):

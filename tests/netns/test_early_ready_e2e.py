@@ -1,6 +1,7 @@
-"""Start-up (issue 18): the ready fd is written, and `slirpy run --no-sandbox` starts its
-command, as soon as tap0 is configured, before the serving process has imported its event loop.
-What the guest sends in between waits in tap0's queue: nothing may be lost.
+"""Start-up (issue 18): the ready fd is written, and `slirpy run` starts its command (hardened
+or not; without -p, --pcap or --api-socket), as soon as tap0 is configured, before the serving
+process has imported its event loop (or hardened itself). What the guest sends in between waits
+in tap0's queue: nothing may be lost.
 
 The guest here is already running and waiting when the network becomes ready, so it sends within
 a millisecond of the ready fd, while slirpy is still importing: a TCP upload of 1 MB (sha256
@@ -122,11 +123,14 @@ def test_guest_sends_the_moment_the_ready_fd_is_written():
         host.close()
 
 
-def test_slirpy_run_no_sandbox_command_sends_at_once():
+@pytest.mark.parametrize("options", [["--no-sandbox"], []], ids=["no-sandbox", "hardened"])
+def test_slirpy_run_command_sends_at_once(options):
+    """Hardened too: the command is released before the serving process hardens itself, which
+    reads no frame before that (its datagram and upload wait in tap0's queue)."""
     host = HostSide()
     tcp_port, udp_port = host.ports()
     try:
-        res = subprocess.run([sys.executable, "-m", "slirpy", "run", "--no-sandbox", "--", sys.executable,
+        res = subprocess.run([sys.executable, "-m", "slirpy", "run", *options, "--", sys.executable,
                               "-c", GUEST, HOST_ADDR, str(tcp_port), str(udp_port), str(SIZE), "0"],
                              capture_output=True, text=True, timeout=120, cwd=REPO, stdin=subprocess.DEVNULL)
         assert res.returncode == 0, res.stderr

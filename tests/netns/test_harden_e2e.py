@@ -44,10 +44,23 @@ def wait_for(pred, what: str, timeout: float = TIMEOUT):
         time.sleep(0.05)
 
 
+# slirpy's last hardening step is its allow-list, and it is its second filter: the first, loaded
+# before the command is released (and before the event loop exists), only refuses io_uring_setup
+# (harden.before_loop).  The command of `slirpy run` (without -p, --pcap or --api-socket) and
+# slirp4netns mode's ready fd go once tap0 is configured, before hardening: no frame is read
+# before it ends (serve_sandbox hardens, then attaches the TAP).  So neither the command running
+# nor "Seccomp: 2" says hardening is over; the second filter does. The real slirp4netns loads one.
+OUR_FILTERS = 2
+S4N_FILTERS = 1
+
+
+def filters_loaded(pid: int, n: int) -> None:
+    wait_for(lambda: int(status(pid)["Seccomp_filters"]) >= n, f"seccomp filter {n}")
+
+
 class Run:
     """`slirpy run OPTIONS -- CMD` in the background (its own session). The default command
-    touches a file, then sleeps: once the file exists, the command was released, which
-    happens after the runtime hardened itself."""
+    touches a file, then sleeps: once the file exists, the command was released."""
 
     def __init__(self, *options: str, tmp, cmd: list[str] | None = None, env: dict | None = None) -> None:
         self.started = tmp / "started"
@@ -58,10 +71,12 @@ class Run:
                                      stdin=subprocess.DEVNULL, start_new_session=True, cwd=REPO,
                                      env=None if env is None else {**os.environ, **env})
 
-    def serving(self) -> dict:
-        """The runtime's hardening once the command runs."""
+    def serving(self, filters: int = OUR_FILTERS) -> dict:
+        """The runtime's hardening once the command runs and `filters` seccomp filters are
+        loaded (hardening is over)."""
         wait_for(lambda: self.proc.poll() is not None or self.started.exists(), "the command to start")
         assert self.proc.poll() is None, self.finish()
+        filters_loaded(self.proc.pid, filters)
         return hardening_of(self.proc.pid)
 
     def finish(self, sig: int | None = None, timeout: float = TIMEOUT) -> tuple[int, str, str]:
@@ -107,21 +122,9 @@ def test_slirpy_run_is_hardened_by_default(runs):
 
 
 def test_no_sandbox_turns_every_part_off(runs):
-    h = runs("--no-sandbox").serving()
+    h = runs("--no-sandbox").serving(filters=0)
     assert h["seccomp"] == "0" and h["nnp"] == "0" and "usr" in h["root"], h
     assert h["eff"] != CAP_NET_BIND_SERVICE, h     # uid 0 of the test namespace keeps its capabilities
-
-
-# slirpy's last hardening step is its allow-list, and it is its second filter: the first, loaded
-# before the event loop exists, only refuses io_uring_setup (harden.before_loop).  Its ready fd is
-# written before either (the TAP is configured then; no frame is read before hardening ends), so
-# "Seccomp: 2" alone does not say hardening is over. The real slirp4netns loads one filter.
-OUR_FILTERS = 2
-S4N_FILTERS = 1
-
-
-def filters_loaded(pid: int, n: int) -> None:
-    wait_for(lambda: int(status(pid)["Seccomp_filters"]) >= n, f"seccomp filter {n}")
 
 
 def _slirp4netns_hardening(cmd: list[str], filters: int) -> dict:
