@@ -89,6 +89,30 @@ def set_ipv6_sysctls(ifname: str, values: dict[str, str], root: str = IPV6_CONF)
     return problems
 
 
+# What the guest's kernel may hold for a neighbour it is still resolving (the gateway's ARP or
+# NDP answer), per interface, instead of the kernel's 208 KiB. The command of `slirpy run` and a
+# slirp4netns-mode guest may send as soon as the interface is up, before slirpy serves it
+# (launch.releases_early, the ready fd): the gateway is then unresolved until slirpy answers, and
+# a full queue drops its oldest frames: the first datagrams a command sends.
+UNRES_QLEN_BYTES = 4 << 20
+NEIGH_ROOT = "/proc/sys/net"
+
+
+def set_unres_qlen(ifname: str, ipv6: bool, value: int = UNRES_QLEN_BYTES,
+                   root: str = NEIGH_ROOT) -> list[str]:
+    """neigh/IFNAME/unres_qlen_bytes of IPv4 (and IPv6) = `value`; problems as warnings."""
+    problems = []
+    for family in ("ipv4", "ipv6") if ipv6 else ("ipv4",):
+        path = os.path.join(root, family, "neigh", ifname, "unres_qlen_bytes")
+        try:
+            with open(path, "w") as f:
+                f.write(str(value))
+        except OSError as e:
+            problems.append(f"cannot set net.{family}.neigh.{ifname}.unres_qlen_bytes={value}: "
+                            f"{e.strerror or e}")
+    return problems
+
+
 TXQUEUELEN = 10000
 IP_PATHS = ("/usr/sbin/ip", "/sbin/ip", "/usr/bin/ip", "/bin/ip")
 NSENTER_PATHS = ("/usr/bin/nsenter", "/bin/nsenter")
@@ -149,8 +173,9 @@ def start_txqueuelen(ifname: str, qlen: int, ip_paths: tuple[str, ...] = IP_PATH
 def configure(ifname: str, net: TapNetwork, txqueuelen: int | None = TXQUEUELEN, *,
               hide_ipv6: bool = False) -> list[str]:
     """Bring lo up; give `ifname` MTU, txqueuelen (None: the caller sets it later, with
-    `set_txqueuelen`), MAC, the IPv6 sysctls, the guest addresses; up; default routes via the
-    gateways. Returns warnings (IPv6 sysctls or the queue length that could not be set);
+    `set_txqueuelen`), MAC, the IPv6 sysctls, the neighbour queue (`set_unres_qlen`), the guest
+    addresses; up; default routes via the gateways. Returns warnings (sysctls or the queue
+    length that could not be set);
     raises NetconfError for anything else.
 
     With the interface ioctls of ifioctl.py, not pyroute2: this runs on the critical path of
@@ -174,6 +199,7 @@ def configure(ifname: str, net: TapNetwork, txqueuelen: int | None = TXQUEUELEN,
             if net.ipv6 and not with_ipv6:
                 warnings.append(f"this kernel has no IPv6 (no {IPV6_CONF}/{ifname}): the "
                                 "sandbox gets IPv4 only")
+            warnings += set_unres_qlen(ifname, with_ipv6)
             step = f"add address {net.guest}/{net.network.prefixlen} to {ifname}"
             ifs.add_addr4(ifname, str(net.guest), str(net.network.netmask))
             if with_ipv6:

@@ -137,3 +137,15 @@ def test_slirpy_run_command_sends_at_once(options):
         check(res.stdout)
     finally:
         host.close()
+
+
+def test_the_neighbour_queue_holds_a_start_up_burst():
+    """What a command sends before slirpy serves waits for the gateway's ARP (NDP) answer in
+    the guest kernel's neighbour queue, whose oldest frames are dropped past its limit: raised
+    to 4 MiB on tap0 for both families (netconf.set_unres_qlen)."""
+    res = subprocess.run([sys.executable, "-m", "slirpy", "run", "--", "cat",
+                          "/proc/sys/net/ipv4/neigh/tap0/unres_qlen_bytes",
+                          "/proc/sys/net/ipv6/neigh/tap0/unres_qlen_bytes"],
+                         capture_output=True, text=True, timeout=60, cwd=REPO, stdin=subprocess.DEVNULL)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.split() == [str(4 << 20)] * 2, res.stdout

@@ -1,4 +1,5 @@
-"""netconf's IPv6 sysctls for the sandbox interface (the netlink part runs in tests/netns)."""
+"""netconf's sysctls for the sandbox interface: IPv6, the neighbour queue (the ioctl part runs in
+tests/netns)."""
 
 from __future__ import annotations
 
@@ -45,3 +46,23 @@ def test_set_ipv6_sysctls_names_what_it_could_not_set(tmp_path):
     assert problems == ["cannot set net.ipv6.conf.tap0.accept_dad=0: Is a directory"]
     assert (conf / "accept_ra").read_text() == "0"
     assert os.path.isdir(conf / "accept_dad")
+
+
+def _neigh(root, family: str):
+    d = root / family / "neigh" / "tap0"
+    d.mkdir(parents=True)
+    (d / "unres_qlen_bytes").write_text("212992\n")
+    return d / "unres_qlen_bytes"
+
+
+def test_unres_qlen_is_raised_for_each_family_in_use(tmp_path):
+    v4, v6 = _neigh(tmp_path, "ipv4"), _neigh(tmp_path, "ipv6")
+    assert netconf.set_unres_qlen("tap0", False, root=str(tmp_path)) == []
+    assert v4.read_text() == str(4 << 20) and v6.read_text() == "212992\n"
+    assert netconf.set_unres_qlen("tap0", True, root=str(tmp_path)) == []
+    assert v6.read_text() == str(4 << 20)
+
+
+def test_unres_qlen_that_cannot_be_set_is_a_warning(tmp_path):
+    assert netconf.set_unres_qlen("tap0", False, root=str(tmp_path)) == [
+        "cannot set net.ipv4.neigh.tap0.unres_qlen_bytes=4194304: No such file or directory"]
