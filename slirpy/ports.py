@@ -38,14 +38,14 @@ import socket
 import struct
 import time
 from collections.abc import Iterable
-from typing import TypeAlias, cast
+from typing import Final, TypeAlias, cast
 
 from .config import PortSpec
 from .proxy.host import FlowHost
 from .proxy.tcp import HostTcpProtocol, tune_transport
 from .proxy.udp import WatchedSocket
 
-_now = time.monotonic
+_now: Final = time.monotonic
 
 # A client's address as recvmsg gives it: (host, port) for IPv4, + (flowinfo, scope) for IPv6.
 SockAddr: TypeAlias = tuple[str, int] | tuple[str, int, int, int]
@@ -53,12 +53,12 @@ SockAddr: TypeAlias = tuple[str, int] | tuple[str, int, int, int]
 Ancillary: TypeAlias = list[tuple[int, int, bytes]]
 
 UNPRIVILEGED_PORT_SYSCTL = "/proc/sys/net/ipv4/ip_unprivileged_port_start"
-_BACKLOG = 1024
-_UDP_READ_BATCH = 64
-_UDP_RECV_SIZE = 65536
-_LINGER_RESET = struct.pack("ii", 1, 0)
-IP_PKTINFO = 8
-_PKTINFO_SPACE = socket.CMSG_SPACE(20)
+_BACKLOG: Final = 1024
+_UDP_READ_BATCH: Final = 64
+_UDP_RECV_SIZE: Final = 65536
+_LINGER_RESET: Final = struct.pack("ii", 1, 0)
+IP_PKTINFO: Final = 8
+_PKTINFO_SPACE: Final = socket.CMSG_SPACE(20)
 
 
 class PortError(Exception):

@@ -22,7 +22,7 @@ import asyncio
 import ipaddress
 import socket
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from .host import FlowHost, UdpFlowSocket, remove_reader
 from .udp import host_socket
@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 MAXNS = 3                   # nameservers asked, as glibc's MAXNS
 FALLBACK_AFTER = 1.0        # seconds a server has to answer before the next one is asked
 MAX_PENDING = 32            # queries of one flow tracked for fallback
-_READ_BATCH = 64
+_READ_BATCH: Final = 64
 ECONNREFUSED = 111
 
 

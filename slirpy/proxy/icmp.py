@@ -18,6 +18,7 @@ import socket
 import struct
 import time
 from dataclasses import dataclass
+from typing import Final
 
 from ..tcpip.fwd import echo_unreach_code
 from ..tcpip.wire.icmp import DEST_UNREACH as ICMP_DEST_UNREACH
@@ -25,7 +26,7 @@ from ..tcpip.wire.icmpv6 import DEST_UNREACH as ICMPV6_DEST_UNREACH
 from .host import FlowHost
 from .udp import SO_EE_ORIGIN_ICMP, SO_EE_ORIGIN_ICMP6, WatchedSocket, drain_error_queue
 
-_now = time.monotonic
+_now: Final = time.monotonic
 
 IP_TTL = 2
 IP_RECVERR = 11
@@ -36,7 +37,7 @@ IPV6_RECVHOPLIMIT = 51
 IPV6_HOPLIMIT = 52
 _ECHO_HDR = struct.Struct("!BBHHH")      # type, code, checksum, ident, seq
 _INT = struct.Struct("=i")
-_READ_BATCH = 64
+_READ_BATCH: Final = 64
 _CMSG_SPACE = socket.CMSG_SPACE(4)
 
 

@@ -18,17 +18,17 @@ import asyncio
 import collections
 import errno
 import time
-from typing import cast
+from typing import Final, cast
 
 from .host import FlowHost
 
-_now = time.monotonic
+_now: Final = time.monotonic
 
 
-BLOCK = 256 << 10          # one block of read buffer
-_MIN_ROOM = 64 << 10       # a read gets at least this much room; less left: the next block
-_COPY_BELOW = 16 << 10     # smaller reads are copied out, and their room is used again
-_RETIRED_MAX = 256         # full blocks remembered for reuse (more are left to the allocator)
+BLOCK: Final = 256 << 10          # one block of read buffer
+_MIN_ROOM: Final = 64 << 10       # a read gets at least this much room; less left: the next block
+_COPY_BELOW: Final = 16 << 10     # smaller reads are copied out, and their room is used again
+_RETIRED_MAX: Final = 256         # full blocks remembered for reuse (more are left to the allocator)
 
 
 def _unviewed(block: bytearray) -> bool:
@@ -44,7 +44,7 @@ def _unviewed(block: bytearray) -> bool:
     block.append(0)
     return True
 
-_NO_VIEW = memoryview(b"")  # RecvBlocks' views between blocks: they hold none of the old one
+_NO_VIEW: Final = memoryview(b"")  # RecvBlocks' views between blocks: they hold none of the old one
 
 
 class RecvBlocks:
@@ -119,11 +119,12 @@ def tune_transport(transport: asyncio.WriteTransport) -> None:
 
 
 class HostTcpProtocol(asyncio.BufferedProtocol):
-    __slots__ = ("flow_host", "stack", "flow_id", "transport", "closed")
+    __slots__ = ("flow_host", "stack", "blocks", "flow_id", "transport", "closed")
 
     def __init__(self, flow_host: FlowHost, flow_id: int):
         self.flow_host = flow_host
         self.stack = flow_host.stack
+        self.blocks = flow_host.recv_blocks     # one attribute lookup less per read
         self.flow_id = flow_id
         self.transport: asyncio.Transport | None = None
         self.closed = False
@@ -141,13 +142,13 @@ class HostTcpProtocol(asyncio.BufferedProtocol):
         self.flow_host.request_flush()
 
     def get_buffer(self, sizehint: int) -> memoryview:
-        room = self.flow_host.recv_blocks.room()
+        room = self.blocks.room()
         allowed = self.stack.tcp_host_allowance(self.flow_id)
         return room if allowed >= len(room) else room[:allowed]
 
     def buffer_updated(self, nbytes: int) -> None:
         t = self.transport          # set: the loop reads only once connection_made has run
-        data = self.flow_host.recv_blocks.take(nbytes)
+        data = self.blocks.take(nbytes)
         if self.stack.tcp_host_data(self.flow_id, data, _now()) and t is not None:
             t.pause_reading()    # now: before the loop reads this socket again
         self.flow_host.request_flush()

@@ -22,6 +22,8 @@ the way out, an old kernel) the flow falls back to one send per datagram for goo
 
 from __future__ import annotations
 
+from typing import Final
+
 import errno
 import socket
 import struct
@@ -29,7 +31,7 @@ import time
 
 from .host import FlowHost, remove_reader
 
-_now = time.monotonic
+_now: Final = time.monotonic
 
 IP_RECVERR = 11
 IPV6_RECVERR = 25
@@ -41,16 +43,16 @@ _SOCKADDR_FAMILY = struct.Struct("=H")
 # Where the offender's address sits in the sockaddr after it: (offset, length) per family.
 _OFFENDER_AT = {socket.AF_INET: (4, 4), socket.AF_INET6: (8, 16)}   # sin_addr; sin6_addr
 ICMP_ORIGINS = frozenset((SO_EE_ORIGIN_ICMP, SO_EE_ORIGIN_ICMP6))
-_READ_BATCH = 64
-_RECV_SIZE = 65536
+_READ_BATCH: Final = 64
+_RECV_SIZE: Final = 65536
 _ERRQUEUE_MAX = 16
-SOL_UDP = 17
-UDP_SEGMENT = 103                  # linux/udp.h; socket.UDP_SEGMENT is not in every Python
-GSO_MAX_SEGMENTS = 64              # UDP_MAX_SEGMENTS of older kernels (128 since 5.x)
-GSO_MAX_BYTES = 65000              # one IPv4/IPv6 packet's worth of payload, with room to spare
-_GSO_SIZE = struct.Struct("=H")
+SOL_UDP: Final = 17
+UDP_SEGMENT: Final = 103                  # linux/udp.h; socket.UDP_SEGMENT is not in every Python
+GSO_MAX_SEGMENTS: Final = 64              # UDP_MAX_SEGMENTS of older kernels (128 since 5.x)
+GSO_MAX_BYTES: Final = 65000              # one IPv4/IPv6 packet's worth of payload, with room to spare
+_GSO_SIZE: Final = struct.Struct("=H")
 # What a kernel answers when it cannot segment this flow's datagrams (the send did nothing).
-_GSO_REFUSED = frozenset((errno.EINVAL, errno.EIO, errno.EMSGSIZE, errno.ENOPROTOOPT,
+_GSO_REFUSED: Final = frozenset((errno.EINVAL, errno.EIO, errno.EMSGSIZE, errno.ENOPROTOOPT,
                           errno.EOPNOTSUPP))
 
 

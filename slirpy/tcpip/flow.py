@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import heapq
 from collections import OrderedDict, deque
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Final, Iterator, Sequence, TypeVar
 
 from .checksum import sum16
 from .events import IcmpEchoFlowClosed, StackEvent, UdpFlowClosed
@@ -38,9 +38,14 @@ from .events import IcmpEchoFlowClosed, StackEvent, UdpFlowClosed
 if TYPE_CHECKING:
     from .tcp.connection import TcpConnection
 
-_PROTO_TCP = 6
-_PROTO_UDP = 17
-_PROTO_ICMP = 1
+# heapq's functions as compiled constants (no module attribute lookup per call).
+_heappush: Final = heapq.heappush
+_heappop: Final = heapq.heappop
+_heapreplace: Final = heapq.heapreplace
+
+_PROTO_TCP: Final = 6
+_PROTO_UDP: Final = 17
+_PROTO_ICMP: Final = 1
 
 FlowKey = tuple[bytes, int, bytes, int]   # guest ip, guest port, peer ip, peer port (as the guest sees it)
 EchoKey = tuple[bytes, int, bytes]        # guest ip, echo ident, peer ip
@@ -152,7 +157,7 @@ class DeadlineHeap:
 
     def push(self, deadline: float, flow_id: int, flows: dict[int, Any]) -> None:
         heap = self._heap
-        heapq.heappush(heap, (deadline, flow_id))
+        _heappush(heap, (deadline, flow_id))
         if len(heap) > self._check_at:
             self._compact(flows)
 
@@ -167,9 +172,9 @@ class DeadlineHeap:
             top = heap[0]
             if top[1] == flow_id and top[0] == old:
                 if new is None:
-                    heapq.heappop(heap)
+                    _heappop(heap)
                 else:
-                    heapq.heapreplace(heap, (new, flow_id))
+                    _heapreplace(heap, (new, flow_id))
                 return
         if new is not None:
             self.push(new, flow_id, flows)
@@ -178,7 +183,7 @@ class DeadlineHeap:
         """Yield each flow whose current deadline is <= now (once), clearing its timer."""
         heap = self._heap
         while heap and heap[0][0] <= now:
-            deadline, flow_id = heapq.heappop(heap)
+            deadline, flow_id = _heappop(heap)
             flow = flows.get(flow_id)
             if flow is not None and flow.timer_at == deadline:
                 flow.timer_at = None
@@ -191,7 +196,7 @@ class DeadlineHeap:
             flow: Flow | None = flows.get(flow_id)
             if flow is not None and flow.timer_at == deadline:
                 return deadline
-            heapq.heappop(heap)
+            _heappop(heap)
         return None
 
     def _compact(self, flows: dict[int, Any]) -> None:
@@ -205,12 +210,12 @@ class DeadlineHeap:
         return len(self._heap)
 
 
-HOST_READ_MIN = 16 << 10      # a host read may always take this much (see host_allowance)
-SND_SHARE_MIN = 64 << 10      # a flow's share of tcp_snd_buf_total never falls below this
+HOST_READ_MIN: Final = 16 << 10      # a host read may always take this much (see host_allowance)
+SND_SHARE_MIN: Final = 64 << 10      # a flow's share of tcp_snd_buf_total never falls below this
 # A flow's receive window never falls below two 64 KiB super-frames: with one, each flow would
 # wait for the ACK of every frame (perf/NOTES.md, "receive window floor").
-RCV_SHARE_MIN = 128 << 10
-RCV_EPOCH = 0.05              # seconds: how often the receiving flows are counted again
+RCV_SHARE_MIN: Final = 128 << 10
+RCV_EPOCH: Final = 0.05              # seconds: how often the receiving flows are counted again
 
 
 def equal_share(total: int, flows: int, floor: int, cap: int) -> int:
@@ -226,10 +231,15 @@ class Budgets:
     """The TCP buffer budgets shared equally among busy flows: host -> guest bytes queued
     (`tcp_snd_buf_total`) and the guest -> host receive windows (`tcp_rcv_buf_total`)."""
 
-    __slots__ = ("_limits", "snd_total", "snd_active", "rcv_share", "rcv_seen", "rcv_epoch_end")
+    __slots__ = ("_snd_buf", "_snd_buf_total", "_rcv_buf", "_rcv_buf_total", "snd_total",
+                 "snd_active", "rcv_share", "rcv_seen", "rcv_epoch_end")
 
     def __init__(self, limits: Any) -> None:
-        self._limits = limits
+        # The limits as native ints: read per host read and per ACK (config.Limits is frozen).
+        self._snd_buf: int = limits.tcp_snd_buf
+        self._snd_buf_total: int = limits.tcp_snd_buf_total
+        self._rcv_buf: int = limits.tcp_rcv_buf
+        self._rcv_buf_total: int = limits.tcp_rcv_buf_total
         self.snd_total = 0                          # host -> guest bytes queued, all flows
         self.snd_active = 0                         # flows with some of it
         self.rcv_share: int = limits.tcp_rcv_buf    # receive window of each receiving flow
@@ -250,9 +260,7 @@ class Budgets:
     def snd_share(self) -> int:
         """Bytes a flow may queue towards the guest before its host reads pause: an equal share
         of `tcp_snd_buf_total` among the flows holding data, within [64 KiB, tcp_snd_buf]."""
-        limits = self._limits
-        return equal_share(limits.tcp_snd_buf_total, self.snd_active, SND_SHARE_MIN,
-                           limits.tcp_snd_buf)
+        return equal_share(self._snd_buf_total, self.snd_active, SND_SHARE_MIN, self._snd_buf)
 
     def received(self, flow: TcpFlow, n: int, now: float) -> None:
         """`flow` brought `n` (> 0) payload bytes from the guest: count them, and note the flow
@@ -267,9 +275,8 @@ class Budgets:
         equally (within [RCV_SHARE_MIN, tcp_rcv_buf]) as their receive window, so guest ->
         host data in flight is bounded over all flows, not per flow (perf/NOTES.md)."""
         seen = self.rcv_seen
-        limits = self._limits
-        share = self.rcv_share = equal_share(limits.tcp_rcv_buf_total, len(seen), RCV_SHARE_MIN,
-                                             limits.tcp_rcv_buf)
+        share = self.rcv_share = equal_share(self._rcv_buf_total, len(seen), RCV_SHARE_MIN,
+                                             self._rcv_buf)
         for flow in seen.values():
             flow.conn.set_receive_window(share)
         self.rcv_seen = {}
@@ -283,7 +290,7 @@ class Budgets:
         if flow is None:
             return HOST_READ_MIN
         room = self.snd_share() - flow.queued
-        total_room = self._limits.tcp_snd_buf_total - self.snd_total
+        total_room = self._snd_buf_total - self.snd_total
         if total_room < SND_SHARE_MIN:
             total_room = SND_SHARE_MIN
         if total_room < room:

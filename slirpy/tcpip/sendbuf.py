@@ -17,9 +17,9 @@ the last read ended) makes it O(1) amortized; a retransmission from the front re
 
 from __future__ import annotations
 
-from typing import ClassVar, TypeAlias
+from typing import ClassVar, Final, TypeAlias
 
-_MERGE_BELOW = 4096
+_MERGE_BELOW: Final = 4096
 
 # A queued chunk: `bytes`, or a read-only view whose owner never writes those bytes again.
 Chunk: TypeAlias = bytes | memoryview

@@ -160,6 +160,7 @@ class Recorder:
 class FakeHost:
     def __init__(self, loop=None):
         self.stack = Recorder()
+        self.recv_blocks = None         # FlowHost's; nothing is read from a host socket here
         self.counters = defaultdict(int)
         self.loop = loop
         self.tcp = {}

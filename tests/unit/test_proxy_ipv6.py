@@ -126,6 +126,7 @@ class FakeLoop:
 class FakeHost:
     def __init__(self, bind6: str | None = None):
         self.stack = Recorder()
+        self.recv_blocks = None         # FlowHost's; nothing is read from a host socket here
         self.counters = defaultdict(int)
         self.flushes = 0
         self.bind6 = bind6

@@ -13,11 +13,11 @@ exit of fast recovery, and the retransmissions, stay with the connection (`arriv
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Final, Protocol
 
-CWND_MAX = 1 << 30
-SSTHRESH_INITIAL = 1 << 30
-INITIAL_WINDOW_SEGMENTS = 10             # RFC 6928
+CWND_MAX: Final = 1 << 30
+SSTHRESH_INITIAL: Final = 1 << 30
+INITIAL_WINDOW_SEGMENTS: Final = 10             # RFC 6928
 
 
 class CongestionControl(Protocol):

@@ -7,11 +7,12 @@ all connections; a connection never changes it.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Final
 
-MAX_DUPACKS_PER_FLUSH = 16      # duplicate ACKs emitted for one batch of out-of-order arrivals
-DEFAULT_MSS = 536             # RFC 9293 §3.7.1 when the SYN carries no MSS option
-MIN_MSS = 64                  # a hostile MSS of 1 would make every segment a byte
-MAX_WSCALE = 14               # RFC 7323 §2.3
+MAX_DUPACKS_PER_FLUSH: Final = 16      # duplicate ACKs emitted for one batch of out-of-order arrivals
+DEFAULT_MSS: Final = 536             # RFC 9293 §3.7.1 when the SYN carries no MSS option
+MIN_MSS: Final = 64                  # a hostile MSS of 1 would make every segment a byte
+MAX_WSCALE: Final = 14               # RFC 7323 §2.3
 
 
 @dataclass(frozen=True, slots=True)

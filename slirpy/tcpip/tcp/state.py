@@ -9,6 +9,7 @@ of h11's `_state.py`. The connection looks a transition up; it never spells one 
 from __future__ import annotations
 
 import enum
+from typing import Final
 
 
 class TcpState(enum.Enum):
@@ -39,16 +40,16 @@ class CloseEvent(enum.Enum):
     __hash__ = object.__hash__
 
 
-CLOSED = TcpState.CLOSED
-SYN_SENT = TcpState.SYN_SENT
-SYN_RECEIVED = TcpState.SYN_RECEIVED
-ESTABLISHED = TcpState.ESTABLISHED
-FIN_WAIT_1 = TcpState.FIN_WAIT_1
-FIN_WAIT_2 = TcpState.FIN_WAIT_2
-CLOSE_WAIT = TcpState.CLOSE_WAIT
-CLOSING = TcpState.CLOSING
-LAST_ACK = TcpState.LAST_ACK
-TIME_WAIT = TcpState.TIME_WAIT
+CLOSED: Final[TcpState] = TcpState.CLOSED
+SYN_SENT: Final[TcpState] = TcpState.SYN_SENT
+SYN_RECEIVED: Final[TcpState] = TcpState.SYN_RECEIVED
+ESTABLISHED: Final[TcpState] = TcpState.ESTABLISHED
+FIN_WAIT_1: Final[TcpState] = TcpState.FIN_WAIT_1
+FIN_WAIT_2: Final[TcpState] = TcpState.FIN_WAIT_2
+CLOSE_WAIT: Final[TcpState] = TcpState.CLOSE_WAIT
+CLOSING: Final[TcpState] = TcpState.CLOSING
+LAST_ACK: Final[TcpState] = TcpState.LAST_ACK
+TIME_WAIT: Final[TcpState] = TcpState.TIME_WAIT
 
 # (state, event) -> next state. A pair missing here leaves the state as it is.
 CLOSE_TRANSITIONS: dict[tuple[TcpState, CloseEvent], TcpState] = {
@@ -70,10 +71,10 @@ CLOSE_TRANSITIONS: dict[tuple[TcpState, CloseEvent], TcpState] = {
 }
 
 # States in which queued data may still be (re)transmitted.
-SEND_STATES = frozenset({ESTABLISHED, CLOSE_WAIT, FIN_WAIT_1, CLOSING, LAST_ACK})
+SEND_STATES: Final[frozenset[TcpState]] = frozenset({ESTABLISHED, CLOSE_WAIT, FIN_WAIT_1, CLOSING, LAST_ACK})
 # States in which the peer may still send us data (RFC 9293 §3.10.7.4, seventh).
-RECV_STATES = frozenset({ESTABLISHED, FIN_WAIT_1, FIN_WAIT_2})
+RECV_STATES: Final[frozenset[TcpState]] = frozenset({ESTABLISHED, FIN_WAIT_1, FIN_WAIT_2})
 # States in which our FIN has been queued and may be (re)sent.
-FIN_STATES = frozenset({FIN_WAIT_1, CLOSING, LAST_ACK})
+FIN_STATES: Final[frozenset[TcpState]] = frozenset({FIN_WAIT_1, CLOSING, LAST_ACK})
 # States in which the owner may still queue data (SEND, §3.10.2).
-OPEN_STATES = frozenset({ESTABLISHED, CLOSE_WAIT, SYN_SENT, SYN_RECEIVED})
+OPEN_STATES: Final[frozenset[TcpState]] = frozenset({ESTABLISHED, CLOSE_WAIT, SYN_SENT, SYN_RECEIVED})

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
+from typing import Final
 
 from ..checksum import finish, pseudo_header_sum, sum16
 from ..errors import MalformedPacket
 
-UDP_HDR = struct.Struct("!HHHH")    # src_port, dst_port, length, checksum
-UDP_HLEN = 8
+UDP_HDR: Final = struct.Struct("!HHHH")    # src_port, dst_port, length, checksum
+UDP_HLEN: Final = 8
 UDP_MAX_LENGTH = 0xFFFF
 PROTO_UDP = 17
 
