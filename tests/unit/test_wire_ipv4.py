@@ -186,3 +186,23 @@ def test_roundtrip(h, trailer):
     buf = raw + bytes(h.total_length - h.header_len) + trailer
     assert Ipv4Header.parse(buf) == h
     assert Ipv4Header.parse(memoryview(buf)) == h
+
+
+@SETTINGS
+@given(st.binary(min_size=20, max_size=20), st.integers(0, 40), st.booleans())
+def test_checksum_verdict_without_options_is_rfc1071s(raw, extra, fix):
+    """parse_fields sums an option-less header from its unpacked fields; the verdict must be
+    that of summing its 20 bytes (sum16), for right and wrong checksums alike."""
+    hdr = bytearray(raw)
+    hdr[0] = 0x45
+    hdr[2:4] = (20 + extra).to_bytes(2, "big")
+    if fix:
+        hdr[10:12] = b"\0\0"
+        hdr[10:12] = (~sum16(bytes(hdr)) & 0xFFFF).to_bytes(2, "big")
+    buf = bytes(hdr) + bytes(extra)
+    if sum16(bytes(hdr)) == 0xFFFF:
+        assert ipv4.parse_fields(buf)[0] == 20
+    else:
+        with pytest.raises(MalformedPacket, match="ipv4.bad_checksum"):
+            ipv4.parse_fields(buf)
+    assert ipv4.parse_fields(buf, verify_checksum=False)[2] == 20 + extra

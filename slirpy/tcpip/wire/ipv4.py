@@ -100,6 +100,17 @@ def parse_fields(buf: bytes | bytearray | memoryview, verify_checksum: bool = Tr
     n = len(buf)
     if n < IPV4_HLEN:
         raise MalformedPacket("ipv4.short")
+    # Typed, so that the compiled build works on native ints, not on struct's objects.
+    vihl: int
+    tos: int
+    total: int
+    ident: int
+    frag: int
+    ttl: int
+    proto: int
+    csum: int
+    src: bytes
+    dst: bytes
     vihl, tos, total, ident, frag, ttl, proto, csum, src, dst = IPV4_HDR.unpack_from(buf, 0)
     if vihl >> 4 != 4:
         raise MalformedPacket("ipv4.bad_version")
@@ -108,8 +119,16 @@ def parse_fields(buf: bytes | bytearray | memoryview, verify_checksum: bool = Tr
         raise MalformedPacket("ipv4.bad_ihl")
     if total < hlen or total > n:
         raise MalformedPacket("ipv4.bad_total_length")
-    if verify_checksum and sum16(buf[:hlen]) != 0xFFFF:
-        raise MalformedPacket("ipv4.bad_checksum")
+    if verify_checksum:
+        if hlen == IPV4_HLEN:       # no options: the words are the fields (the sum is > 0)
+            a = int.from_bytes(src, "big")
+            b = int.from_bytes(dst, "big")
+            ok = (words_sum(vihl, tos, total, ident, frag, ttl, proto, csum)
+                  + (a >> 16) + (a & 0xFFFF) + (b >> 16) + (b & 0xFFFF)) % 0xFFFF == 0
+        else:
+            ok = sum16(buf[:hlen]) == 0xFFFF
+        if not ok:
+            raise MalformedPacket("ipv4.bad_checksum")
     return hlen, tos, total, ident, frag, ttl, proto, csum, src, dst
 
 
