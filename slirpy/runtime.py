@@ -71,6 +71,10 @@ _monotonic: Final = time.monotonic
 _os_write: Final = os.write
 _os_writev: Final = os.writev
 
+def _not_attached(*_args: object) -> object:
+    raise AssertionError("Runtime.attach() not called")
+
+
 _READ_SIZE: Final = 65600          # a whole 64 KB GSO super-frame + headers; never read 256 KB (DESIGN §3)
 _READ_BATCH: Final = 256           # frames per readable event before flushing
 # States in which the guest may still send data on a TCP flow.
@@ -126,6 +130,8 @@ class Runtime:
         self._idle_handle: asyncio.TimerHandle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._flush_scheduled = False
+        self._call_soon: Callable[..., object] = _not_attached
+        self._flush_cb: Callable[[], None] = self._scheduled_flush
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
         self.tap_gone = False          # the TAP device went away (its namespace was torn down)
@@ -193,6 +199,10 @@ class Runtime:
 
     def attach(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
+        # Bound once: request_flush runs per host read (a bound method and an attribute
+        # lookup on the loop each time otherwise).
+        self._call_soon = loop.call_soon
+        self._flush_cb = self._scheduled_flush
         os.set_blocking(self.tap_fd, False)
         loop.add_reader(self.tap_fd, self._on_tap_readable)
         if self._malloc_trim is not None:
@@ -265,7 +275,7 @@ class Runtime:
     def request_flush(self) -> None:
         if not self._flush_scheduled:
             self._flush_scheduled = True
-            self.loop.call_soon(self._scheduled_flush)
+            self._call_soon(self._flush_cb)
 
     def register_tcp_flow(self, flow_id: int, flow: TcpFlowSocket) -> None:
         self.host_flows[flow_id] = flow

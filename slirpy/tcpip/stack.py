@@ -246,8 +246,8 @@ class Stack:
         if dirty:
             tcp = self._tcp
             while dirty:
-                flow_id = next(iter(dirty))
-                flow = dirty[flow_id]
+                for flow_id, flow in dirty.items():     # the oldest (compiled: no next/iter call)
+                    break
                 del dirty[flow_id]
                 tcp.service(flow, now)
         link = self.link
