@@ -333,13 +333,14 @@ class Runtime:
 
     def flush(self, now: float) -> None:
         stack = self.stack
-        frames_to_send = self.link.frames_to_send
+        link = self.link
+        plain = link is stack               # no link filter: a native call, no bound method
         dispatch = self._dispatch
         fd = self.tap_fd
         write = _os_write
         writev = _os_writev
         for _ in range(64):
-            frames = frames_to_send(now)
+            frames = stack.frames_to_send(now) if plain else link.frames_to_send(now)
             # Host-side work first: a guest's request reaches the host socket before we spend
             # time writing ACKs or other frames to the TAP.
             ev = stack.next_event()
@@ -378,15 +379,15 @@ class Runtime:
         """Write `ev` and the data events right after it for the same flow (one per guest
         segment, about ten per TAP batch in a bulk upload) to the host socket together, as
         one writev instead of a send each. Returns the first event not written."""
-        next_event = self.stack.next_event
+        stack = self.stack                  # stack.next_event(): a native call, no bound method
         fid = ev.flow_id
-        nxt = next_event()
+        nxt = stack.next_event()
         parts = None
         while type(nxt) is TcpDataReceived and nxt.flow_id == fid:
             if parts is None:
                 parts = [ev.data]
             parts.append(nxt.data)
-            nxt = next_event()
+            nxt = stack.next_event()
         proto = self.host_flows.get(fid)
         if proto is not None:
             transport = proto.transport
@@ -401,13 +402,13 @@ class Runtime:
         """Hand `ev` and the datagram events right after it for the same flow (a burst the
         guest sent, read in one TAP batch) to the flow together: proxy/udp.py sends a run of
         equal-sized ones as one UDP GSO send. Returns the first event not handled."""
-        next_event = self.stack.next_event
+        stack = self.stack
         fid = ev.flow_id
         parts = [ev.data]
-        nxt = next_event()
+        nxt = stack.next_event()
         while type(nxt) is UdpDatagramReceived and nxt.flow_id == fid:
             parts.append(nxt.data)
-            nxt = next_event()
+            nxt = stack.next_event()
         flow = self.udp_flows.get(fid)
         if flow is None:
             for _ in parts:
