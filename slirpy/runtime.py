@@ -130,6 +130,8 @@ class Runtime:
         self._idle_handle: asyncio.TimerHandle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._flush_scheduled = False
+        # Bound once (attach sets the first): request_flush runs per host read, and made a
+        # bound method and looked the loop's method up each time.
         self._call_soon: Callable[..., object] = _not_attached
         self._flush_cb: Callable[[], None] = self._scheduled_flush
         self._timer: asyncio.TimerHandle | None = None
@@ -199,10 +201,7 @@ class Runtime:
 
     def attach(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
-        # Bound once: request_flush runs per host read (a bound method and an attribute
-        # lookup on the loop each time otherwise).
         self._call_soon = loop.call_soon
-        self._flush_cb = self._scheduled_flush
         os.set_blocking(self.tap_fd, False)
         loop.add_reader(self.tap_fd, self._on_tap_readable)
         if self._malloc_trim is not None:
