@@ -79,13 +79,19 @@ def set_ipv6_sysctls(ifname: str, values: dict[str, str], root: str = IPV6_CONF)
     base = os.path.join(root, ifname)
     if not values or not os.path.isdir(base):
         return []
+    return _write_sysctls([(os.path.join(base, name), f"net.ipv6.conf.{ifname}.{name}", value)
+                           for name, value in values.items()])
+
+
+def _write_sysctls(items: list[tuple[str, str, str]]) -> list[str]:
+    """Write each (path, dotted name, value); the problems, one line each."""
     problems = []
-    for name, value in values.items():
+    for path, name, value in items:
         try:
-            with open(os.path.join(base, name), "w") as f:
+            with open(path, "w") as f:
                 f.write(value)
         except OSError as e:
-            problems.append(f"cannot set net.ipv6.conf.{ifname}.{name}={value}: {e.strerror or e}")
+            problems.append(f"cannot set {name}={value}: {e.strerror or e}")
     return problems
 
 
@@ -101,16 +107,9 @@ NEIGH_ROOT = "/proc/sys/net"
 def set_unres_qlen(ifname: str, ipv6: bool, value: int = UNRES_QLEN_BYTES,
                    root: str = NEIGH_ROOT) -> list[str]:
     """neigh/IFNAME/unres_qlen_bytes of IPv4 (and IPv6) = `value`; problems as warnings."""
-    problems = []
-    for family in ("ipv4", "ipv6") if ipv6 else ("ipv4",):
-        path = os.path.join(root, family, "neigh", ifname, "unres_qlen_bytes")
-        try:
-            with open(path, "w") as f:
-                f.write(str(value))
-        except OSError as e:
-            problems.append(f"cannot set net.{family}.neigh.{ifname}.unres_qlen_bytes={value}: "
-                            f"{e.strerror or e}")
-    return problems
+    return _write_sysctls([(os.path.join(root, family, "neigh", ifname, "unres_qlen_bytes"),
+                            f"net.{family}.neigh.{ifname}.unres_qlen_bytes", str(value))
+                           for family in (("ipv4", "ipv6") if ipv6 else ("ipv4",))])
 
 
 TXQUEUELEN = 10000
