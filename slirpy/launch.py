@@ -75,6 +75,8 @@ def run_sandbox(config: NetConfig, argv: list[str], *, map_subuids: bool = False
         except HardenError as e:
             _refuse_unhardened(sandbox, e)
     if early:
+        if named is not None:      # joinable by name (`--network sandbox:NAME`) once it runs
+            named.started(sandbox.pid, [])
         _forward_signals(sandbox)
         sandbox.release()          # tap0 is configured: the command runs while we import the rest
     import uvloop                      # already imported, by Sandbox.start (meanwhile)
@@ -106,7 +108,7 @@ def run_sandbox(config: NetConfig, argv: list[str], *, map_subuids: bool = False
             if asked.host_port == 0 and not quiet:
                 click.echo(f"slirpy: published {host_port_text(spec.host_addr, spec.host_port)} -> "
                            f"container port {spec.guest_port}/{spec.proto}", err=True)
-        if named is not None:
+        if named is not None and not early:     # (early: no published ports, told above)
             named.started(sandbox.pid, published)
         try:
             step = None if harden is None else _harden_step(runtime, harden, api_socket, stats_file,
