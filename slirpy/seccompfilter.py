@@ -54,6 +54,8 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
+from .seccompbinding import load as load_binding
+
 EXIT_STATUS = 128 + 31      # as if killed by SIGSYS
 SIGSYS = 31
 SA_SIGINFO = 4
@@ -90,7 +92,7 @@ class Prepared:
 
 def prepare(allowed: tuple[str, ...] = ALLOWED) -> Prepared:
     """Build the filter; loads libseccomp (before the root is emptied)."""
-    import pyseccomp
+    pyseccomp = load_binding()
 
     arch = pyseccomp.system_arch()
     flt = pyseccomp.SyscallFilter(pyseccomp.TRAP)
@@ -121,7 +123,7 @@ def refuse_io_uring() -> None:
     on a kernel without io_uring), everything else is allowed. See harden.before_loop."""
     import errno
 
-    import pyseccomp
+    pyseccomp = load_binding()
 
     flt = pyseccomp.SyscallFilter(pyseccomp.ALLOW)
     nr = pyseccomp.resolve_syscall(pyseccomp.system_arch(), "io_uring_setup")

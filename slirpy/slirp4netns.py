@@ -540,11 +540,12 @@ def _attach(o: Options, config: TapNetwork) -> AttachedTap:
 
 
 def _import_seccomp_binding() -> None:
-    """Its import runs ldconfig: done while the child sets up the TAP. A failure is reported by
+    """Imported while the child sets up the TAP (seccompbinding.py). A failure is reported by
     harden.before_loop."""
+    from .seccompbinding import load
     try:
-        import pyseccomp  # noqa: F401
-    except (ImportError, RuntimeError):
+        load()
+    except (ImportError, RuntimeError, OSError):
         pass
 
 

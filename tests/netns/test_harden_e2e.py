@@ -7,6 +7,7 @@ stats, resolv.conf following, traffic), and a forbidden call ending the process.
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import signal
@@ -312,16 +313,22 @@ def test_pcap_start_over_the_api_writes_beside_the_socket_and_refuses_elsewhere(
 
 
 def test_where_hardening_fails_slirpy_run_refuses_and_no_sandbox_runs(tmp_path):
-    """An /etc without ld.so.cache (bind-mounted over the real one in a mount namespace of the
-    test's own): libseccomp cannot be found, so hardening cannot be done. slirpy run says so
-    in one line and serves nothing; --no-sandbox runs the command."""
+    """An /etc without ld.so.cache and libseccomp's file emptied (/dev/null bind-mounted over
+    the real ones, in a mount namespace of the test's own): libseccomp can be neither found nor
+    loaded, so hardening cannot be done. slirpy run says so in one line and serves nothing;
+    --no-sandbox runs the command."""
     etc = tmp_path / "etc"
     etc.mkdir()
     (etc / "resolv.conf").write_text("nameserver 192.0.2.1\n")
+    libs = sorted({os.path.realpath(p) for pattern in ("/usr/lib/*/libseccomp.so.2*", "/lib/*/libseccomp.so.2*",
+                                                        "/usr/lib/libseccomp.so.2*", "/lib/libseccomp.so.2*")
+                   for p in glob.glob(pattern)})
+    assert libs, "libseccomp is not installed (helpers/setup-host installs it)"
+    emptied = "".join(f"mount --bind /dev/null {lib} && " for lib in libs)
 
     def run(*options: str) -> subprocess.CompletedProcess:
         inner = " ".join(slirpy_argv(*options) + ["echo", "ran"])
-        return subprocess.run(["unshare", "-m", "sh", "-c", f"mount --bind {etc} /etc && exec {inner}"],
+        return subprocess.run(["unshare", "-m", "sh", "-c", f"mount --bind {etc} /etc && {emptied}exec {inner}"],
                               capture_output=True, text=True, cwd=REPO, timeout=TIMEOUT,
                               stdin=subprocess.DEVNULL)
     refused = run()

@@ -1,0 +1,51 @@
+"""pyseccomp (libseccomp's binding), imported without running `ldconfig` twice.
+
+pyseccomp finds libc and libseccomp with `ctypes.util.find_library` when it is imported, and on
+Linux that runs `ldconfig -p` in a subprocess for each: ~6 ms of the ~7 its import takes here,
+on the way to a hardened sandbox's command (launch.before the release) and to slirp4netns
+mode's seccomp filter.  `load` answers those two lookups with the libraries' sonames when the
+dynamic loader opens them by that name (as find_library's answer would be opened), and asks the
+real find_library for anything else and whenever a soname does not load (musl, an odd
+install).  Nothing else of pyseccomp changes.
+"""
+
+from __future__ import annotations
+
+import sys
+
+TYPE_CHECKING = False   # typing's, without importing typing (slirp4netns mode imports this early)
+if TYPE_CHECKING:  # pragma: no cover
+    from types import ModuleType
+
+# The stable sonames (libseccomp's has been .2 since 2012, glibc's .6 for decades).
+SONAMES = {"c": "libc.so.6", "seccomp": "libseccomp.so.2"}
+
+
+def load() -> ModuleType:
+    """The pyseccomp module (imported now if it was not).  Raises what its import raises
+    (ImportError; RuntimeError when libseccomp is missing)."""
+    mod = sys.modules.get("pyseccomp")
+    if mod is not None:
+        return mod
+    import ctypes
+    import ctypes.util
+
+    real = ctypes.util.find_library
+
+    def quick(name: str) -> str | None:
+        soname = SONAMES.get(name)
+        if soname is not None:
+            try:
+                ctypes.CDLL(soname)
+            except OSError:
+                pass
+            else:
+                return soname
+        return real(name)
+
+    ctypes.util.find_library = quick
+    try:
+        import pyseccomp
+    finally:
+        ctypes.util.find_library = real
+    return pyseccomp

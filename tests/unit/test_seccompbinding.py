@@ -1,0 +1,45 @@
+"""seccompbinding.load: pyseccomp imported without ldconfig, and find_library left as it was.
+
+Each case runs in a fresh interpreter (pyseccomp's import is what is measured)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+PROBE = r"""
+import ctypes.util, json, subprocess, sys
+runs = []
+real_popen = subprocess.Popen
+class Recording(real_popen):
+    def __init__(self, args, *a, **kw):
+        runs.append(list(args) if not isinstance(args, str) else [args])
+        super().__init__(args, *a, **kw)
+subprocess.Popen = Recording
+real = ctypes.util.find_library
+from slirpy import seccompbinding
+seccompbinding.SONAMES.update(EXTRA)
+mod = seccompbinding.load()
+again = seccompbinding.load()
+print(json.dumps({"runs": runs, "restored": ctypes.util.find_library is real, "same": mod is again,
+                  "binding": hasattr(mod, "SyscallFilter"), "libseccomp": mod._libseccomp_path}))
+"""
+
+
+def probe(extra: dict) -> dict:
+    out = subprocess.run([sys.executable, "-c", f"EXTRA = {extra!r}\n{PROBE}"], capture_output=True,
+                         text=True, check=True).stdout
+    return json.loads(out.splitlines()[-1])
+
+
+def test_the_sonames_load_and_no_ldconfig_runs():
+    r = probe({})
+    assert r == {"runs": [], "restored": True, "same": True, "binding": True, "libseccomp": "libseccomp.so.2"}
+
+
+def test_a_soname_that_does_not_load_is_found_the_usual_way():
+    r = probe({"seccomp": "libseccomp.so.999"})
+    assert r["runs"], "find_library asked ldconfig (or a compiler)"
+    assert r["libseccomp"] not in (None, "libseccomp.so.999") and "seccomp" in r["libseccomp"]
+    assert r["restored"] and r["binding"]
