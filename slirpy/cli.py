@@ -1,52 +1,26 @@
-"""Command line: parse arguments into a NetConfig and hand over to the sandbox and runtime."""
+"""Command line (click): every subcommand; `run` hands its options to runcmd.py.
+
+`slirpy run` usually does not come here: entry.py reads its options with runopts.parse, without
+importing click, and comes here only for what that leaves to click (`--help`, errors...).
+"""
 
 from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Iterable
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from . import __version__
-from .config import (DEFAULT_CIDR, DEFAULT_CIDR6, DEFAULT_MTU, IPV6_MTU_MIN, PORT_SPEC_SYNTAX,
-                     ConfigError, NetConfig, build_net_config, parse_cidr6, parse_port_spec)
+from . import __version__, runcmd
+from .config import DEFAULT_CIDR, DEFAULT_MTU, PORT_SPEC_SYNTAX, ConfigError, parse_port_spec
 from .launch import fail as _fail
-from .harden import HardenOptions
-from .launch import run_sandbox
+from .runcmd import pcap_size
+from .runopts import FLAG, MANY, PAIR, PATH, RUN_OPTIONS
 
 if TYPE_CHECKING:  # pragma: no cover
     from .ps import Target
-
-
-def build_config(mtu: str, cidr: str, offload: bool, allow_host_loopback: bool, *,
-                 dns: bool = True, dns_upstream: str | None = None,
-                 resolv_conf: str = "/etc/resolv.conf", publish: Iterable[str] = (),
-                 limits: Iterable[str] = (), outbound_addr: str | None = None,
-                 ipv6: bool | None = None, cidr6: str | None = None,
-                 outbound_addr6: str | None = None,
-                 publish_auto_addr: str | None = None) -> NetConfig:
-    """config.build_net_config; a bad value ends `slirpy` with its message and status 2.
-
-    `ipv6` None: on unless the MTU is below 1280. A `cidr6` is checked even with IPv6 off, so
-    that a typo is never silently ignored."""
-    try:
-        if cidr6 is not None:
-            parse_cidr6(cidr6)
-        config = build_net_config(cidr=cidr, mtu=mtu, offload=offload,
-                                  allow_host_loopback=allow_host_loopback, dns_enabled=dns,
-                                  dns_upstream=dns_upstream, resolv_conf=resolv_conf,
-                                  publish=publish, limits=limits,
-                                  outbound_addr=outbound_addr or None, ipv6=ipv6,
-                                  cidr6=cidr6 or DEFAULT_CIDR6, outbound_addr6=outbound_addr6 or None,
-                                  publish_auto_addr=publish_auto_addr)
-    except ConfigError as e:
-        _fail(str(e), 2)
-    if outbound_addr6 and not config.ipv6:
-        _fail(f"invalid --outbound-addr6 {outbound_addr6!r}: IPv6 is off (--no-ipv6, or an MTU "
-              f"below {IPV6_MTU_MIN}); drop the option or turn IPv6 on", 2)
-    return config
 
 
 def _print_version(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
@@ -64,126 +38,37 @@ def main() -> None:
     """Rootless userspace networking for Linux network namespaces."""
 
 
+def _run_options(command: Callable[..., None]) -> Callable[..., None]:
+    """`slirpy run`'s options (runopts.RUN_OPTIONS, which runopts.parse reads too) as click's."""
+    for o in reversed(RUN_OPTIONS):         # the first option declared is the first in --help
+        kw: dict[str, Any] = {"help": o.help, "metavar": o.metavar, "hidden": o.hidden,
+                              "show_default": o.show_default}
+        decls: tuple[str, ...]
+        if o.kind == PAIR:
+            decls, kw["default"] = ("/".join(o.decls), o.dest), None
+        else:
+            decls = (*o.decls, o.dest)
+            if o.kind == FLAG:
+                kw["is_flag"] = True
+            elif o.kind == MANY:
+                kw["multiple"] = True
+            else:
+                kw["default"] = o.default
+                if o.kind == PATH:
+                    kw["type"] = click.Path(dir_okay=False)
+        command = click.option(*decls, **kw)(command)
+    return command
+
+
 @main.command(context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
-@click.option("--mtu", default=str(DEFAULT_MTU), show_default=True, help="MTU of tap0 (576-65520).")
-@click.option("--cidr", default=DEFAULT_CIDR, show_default=True,
-              help="Sandbox network; gateway is +2, DNS +3, guest +100 (prefix 1-25).")
-@click.option("--ipv6/--no-ipv6", default=None,
-              help=f"IPv6 on tap0 beside IPv4 (guest ::100/64, gateway ::2, DNS ::3 of --cidr6). "
-                   f"Default: on, unless --mtu is below {IPV6_MTU_MIN}.")
-@click.option("--cidr6", metavar="PREFIX/64",
-              help=f"Sandbox IPv6 network, a /64 [default: {DEFAULT_CIDR6}].")
-@click.option("--no-offload", is_flag=True, help="Plain TAP without TSO/checksum offloads.")
-@click.option("--allow-host-loopback", is_flag=True,
-              help="Let the gateway addresses reach the host's 127.0.0.1 and ::1.")
-@click.option("--map-subuids", is_flag=True,
-              help="Map the user's whole subuid/subgid range (needs newuidmap/newgidmap).")
-@click.option("--disable-dns", is_flag=True,
-              help="No DNS forwarder at network+3 (the sandbox keeps the host's resolv.conf).")
-@click.option("--dns-upstream", metavar="ADDR[:PORT]",
-              help="Forward DNS to this resolver instead of the host's resolv.conf nameservers.")
-@click.option("--resolv-conf", default="/etc/resolv.conf", hidden=True,
-              help="Host resolv.conf to read upstreams and search domains from (testing).")
-@click.option("--stats-file", type=click.Path(dir_okay=False), help="Write counters as JSON on exit.")
-@click.option("--outbound-addr", metavar="IPv4|IFNAME",
-              help="Bind outbound IPv4 host sockets to this address (or this interface's).")
-@click.option("--outbound-addr6", metavar="IPv6|IFNAME",
-              help="Bind outbound IPv6 host sockets to this address (or this interface's global one).")
-@click.option("--limit", "limits", metavar="NAME=VALUE", multiple=True,
-              help="Override a bound (repeatable): max_tcp_flows, max_half_open, max_udp_flows, "
-                   "max_icmp_flows, max_neighbours, tcp_rcv_buf, tcp_rcv_buf_total, tcp_snd_buf, "
-                   "tcp_snd_buf_total, tcp_ack_delay (0: off), tcp_time_wait, "
-                   "udp_timeout, ... (see slirpy/config.py Limits).")
-@click.option("--impair", metavar="SPEC",
-              help="Fault injection between tap0 and the stack, both directions: "
-                   "loss=P%,reorder=P%,dup=P%,corrupt=P%,delay=MS,seed=N.")
-@click.option("-p", "--publish", "publish", multiple=True, metavar="SPEC",
-              help=f"Publish a sandbox port on the host: {PORT_SPEC_SYNTAX}; ranges and "
-                   "[IPv6]:host:container work; repeatable. The sandbox sees each client's address. "
-                   "auto, auto/tcp, auto/udp: publish every port the sandbox binds, as it binds it.")
-@click.option("--publish-auto-addr", metavar="IP",
-              help="Host address of the -p auto ports [default: 127.0.0.1].")
-@click.option("--api-socket", type=click.Path(dir_okay=False),
-              help="Serve slirp4netns's JSON API (add_hostfwd, list_hostfwd, remove_hostfwd) here.")
-@click.option("--pcap", type=click.Path(dir_okay=False),
-              help="Capture every frame crossing tap0, both ways, to this pcap file.")
-@click.option("--pcap-max-size", default="1G", show_default=True, metavar="SIZE",
-              help="Stop the capture before the file exceeds SIZE bytes (K/M/G suffixes).")
-@click.option("--name", metavar="NAME",
-              help="Name of the sandbox (`slirpy ps`, `port add NAME`...) [default: a free adjective_noun].")
-@click.option("--network", "network", multiple=True, metavar="NAME|none|host|sandbox:NAME",
-              help="none: only lo; host: the user's own network namespace; sandbox:NAME: join NAME's; "
-                   "a network name: join that network (repeatable). Default: a private network.")
-@click.option("--ip", "ips", multiple=True, metavar="IP", help="The address on a --network NAME (pinned).")
-@click.option("--network-alias", "network_aliases", multiple=True, metavar="ALIAS",
-              help="Another name of the sandbox on its --network NAME (repeatable).")
-@click.option("--hostname", metavar="NAME", help="Host name inside (own UTS namespace) [default: --name].")
-@click.option("--add-host", "add_hosts", multiple=True, metavar="NAME:IP",
-              help="A line of the sandbox's /etc/hosts (repeatable).")
-@click.option("--dns", "dns", multiple=True, metavar="IP",
-              help="Nameserver of the sandbox's /etc/resolv.conf instead of slirpy's (repeatable).")
-@click.option("--no-sandbox", is_flag=True,
-              help="Do not harden the network process (no seccomp filter, no emptied mount view, "
-                   "capabilities kept): for debugging.")
-@click.option("--debug", is_flag=True, help="Debug logging.")
+@_run_options
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
-def run(mtu: str, cidr: str, ipv6: bool | None, cidr6: str | None, no_offload: bool,
-        allow_host_loopback: bool, map_subuids: bool,
-        disable_dns: bool, dns_upstream: str | None, resolv_conf: str, stats_file: str | None,
-        outbound_addr: str | None, outbound_addr6: str | None, limits: tuple[str, ...],
-        impair: str | None,
-        publish: tuple[str, ...], publish_auto_addr: str | None, api_socket: str | None,
-        pcap: str | None, pcap_max_size: str, name: str | None, network: tuple[str, ...],
-        ips: tuple[str, ...], network_aliases: tuple[str, ...], hostname: str | None,
-        add_hosts: tuple[str, ...], dns: tuple[str, ...], no_sandbox: bool,
-        debug: bool, command: tuple[str, ...]) -> None:
+def run(command: tuple[str, ...], **values: Any) -> None:
     """Run COMMAND in a new network namespace with internet access through slirpy."""
-    from .named import check_run_options, run_named
-
-    mode, naming = check_run_options(network, name, hostname, add_hosts, dns, ips, network_aliases, {
-        "-p/--publish": bool(publish), "--api-socket": api_socket is not None, "--pcap": pcap is not None,
-        "--impair": impair is not None, "--stats-file": stats_file is not None},
-        _given_on_command_line(ROUTER_WIDE_OPTIONS))
-    if debug:
-        import logging             # here: start-up time (the runtime imports it later anyway)
-        logging.basicConfig(level=logging.DEBUG, format="slirpy: %(levelname)s %(message)s")
-    config = build_config(mtu, cidr, not no_offload, allow_host_loopback, dns=not disable_dns,
-                          dns_upstream=dns_upstream, resolv_conf=resolv_conf, publish=publish,
-                          limits=limits, outbound_addr=outbound_addr, ipv6=ipv6, cidr6=cidr6,
-                          outbound_addr6=outbound_addr6, publish_auto_addr=publish_auto_addr)
-    impair_spec = None
-    if impair:
-        from .impair import parse_impair
-        try:
-            impair_spec = parse_impair(impair)
-        except ValueError as e:
-            _fail(str(e), 2)
-    capture = (pcap, _pcap_size(pcap_max_size, "--pcap-max-size")) if pcap else None
-    sys.exit(run_named(mode, list(network), config, list(command), naming, map_subuids=map_subuids,
-                       api_socket=api_socket, run_private=lambda **named: run_sandbox(
-                           config, list(command), map_subuids=map_subuids, stats_file=stats_file,
-                           impair=impair_spec, pcap=capture,
-                           harden=None if no_sandbox else HardenOptions(),
-                           api_socket_given=api_socket is not None, **named)))
-
-
-# `slirpy run` options that belong to a network's router (one for every member), not to one
-# member: given with --network NAME they are refused (named.network_options), never ignored.
-ROUTER_WIDE_OPTIONS = {"mtu": "--mtu", "cidr": "--cidr", "ipv6": "--ipv6/--no-ipv6", "cidr6": "--cidr6",
-                       "no_offload": "--no-offload", "map_subuids": "--map-subuids",
-                       "disable_dns": "--disable-dns", "dns_upstream": "--dns-upstream",
-                       "outbound_addr": "--outbound-addr", "outbound_addr6": "--outbound-addr6",
-                       "limits": "--limit", "impair": "--impair", "api_socket": "--api-socket",
-                       "pcap": "--pcap", "pcap_max_size": "--pcap-max-size",
-                       "stats_file": "--stats-file",
-                       "no_sandbox": "--no-sandbox"}
-
-
-def _given_on_command_line(options: dict[str, str]) -> dict[str, bool]:
-    """{option text: was it typed} for the current command's parameters named in `options`."""
     ctx = click.get_current_context()
-    return {text: ctx.get_parameter_source(param) == click.core.ParameterSource.COMMANDLINE
-            for param, text in options.items()}
+    given = {o.dest for o in RUN_OPTIONS
+             if ctx.get_parameter_source(o.dest) == click.core.ParameterSource.COMMANDLINE}
+    runcmd.run(values, given, command)
 
 
 # ------------------------------------------------------------------ slirpy port add|ls|rm
@@ -363,15 +248,6 @@ def flows(api_socket: str | None, sandbox_name: str | None, as_json: bool, watch
 # ------------------------------------------------------------------ slirpy pcap start|stop
 
 
-def _pcap_size(text: str, option: str) -> int:
-    from .pcap import parse_size
-
-    try:
-        return parse_size(text)
-    except ValueError as e:
-        _fail(f"{option}: {e}", 2)
-
-
 @main.group("pcap")
 def pcap_group() -> None:
     """Start and stop a packet capture of a running sandbox (its --api-socket)."""
@@ -392,7 +268,7 @@ def pcap_start(api_socket: str | None, sandbox_name: str | None, max_size: str, 
     if len(rest) != 1:
         _fail("expected one FILE: pcap start [NAME] FILE", 2)
     file = rest[0]
-    size = _pcap_size(max_size, "--max-size")
+    size = pcap_size(max_size, "--max-size")
     _api_call(target.api_socket, {"execute": "pcap_start",
                            "arguments": {"path": os.path.abspath(file), "max_size": size}})
 
@@ -447,7 +323,7 @@ def selfcheck(size: int, mtu: str, no_offload: bool) -> None:
     """Serve data on host loopback and move it through a sandbox both ways, checking sha256."""
     from .selfcheck import run_selfcheck
 
-    config = build_config(mtu, DEFAULT_CIDR, not no_offload, True)
+    config = runcmd.build_config(mtu, DEFAULT_CIDR, not no_offload, True)
     sys.exit(run_selfcheck(config, size << 20))
 
 

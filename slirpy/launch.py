@@ -12,8 +12,6 @@ import signal
 import sys
 from typing import TYPE_CHECKING, Any, Awaitable, Callable, NoReturn, Protocol
 
-import click
-
 from .harden import HardenError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -32,9 +30,14 @@ class NamedRun(Protocol):
     def started(self, ns_pid: int, published: list[PortSpec]) -> None: ...
 
 
+def say(message: str) -> None:
+    """Print `message` on stderr (the only output slirpy itself makes while a command runs)."""
+    print(message, file=sys.stderr, flush=True)
+
+
 def fail(message: str, code: int = 1) -> NoReturn:
     """Print `slirpy: message` on stderr and exit with `code`."""
-    click.echo(f"slirpy: {message}", err=True)
+    say(f"slirpy: {message}")
     sys.exit(code)
 
 
@@ -85,8 +88,8 @@ def run_sandbox(config: NetConfig, argv: list[str], *, map_subuids: bool = False
     from .serve import serve_sandbox
     try:
         if sandbox.fallback_reason and not quiet:
-            click.echo(f"slirpy: notice: TAP offloads unavailable ({sandbox.fallback_reason}); "
-                       "running without them (slower)", err=True)
+            say(f"slirpy: notice: TAP offloads unavailable ({sandbox.fallback_reason}); "
+                "running without them (slower)")
         runtime = Runtime(config, sandbox.tap_fd, vnet_hdr=sandbox.vnet_hdr, offload=sandbox.offload,
                           impair=impair)
         if config.auto_publish is not None:
@@ -106,8 +109,8 @@ def run_sandbox(config: NetConfig, argv: list[str], *, map_subuids: bool = False
             fail(f"cannot create the API socket {api_socket}: {e.strerror or e}", 1)
         for asked, spec in zip(config.ports, published):
             if asked.host_port == 0 and not quiet:
-                click.echo(f"slirpy: published {host_port_text(spec.host_addr, spec.host_port)} -> "
-                           f"container port {spec.guest_port}/{spec.proto}", err=True)
+                say(f"slirpy: published {host_port_text(spec.host_addr, spec.host_port)} -> "
+                    f"container port {spec.guest_port}/{spec.proto}")
         if named is not None and not early:     # (early: no published ports, told above)
             named.started(sandbox.pid, published)
         try:
@@ -181,7 +184,7 @@ def _harden_step(runtime: Runtime, opts: HardenOptions, api_socket: str | None,
     def step() -> None:
         for warning in harden_runtime(runtime, full).warnings:
             if not quiet:
-                click.echo(f"slirpy: warning: {warning}", err=True)
+                say(f"slirpy: warning: {warning}")
     return step
 
 
@@ -199,10 +202,11 @@ def _import_hardened() -> None:
 
 
 def _import_seccomp() -> None:
-    """libseccomp's binding (its import runs ldconfig to find the library)."""
+    """libseccomp's binding (seccompbinding.py)."""
+    from .seccompbinding import load
     try:
-        import pyseccomp  # noqa: F401
-    except (ImportError, RuntimeError):
+        load()
+    except (ImportError, RuntimeError, OSError):
         pass                        # harden.before_loop reports it
 
 

@@ -10,7 +10,7 @@ import ipaddress
 import pytest
 from click.testing import CliRunner
 
-from slirpy import cli, config
+from slirpy import cli, config, runcmd
 
 
 @pytest.fixture
@@ -22,7 +22,7 @@ def started(monkeypatch):
         configs.append(net)
         return 0
 
-    monkeypatch.setattr(cli, "run_sandbox", fake_run_sandbox)
+    monkeypatch.setattr(runcmd, "run_sandbox", fake_run_sandbox)
     return configs
 
 
