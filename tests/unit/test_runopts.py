@@ -113,6 +113,14 @@ def test_what_parse_leaves_to_click(args):
     assert runopts.parse(args) is None
 
 
+@pytest.mark.parametrize("option", ["--bogus", "--no-sandbox=1", "-x"])
+def test_an_unknown_or_malformed_option_is_a_usage_error_not_the_command(option):
+    # (click's ignore_unknown_options made `--bogus` the command: "--bogus: command not found")
+    res = CliRunner().invoke(cli.main, ["run", option, "--", "true"])
+    assert res.exit_code == 2, res.output
+    assert option.split("=")[0] in res.stderr and "Error: " in res.stderr, res.stderr
+
+
 def test_unchanged_help():
     # the options keep their order, spellings, metavars and defaults in --help
     out = CliRunner().invoke(cli.main, ["run", "--help"]).stdout
