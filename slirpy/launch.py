@@ -1,9 +1,10 @@
 """Start a sandbox and serve it: what `slirpy run` and `slirpy selfcheck` share.
 
-cli.py parses arguments and selfcheck.py sets up its host-side servers; both then hand a
-NetConfig and a command to `run_sandbox`, which starts the sandbox, binds the published ports
-and the API socket, runs the loop until the command exits and returns its exit code. Errors
-at start are printed as `slirpy: ...` and end the process (`fail`).
+runcmd.py (`slirpy run`, once its options are parsed) and selfcheck.py (after setting up its
+host-side servers) both hand a NetConfig and a command to `run_sandbox`, which starts the
+sandbox, binds the published ports and the API socket, runs the loop until the command exits
+and returns its exit code. Errors at start are printed as `slirpy: ...` and end the process
+(`fail`).
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """Every `slirpy run` under a name: the choice among its network modes (`--network`), its
 registration (`slirpy.registry`) around the run, and its hostname and /etc files.
 
-cli.py parses the options and calls `run_named`; the private network (no `--network`) goes on to
-`launch.run_sandbox` as before, `none`, `host` and `sandbox:NAME` to the light parent of
+runcmd.py (`slirpy run`'s options parsed) calls `run_named`; the private network (no
+`--network`) goes on to `launch.run_sandbox` as before, `none`, `host` and `sandbox:NAME` to the light parent of
 `plainrun`, and a named network to `slirpy.networks.run_member`.  The registration is two small
 file writes (the name before the sandbox starts, its pids and ports once it has) and one unlink
 at the end: a plain run's start-up time stays what it was.
