@@ -2,8 +2,8 @@
 registration (`slirpy.registry`) around the run, and its hostname and /etc files.
 
 runcmd.py (`slirpy run`'s options parsed) calls `run_named`; the private network (no
-`--network`) goes on to `launch.run_sandbox` as before, `none`, `host` and `sandbox:NAME` to the light parent of
-`plainrun`, and a named network to `slirpy.networks.run_member`.  The registration is two small
+`--network`) goes on to `launch.run_sandbox` as before, `none`, `host` and `sandbox:NAME` to
+the light parent of `plainrun`, and a named network to `slirpy.networks.run_member`.  The registration is two small
 file writes (the name before the sandbox starts, its pids and ports once it has) and one unlink
 at the end: a plain run's start-up time stays what it was.
 """
