@@ -164,10 +164,26 @@ def bridged_traffic_skips_ip_hooks() -> list[str]:
     return done
 
 
+def bridge_address(bridge: str) -> str:
+    """The fixed MAC address of bridge `sbr<index>`: locally administered, unicast, one per
+    network (02:73:6c:62 is "sb" after the 02 prefix, then the index in two bytes).
+
+    Why fixed: a Linux bridge created without an address takes the lowest MAC of its ports, and
+    takes another whenever a port with a lower one joins or the lowest one leaves. The members'
+    ARP entries for their gateway then name a MAC the bridge no longer has: what they send
+    off the network (to the router, to published-port clients) is flooded to the other ports
+    and lost until the entry goes stale, ~30 s later. A member's veth leaving is the kernel's
+    asynchronous teardown of its namespace, so this struck at random (the router-harden e2e
+    test's published-port read timed out in about 1 run of 20). An address given at creation
+    is kept (the kernel's NET_ADDR_SET)."""
+    index = int(bridge.removeprefix("sbr"))
+    return f"02:73:6c:62:{index >> 8 & 0xFF:02x}:{index & 0xFF:02x}"
+
+
 def sync_bridges(wanted: list[dict]) -> list[str]:
     """Make the bridges `sbr*` exactly `wanted` ([{"bridge", "gateway", "prefixlen",
-    "gateway6"}]): create missing ones with their gateway addresses, delete the others.
-    Returns the names deleted."""
+    "gateway6"}]): create missing ones (with a fixed MAC address: `bridge_address`) with their
+    gateway addresses, delete the others. Returns the names deleted."""
     from pyroute2 import IPRoute
     want = {w["bridge"]: w for w in wanted}
     deleted = []
@@ -181,7 +197,7 @@ def sync_bridges(wanted: list[dict]) -> list[str]:
         for name, w in want.items():
             if name in present:
                 continue
-            ipr.link("add", ifname=name, kind="bridge")
+            ipr.link("add", ifname=name, kind="bridge", address=bridge_address(name))
             idx = ipr.link_lookup(ifname=name)[0]
             if w.get("gateway6"):
                 _sysctl6(name, "accept_dad", "0")
