@@ -80,15 +80,17 @@ def setup_links(attachments: list[Attachment], keeper_net_fd: int,
 
 def _plumb_with_ip(ip: str, attachments: list[Attachment], keeper_net_fd: int,
                    member_net_fd: int) -> None:  # pragma: no cover
-    """In the keeper's net namespace: one `ip -batch -` drops stale peers, creates the pairs
-    (the member's end straight into the member's namespace), attaches the peers, up."""
-    from slirpy.networks.vethip import exists, keeper_commands, run_batch
+    """In the keeper's net namespace: stale peers dropped (vethip.drop_stale), then one
+    `ip -batch -` creates the pairs (the member's end straight into the member's namespace),
+    attaches the peers, up."""
+    from slirpy.networks.vethip import drop_stale, exists, keeper_commands, run_batch
     from slirpy.sandbox.libc import CLONE_NEWNET, setns_fd
     setns_fd(keeper_net_fd, CLONE_NEWNET)
     for a in attachments:
         if not exists(a.network.bridge):
             raise OSError(f"network {a.network.name!r}: bridge {a.network.bridge} is missing")
     links = [(a.iface, a.peer, a.network.bridge) for a in attachments]
+    drop_stale(ip, [peer for _, peer, _ in links])
     run_batch(ip, keeper_commands(links, member_net_fd, VETH_MTU), pass_fds=(member_net_fd,))
 
 
@@ -119,14 +121,21 @@ def _in_child(fn: Callable[..., Any], *args: object) -> Any:  # pragma: no cover
 def _drop_stale(attachments: list[Attachment], keeper_net_fd: int) -> None:  # pragma: no cover
     """In the keeper's net namespace: delete a peer of our name left by a killed predecessor
     with our address whose namespace the kernel has not torn down yet."""
+    import errno
+
     from pyroute2 import IPRoute
+    from pyroute2.netlink.exceptions import NetlinkError
 
     from slirpy.sandbox.libc import CLONE_NEWNET, setns_fd
     setns_fd(keeper_net_fd, CLONE_NEWNET)
     with IPRoute() as ipr:
         for a in attachments:
             for idx in ipr.link_lookup(ifname=a.peer):
-                ipr.link("del", index=idx)
+                try:
+                    ipr.link("del", index=idx)
+                except NetlinkError as e:      # the kernel's teardown deleted it first (vethip.drop_stale)
+                    if e.code != errno.ENODEV:
+                        raise
 
 
 def _attach_peers(attachments: list[Attachment], keeper_net_fd: int) -> None:  # pragma: no cover

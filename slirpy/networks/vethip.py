@@ -40,15 +40,17 @@ def ip_binary(paths: tuple[str, ...] = IP_PATHS) -> str | None:
     return next((p for p in paths if os.access(p, os.X_OK)), None)
 
 
-def run_batch(ip: str, commands: list[str], pass_fds: tuple[int, ...] = ()) -> None:
+def run_batch(ip: str, commands: list[str], pass_fds: tuple[int, ...] = (), force: bool = False) -> None:
     """`ip -batch -` with `commands` on its stdin, in this process's namespaces; `pass_fds`
-    stay open in it (same numbers). OSError with ip's own message, one line, on failure."""
+    stay open in it (same numbers). OSError with ip's own message, one line, on failure.
+    `force`: `ip -force`, which goes on after a failed command (and still fails at the end)."""
     for fd in pass_fds:
         os.set_inheritable(fd, True)
     in_r, in_w = os.pipe2(os.O_CLOEXEC)
     out_r, out_w = os.pipe2(os.O_CLOEXEC)
+    argv = [ip, *(["-force"] if force else []), "-batch", "-"]
     try:
-        pid = os.posix_spawn(ip, [ip, "-batch", "-"], {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
+        pid = os.posix_spawn(ip, argv, {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
                                                        "LC_ALL": "C"},
                              file_actions=[(os.POSIX_SPAWN_DUP2, in_r, 0),
                                            (os.POSIX_SPAWN_DUP2, out_w, 1),
@@ -81,15 +83,29 @@ def exists(ifname: str) -> bool:
         return False
 
 
+def drop_stale(ip: str, peers: list[str]) -> None:
+    """Delete the peers of these names that exist in this (the keeper's) namespace: a killed
+    predecessor's with our address, whose namespace the kernel has not torn down yet.  The
+    kernel may finish that teardown, deleting the pair itself, at any moment, even between our
+    look and our `link del`: so a failed delete is an error only if the device is still there
+    (`ip -force` tries every delete)."""
+    stale = [p for p in peers if exists(p)]
+    if not stale:
+        return
+    try:
+        run_batch(ip, [f"link del dev {p}" for p in stale], force=True)
+    except OSError:
+        if any(exists(p) for p in stale):
+            raise
+
+
 def keeper_commands(links: list[tuple[str, str, str]], member_net_fd: int, mtu: int) -> list[str]:
-    """The batch run in the keeper's namespace for (iface, peer, bridge) triples: a stale peer
-    of our name (a killed predecessor's, its namespace not yet torn down) deleted, the pair
-    created with `iface` in the member's namespace (open at `member_net_fd`: iproute2 opens a
-    netns argument that contains '/' as a path), the peer enslaved to its bridge and up."""
+    """The batch run in the keeper's namespace for (iface, peer, bridge) triples, once
+    `drop_stale` has run: the pair created with `iface` in the member's namespace (open at
+    `member_net_fd`: iproute2 opens a netns argument that contains '/' as a path), the peer
+    enslaved to its bridge and up."""
     cmds = []
     for iface, peer, bridge in links:
-        if exists(peer):
-            cmds.append(f"link del dev {peer}")
         cmds.append(f"link add name {peer} mtu {mtu} type veth peer name {iface} mtu {mtu} "
                     f"netns /proc/self/fd/{member_net_fd}")
         cmds.append(f"link set dev {peer} master {bridge} up")
