@@ -166,7 +166,7 @@ def bridged_traffic_skips_ip_hooks() -> list[str]:
 
 def bridge_address(bridge: str) -> str:
     """The fixed MAC address of bridge `sbr<index>`: locally administered, unicast, one per
-    network (02:73:6c:62 is "sb" after the 02 prefix, then the index in two bytes).
+    network (02, then 73:6c:62 spelling "slb", then the index in two bytes).
 
     Why fixed: a Linux bridge created without an address takes the lowest MAC of its ports, and
     takes another whenever a port with a lower one joins or the lowest one leaves. The members'
@@ -174,7 +174,7 @@ def bridge_address(bridge: str) -> str:
     off the network (to the router, to published-port clients) is flooded to the other ports
     and lost until the entry goes stale, ~30 s later. A member's veth leaving is the kernel's
     asynchronous teardown of its namespace, so this struck at random (the router-harden e2e
-    test's published-port read timed out in about 1 run of 20). An address given at creation
+    test's published-port read timed out in about 1 run in 24). An address given at creation
     is kept (the kernel's NET_ADDR_SET)."""
     index = int(bridge.removeprefix("sbr"))
     return f"02:73:6c:62:{index >> 8 & 0xFF:02x}:{index & 0xFF:02x}"

@@ -50,8 +50,7 @@ def run_batch(ip: str, commands: list[str], pass_fds: tuple[int, ...] = (), forc
     out_r, out_w = os.pipe2(os.O_CLOEXEC)
     argv = [ip, *(["-force"] if force else []), "-batch", "-"]
     try:
-        pid = os.posix_spawn(ip, argv, {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
-                                                       "LC_ALL": "C"},
+        pid = os.posix_spawn(ip, argv, {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C"},
                              file_actions=[(os.POSIX_SPAWN_DUP2, in_r, 0),
                                            (os.POSIX_SPAWN_DUP2, out_w, 1),
                                            (os.POSIX_SPAWN_DUP2, out_w, 2)])
