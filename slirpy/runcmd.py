@@ -16,7 +16,7 @@ from .config import (DEFAULT_CIDR6, IPV6_MTU_MIN, ConfigError, NetConfig, build_
                      parse_cidr6)
 from .harden import HardenOptions
 from .launch import fail, run_sandbox
-from .runopts import ROUTER_WIDE_OPTIONS
+from .runopts import router_wide_given
 
 
 def build_config(mtu: str, cidr: str, offload: bool, allow_host_loopback: bool, *,
@@ -70,7 +70,7 @@ def run(values: dict, given: Iterable[str], command: tuple[str, ...]) -> NoRetur
             "-p/--publish": bool(publish), "--api-socket": api_socket is not None,
             "--pcap": pcap is not None, "--impair": impair is not None,
             "--stats-file": v["stats_file"] is not None},
-        {text: dest in typed for dest, text in ROUTER_WIDE_OPTIONS.items()})
+        router_wide_given(typed))
     if v["debug"]:
         import logging             # here: start-up time (the runtime imports it later anyway)
         logging.basicConfig(level=logging.DEBUG, format="slirpy: %(levelname)s %(message)s")

@@ -111,14 +111,14 @@ RUN_OPTIONS: tuple[RunOption, ...] = (
 
 # `slirpy run` options that belong to a network's router (one for every member), not to one
 # member: given with --network NAME they are refused (named.network_options), never ignored.
-ROUTER_WIDE_OPTIONS = {"mtu": "--mtu", "cidr": "--cidr", "ipv6": "--ipv6/--no-ipv6", "cidr6": "--cidr6",
-                       "no_offload": "--no-offload", "map_subuids": "--map-subuids",
-                       "disable_dns": "--disable-dns", "dns_upstream": "--dns-upstream",
-                       "outbound_addr": "--outbound-addr", "outbound_addr6": "--outbound-addr6",
-                       "limits": "--limit", "impair": "--impair", "api_socket": "--api-socket",
-                       "pcap": "--pcap", "pcap_max_size": "--pcap-max-size",
-                       "stats_file": "--stats-file",
-                       "no_sandbox": "--no-sandbox"}
+ROUTER_WIDE = frozenset({"mtu", "cidr", "ipv6", "cidr6", "no_offload", "map_subuids", "disable_dns",
+                         "dns_upstream", "outbound_addr", "outbound_addr6", "limits", "impair",
+                         "api_socket", "pcap", "pcap_max_size", "stats_file", "no_sandbox"})
+
+
+def router_wide_given(given: set[str]) -> dict[str, bool]:
+    """{spelling ("--ipv6/--no-ipv6"): typed?} for the ROUTER_WIDE options (named.network_options)."""
+    return {"/".join(o.decls): o.dest in given for o in RUN_OPTIONS if o.dest in ROUTER_WIDE}
 
 
 def initial_values() -> dict[str, object]:

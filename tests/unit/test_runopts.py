@@ -42,6 +42,10 @@ def test_the_table_is_the_whole_click_command():
     declared = {p.name for p in cli.run.params} - {"command"}
     assert declared == {o.dest for o in RUN_OPTIONS}
     assert runopts.initial_values() == click_parse(["true"]).values
+    assert runopts.ROUTER_WIDE <= declared                # a typo would skip a refusal silently
+    assert set(runopts.router_wide_given({"ipv6"})) >= {"--mtu", "--ipv6/--no-ipv6", "--limit"}
+    assert [text for text, typed in runopts.router_wide_given({"ipv6", "name"}).items() if typed] == \
+        ["--ipv6/--no-ipv6"]
 
 
 VALUES = st.sampled_from(["x", "", "-", "--", "-x", "--mtu", "a=b", "8080:80", "=1", "1500",
