@@ -14,6 +14,7 @@ import sys
 from typing import TYPE_CHECKING, Any, Awaitable, Callable, NoReturn, Protocol
 
 from .harden import HardenError
+from .seccompbinding import preload as _preload_seccomp
 
 if TYPE_CHECKING:  # pragma: no cover
     from .config import NetConfig, PortSpec
@@ -145,7 +146,7 @@ def _meanwhile(early: bool, harden: HardenOptions | None) -> Callable[[], None] 
     released (libseccomp's binding, for `before_loop`), or everything serving needs when the
     command waits for it anyway."""
     if early:
-        return None if harden is None else _import_seccomp
+        return None if harden is None else _preload_seccomp
     return _import_loop_and_runtime if harden is None else _import_hardened
 
 
@@ -199,16 +200,7 @@ def _import_loop_and_runtime() -> None:
 def _import_hardened() -> None:
     """The same, and libseccomp's binding."""
     _import_loop_and_runtime()
-    _import_seccomp()
-
-
-def _import_seccomp() -> None:
-    """libseccomp's binding (seccompbinding.py)."""
-    from .seccompbinding import load
-    try:
-        load()
-    except (ImportError, RuntimeError, OSError):
-        pass                        # harden.before_loop reports it
+    _preload_seccomp()
 
 
 def _start_pcap(runtime: Runtime, sandbox: Sandbox, path: str, max_size: int) -> None:

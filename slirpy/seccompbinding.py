@@ -2,7 +2,7 @@
 
 pyseccomp finds libc and libseccomp with `ctypes.util.find_library` when it is imported, and on
 Linux that runs `ldconfig -p` in a subprocess for each: ~6 ms of the ~7 its import takes here,
-on the way to a hardened sandbox's command (launch.before the release) and to slirp4netns
+on the way to a hardened sandbox's command (launch.py, before the release) and to slirp4netns
 mode's seccomp filter.  `load` answers those two lookups with the libraries' sonames when the
 dynamic loader opens them by that name (as find_library's answer would be opened), and asks the
 real find_library for anything else and whenever a soname does not load (musl, an odd
@@ -23,7 +23,7 @@ SONAMES = {"c": "libc.so.6", "seccomp": "libseccomp.so.2"}
 
 def load() -> ModuleType:
     """The pyseccomp module (imported now if it was not).  Raises what its import raises
-    (ImportError; RuntimeError when libseccomp is missing)."""
+    (ImportError; RuntimeError when libseccomp is not found; OSError when it cannot be loaded)."""
     mod = sys.modules.get("pyseccomp")
     if mod is not None:
         return mod
@@ -49,3 +49,12 @@ def load() -> ModuleType:
     finally:
         ctypes.util.find_library = real
     return pyseccomp
+
+
+def preload() -> None:
+    """`load`, for a start-up's idle moment (while a child sets up the TAP): a failure is left
+    for harden.before_loop to report, which loads the binding again."""
+    try:
+        load()
+    except (ImportError, RuntimeError, OSError):
+        pass

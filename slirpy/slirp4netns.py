@@ -529,7 +529,8 @@ def _attach(o: Options, config: TapNetwork) -> AttachedTap:
             import uvloop  # noqa: F401
             from . import runtime, serve  # noqa: F401
             if o.enable_sandbox or o.enable_seccomp:
-                _import_seccomp_binding()
+                from .seccompbinding import preload
+                preload()
     except BaseException:
         pending.abort()
         raise
@@ -537,16 +538,6 @@ def _attach(o: Options, config: TapNetwork) -> AttachedTap:
         return pending.finish(wait=False)        # _serve reaps the child once ready
     except SandboxError as e:
         raise Exit(1, str(e)) from None
-
-
-def _import_seccomp_binding() -> None:
-    """Imported while the child sets up the TAP (seccompbinding.py). A failure is reported by
-    harden.before_loop."""
-    from .seccompbinding import load
-    try:
-        load()
-    except (ImportError, RuntimeError, OSError):
-        pass
 
 
 def _print_banner(o: Options, config: NetConfig) -> None:

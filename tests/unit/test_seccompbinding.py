@@ -8,6 +8,10 @@ import json
 import subprocess
 import sys
 
+import pytest
+
+from slirpy import seccompbinding
+
 PROBE = r"""
 import ctypes.util, json, subprocess, sys
 runs = []
@@ -43,3 +47,12 @@ def test_a_soname_that_does_not_load_is_found_the_usual_way():
     assert r["runs"], "find_library asked ldconfig (or a compiler)"
     assert r["libseccomp"] not in (None, "libseccomp.so.999") and "seccomp" in r["libseccomp"]
     assert r["restored"] and r["binding"]
+
+
+@pytest.mark.parametrize("error", [ImportError("no pyseccomp"), RuntimeError("Unable to find libseccomp"),
+                                   OSError("file too short")])
+def test_preload_leaves_a_failure_to_before_loop(monkeypatch, error):
+    def fail():
+        raise error
+    monkeypatch.setattr(seccompbinding, "load", fail)
+    assert seccompbinding.preload() is None
