@@ -5,7 +5,8 @@ same addresses, routes (every table), MTU, queue length, flags and IPv6 sysctls,
 The reference (tests/netns/tapconf_probe.py) is the pyroute2 code slirpy ran before.  Two
 differences are expected and asserted, not hidden: default routes added by ioctl carry the
 protocol `boot` (ip prints none) instead of `static`, and the IPv6 address has no `nodad`
-flag (the interface's accept_dad=0 turns DAD off instead; the address is not tentative).
+flag (the interface's accept_dad=0 turns DAD off instead; the address is not tentative: configure
+returns once the kernel's deferred DAD work has cleared the flag, netconf.wait_ipv6_ready).
 """
 
 from __future__ import annotations
