@@ -12,8 +12,8 @@ source). Then guest6/64 (no DAD: accept_dad=0 already), and a default route via 
 The kernel still adds that address tentative and clears the flag from deferred work (the DAD
 worker, which waits for the RTNL lock: a namespace being torn down elsewhere holds it for
 milliseconds); a tentative address is no source address, so a command's first IPv6 connect would
-fail with EADDRNOTAVAIL. configure() therefore returns only once /proc/net/if_inet6 shows the
-address ready (`wait_ipv6_ready`): at once, nearly always. A guest that configures itself (no ``-c`` in slirp4netns mode) still gets all of that from the RAs.
+fail with EADDRNOTAVAIL. configure() therefore returns only once a socket can bind to the
+address (`wait_ipv6_ready`): at once, nearly always. A guest that configures itself (no ``-c`` in slirp4netns mode) still gets all of that from the RAs.
 
 IPv6 off: nothing IPv6 is configured; with `hide_ipv6` (what ``slirpy run --no-ipv6`` asks)
 the interface gets ``disable_ipv6=1``, so the guest has no IPv6 on it at all (no link-local
@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import errno
 import os
+import socket
 import time
 
 from slirpy.ifioctl import Interfaces
@@ -218,7 +219,7 @@ def configure(ifname: str, net: TapNetwork, txqueuelen: int | None = TXQUEUELEN,
                 step = f"add default route via {net.gateway6}"
                 ifs.add_default6(idx, str(net.gateway6))
         if with_ipv6:
-            warnings += wait_ipv6_ready(ifname, net.guest6.packed)
+            warnings += wait_ipv6_ready(str(net.guest6))
     except NetconfError:
         raise
     except (OSError, ValueError) as exc:
@@ -226,52 +227,30 @@ def configure(ifname: str, net: TapNetwork, txqueuelen: int | None = TXQUEUELEN,
     return warnings
 
 
-IF_INET6 = "/proc/net/if_inet6"
-IFA_F_DADFAILED = 0x08
-IFA_F_TENTATIVE = 0x40
 IPV6_READY_TIMEOUT = 2.0
 
 
-def ipv6_address_flags(if_inet6: str, ifname: str, address: bytes) -> int | None:
-    """The IFA_F_* flags of `address` (16 bytes) on `ifname` in /proc/net/if_inet6's text (lines
-    of: address in 32 hex digits, ifindex, prefix length, scope, flags, name, the numbers in hex);
-    None if it is not there."""
-    want = address.hex()
-    for line in if_inet6.splitlines():
-        fields = line.split()
-        if len(fields) == 6 and fields[0] == want and fields[5] == ifname:
-            try:
-                return int(fields[4], 16)
-            except ValueError:
-                return None
-    return None
-
-
-def wait_ipv6_ready(ifname: str, address: bytes, timeout: float = IPV6_READY_TIMEOUT,
-                    path: str = IF_INET6) -> list[str]:
-    """Return once `address` on `ifname` is no longer tentative (the problem as a warning if it
-    still is after `timeout` seconds, or failed DAD, or cannot be read)."""
+def wait_ipv6_ready(address: str, timeout: float = IPV6_READY_TIMEOUT) -> list[str]:
+    """Return once `address` can be a source address: binding a socket to it works (the kernel
+    refuses a tentative address with EADDRNOTAVAIL).  The problem as a warning if it still cannot
+    after `timeout` seconds.  A bind, not /proc/net/if_inet6: the sandbox's supervisor has no
+    /proc/self in its new PID namespace's /proc."""
     deadline = None
     pause = 0.0005
     while True:
         try:
-            with open(path) as f:
-                flags = ipv6_address_flags(f.read(), ifname, address)
-        except OSError as e:
-            return [f"cannot read {path}: {e.strerror or e}"]
-        what = f"the IPv6 address on {ifname}"
-        if flags is None:
-            return [f"{what} is missing from {path}"]
-        if flags & IFA_F_DADFAILED:
-            return [f"{what} failed duplicate address detection: IPv6 will not work"]
-        if not flags & IFA_F_TENTATIVE:
+            with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as s:
+                s.bind((address, 0))
             return []
+        except OSError as e:
+            if e.errno != errno.EADDRNOTAVAIL:
+                return [f"cannot bind to the IPv6 address {address}: {e.strerror or e}"]
         now = time.monotonic()
         if deadline is None:
             deadline = now + timeout
         elif now >= deadline:
-            return [f"{what} is still tentative after {timeout:g} s: the command's first IPv6 "
-                    "connections may fail"]
+            return [f"the IPv6 address {address} is still tentative after {timeout:g} s: the "
+                    "command's first IPv6 connections may fail"]
         time.sleep(pause)
         pause = min(pause * 2, 0.02)
 
