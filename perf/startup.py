@@ -5,7 +5,8 @@ Variants:
   starts; the sample is the time from starting the network process (``slirpy-slirp4netns`` or
   ``slirp4netns``, both ``-c -r FD PID tap0``) to "1" on the ready fd.
 - ``run``: from starting the whole thing to the command's first instruction, the command being
-  ``sh -c 'echo 1 >FIFO'`` (the harness waits on the FIFO). slirpy: ``slirpy run -- CMD``;
+  ``sh -c 'echo 1 >FIFO'`` (the harness waits on the FIFO). slirpy: ``slirpy run -- CMD`` (the
+  console script, as a user types it);
   slirp4netns: ``unshare -Urn`` holding CMD back until ``slirp4netns -c -r FD`` is ready (what
   a container engine does); pasta: ``pasta --config-net -- CMD``.
 - ``run-no-sandbox``: the same with ``slirpy run --no-sandbox`` (the peers as in ``run``, where
@@ -40,12 +41,17 @@ class StartupError(RuntimeError):
     pass
 
 
-def slirpy_slirp4netns_argv() -> list[str]:
-    """The console script Podman/RootlessKit would exec, next to this Python when installed."""
-    script = Path(sys.executable).parent / "slirpy-slirp4netns"
+def console_script(name: str, *module_args: str) -> list[str]:
+    """The console script NAME a user (or Podman, RootlessKit) would exec, next to this Python
+    when installed; `python -m slirpy MODULE_ARGS` if it is not (runpy's imports cost ~2 ms more)."""
+    script = Path(sys.executable).parent / name
     if script.exists():
         return [str(script)]
-    return [sys.executable, "-m", "slirpy", "slirp4netns"]
+    return [sys.executable, "-m", "slirpy", *module_args]
+
+
+def slirpy_slirp4netns_argv() -> list[str]:
+    return console_script("slirpy-slirp4netns", "slirp4netns")
 
 
 def _wait_readable(fd: int, what: str) -> None:
@@ -125,7 +131,7 @@ def sample_run(peer: str, tmp: str, slirpy_options: tuple[str, ...] = ()) -> flo
     try:
         t0 = time.monotonic()
         if peer == "slirpy":
-            procs.append(subprocess.Popen([sys.executable, "-m", "slirpy", "run", *slirpy_options, "--",
+            procs.append(subprocess.Popen([*console_script("slirpy"), "run", *slirpy_options, "--",
                                            "sh", "-c", cmd],
                                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                           start_new_session=True, cwd=REPO))
