@@ -33,6 +33,8 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
+from .hardenopts import HardenError as HardenError, HardenOptions as HardenOptions
+
 CLONE_NEWNS = 0x00020000
 CLONE_NEWUSER = 0x10000000
 MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC = 0x1, 0x2, 0x4, 0x8
@@ -49,19 +51,6 @@ KEPT_DIRS = ("/etc", "/run")          # what the new root holds, always
 # itself (read-only at the end) instead of the real /tmp.
 _SCRATCH_CHOICES = ("/tmp", "/mnt", "/var", "/opt", "/srv", "/media", "/home")
 _LAZY_IMPORTS = ("slirpy.pcap", "slirpy.api", "slirpy.impair", "slirpy.autoports")
-
-
-class HardenError(Exception):
-    """A hardening step failed; str() names the step and the kernel's reason."""
-
-
-@dataclass(frozen=True)
-class HardenOptions:
-    sandbox: bool = True          # own mount namespace with /etc and /run only; capabilities dropped
-    seccomp: bool = True          # the allow-list of seccompfilter.py (implies no_new_privs)
-    no_new_privs: bool = True
-    keep_dirs: tuple[str, ...] = ()   # more host directories, visible at their own path
-    proc_dirs: tuple[str, ...] = ()   # /proc directories kept as fds (see Hardened.dir_fds)
 
 
 @dataclass

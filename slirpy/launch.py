@@ -11,25 +11,26 @@ from __future__ import annotations
 
 import signal
 import sys
-from typing import TYPE_CHECKING, Any, Awaitable, Callable, NoReturn, Protocol
 
-from .harden import HardenError
+from .hardenopts import HardenError
 from .seccompbinding import preload as _preload_seccomp
 
+TYPE_CHECKING = False   # typing.TYPE_CHECKING without importing typing before a run's command starts
 if TYPE_CHECKING:  # pragma: no cover
+    from typing import Any, Awaitable, Callable, NoReturn, Protocol
+
     from .config import NetConfig, PortSpec
-    from .harden import HardenOptions
+    from .hardenopts import HardenOptions
     from .impair import ImpairSpec
     from .runtime import Runtime
     from .sandbox import Sandbox
 
+    class NamedRun(Protocol):
+        """A named run's parts of the sandbox (named.NamedRun), and who to tell once it started."""
+        resolv_text: str | None        # replaces the default resolv.conf text if set
 
-class NamedRun(Protocol):
-    """A named run's parts of the sandbox (named.NamedRun), and who to tell once it started."""
-    resolv_text: str | None        # replaces the default resolv.conf text if set
-
-    def options(self) -> dict[str, Any]: ...           # more SandboxOptions fields
-    def started(self, ns_pid: int, published: list[PortSpec]) -> None: ...
+        def options(self) -> dict[str, Any]: ...           # more SandboxOptions fields
+        def started(self, ns_pid: int, published: list[PortSpec]) -> None: ...
 
 
 def say(message: str) -> None:
@@ -146,7 +147,7 @@ def _meanwhile(early: bool, harden: HardenOptions | None) -> Callable[[], None] 
     released (libseccomp's binding, for `before_loop`), or everything serving needs when the
     command waits for it anyway."""
     if early:
-        return None if harden is None else _preload_seccomp
+        return None if harden is None else _import_harden
     return _import_loop_and_runtime if harden is None else _import_hardened
 
 
@@ -197,10 +198,17 @@ def _import_loop_and_runtime() -> None:
     from . import api, runtime, serve  # noqa: F401
 
 
-def _import_hardened() -> None:
-    """The same, and libseccomp's binding."""
-    _import_loop_and_runtime()
+def _import_harden() -> None:
+    """What `before_loop` needs: harden.py (ctypes) and libseccomp's binding."""
+    from . import harden  # noqa: F401
+
     _preload_seccomp()
+
+
+def _import_hardened() -> None:
+    """The same, and what serving needs."""
+    _import_loop_and_runtime()
+    _import_harden()
 
 
 def _start_pcap(runtime: Runtime, sandbox: Sandbox, path: str, max_size: int) -> None:

@@ -13,13 +13,14 @@ from __future__ import annotations
 import importlib
 import os
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable
 
 from . import registry
 from .launch import fail
 from .sandbox.etcfiles import check_hostname, dns_resolv_text, hosts_text, parse_add_host, parse_dns, read_text
 
+TYPE_CHECKING = False   # typing.TYPE_CHECKING without importing typing before a run's command starts
 if TYPE_CHECKING:  # pragma: no cover
+    from typing import Any, Callable
     from .config import NetConfig, PortSpec
 
 SUN_PATH_MAX = 107          # bytes of a UNIX socket path

@@ -25,7 +25,10 @@ import stat
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
+
+TYPE_CHECKING = False   # typing.TYPE_CHECKING without importing typing before a run's command starts
+if TYPE_CHECKING:  # pragma: no cover
+    from typing import Any
 
 NAME_MAX = 63                       # a DNS label and a hostname fit it
 _NAME_FIRST = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789")

@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Iterable
-from typing import NoReturn
+
+TYPE_CHECKING = False   # typing.TYPE_CHECKING without importing typing before a run's command starts
+if TYPE_CHECKING:  # pragma: no cover
+    from typing import NoReturn
 
 from .config import (DEFAULT_CIDR6, IPV6_MTU_MIN, ConfigError, NetConfig, build_net_config,
                      parse_cidr6)
-from .harden import HardenOptions
+from .hardenopts import HardenOptions
 from .launch import fail, run_sandbox
 from .runopts import router_wide_given
 

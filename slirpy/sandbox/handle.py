@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import signal
 import socket
-from typing import Callable
 
 from slirpy import netconf
 from slirpy.sandbox.handoff import SETUP_TIMEOUT, expect, kill_and_reap, receive_note, receive_tap
@@ -19,6 +18,10 @@ from slirpy.sandbox.libc import set_child_subreaper
 from slirpy.sandbox.modes import writes_id_maps
 from slirpy.sandbox.options import SandboxError, SandboxOptions
 from slirpy.sandbox.supervisor import SUPERVISOR_MASK, TAP_NAME, exit_code, supervisor
+
+TYPE_CHECKING = False   # typing.TYPE_CHECKING without importing typing before a run's command starts
+if TYPE_CHECKING:  # pragma: no cover
+    from typing import Callable
 
 
 def _set_up(sock: socket.socket, pid: int, opts: SandboxOptions, maps: IdMaps,

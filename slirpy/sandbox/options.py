@@ -7,10 +7,13 @@ one's processes: this imports nothing from the package.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
 
 from slirpy.config import NetConfig
 from slirpy.sandbox.errors import SandboxError  # noqa: F401 (the package's modules import it from here)
+
+TYPE_CHECKING = False   # typing.TYPE_CHECKING without importing typing before a run's command starts
+if TYPE_CHECKING:  # pragma: no cover
+    from typing import Callable
 
 # Where the sandbox's network comes from (see `modes`):
 #   private  its own user+net ns with tap0 served by slirpy (`slirpy run`'s default)

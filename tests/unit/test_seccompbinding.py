@@ -56,3 +56,35 @@ def test_preload_leaves_a_failure_to_before_loop(monkeypatch, error):
         raise error
     monkeypatch.setattr(seccompbinding, "load", fail)
     assert seccompbinding.preload() is None
+
+
+STAND_IN_PROBE = r"""
+import json, sys
+from slirpy import seccompbinding
+seccompbinding.SONAMES.update(EXTRA)
+mod = seccompbinding.load()
+import ctypes
+util = sys.modules.get("ctypes.util")
+print(json.dumps({"util_imported": util is not None, "attr": getattr(ctypes, "util", None) is util,
+                  "real": util is not None and hasattr(util, "test"),
+                  "subprocess": "subprocess" in sys.modules,
+                  "binding": hasattr(mod, "SyscallFilter"), "libseccomp": mod._libseccomp_path}))
+"""
+
+
+def stand_in_probe(extra: dict) -> dict:
+    out = subprocess.run([sys.executable, "-c", f"EXTRA = {extra!r}\n{STAND_IN_PROBE}"], capture_output=True,
+                         text=True, check=True).stdout
+    return json.loads(out.splitlines()[-1])
+
+
+def test_without_ctypes_util_imported_the_stand_in_leaves_nothing_behind():
+    r = stand_in_probe({})
+    assert r == {"util_imported": False, "attr": True, "real": False, "subprocess": False,
+                 "binding": True, "libseccomp": "libseccomp.so.2"}
+
+
+def test_without_ctypes_util_imported_a_soname_that_does_not_load_imports_the_real_one():
+    r = stand_in_probe({"seccomp": "libseccomp.so.999"})
+    assert r["util_imported"] and r["attr"] and r["real"] and r["binding"]
+    assert r["libseccomp"] not in (None, "libseccomp.so.999") and "seccomp" in r["libseccomp"]

@@ -77,7 +77,33 @@ def test_the_ready_probe_sees_such_an_import() -> None:
     assert loaded_before_ready("import slirpy.config\n" + READY_PROBE) == [
         "dataclasses", "inspect", "slirpy.config"]
     seen = loaded_before_ready("from slirpy.sandbox import Sandbox\n" + READY_PROBE)
-    assert "slirpy.sandbox.handle" in seen and "typing" in seen
+    assert "slirpy.sandbox.handle" in seen
+    assert "typing" in loaded_before_ready("import slirpy.harden\n" + READY_PROBE)
+
+
+# `slirpy run`'s way to its sandbox's start (entry, runopts, runcmd, named, launch, the sandbox
+# package): what it need not import before its command starts.  harden.py (ctypes' functions)
+# and libseccomp's binding are imported while the sandbox's child sets up tap0
+# (launch._import_harden), the event loop once the command runs.
+NOT_BEFORE_RUN = ("typing", "slirpy.harden", "ctypes.util", "subprocess", "uvloop", "asyncio", "click")
+RUN_PROBE = r"""
+import json, sys
+from slirpy import entry, runopts
+parsed = runopts.parse(["-p", "8080:80", "--name", "web", "--", "true"])
+from slirpy import runcmd, named, launch
+from slirpy.sandbox import Sandbox, SandboxOptions
+print(json.dumps(sorted(m for m in sys.modules if m in NOT_BEFORE_RUN)))
+"""
+
+
+def test_slirpy_run_starts_its_sandbox_without_typing_harden_or_the_event_loop() -> None:
+    out = subprocess.run([sys.executable, "-c", f"NOT_BEFORE_RUN = {NOT_BEFORE_RUN!r}\n{RUN_PROBE}"],
+                         capture_output=True, text=True, check=True).stdout
+    assert json.loads(out.splitlines()[-1]) == []
+    probe = RUN_PROBE.replace("import json, sys", "import json, sys, slirpy.harden")
+    out = subprocess.run([sys.executable, "-c", f"NOT_BEFORE_RUN = {NOT_BEFORE_RUN!r}\n{probe}"],
+                         capture_output=True, text=True, check=True).stdout
+    assert json.loads(out.splitlines()[-1]) == ["slirpy.harden", "typing"]   # the probe can see them
 
 
 def test_the_probe_sees_a_heavy_import() -> None:
