@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import os
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -56,7 +57,27 @@ def resolve(api_socket: str | None, name: str | None, args: list[str]) -> tuple[
         fail(f"no running sandbox named {name!r} (see `slirpy ps`)", 1)
     if rec.api_socket is None:
         fail(f"sandbox {name!r} has no API socket (network mode {rec.mode}: slirpy serves no network for it)", 1)
+    await_api_socket(rec)
     return Target(rec.api_socket, rec), args
+
+
+API_SOCKET_WAIT = 10.0
+
+
+def await_api_socket(rec: registry.SandboxRecord, timeout: float = API_SOCKET_WAIT) -> None:
+    """Return once `rec`'s API socket exists, or its process has gone, or after `timeout` s
+    (the call that follows then fails with its own message).
+
+    A named run is in `slirpy ps` once its sandbox runs, and its command may run before the
+    process serving it has imported its event loop (launch.py, start-up time): its default API
+    socket is bound a few tens of ms later.  `slirpy port add NAME ...` right after the run
+    started waits for it instead of failing."""
+    path = rec.api_socket
+    if path is None:
+        return
+    deadline = time.monotonic() + timeout
+    while not os.path.exists(path) and time.monotonic() < deadline and registry.is_alive(rec):
+        time.sleep(0.01)
 
 
 def note_ports(target: Target, entries: list[dict]) -> None:
