@@ -21,6 +21,7 @@ from .sandbox.etcfiles import check_hostname, dns_resolv_text, hosts_text, parse
 TYPE_CHECKING = False   # typing.TYPE_CHECKING without importing typing before a run's command starts
 if TYPE_CHECKING:  # pragma: no cover
     from typing import Any, Callable
+
     from .config import NetConfig, PortSpec
 
 SUN_PATH_MAX = 107          # bytes of a UNIX socket path

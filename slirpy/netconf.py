@@ -13,7 +13,8 @@ The kernel still adds that address tentative and clears the flag from deferred w
 worker, which waits for the RTNL lock: a namespace being torn down elsewhere holds it for
 milliseconds); a tentative address is no source address, so a command's first IPv6 connect would
 fail with EADDRNOTAVAIL. configure() therefore returns only once a socket can bind to the
-address (`wait_ipv6_ready`): at once, nearly always. A guest that configures itself (no ``-c`` in slirp4netns mode) still gets all of that from the RAs.
+address (`wait_ipv6_ready`): at once, nearly always. A guest that configures itself (no ``-c``
+in slirp4netns mode) still gets all of that from the RAs.
 
 IPv6 off: nothing IPv6 is configured; with `hide_ipv6` (what ``slirpy run --no-ipv6`` asks)
 the interface gets ``disable_ipv6=1``, so the guest has no IPv6 on it at all (no link-local
@@ -180,9 +181,8 @@ def configure(ifname: str, net: TapNetwork, txqueuelen: int | None = TXQUEUELEN,
     """Bring lo up; give `ifname` MTU, txqueuelen (None: the caller sets it later, with
     `set_txqueuelen`), MAC, the IPv6 sysctls, the neighbour queue (`set_unres_qlen`), the guest
     addresses; up; default routes via the gateways; then waits for the IPv6 address to be
-    usable (`wait_ipv6_ready`). Returns warnings (sysctls or the queue
-    length that could not be set);
-    raises NetconfError for anything else.
+    usable (`wait_ipv6_ready`). Returns warnings (sysctls or the queue length that could not
+    be set, an IPv6 address still tentative); raises NetconfError for anything else.
 
     With the interface ioctls of ifioctl.py, not pyroute2: this runs on the critical path of
     start-up, where importing pyroute2 would cost more than all the rest."""

@@ -8,8 +8,8 @@ dynamic loader opens them by that name (as find_library's answer would be opened
 real find_library for anything else and whenever a soname does not load (musl, an odd
 install).  Nothing else of pyseccomp changes.  When nothing has imported ctypes.util yet, its
 import sees a stand-in ctypes.util holding only that find_library (the real module imports
-subprocess, shutil and tempfile: ~3 ms more, and a hardened `slirpy run` waits for this import
-before its command starts); the real one is imported if a soname does not load.
+subprocess, shutil and tempfile: ~3 ms more, made while a hardened `slirpy run`'s sandbox
+sets up tap0, which they outlasted); the real one is imported if a soname does not load.
 """
 
 from __future__ import annotations

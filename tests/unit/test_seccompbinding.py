@@ -31,8 +31,8 @@ print(json.dumps({"runs": runs, "restored": ctypes.util.find_library is real, "s
 """
 
 
-def probe(extra: dict) -> dict:
-    out = subprocess.run([sys.executable, "-c", f"EXTRA = {extra!r}\n{PROBE}"], capture_output=True,
+def probe(extra: dict, script: str = PROBE) -> dict:
+    out = subprocess.run([sys.executable, "-c", f"EXTRA = {extra!r}\n{script}"], capture_output=True,
                          text=True, check=True).stdout
     return json.loads(out.splitlines()[-1])
 
@@ -72,19 +72,13 @@ print(json.dumps({"util_imported": util is not None, "attr": getattr(ctypes, "ut
 """
 
 
-def stand_in_probe(extra: dict) -> dict:
-    out = subprocess.run([sys.executable, "-c", f"EXTRA = {extra!r}\n{STAND_IN_PROBE}"], capture_output=True,
-                         text=True, check=True).stdout
-    return json.loads(out.splitlines()[-1])
-
-
 def test_without_ctypes_util_imported_the_stand_in_leaves_nothing_behind():
-    r = stand_in_probe({})
+    r = probe({}, STAND_IN_PROBE)
     assert r == {"util_imported": False, "attr": True, "real": False, "subprocess": False,
                  "binding": True, "libseccomp": "libseccomp.so.2"}
 
 
 def test_without_ctypes_util_imported_a_soname_that_does_not_load_imports_the_real_one():
-    r = stand_in_probe({"seccomp": "libseccomp.so.999"})
+    r = probe({"seccomp": "libseccomp.so.999"}, STAND_IN_PROBE)
     assert r["util_imported"] and r["attr"] and r["real"] and r["binding"]
     assert r["libseccomp"] not in (None, "libseccomp.so.999") and "seccomp" in r["libseccomp"]
