@@ -199,8 +199,8 @@ def _import_loop_and_runtime() -> None:
 
 
 def _import_harden() -> None:
-    """What `before_loop` needs: harden.py (ctypes) and libseccomp's binding."""
-    from . import harden  # noqa: F401
+    """What `before_loop` needs: harden.py (ctypes), seccompfilter.py and libseccomp's binding."""
+    from . import harden, seccompfilter  # noqa: F401
 
     _preload_seccomp()
 

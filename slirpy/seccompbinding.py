@@ -6,10 +6,11 @@ on the way to a hardened sandbox's command (launch.py, before the release) and t
 mode's seccomp filter.  `load` answers those two lookups with the libraries' sonames when the
 dynamic loader opens them by that name (as find_library's answer would be opened), and asks the
 real find_library for anything else and whenever a soname does not load (musl, an odd
-install).  Nothing else of pyseccomp changes.  When nothing has imported ctypes.util yet, its
-import sees a stand-in ctypes.util holding only that find_library (the real module imports
-subprocess, shutil and tempfile: ~3 ms more, made while a hardened `slirpy run`'s sandbox
-sets up tap0, which they outlasted); the real one is imported if a soname does not load.
+install).  Nothing else of pyseccomp changes.  Its import sees a stand-in ctypes.util holding
+only that find_library, and the module that was there before is back afterwards: the real
+ctypes.util is imported only if a soname does not load (it imports subprocess, shutil and
+tempfile: ~3 ms more, made while a hardened `slirpy run`'s sandbox sets up tap0, which they
+outlasted).
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ import sys
 TYPE_CHECKING = False   # typing's, without importing typing (slirp4netns mode imports this early)
 if TYPE_CHECKING:  # pragma: no cover
     from types import ModuleType
-    from typing import Callable
 
 # The stable sonames (libseccomp's has been .2 since 2012, glibc's .6 for decades).
 SONAMES = {"c": "libc.so.6", "seccomp": "libseccomp.so.2"}
@@ -32,51 +32,11 @@ def load() -> ModuleType:
     if mod is not None:
         return mod
     import ctypes
-
-    if "ctypes.util" in sys.modules:
-        return _import_patching_find_library()
-    # Not imported yet: pyseccomp's import gets a stand-in holding just find_library, and the
-    # real module (~3 ms: it imports subprocess, shutil and tempfile) is imported only if a
-    # soname does not load.
+    import importlib
     import types
 
+    before = sys.modules.get("ctypes.util")     # the real module, if something imported it
     stand_in = types.ModuleType("ctypes.util")
-
-    def real_find_library(name: str) -> str | None:
-        if sys.modules.get("ctypes.util") is stand_in:
-            del sys.modules["ctypes.util"]
-        import ctypes.util
-
-        return ctypes.util.find_library(name)
-
-    setattr(stand_in, "find_library", _quick(real_find_library))
-    sys.modules["ctypes.util"], ctypes.util = stand_in, stand_in
-    try:
-        import pyseccomp
-    finally:
-        if sys.modules.get("ctypes.util") is stand_in:
-            del sys.modules["ctypes.util"]
-        if getattr(ctypes, "util", None) is stand_in:
-            del ctypes.util
-    return pyseccomp
-
-
-def _import_patching_find_library() -> ModuleType:
-    """pyseccomp imported with the imported ctypes.util's find_library answered by `_quick`."""
-    import ctypes.util
-
-    real = ctypes.util.find_library
-    setattr(ctypes.util, "find_library", _quick(real))
-    try:
-        import pyseccomp
-    finally:
-        setattr(ctypes.util, "find_library", real)
-    return pyseccomp
-
-
-def _quick(real: Callable[[str], str | None]) -> Callable[[str], str | None]:
-    """find_library answering with the soname when the dynamic loader opens it, else `real`'s."""
-    import ctypes
 
     def find_library(name: str) -> str | None:
         soname = SONAMES.get(name)
@@ -87,8 +47,31 @@ def _quick(real: Callable[[str], str | None]) -> Callable[[str], str | None]:
                 pass
             else:
                 return soname
-        return real(name)
-    return find_library
+        real = before
+        if real is None:      # imported now (~3 ms: subprocess, shutil, tempfile), and kept
+            if sys.modules.get("ctypes.util") is stand_in:
+                del sys.modules["ctypes.util"]
+            real = importlib.import_module("ctypes.util")
+        return real.find_library(name)
+
+    setattr(stand_in, "find_library", find_library)
+    sys.modules["ctypes.util"] = stand_in
+    setattr(ctypes, "util", stand_in)
+    try:
+        import pyseccomp
+    finally:
+        if sys.modules.get("ctypes.util") is stand_in:
+            _restore(sys.modules, "ctypes.util", before)
+        if getattr(ctypes, "util", None) is stand_in:
+            _restore(ctypes.__dict__, "util", before)
+    return pyseccomp
+
+
+def _restore(namespace: dict, key: str, value: object) -> None:
+    if value is None:
+        del namespace[key]
+    else:
+        namespace[key] = value
 
 
 def preload() -> None:
