@@ -254,6 +254,8 @@ def parse_limits(items: Iterable[str], base: Limits | None = None) -> Limits:
 
 @dataclass(frozen=True)
 class NetConfig:
+    """A sandbox network's settings: addresses, MTU, DNS, limits (slirp4netns's by default)."""
+
     network: ipaddress.IPv4Network = field(default_factory=lambda: ipaddress.IPv4Network(DEFAULT_CIDR))
     mtu: int = DEFAULT_MTU
     offload: bool = True                  # IFF_VNET_HDR + TSO/CSUM offloads on the TAP

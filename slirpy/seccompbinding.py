@@ -7,15 +7,17 @@ mode's seccomp filter.  `load` answers those two lookups with the libraries' son
 dynamic loader opens them by that name (as find_library's answer would be opened), and asks the
 real find_library for anything else and whenever a soname does not load (musl, an odd
 install).  Nothing else of pyseccomp changes.  Its import sees a stand-in ctypes.util holding
-only that find_library, and the module that was there before is back afterwards: the real
-ctypes.util is imported only if a soname does not load (it imports subprocess, shutil and
-tempfile: ~3 ms more, made while a hardened `slirpy run`'s sandbox sets up tap0, which they
-outlasted).
+only that find_library (standin.import_with), and the module that was there before is back
+afterwards: the real ctypes.util is imported only if a soname does not load (it imports
+subprocess, shutil and tempfile: ~3 ms more, made while a hardened `slirpy run`'s sandbox sets
+up tap0, which they outlasted).
 """
 
 from __future__ import annotations
 
 import sys
+
+from . import standin
 
 TYPE_CHECKING = False   # typing's, without importing typing (slirp4netns mode imports this early)
 if TYPE_CHECKING:  # pragma: no cover
@@ -32,7 +34,6 @@ def load() -> ModuleType:
     if mod is not None:
         return mod
     import ctypes
-    import importlib
     import types
 
     before = sys.modules.get("ctypes.util")     # the real module, if something imported it
@@ -47,31 +48,12 @@ def load() -> ModuleType:
                 pass
             else:
                 return soname
-        real = before
-        if real is None:      # imported now (~3 ms: subprocess, shutil, tempfile), and kept
-            if sys.modules.get("ctypes.util") is stand_in:
-                del sys.modules["ctypes.util"]
-            real = importlib.import_module("ctypes.util")
+        # the real module, imported now if need be (~3 ms: subprocess, shutil, tempfile), and kept
+        real = before if before is not None else standin.real("ctypes.util", stand_in)
         return real.find_library(name)
 
     setattr(stand_in, "find_library", find_library)
-    sys.modules["ctypes.util"] = stand_in
-    setattr(ctypes, "util", stand_in)
-    try:
-        import pyseccomp
-    finally:
-        if sys.modules.get("ctypes.util") is stand_in:
-            _restore(sys.modules, "ctypes.util", before)
-        if getattr(ctypes, "util", None) is stand_in:
-            _restore(ctypes.__dict__, "util", before)
-    return pyseccomp
-
-
-def _restore(namespace: dict, key: str, value: object) -> None:
-    if value is None:
-        del namespace[key]
-    else:
-        namespace[key] = value
+    return standin.import_with("pyseccomp", {"ctypes.util": stand_in})
 
 
 def preload() -> None:

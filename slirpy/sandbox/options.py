@@ -25,6 +25,8 @@ NET_MODES = ("private", "none", "host", "join", "member")
 
 @dataclass
 class SandboxOptions:
+    """What a sandbox runs (argv), on which network (net, net_mode) and with what inside it."""
+
     argv: list[str]
     net: NetConfig
     map_subuids: bool = False      # full subuid/subgid range via newuidmap/newgidmap

@@ -84,11 +84,14 @@ def test_the_ready_probe_sees_such_an_import() -> None:
 # `slirpy run`'s way to its sandbox's start (entry, runopts, runcmd, named, launch, the sandbox
 # package): what it need not import before its command starts.  harden.py (ctypes' functions)
 # and libseccomp's binding are imported while the sandbox's child sets up tap0
-# (launch._import_harden), the event loop once the command runs.
-NOT_BEFORE_RUN = ("typing", "slirpy.harden", "ctypes.util", "subprocess", "uvloop", "asyncio", "click")
+# (launch._import_harden), the event loop once the command runs; dataclasses comes without
+# inspect (entry.import_dataclasses).
+NOT_BEFORE_RUN = ("typing", "inspect", "slirpy.harden", "ctypes.util", "subprocess", "uvloop", "asyncio", "click")
 RUN_PROBE = r"""
 import json, sys
-from slirpy import entry, runopts
+from slirpy import entry
+entry.import_dataclasses()      # as entry.main does for `run`
+from slirpy import runopts
 parsed = runopts.parse(["-p", "8080:80", "--name", "web", "--", "true"])
 from slirpy import runcmd, named, launch
 from slirpy.sandbox import Sandbox, SandboxOptions
@@ -103,7 +106,12 @@ def test_slirpy_run_starts_its_sandbox_without_typing_harden_or_the_event_loop()
     probe = RUN_PROBE.replace("import json, sys", "import json, sys, slirpy.harden")
     out = subprocess.run([sys.executable, "-c", f"NOT_BEFORE_RUN = {NOT_BEFORE_RUN!r}\n{probe}"],
                          capture_output=True, text=True, check=True).stdout
-    assert json.loads(out.splitlines()[-1]) == ["slirpy.harden", "typing"]   # the probe can see them
+    # the probe can see them (harden's dataclasses, imported first, brings the real inspect)
+    assert json.loads(out.splitlines()[-1]) == ["inspect", "slirpy.harden", "typing"]
+    probe = RUN_PROBE.replace("entry.import_dataclasses()", "pass")
+    out = subprocess.run([sys.executable, "-c", f"NOT_BEFORE_RUN = {NOT_BEFORE_RUN!r}\n{probe}"],
+                         capture_output=True, text=True, check=True).stdout
+    assert json.loads(out.splitlines()[-1]) == ["inspect"]     # dataclasses' own import of it
 
 
 def test_the_probe_sees_a_heavy_import() -> None:

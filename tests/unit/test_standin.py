@@ -1,0 +1,127 @@
+"""standin: a module imported with one of its imports answered by a stand-in (start-up).
+
+Each case runs in a fresh interpreter: what is imported, and when, is what is checked."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+
+def probe(script: str) -> dict:
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout
+    return json.loads(out.splitlines()[-1])
+
+
+DATACLASSES = r"""
+import json, sys
+from slirpy import entry
+entry.import_dataclasses()
+after_import = "inspect" in sys.modules
+import dataclasses
+
+@dataclasses.dataclass(frozen=True)
+class WithDoc:
+    "documented"
+    a: int
+    b: str = "x"
+
+documented = "inspect" in sys.modules
+real_after_import = sys.modules.get("inspect")
+
+@dataclasses.dataclass
+class NoDoc:
+    a: int
+
+import inspect
+print(json.dumps({"after_import": after_import, "documented": documented,
+                  "no_doc": NoDoc.__doc__, "real": hasattr(inspect, "getsource"),
+                  "forwards": dataclasses.inspect.signature is inspect.signature,
+                  "eq": WithDoc(1) == WithDoc(1, "x"), "repr": repr(WithDoc(2))}))
+"""
+
+
+def test_dataclasses_work_without_inspect_until_a_class_has_no_docstring():
+    r = probe(DATACLASSES)
+    assert r == {"after_import": False, "documented": False, "no_doc": "NoDoc(a: int)", "real": True,
+                 "forwards": True, "eq": True, "repr": "WithDoc(a=2, b='x')"}
+
+
+def test_with_inspect_imported_already_dataclasses_get_the_real_one():
+    r = probe("import inspect, json\nfrom slirpy import entry\nentry.import_dataclasses()\n"
+              "import dataclasses\nprint(json.dumps(dataclasses.inspect is inspect))")
+    assert r is True
+
+
+PLACES = r"""
+import json, sys, types
+from slirpy import standin
+import email                      # a package whose submodule is stood in for
+before = sys.modules.get("email.utils")
+fake = types.ModuleType("email.utils")
+seen = {}
+import importlib.abc, importlib.machinery
+
+class Finder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    def find_spec(self, name, path, target=None):
+        return importlib.machinery.ModuleSpec(name, self) if name == "probe_target" else None
+    def create_module(self, spec):
+        return None
+    def exec_module(self, module):
+        import email.utils
+        seen["during"] = sys.modules["email.utils"] is fake and email.utils is fake
+        if FAIL:
+            raise ImportError("probe_target failed")
+
+sys.meta_path.insert(0, Finder())
+try:
+    standin.import_with("probe_target", {"email.utils": fake})
+except ImportError:
+    seen["raised"] = True
+after = sys.modules.get("email.utils")
+print(json.dumps({**seen, "restored": after is before, "attr": getattr(email, "utils", None) is before,
+                  "stand_in_left": after is fake or getattr(email, "utils", None) is fake}))
+"""
+
+
+@pytest.mark.parametrize("fail", [False, True])
+def test_the_stand_in_is_there_only_during_the_import(fail):
+    r = probe(f"FAIL = {fail}\n{PLACES}")
+    assert r["during"] is True
+    assert r.get("raised", False) is fail
+    assert r["restored"] and r["attr"] and not r["stand_in_left"]
+
+
+def test_a_forwarding_stand_in_read_during_the_import_leaves_the_real_module():
+    script = r"""
+import json, sys
+from slirpy import standin
+fwd = standin.forwarding("colorsys")
+sys.modules.pop("colorsys", None)
+import importlib.abc, importlib.machinery
+class Finder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    def find_spec(self, name, path, target=None):
+        return importlib.machinery.ModuleSpec(name, self) if name == "probe_target" else None
+    def create_module(self, spec):
+        return None
+    def exec_module(self, module):
+        import colorsys
+        module.value = colorsys.rgb_to_hsv(1.0, 0.0, 0.0)     # read now: the real one is imported
+sys.meta_path.insert(0, Finder())
+mod = standin.import_with("probe_target", {"colorsys": fwd})
+import colorsys
+print(json.dumps({"value": list(mod.value), "real": sys.modules["colorsys"] is not fwd,
+                  "has": hasattr(colorsys, "hls_to_rgb")}))
+"""
+    assert probe(script) == {"value": [0.0, 1.0, 1.0], "real": True, "has": True}
+
+
+def test_an_imported_module_is_returned_as_it_is():
+    r = probe("import json, sys, types\nfrom slirpy import standin\nimport colorsys\n"
+              "fake = types.ModuleType('math')\n"
+              "print(json.dumps({'same': standin.import_with('colorsys', {'math': fake}) is colorsys,"
+              " 'math': sys.modules.get('math') is not fake}))")
+    assert r == {"same": True, "math": True}
