@@ -50,7 +50,7 @@ def import_with(module: str, stand_ins: dict[str, ModuleType]) -> ModuleType:
     saved: list[tuple[dict, str, object, ModuleType]] = []
     for name, stand_in in stand_ins.items():
         parent_name, _, leaf = name.rpartition(".")
-        places = [(sys.modules, name)]
+        places: list[tuple[dict, str]] = [(sys.modules, name)]
         parent = sys.modules.get(parent_name) if parent_name else None
         if parent is not None:
             places.append((parent.__dict__, leaf))

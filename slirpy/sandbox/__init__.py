@@ -6,10 +6,11 @@ Processes (P = slirpy, the caller of ``Sandbox.start``)::
                  ├── fork ─▶ I  PID 1 of the new PID namespace: mounts /proc, reaps orphans
                  └── fork ─▶ C  PID 2: the user's command (execvp)
 
-- S unshares and waits; P writes S's uid_map/gid_map (single id ``0 -> our uid``, or the
-  subordinate ranges through newuidmap/newgidmap).  S makes every mount private, forks I, creates
-  tap0 (``TapDevice.create``), configures it (``netconf.configure``) and sends the TAP fd to P with
-  SCM_RIGHTS plus a JSON note (vnet_hdr, offload, fallback_reason).  On ``release()`` S forks C.
+- S unshares and writes its own uid_map/gid_map (single id ``0 -> our uid``); with the
+  subordinate ranges it waits while P writes them through newuidmap/newgidmap.  S makes every
+  mount private, forks I, creates tap0 (``TapDevice.create``), configures it
+  (``netconf.configure``) and sends the TAP fd to P with SCM_RIGHTS plus a JSON note (vnet_hdr,
+  offload, fallback_reason).  On ``release()`` S forks C.
 - I mounts /proc, reports, then execs the native waiter's ``hold`` mode (``slirpy-waiter hold``,
   see `slirpy.nativewaiter`), or else ``cat``, with a pipe on its stdin (the Python loop stays
   only if neither can run): SIGCHLD is ignored, which the exec keeps, so the kernel reaps every
@@ -34,7 +35,7 @@ Every fd this package creates is close-on-exec; the command inherits only what P
 The package, one module per job (each says why it exists):
 
 - `handle`: `Sandbox`, P's side: start, release, signals, reaping;
-- `idmap`: the uid/gid maps P writes (single id, or the subordinate ranges);
+- `idmap`: the uid/gid maps (a single id, by S; the subordinate ranges, by P);
 - `handoff`: the setup conversation over the socketpair, the TAP fd passed with SCM_RIGHTS;
 - `supervisor`: S and I; `command`: C's exec; `resolv`: the sandbox's own /etc/resolv.conf;
 - `waiter`: what a light run's P becomes once C runs, where the native one (waiter.c) is not built;

@@ -12,10 +12,10 @@ import signal
 import socket
 
 from slirpy import netconf
-from slirpy.sandbox.handoff import SETUP_TIMEOUT, expect, kill_and_reap, receive_note, receive_tap
-from slirpy.sandbox.idmap import IdMaps, plan_id_maps
+from slirpy.sandbox.handoff import (SETUP_TIMEOUT, expect, kill_and_reap, receive_note, receive_tap,
+                                   spin_until_readable)
+from slirpy.sandbox.idmap import IdMaps, parent_maps, plan_id_maps
 from slirpy.sandbox.libc import set_child_subreaper
-from slirpy.sandbox.modes import writes_id_maps
 from slirpy.sandbox.options import SandboxError, SandboxOptions
 from slirpy.sandbox.supervisor import SUPERVISOR_MASK, TAP_NAME, exit_code, supervisor
 
@@ -29,12 +29,13 @@ def _set_up(sock: socket.socket, pid: int, opts: SandboxOptions, maps: IdMaps,
     """P's side of the setup conversation with S: (tap0's fd or -1, S's note, what finishes
     setting tap0's queue length: `release` calls it once the command may start)."""
     sock.settimeout(SETUP_TIMEOUT)
-    expect(sock, pid, "unshared")
-    if writes_id_maps(opts.net_mode):
+    if parent_maps(opts):             # else S maps itself (a single id) or joins a mapped namespace
+        expect(sock, pid, "unshared")
         maps.apply(pid)
-    sock.sendall(b"mapped")
+        sock.sendall(b"mapped")
     if meanwhile is not None:
         meanwhile()
+        spin_until_readable(sock)     # S is about done: usually within 1-2 ms of the meanwhile
     if opts.net_mode == "private":
         tap_fd, note = receive_tap(sock, pid)
         queue = netconf.start_txqueuelen(TAP_NAME, netconf.TXQUEUELEN, in_namespaces_of=pid)
@@ -106,7 +107,7 @@ class Sandbox:
             code = 1
             try:
                 parent_sock.close()
-                code = supervisor(child_sock, opts, parent_pid, keep)
+                code = supervisor(child_sock, opts, parent_pid, maps, keep)
             except BaseException:
                 pass
             finally:

@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import signal
 import socket
 import struct
+import time
 
 from slirpy.sandbox.errors import SandboxError
 
@@ -24,10 +26,40 @@ if TYPE_CHECKING:  # pragma: no cover
 SETUP_TIMEOUT = 60.0           # seconds P waits for each setup step of the child
 MSG_MAX = 4096
 _INT_SIZE = 4
+# How long a setup step's reader polls before it sleeps (spin_until_readable).
+SPIN_SECONDS = 0.003
 
 
 def one_line(text: str) -> str:
     return " ".join(text.split())
+
+
+def _spin_cpus() -> bool:
+    try:
+        return len(os.sched_getaffinity(0)) > 1
+    except OSError:
+        return False
+
+
+_MAY_SPIN = _spin_cpus()
+
+
+def spin_until_readable(sock: socket.socket, seconds: float = SPIN_SECONDS) -> None:
+    """Poll `sock` without sleeping, for at most `seconds`, before the caller's blocking read.
+
+    Start-up, for a setup step whose message is due within a millisecond or two (the other
+    process is at work on the other CPU): a reader that sleeps must be woken, and on a VM whose
+    vCPU went idle that wake-up took from 0.05 ms to several (perf/NOTES.md, session 14); one
+    that polls sees the message at once.  Only where the wait is short: a polling process keeps
+    its CPU from taking on another task (a child just forked waits for the idle vCPU instead).
+    Nothing with a single usable CPU, where the poll would hold up the process it waits for."""
+    if not _MAY_SPIN:
+        return
+    poller = select.poll()
+    poller.register(sock, select.POLLIN)
+    end = time.monotonic() + seconds
+    while not poller.poll(0) and time.monotonic() < end:
+        pass
 
 
 # -- P's side ------------------------------------------------------------------------------------

@@ -33,7 +33,7 @@ _IFREQ = struct.Struct("16sh22x")      # struct ifreq: name, then ifr_flags in a
 
 
 def writes_id_maps(mode: str) -> bool:
-    """Whether P writes S's uid/gid maps (a mode that joins an existing user namespace: no)."""
+    """Whether S's new user namespace gets maps (a mode that joins an existing one: no)."""
     return mode not in ("join", "member")
 
 

@@ -20,7 +20,8 @@ from dataclasses import dataclass
 from slirpy import nativewaiter, netconf
 from slirpy.config import NetConfig
 from slirpy.sandbox.command import FORWARDED_SIGNALS, exec_command
-from slirpy.sandbox.handoff import MSG_MAX, kill_and_reap, send_error, send_tap
+from slirpy.sandbox.handoff import MSG_MAX, kill_and_reap, send_error, send_tap, spin_until_readable
+from slirpy.sandbox.idmap import IdMaps, maps_itself, parent_maps
 from slirpy.sandbox import modes
 from slirpy.sandbox.libc import MS_NODEV, MS_NOEXEC, MS_NOSUID, MS_PRIVATE, MS_REC, mount, set_pdeathsig
 from slirpy.sandbox.options import SandboxError, SandboxOptions
@@ -37,13 +38,13 @@ def exit_code(status: int) -> int:
     return 128 - code if code < 0 else code
 
 
-def supervisor(sock: socket.socket, opts: SandboxOptions, parent_pid: int,
+def supervisor(sock: socket.socket, opts: SandboxOptions, parent_pid: int, maps: IdMaps,
                keep: tuple[int, int] | None = None) -> int:  # pragma: no cover
     """S: runs in the forked child with SUPERVISOR_MASK blocked.  Returns the exit status.
 
     `keep`: in the modes without tap0, P's pipe for I (P holds the write end, so I lives as long
     as P does) and S hands the command over to P instead of waiting for it (P is a subreaper)."""
-    if not _enter_namespaces(sock, opts, parent_pid):
+    if not _enter_namespaces(sock, opts, parent_pid, maps):
         return 1
     for problem in modes.prepare(opts):
         _warn(problem)
@@ -69,19 +70,24 @@ def _warn(problem: str | None) -> None:
         os.write(2, f"slirpy: warning: {problem}\n".encode())
 
 
-def _enter_namespaces(sock: socket.socket, opts: SandboxOptions, parent_pid: int) -> bool:  # pragma: no cover
-    """Unshare (or join), let P write our id maps, make every mount private.  False if that failed."""
+def _enter_namespaces(sock: socket.socket, opts: SandboxOptions, parent_pid: int,
+                      maps: IdMaps) -> bool:  # pragma: no cover
+    """Unshare (or join), write our id maps (or let P write them: idmap), make every mount
+    private.  False if that failed."""
     try:
         modes.enter(opts)
+        if maps_itself(opts):
+            maps.apply_own()
         set_pdeathsig(signal.SIGKILL)      # after: a change of credentials clears it
     except (OSError, SandboxError) as e:
         send_error(sock, e)
         return False
     if os.getppid() != parent_pid:
         return False
-    sock.sendall(b"unshared")
-    if sock.recv(MSG_MAX) != b"mapped":
-        return False
+    if parent_maps(opts):
+        sock.sendall(b"unshared")
+        if sock.recv(MSG_MAX) != b"mapped":
+            return False
     try:
         mount(None, "/", None, MS_REC | MS_PRIVATE)
     except OSError as e:
@@ -182,6 +188,7 @@ def _report_ready(sock: socket.socket, opts: SandboxOptions, pid1: _Init) -> boo
 
 def _released(sock: socket.socket) -> bool:  # pragma: no cover
     """Wait for P's ``release``; False if P went away (or said anything else)."""
+    spin_until_readable(sock)     # in early release, P releases within a millisecond or so
     try:
         return sock.recv(MSG_MAX) == b"release"
     except OSError:
