@@ -33,7 +33,8 @@ from setuptools.command.build_py import build_py
 
 # Compiled, in one shared library: the pure TCP/IP core, and the runtime's per-packet path (the
 # event loop's callbacks in runtime.py, the host-socket adapters of proxy/ and ports.py).
-NATIVE_GLOBS = ["slirpy/tcpip/**/*.py", "slirpy/proxy/*.py", "slirpy/ports.py", "slirpy/runtime.py"]
+NATIVE_GLOBS = ["slirpy/tcpip/**/*.py", "slirpy/proxy/*.py", "slirpy/ports.py", "slirpy/runtime.py",
+                "slirpy/busypoll.py"]
 # The shared library's module name (inside the package, so editable installs find it too).
 GROUP = "slirpy._native"
 

@@ -25,9 +25,11 @@ if TYPE_CHECKING:  # pragma: no cover
 
 def _print_version(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
     if value and not ctx.resilient_parsing:
+        from .busypoll import describe as describe_busy_poll
         from .native import describe
         from .nativewaiter import describe as describe_waiter
-        click.echo(f"slirpy, version {__version__}\nbuild: {describe()}\nwaiter: {describe_waiter()}")
+        click.echo(f"slirpy, version {__version__}\nbuild: {describe()}\nwaiter: {describe_waiter()}\n"
+                   f"busy poll: {describe_busy_poll()}")
         ctx.exit()
 
 

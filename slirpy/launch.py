@@ -49,7 +49,8 @@ def run_sandbox(config: NetConfig, argv: list[str], *, map_subuids: bool = False
                 setup: Callable[[], Awaitable[None]] | None = None,
                 impair: ImpairSpec | None = None, api_socket: str | None = None,
                 pcap: tuple[str, int] | None = None, named: NamedRun | None = None,
-                harden: HardenOptions | None = None, api_socket_given: bool = False) -> int:
+                harden: HardenOptions | None = None, api_socket_given: bool = False,
+                busy_poll_us: int | None = None) -> int:
     """Start the sandbox, serve it until the command exits, return the command's exit code.
     `named`: the run's name, hostname and /etc files (`slirpy run`), told when it has started.
     With `harden`, the serving process hardens itself before the first frame (harden.py).
@@ -94,7 +95,7 @@ def run_sandbox(config: NetConfig, argv: list[str], *, map_subuids: bool = False
             say(f"slirpy: notice: TAP offloads unavailable ({sandbox.fallback_reason}); "
                 "running without them (slower)")
         runtime = Runtime(config, sandbox.tap_fd, vnet_hdr=sandbox.vnet_hdr, offload=sandbox.offload,
-                          impair=impair)
+                          impair=impair, busy_poll_us=busy_poll_us)
         if config.auto_publish is not None:
             from .autoports import AutoPorts
             runtime.autoports = AutoPorts(runtime.ports, config.auto_publish, sandbox.pid,

@@ -61,6 +61,17 @@ def pcap_size(text: str, option: str) -> int:
         fail(f"{option}: {e}", 2)
 
 
+def busy_poll_us(text: str) -> int:
+    """--busy-poll's value: microseconds, an integer >= 0 (exits with status 2 otherwise)."""
+    try:
+        us = int(text)
+    except ValueError:
+        us = -1
+    if us < 0:
+        fail(f"--busy-poll: {text!r} is not a number of microseconds >= 0", 2)
+    return us
+
+
 def run(values: dict, given: Iterable[str], command: tuple[str, ...]) -> NoReturn:
     """Run `command` as `slirpy run` with these options (see the module's docstring)."""
     from .named import check_run_options, run_named
@@ -90,10 +101,11 @@ def run(values: dict, given: Iterable[str], command: tuple[str, ...]) -> NoRetur
         except ValueError as e:
             fail(str(e), 2)
     capture = (pcap, pcap_size(v["pcap_max_size"], "--pcap-max-size")) if pcap else None
+    busy_poll = None if v["busy_poll"] is None else busy_poll_us(v["busy_poll"])
     map_subuids, stats_file = v["map_subuids"], v["stats_file"]
     harden = None if v["no_sandbox"] else HardenOptions()
     sys.exit(run_named(mode, list(v["network"]), config, list(command), naming, map_subuids=map_subuids,
                        api_socket=api_socket, run_private=lambda **named: run_sandbox(
                            config, list(command), map_subuids=map_subuids, stats_file=stats_file,
-                           impair=impair_spec, pcap=capture, harden=harden,
+                           impair=impair_spec, pcap=capture, harden=harden, busy_poll_us=busy_poll,
                            api_socket_given=api_socket is not None, **named)))

@@ -49,6 +49,11 @@ RUN_OPTIONS: tuple[RunOption, ...] = (
     RunOption(("--cidr6",), "cidr6", TEXT, f"Sandbox IPv6 network, a /64 [default: {DEFAULT_CIDR6}].",
               metavar="PREFIX/64"),
     RunOption(("--no-offload",), "no_offload", FLAG, "Plain TAP without TSO/checksum offloads."),
+    RunOption(("--busy-poll",), "busy_poll", TEXT,
+              "After brief work, poll for up to US microseconds (e.g. 200) before sleeping, the "
+              "window adapting to the gaps in the traffic: lower request/response latency for CPU "
+              "while such traffic lasts, and slower bulk uploads; 0: off. Default: "
+              "SLIRPY_BUSY_POLL_US, else off (always off with a single usable CPU).", metavar="US"),
     RunOption(("--allow-host-loopback",), "allow_host_loopback", FLAG,
               "Let the gateway addresses reach the host's 127.0.0.1 and ::1."),
     RunOption(("--map-subuids",), "map_subuids", FLAG,
@@ -111,7 +116,7 @@ RUN_OPTIONS: tuple[RunOption, ...] = (
 
 # `slirpy run` options that belong to a network's router (one for every member), not to one
 # member: given with --network NAME they are refused (named.network_options), never ignored.
-ROUTER_WIDE = frozenset({"mtu", "cidr", "ipv6", "cidr6", "no_offload", "map_subuids", "disable_dns",
+ROUTER_WIDE = frozenset({"mtu", "cidr", "ipv6", "cidr6", "no_offload", "busy_poll", "map_subuids", "disable_dns",
                          "dns_upstream", "outbound_addr", "outbound_addr6", "limits", "impair",
                          "api_socket", "pcap", "pcap_max_size", "stats_file", "no_sandbox"})
 

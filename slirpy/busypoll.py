@@ -1,0 +1,94 @@
+"""Busy polling (opt-in: `slirpy run --busy-poll US`, SLIRPY_BUSY_POLL_US): after a burst of
+work the event loop polls on for a short window before it sleeps, and the window adapts to the
+traffic (the policy of Linux's cpuidle-haltpoll, at the level of one process).
+
+Why (perf/NOTES.md, session 14): a request/response round trip through slirpy wakes slirpy's
+process twice, and on a VM whose vCPU has gone idle that wake-up costs more than the work.
+Ping-pong on this 2-vCPU VM: ~50 us a round with the loop sleeping, 21-26 us with
+`--busy-poll 200`, against slirp4netns's ~31.  A process that polls for the answer it is about
+to get is not woken: it sees the event on its next poll.
+
+Why it is off by default: polling also takes CPU that others want.  With `--busy-poll 200` a
+single bulk upload at MTU 65520 ran 19 % slower (23.1 -> 18.6 Gbit/s, CPU per GB 0.21 -> 0.33 s)
+and wrk's keep-alive host -> published ~10 % slower, on this machine where slirpy, the
+benchmark's client and its server share two CPUs.  Who needs the latency more than those cells
+turns it on.
+
+The window (`PollWindow`) follows haltpoll's rules: when the loop slept and the next event came
+within `max_s` of it, a longer window would have caught it, so it grows (to `start_s` from
+nothing, else doubled, up to `max_s`); when the loop slept longer than `max_s`, polling would
+only have burnt the CPU, so it halves, and below `start_s` it is 0: no polling at all.  Traffic
+with gaps over `max_s` (an idle sandbox, a health check every second) costs nothing; a chatty
+exchange keeps one core busy while it lasts, in return for its latency.  The loop polls only
+after brief work (runtime._POLL_AFTER_WORK_S: a round trip's, not a bulk batch's), and each poll
+first gives the CPU to any task waiting for it (sched_yield): like haltpoll, which polls only in
+the idle loop, it takes idle time rather than another process's share.  Nothing polls with a
+single usable CPU (the poller would hold up the process it waits for).
+
+Pure: times in, window out; the runtime does the polling (runtime.Runtime._after_work / _poll).
+"""
+
+from __future__ import annotations
+
+import os
+
+DEFAULT_MAX_US = 0         # off unless asked (see above)
+SUGGESTED_MAX_US = 200     # haltpoll's default guest_halt_poll_ns is 200 us
+START_US = 50              # and its guest_halt_poll_grow_start 50 us
+ENV = "SLIRPY_BUSY_POLL_US"
+
+
+class PollWindow:
+    """How long the loop polls after its work before it sleeps (seconds; 0: it sleeps at once)."""
+
+    def __init__(self, max_s: float, start_s: float) -> None:
+        self.max_s = max_s
+        self.start_s = min(start_s, max_s)
+        self.window = self.start_s if max_s > 0.0 else 0.0
+
+    def slept(self, seconds: float) -> None:
+        """The loop slept `seconds` (its window had run out, or was 0) before the next event."""
+        if self.max_s <= 0.0:
+            return
+        if seconds <= self.max_s:
+            self.window = self.start_s if self.window < self.start_s else min(self.max_s, self.window * 2.0)
+        else:
+            half = self.window / 2.0
+            self.window = half if half >= self.start_s else 0.0
+
+
+def max_window_us(asked: int | None = None) -> int:
+    """The window's upper bound in microseconds: `asked` (--busy-poll, checked by its parser),
+    else SLIRPY_BUSY_POLL_US, else DEFAULT_MAX_US; 0 when fewer than two CPUs are usable.  A
+    malformed or negative SLIRPY_BUSY_POLL_US is reported once (logging) and the default used."""
+    if asked is None:
+        text = os.environ.get(ENV, "").strip()
+        asked = DEFAULT_MAX_US
+        if text:
+            try:
+                asked = int(text)
+                if asked < 0:
+                    raise ValueError
+            except ValueError:
+                import logging
+                logging.getLogger("slirpy").warning("%s=%r is not a number of microseconds >= 0: "
+                                                    "using %d", ENV, text, DEFAULT_MAX_US)
+                asked = DEFAULT_MAX_US
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except OSError:
+        cpus = 1
+    return asked if cpus > 1 else 0
+
+
+def describe() -> str:
+    """For `slirpy --version` (and perf/bench's header): the default bound and where it is from."""
+    us = max_window_us()
+    if us == 0:
+        if max_window_us(1) == 0:
+            return "off (a single usable CPU)"
+        if os.environ.get(ENV, "").strip():
+            return f"off ({ENV}=0)"
+        return f"off (default; `slirpy run --busy-poll {SUGGESTED_MAX_US}` or {ENV}={SUGGESTED_MAX_US})"
+    source = ENV if os.environ.get(ENV, "").strip() else "default"
+    return f"adaptive, up to {us} us ({source}; `slirpy run --busy-poll US`)"
