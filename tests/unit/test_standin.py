@@ -11,7 +11,22 @@ import sys
 import pytest
 
 
+# A module "probe_target" whose import runs the probe's exec_target(module).
+FINDER = r"""
+import importlib.abc, importlib.machinery
+class Finder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    def find_spec(self, name, path, target=None):
+        return importlib.machinery.ModuleSpec(name, self) if name == "probe_target" else None
+    def create_module(self, spec):
+        return None
+    def exec_module(self, module):
+        exec_target(module)
+sys.meta_path.insert(0, Finder())
+"""
+
+
 def probe(script: str) -> dict:
+    script = script.replace("{FINDER}", FINDER)
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout
     return json.loads(out.splitlines()[-1])
 
@@ -63,21 +78,13 @@ import email                      # a package whose submodule is stood in for
 before = sys.modules.get("email.utils")
 fake = types.ModuleType("email.utils")
 seen = {}
-import importlib.abc, importlib.machinery
 
-class Finder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
-    def find_spec(self, name, path, target=None):
-        return importlib.machinery.ModuleSpec(name, self) if name == "probe_target" else None
-    def create_module(self, spec):
-        return None
-    def exec_module(self, module):
-        import email.utils
-        seen["during"] = sys.modules["email.utils"] is fake and email.utils is fake
-        if FAIL:
-            raise ImportError("probe_target failed")
-
-sys.meta_path.insert(0, Finder())
-try:
+def exec_target(module):
+    import email.utils
+    seen["during"] = sys.modules["email.utils"] is fake and email.utils is fake
+    if FAIL:
+        raise ImportError("probe_target failed")
+{FINDER}try:
     standin.import_with("probe_target", {"email.utils": fake})
 except ImportError:
     seen["raised"] = True
@@ -101,17 +108,10 @@ import json, sys
 from slirpy import standin
 fwd = standin.forwarding("colorsys")
 sys.modules.pop("colorsys", None)
-import importlib.abc, importlib.machinery
-class Finder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
-    def find_spec(self, name, path, target=None):
-        return importlib.machinery.ModuleSpec(name, self) if name == "probe_target" else None
-    def create_module(self, spec):
-        return None
-    def exec_module(self, module):
-        import colorsys
-        module.value = colorsys.rgb_to_hsv(1.0, 0.0, 0.0)     # read now: the real one is imported
-sys.meta_path.insert(0, Finder())
-mod = standin.import_with("probe_target", {"colorsys": fwd})
+def exec_target(module):
+    import colorsys
+    module.value = colorsys.rgb_to_hsv(1.0, 0.0, 0.0)     # read now: the real one is imported
+{FINDER}mod = standin.import_with("probe_target", {"colorsys": fwd})
 import colorsys
 print(json.dumps({"value": list(mod.value), "real": sys.modules["colorsys"] is not fwd,
                   "has": hasattr(colorsys, "hls_to_rgb")}))
