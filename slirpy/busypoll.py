@@ -4,8 +4,9 @@ traffic (the policy of Linux's cpuidle-haltpoll, at the level of one process).
 
 Why (perf/NOTES.md, session 14): a request/response round trip through slirpy wakes slirpy's
 process twice, and on a VM whose vCPU has gone idle that wake-up costs more than the work.
-Ping-pong on this 2-vCPU VM: ~50 us a round with the loop sleeping, 21-26 us with
-`--busy-poll 200`, against slirp4netns's ~31.  A process that polls for the answer it is about
+Ping-pong on this 2-vCPU VM: ~50 us a round with the loop sleeping, ~26 us with
+`--busy-poll 200` (medians of the version kept; 21-34 over the variants tried), against
+slirp4netns's ~31.  A process that polls for the answer it is about
 to get is not woken: it sees the event on its next poll.
 
 Why it is off by default: polling also takes CPU that others want.  With `--busy-poll 200` a

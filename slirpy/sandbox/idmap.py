@@ -6,8 +6,8 @@ setuid helpers newuidmap/newgidmap.  The plan is made (and its prerequisites che
 fork, so that a missing helper or range is reported without starting anything.
 
 A single id is written by S itself, right after its unshare (`maps_itself`; the kernel lets the
-namespace's creator map its own ids): no round trip with P, whose wake-ups on this 2-vCPU VM took
-up to a timer tick (perf/NOTES.md, session 14).  The subordinate ranges need the setuid helpers
+namespace's creator map its own ids): no round trip with P, whose wake-up of S on this 2-vCPU VM
+took 0-5 ms, median 1.3 (perf/NOTES.md, session 14).  The subordinate ranges need the setuid helpers
 run from outside the namespace: P runs them while S waits (`apply`).
 """
 
