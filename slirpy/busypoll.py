@@ -21,22 +21,31 @@ nothing, else doubled, up to `max_s`); when the loop slept longer than `max_s`, 
 only have burnt the CPU, so it halves, and below `start_s` it is 0: no polling at all.  Traffic
 with gaps over `max_s` (an idle sandbox, a health check every second) costs nothing; a chatty
 exchange keeps one core busy while it lasts, in return for its latency.  The loop polls only
-after brief work (runtime._POLL_AFTER_WORK_S: a round trip's, not a bulk batch's), and each poll
+after brief work (AFTER_WORK_S: a round trip's, not a bulk batch's), and each poll
 first gives the CPU to any task waiting for it (sched_yield): like haltpoll, which polls only in
 the idle loop, it takes idle time rather than another process's share.  Nothing polls with a
 single usable CPU (the poller would hold up the process it waits for).
 
-Pure: times in, window out; the runtime does the polling (runtime.Runtime._after_work / _poll).
+`PollWindow` is pure (times in, window out); `BusyPoller` does the polling for the runtime: its
+`after_work` ends every flush (runtime.Runtime.flush).
 """
 
 from __future__ import annotations
 
 import os
+import time
+from typing import Callable, Final
 
 DEFAULT_MAX_US = 0         # off unless asked (see above)
 SUGGESTED_MAX_US = 200     # haltpoll's default guest_halt_poll_ns is 200 us
 START_US = 50              # and its guest_halt_poll_grow_start 50 us
 ENV = "SLIRPY_BUSY_POLL_US"
+# The loop polls after work that took at most this long (seconds): a round trip's ~10 us, not a
+# bulk batch's hundreds (perf/NOTES.md, session 14).
+AFTER_WORK_S: Final = 20e-6
+
+_monotonic: Final = time.monotonic
+_sched_yield: Final = os.sched_yield
 
 
 class PollWindow:
@@ -56,6 +65,54 @@ class PollWindow:
         else:
             half = self.window / 2.0
             self.window = half if half >= self.start_s else 0.0
+
+
+class BusyPoller:
+    """The runtime's busy polling: after a flush the loop polls on (a call_soon chain keeps the
+    loop's epoll_wait at timeout 0, each step first yielding the CPU) until `window` has passed,
+    then sleeps; the sleep's length, measured at the next work, adapts the window."""
+
+    def __init__(self, busy_poll_us: int | None, counters: dict[str, int]) -> None:
+        self.window = PollWindow(max_window_us(busy_poll_us) / 1e6, START_US / 1e6)
+        self.after_work_max = AFTER_WORK_S
+        self._counters = counters
+        self._call_soon: Callable[..., object] | None = None
+        self._until = 0.0
+        self._polling = False
+        self._slept_at = 0.0
+        self._poll_cb: Callable[[], None] = self._poll      # bound once: a step per loop pass
+
+    def attach(self, call_soon: Callable[..., object]) -> None:
+        self._call_soon = call_soon
+
+    def after_work(self, now: float) -> None:
+        """The loop's work that began at `now` is done: account for the sleep it ended, then
+        poll on, or sleep.  Only after brief work (a request's frame, an answer's read): a loop
+        busy with bulk data gains nothing from polling, and loses its batches to it."""
+        window = self.window
+        if self._slept_at > 0.0:
+            window.slept(now - self._slept_at)
+            self._slept_at = 0.0
+        if window.window > 0.0 and self._call_soon is not None and _monotonic() - now <= self.after_work_max:
+            self._until = now + window.window
+            if not self._polling:
+                self._polling = True
+                c = self._counters
+                c["loop.busy_poll.polls"] = c.get("loop.busy_poll.polls", 0) + 1
+                self._call_soon(self._poll_cb)
+        elif not self._polling:
+            self._slept_at = now
+
+    def _poll(self) -> None:
+        now = _monotonic()
+        if now < self._until and self._call_soon is not None:
+            _sched_yield()          # a task that wants this CPU gets it: polling uses idle time
+            self._call_soon(self._poll_cb)
+        else:
+            self._polling = False
+            self._slept_at = now
+            c = self._counters
+            c["loop.busy_poll.sleeps"] = c.get("loop.busy_poll.sleeps", 0) + 1
 
 
 def max_window_us(asked: int | None = None) -> int:

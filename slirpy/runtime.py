@@ -47,7 +47,7 @@ from .proxy.host import TcpFlowSocket, UdpFlowSocket, remove_reader
 from .hostres import (  # noqa: F401  (FD_RESERVE, fit_limits_to_fds: used by tests)
     FD_RESERVE, IDLE_CHECK, fit_limits_to_fds, open_fds, raise_nofile_limit, tune_malloc,
 )
-from .busypoll import START_US, PollWindow, max_window_us
+from .busypoll import BusyPoller
 from .resolvconf import ResolvConf
 from .serve import ServedCommand, serve_sandbox  # noqa: F401  (their old home: callers import them here)
 if TYPE_CHECKING:
@@ -71,15 +71,11 @@ log: Final = logging.getLogger("slirpy")
 _monotonic: Final = time.monotonic
 _os_write: Final = os.write
 _os_writev: Final = os.writev
-_sched_yield: Final = os.sched_yield
 
 def _not_attached(*_args: object) -> object:
     raise AssertionError("Runtime.attach() not called")
 
 
-# Busy polling follows work that took at most this long (seconds): a round trip's ~10 us, not
-# a bulk batch's hundreds (perf/NOTES.md, session 14).
-_POLL_AFTER_WORK_S: Final = 20e-6
 _READ_SIZE: Final = 65600          # a whole 64 KB GSO super-frame + headers; never read 256 KB (DESIGN §3)
 _READ_BATCH: Final = 256           # frames per readable event before flushing
 # States in which the guest may still send data on a TCP flow.
@@ -139,14 +135,7 @@ class Runtime:
         # bound method and looked the loop's method up each time.
         self._call_soon: Callable[..., object] = _not_attached
         self._flush_cb: Callable[[], None] = self._scheduled_flush
-        # Busy polling (busypoll.py): after a flush the loop polls on (a call_soon chain keeps
-        # uvloop's epoll_wait at timeout 0) until `_poll_until`, then sleeps from `_slept_at`.
-        self.poll_window = PollWindow(max_window_us(busy_poll_us) / 1e6, START_US / 1e6)
-        self.poll_after_work: float = _POLL_AFTER_WORK_S
-        self._poll_until = 0.0
-        self._polling = False
-        self._slept_at = 0.0
-        self._poll_cb: Callable[[], None] = self._poll
+        self.poller = BusyPoller(busy_poll_us, self.counters)   # after each flush: poll or sleep
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
         self.tap_gone = False          # the TAP device went away (its namespace was torn down)
@@ -215,6 +204,7 @@ class Runtime:
     def attach(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
         self._call_soon = loop.call_soon
+        self.poller.attach(loop.call_soon)
         os.set_blocking(self.tap_fd, False)
         loop.add_reader(self.tap_fd, self._on_tap_readable)
         if self._malloc_trim is not None:
@@ -307,33 +297,6 @@ class Runtime:
     def bind_address_for(self, host: str) -> str | None:
         return self.config.bind_address_for(host)
 
-    def _after_work(self, now: float) -> None:
-        """Busy polling: account for the sleep this work ended, then poll on or sleep.  Only
-        after brief work (a request's frame, an answer's read): a loop busy with bulk data
-        gains nothing from polling, and loses its batches to it (busypoll.py)."""
-        window = self.poll_window
-        if self._slept_at > 0.0:
-            window.slept(now - self._slept_at)
-            self._slept_at = 0.0
-        if window.window > 0.0 and _monotonic() - now <= self.poll_after_work:
-            self._poll_until = now + window.window
-            if not self._polling:
-                self._polling = True
-                self.counters["loop.busy_poll.polls"] += 1
-                self._call_soon(self._poll_cb)
-        elif not self._polling:
-            self._slept_at = now
-
-    def _poll(self) -> None:
-        now = _monotonic()
-        if now < self._poll_until:
-            _sched_yield()          # a task that wants this CPU gets it: polling uses idle time
-            self._call_soon(self._poll_cb)
-        else:
-            self._polling = False
-            self._slept_at = now
-            self.counters["loop.busy_poll.sleeps"] += 1
-
     def _scheduled_flush(self) -> None:
         self._flush_scheduled = False
         self.flush(_monotonic())
@@ -404,7 +367,7 @@ class Runtime:
                     log.debug("TAP write failed: %s", e)
             if not stack.has_output():
                 break
-        self._after_work(now)
+        self.poller.after_work(now)
         deadline = self.link.next_deadline()
         armed = self._timer_at
         # Re-arm only for an earlier deadline. A later one (every ACK pushes the RTO back) keeps

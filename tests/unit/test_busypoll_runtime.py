@@ -32,7 +32,7 @@ def rig(request):
     guest.setblocking(False)
     busy_poll_us, after_work = request.param
     runtime = Runtime(NetConfig(), tap.fileno(), vnet_hdr=False, offload=False, busy_poll_us=busy_poll_us)
-    runtime.poll_after_work = after_work      # how brief the work before a poll must be (seconds)
+    runtime.poller.after_work_max = after_work      # how brief the work before a poll must be (seconds)
     runtime.attach(loop)
     yield loop, guest, runtime
     runtime.detach()
@@ -51,7 +51,7 @@ def _frame_in_and_answer_out(loop, guest):
 @pytest.mark.parametrize("rig", [(200, 1.0)], indirect=True)     # any work counts as brief
 def test_after_the_work_the_loop_polls_then_sleeps(rig):
     loop, guest, runtime = rig
-    assert runtime.poll_window.window == 50e-6           # busypoll.START_US
+    assert runtime.poller.window.window == 50e-6           # busypoll.START_US
     _frame_in_and_answer_out(loop, guest)
     c = runtime.counters
     assert c["loop.busy_poll.polls"] >= 1
@@ -61,7 +61,7 @@ def test_after_the_work_the_loop_polls_then_sleeps(rig):
     # That sleep was longer than the bound: the next frame's work halves the window, and half
     # the start value is off: this work ends in a sleep at once.
     _frame_in_and_answer_out(loop, guest)
-    assert runtime.poll_window.window == 0.0
+    assert runtime.poller.window.window == 0.0
     assert c["loop.busy_poll.polls"] == polls
 
 
@@ -71,7 +71,7 @@ def test_off_the_loop_sleeps_at_once(rig):
     _frame_in_and_answer_out(loop, guest)
     loop.run_until_complete(asyncio.sleep(0.01))
     assert runtime.counters["loop.busy_poll.polls"] == 0
-    assert runtime.poll_window.window == 0.0
+    assert runtime.poller.window.window == 0.0
 
 
 @pytest.mark.parametrize("rig", [(200, 0.0)], indirect=True)     # no work is brief enough
@@ -80,4 +80,4 @@ def test_after_longer_work_the_loop_sleeps_at_once(rig):
     _frame_in_and_answer_out(loop, guest)
     loop.run_until_complete(asyncio.sleep(0.01))
     assert runtime.counters["loop.busy_poll.polls"] == 0
-    assert runtime.poll_window.window == 50e-6        # unchanged: the gaps still count
+    assert runtime.poller.window.window == 50e-6        # unchanged: the gaps still count
