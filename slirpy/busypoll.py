@@ -36,6 +36,8 @@ import os
 import time
 from typing import Callable, Final
 
+from .sandbox.handoff import several_cpus
+
 DEFAULT_MAX_US = 0         # off unless asked (see above)
 SUGGESTED_MAX_US = 200     # haltpoll's default guest_halt_poll_ns is 200 us
 START_US = 50              # and its guest_halt_poll_grow_start 50 us
@@ -132,11 +134,7 @@ def max_window_us(asked: int | None = None) -> int:
                 logging.getLogger("slirpy").warning("%s=%r is not a number of microseconds >= 0: "
                                                     "using %d", ENV, text, DEFAULT_MAX_US)
                 asked = DEFAULT_MAX_US
-    try:
-        cpus = len(os.sched_getaffinity(0))
-    except OSError:
-        cpus = 1
-    return asked if cpus > 1 else 0
+    return asked if several_cpus() else 0
 
 
 def describe() -> str:

@@ -136,6 +136,7 @@ class Runtime:
         self._call_soon: Callable[..., object] = _not_attached
         self._flush_cb: Callable[[], None] = self._scheduled_flush
         self.poller = BusyPoller(busy_poll_us, self.counters)   # after each flush: poll or sleep
+        self._poll_on = self.poller.window.max_s > 0.0          # off (the default): no call at all
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
         self.tap_gone = False          # the TAP device went away (its namespace was torn down)
@@ -367,7 +368,8 @@ class Runtime:
                     log.debug("TAP write failed: %s", e)
             if not stack.has_output():
                 break
-        self.poller.after_work(now)
+        if self._poll_on:
+            self.poller.after_work(now)
         deadline = self.link.next_deadline()
         armed = self._timer_at
         # Re-arm only for an earlier deadline. A later one (every ACK pushes the RTO back) keeps

@@ -34,14 +34,16 @@ def one_line(text: str) -> str:
     return " ".join(text.split())
 
 
-def _spin_cpus() -> bool:
+def several_cpus() -> bool:
+    """Whether this process may run on more than one CPU: polling for another process's
+    message (here, and busypoll.py's loop) only makes sense then."""
     try:
         return len(os.sched_getaffinity(0)) > 1
     except OSError:
         return False
 
 
-_MAY_SPIN = _spin_cpus()
+_MAY_SPIN = several_cpus()
 
 
 def spin_until_readable(sock: socket.socket, seconds: float = SPIN_SECONDS) -> None:

@@ -68,6 +68,6 @@ def test_with_one_usable_cpu_there_is_no_poll(pair, monkeypatch):
 
 def test_the_cpu_count_decides(monkeypatch):
     monkeypatch.setattr(handoff.os, "sched_getaffinity", lambda pid: {0})
-    assert handoff._spin_cpus() is False
+    assert handoff.several_cpus() is False
     monkeypatch.setattr(handoff.os, "sched_getaffinity", lambda pid: {0, 1})
-    assert handoff._spin_cpus() is True
+    assert handoff.several_cpus() is True
