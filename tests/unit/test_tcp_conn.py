@@ -20,7 +20,12 @@ IRS = 5000
 P = TcpParams(rto_min=1.0)
 W = 32768            # our window field once established: 4 MiB >> 7
 SYN_OPTS = TcpOptions(mss=1460, wscale=7).pack()
-ACTIVE_SYN_OPTS = TcpOptions(mss=1460, wscale=7, sack_permitted=True).pack()   # we always offer SACK
+
+
+def active_syn_opts(now: float = 0.0) -> bytes:
+    """Our SYN's options: we always offer SACK and timestamps (TSval: ms clock + ISS)."""
+    return TcpOptions(mss=1460, wscale=7, sack_permitted=True,
+                      timestamp=((int(now * 1000) + ISS) & 0xFFFFFFFF, 0)).pack()
 
 
 def seg(seq, ack=0, flags=ACK, window=0xFFFF, payload=b"", options=NO_OPTIONS):
@@ -177,7 +182,7 @@ def test_rst_before_accept():
 def test_active_handshake():
     c = TcpConnection.active(ISS, 0.0, P)
     assert c.state is TcpState.SYN_SENT
-    assert c.segments_to_send(0.0) == [(ISS, 0, SYN, 0xFFFF, ACTIVE_SYN_OPTS, b"")]
+    assert c.segments_to_send(0.0) == [(ISS, 0, SYN, 0xFFFF, active_syn_opts(), b"")]
     assert c.get_timer() == 1.0
     c.receive_segment(seg(IRS, ISS + 1, SYN | ACK, 500, options=TcpOptions(mss=1400, wscale=2)), 0.1)
     assert c.state is TcpState.ESTABLISHED
@@ -201,7 +206,7 @@ def test_active_lost_syn_backoff_and_give_up():
     c.segments_to_send(0.0)
     for t in (1.0, 3.0, 7.0):
         c.handle_timer(t)
-        assert c.segments_to_send(t) == [(ISS, 0, SYN, 0xFFFF, ACTIVE_SYN_OPTS, b"")]
+        assert c.segments_to_send(t) == [(ISS, 0, SYN, 0xFFFF, active_syn_opts(t), b"")]
     assert c.get_timer() == 15.0
     c.handle_timer(15.0)
     assert events(c) == [Reset("timeout"), Closed()]

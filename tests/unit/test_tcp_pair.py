@@ -14,11 +14,14 @@ from dataclasses import dataclass, field
 import pytest
 
 from slirpy.tcpip.sendbuf import Gather
-from slirpy.tcpip.wire.tcp import NO_OPTIONS, TcpOptions, TcpSegment
+from slirpy.tcpip.wire.tcp import NO_OPTIONS, TS_OPTION_LEN, TcpOptions, TcpSegment
 from slirpy.tcpip.tcp.connection import TcpConnection
 from slirpy.tcpip.tcp.events import Closed, DataReceived, EofReceived, Established, Reset
 from slirpy.tcpip.tcp.params import TcpParams
 from slirpy.tcpip.tcp.state import TcpState
+
+
+MSS_TS = 1460 - TS_OPTION_LEN       # a segment's payload at most, beside the timestamps option
 
 
 @dataclass
@@ -207,7 +210,16 @@ def test_clean_link_small_transfer_both_ways():
 def test_clean_link_bulk_a_few_mib_both_ways():
     stats = run_pair(2, 3 << 20, 1 << 20, Impairment(), send_bound=1 << 20)
     assert stats["lost"] == 0
-    assert stats["max_payload_a"] == 1460
+    assert stats["max_payload_a"] == MSS_TS
+
+
+def test_without_timestamps_on_one_side_segments_carry_the_whole_mss():
+    """Timestamps only when both SYNs offer them (RFC 7323 §3.2): then no option bytes come
+    off the MSS, and the lossy link still recovers on Karn's samples."""
+    stats = run_pair(4, 300_000, 200_000, Impairment(loss=0.05, dup=0.03, delay=0.01, jitter=0.01),
+                     params_a=TcpParams(timestamps=False))
+    assert stats["lost"] > 0
+    assert stats["max_payload_a"] == stats["max_payload_b"] == 1460
 
 
 def test_empty_transfer_closes_both_ways():
@@ -235,14 +247,14 @@ def test_gso_sender_lossy(seed):
     params_a = TcpParams(gso_max=65000)
     stats = run_pair(seed, 2 << 20, 100_000, Impairment(loss=0.02, dup=0.01, delay=0.01, jitter=0.004),
                      params_a=params_a, send_bound=1 << 20)
-    # 65000 rounded down to a multiple of the 1460-byte MSS
-    assert stats["max_payload_a"] == 44 * 1460
-    assert stats["max_payload_b"] <= 1460
+    # 65000 rounded down to a multiple of the MSS (1460 less 12 bytes of timestamps)
+    assert stats["max_payload_a"] == 44 * MSS_TS
+    assert stats["max_payload_b"] <= MSS_TS
 
 
 def test_gso_sender_clean():
     stats = run_pair(43, 1 << 20, 0, Impairment(), params_a=TcpParams(gso_max=65000), send_bound=1 << 20)
-    assert stats["max_payload_a"] == 44 * 1460
+    assert stats["max_payload_a"] == 44 * MSS_TS
 
 
 @pytest.mark.parametrize("seed", [51, 52])
@@ -278,4 +290,4 @@ def test_bottleneck_queue_drops_drive_reno(seed):
 def test_bottleneck_with_gso_sender():
     imp = Impairment(delay=0.005, rate=50e6, queue=256_000)
     stats = run_pair(84, 4 << 20, 0, imp, params_a=TcpParams(gso_max=65000), send_bound=2 << 20)
-    assert stats["queue_drops"] > 0 and stats["max_payload_a"] == 44 * 1460
+    assert stats["queue_drops"] > 0 and stats["max_payload_a"] == 44 * MSS_TS

@@ -23,7 +23,7 @@ from slirpy.tcpip.wire.arp import OP_REQUEST, ArpPacket
 from slirpy.tcpip.wire.ipv4 import build_header as ip_header
 from slirpy.tcpip.wire.ipv6 import build_header as ip6_header
 from slirpy.tcpip.wire.tcp import (
-    ACK, CWR, ECE, FIN, PSH, RST, SYN, URG, TcpOptions, build_header,
+    ACK, CWR, ECE, FIN, PSH, RST, SYN, TS_OPTION_LEAD, URG, TcpOptions, build_header, ts_option,
 )
 from slirpy.tcpip.wire.virtio import F_DATA_VALID, F_NEEDS_CSUM, VNET_HDR_LEN
 
@@ -84,7 +84,8 @@ class Pair:
 
     def __init__(self, *, vnet: bool = True, offload: bool = True, mtu: int = 65520,
                  flags: int = F_NEEDS_CSUM, src_ip: bytes | None = None,
-                 routed: tuple[str, ...] = (), v6: bool = False, **limits: Any) -> None:
+                 routed: tuple[str, ...] = (), v6: bool = False, ts: bool = False,
+                 **limits: Any) -> None:
         cfg = NetConfig(mtu=mtu, limits=Limits(**limits))
         self.fast = st.Stack(cfg, vnet_hdr=vnet, offload=offload, rng=random.Random(1))
         self.slow = st.Stack(cfg, vnet_hdr=vnet, offload=offload, rng=random.Random(1))
@@ -103,15 +104,19 @@ class Pair:
         self.seen_syn_ack = False
         self.now = 0.0
         self.flow_id = 0
+        self.ts = ts               # the guest offers timestamps and sends them on every segment
+        self.tsecr = 0             # the last TSval we sent (what the guest echoes)
 
     # -------------------------------------------------------------- inputs
 
     def frame(self, flags: int, payload: bytes = b"", *, seq: int | None = None,
-              ack: int | None = None, window: int = 65535, opts: bytes = b"", urgent: int = 0,
+              ack: int | None = None, window: int = 65535, opts: bytes | None = None, urgent: int = 0,
               sport: int | None = None, src_mac: bytes = GUEST_MAC, ip: bytes | None = None,
               tcp_csum: int | None = None) -> bytes:
         s = self.seq if seq is None else seq
         a = self.ack if ack is None else ack
+        if opts is None:
+            opts = ts_option(self.tsval(), self.tsecr) if self.ts else b""
         tcp = bytearray(build_header(self.sport if sport is None else sport, 80, s, a, flags,
                                      window, opts, 0, urgent) + payload)
         csum = finish(sum16(tcp, pseudo_header_sum(self.src_ip, self.remote, 6, len(tcp))))
@@ -122,6 +127,10 @@ class Pair:
             return vnet + GW_MAC + src_mac + b"\x86\xdd" + iph + bytes(tcp)
         iph = ip if ip is not None else ip_header(self.src_ip, self.remote, 6, len(tcp))
         return vnet + GW_MAC + src_mac + b"\x08\x00" + iph + bytes(tcp)
+
+    def tsval(self) -> int:
+        """The guest's timestamp clock (ms, its own origin): what its next segment carries."""
+        return (int(self.now * 1000) + 50_000) & 0xFFFFFFFF
 
     def send(self, flags: int, payload: bytes = b"", **kw: Any) -> None:
         """A guest segment at its next sequence number (the guest's seq advances)."""
@@ -177,6 +186,8 @@ class Pair:
             else:
                 continue                        # not TCP (ARP, NDP, a router advertisement)
             seq = struct.unpack_from("!I", tcp, 4)[0]
+            if tcp[12] >> 4 == 8 and struct.unpack_from("!I", tcp, 20)[0] == TS_OPTION_LEAD:
+                self.tsecr = struct.unpack_from("!I", tcp, 24)[0]
             n = len(tcp) - (tcp[12] >> 4) * 4 + (1 if tcp[13] & (SYN | FIN) else 0)
             end = (seq + n) & 0xFFFFFFFF
             if not self.seen_syn_ack or ((end - self.snd_top) & 0xFFFFFFFF) < 1 << 31:
@@ -187,7 +198,8 @@ class Pair:
         return out
 
     def establish(self) -> None:
-        opts = TcpOptions(mss=1460, wscale=7, sack_permitted=True).pack()
+        opts = TcpOptions(mss=1460, wscale=7, sack_permitted=True,
+                          timestamp=(self.tsval(), 0) if self.ts else None).pack()
         self.send(SYN, opts=opts, window=65535)
         [ev] = self.events
         self.flow_id = fid = ev.flow_id
@@ -197,6 +209,7 @@ class Pair:
         self.ack = self.snd_top
         self.send(ACK)
         assert self.general == 2            # SYN (and its new MAC), the handshake's ACK
+        assert self.conn()._ts_ok == self.ts
         self.general = 0
 
     def conn(self) -> TcpConnection:
@@ -231,9 +244,10 @@ def _established(**kw: Any) -> Pair:
 
 # ------------------------------------------------------------------ qualifying segments
 
+@pytest.mark.parametrize("ts", [False, True], ids=["plain", "timestamps"])
 @pytest.mark.parametrize("vflags", [F_NEEDS_CSUM, F_DATA_VALID, 0])
-def test_request_response_takes_the_fast_path_with_identical_results(vflags):
-    p = Pair(flags=vflags)
+def test_request_response_takes_the_fast_path_with_identical_results(vflags, ts):
+    p = Pair(flags=vflags, ts=ts)
     p.establish()
     for i in range(20):
         request = b"r%02d" % i * 20
@@ -242,8 +256,9 @@ def test_request_response_takes_the_fast_path_with_identical_results(vflags):
     assert p.fast.counters["rx.frames"] == 2 + 20
 
 
-def test_bulk_upload_and_download_take_the_fast_path():
-    p = _established()
+@pytest.mark.parametrize("ts", [False, True], ids=["plain", "timestamps"])
+def test_bulk_upload_and_download_take_the_fast_path(ts):
+    p = _established(ts=ts)
     for i in range(30):                       # upload: in-order data, no PSH, nothing to ACK
         p.send(ACK, bytes([i]) * 1400)
     p.host(random.Random(5).randbytes(300_000))     # download: GSO frames, then the ACKs
@@ -418,6 +433,12 @@ def _after_guest_fin(p: Pair) -> None:
     p.send(ACK)
 
 
+# Options of a 32-byte TCP header the fast path leaves alone: one SACK block; the timestamps
+# option not in Linux's NOP, NOP, timestamps layout.
+_SACK_OPTION = bytes((1, 1, 5, 10)) + struct.pack("!II", 1, 2)
+_TS_UNALIGNED = bytes((8, 10)) + struct.pack("!II", 1, 2) + bytes((1, 1))
+
+
 NOT_PREDICTED = {
     "fin": lambda p: p.send(ACK | FIN, b"bye"),
     "rst": lambda p: p.send(RST | ACK),
@@ -426,7 +447,8 @@ NOT_PREDICTED = {
     "ece": lambda p: p.send(ACK | ECE, b"e"),
     "cwr": lambda p: p.send(ACK | CWR, b"c"),
     "bare_psh": lambda p: p.send(PSH, b"p"),
-    "timestamps": lambda p: p.send(ACK | PSH, b"ts", opts=TcpOptions(timestamp=(1, 2)).pack()),
+    "options_not_timestamps": lambda p: p.send(ACK | PSH, b"ts", opts=_SACK_OPTION),
+    "timestamps_unaligned": lambda p: p.send(ACK | PSH, b"ts", opts=_TS_UNALIGNED),
     "out_of_order": _ooo,
     "retransmission": _retransmitted,
     "dup_ack": _dup_ack,
@@ -447,15 +469,32 @@ NOT_PREDICTED = {
 }
 
 
+@pytest.mark.parametrize("ts", [False, True], ids=["plain", "timestamps"])
 @pytest.mark.parametrize("case", sorted(NOT_PREDICTED))
-def test_segments_that_do_not_qualify_take_the_general_path(case):
-    p = _established(offload=case != "in_recovery", mtu=65520 if case != "in_recovery" else 1500)
+def test_segments_that_do_not_qualify_take_the_general_path(case, ts):
+    p = _established(offload=case != "in_recovery", mtu=65520 if case != "in_recovery" else 1500,
+                     ts=ts)
     NOT_PREDICTED[case](p)
     assert p.general == 1
     p.general = 0
     # and the flow goes on the same way on both (a predicted segment, if it still can be)
     p.ack = p.snd_top
     p.send(ACK | PSH, b"after")
+
+
+@pytest.mark.parametrize("v6", [False, True], ids=["ipv4", "ipv6"])
+def test_data_with_an_old_timestamp_is_dropped_by_both_paths(v6):
+    """PAWS (RFC 7323 §5.3): data whose TSval is older than TS.Recent is an old duplicate;
+    the general path drops and ACKs it. On a connection without timestamps the same segment
+    is the next one in order, and predicted."""
+    for ts in (True, False):
+        p = _established(v6=v6, ts=ts)
+        old = (p.conn()._ts_recent - 1000) & 0xFFFFFFFF if ts else 7
+        p.send(ACK | PSH, b"old", opts=ts_option(old, p.tsecr), seq=p.seq)
+        assert p.general == (1 if ts else 0)
+        assert p.fast.counters["tcp.rx.drop.paws"] == (1 if ts else 0)
+        assert [bytes(e.data) for e in p.events if type(e) is st.TcpDataReceived] == \
+            ([] if ts else [b"old"])
 
 
 def test_the_general_path_takes_over_in_flight_and_gives_back():
@@ -472,17 +511,18 @@ def test_the_general_path_takes_over_in_flight_and_gives_back():
 
 # ------------------------------------------------------------------ hostile input
 
+@pytest.mark.parametrize("ts", [False, True], ids=["plain", "timestamps"])
 @pytest.mark.parametrize("v6", [False, True], ids=["ipv4", "ipv6"])
-def test_mangled_frames_never_raise_and_both_paths_agree(v6):
+def test_mangled_frames_never_raise_and_both_paths_agree(v6, ts):
     rng = random.Random(18)
-    p = _established(v6=v6)
+    p = _established(v6=v6, ts=ts)
     span = 100 if v6 else 80                    # the headers, and a little data
     for i in range(400):
         if i % 40 == 39:
-            p = _established(flags=rng.choice((F_NEEDS_CSUM, 0)), v6=v6)
+            p = _established(flags=rng.choice((F_NEEDS_CSUM, 0)), v6=v6, ts=ts)
         raw = bytearray(p.frame(ACK | PSH, b"m" * rng.randrange(0, 80)))
         for _ in range(rng.randrange(1, 4)):
-            pos = rng.randrange(0, min(len(raw), span))
+            pos = rng.randrange(0, min(len(raw), span + (12 if ts else 0)))
             raw[pos] = rng.randrange(256)
         if rng.random() < 0.2:
             raw = raw[:rng.randrange(0, len(raw))]
@@ -491,9 +531,10 @@ def test_mangled_frames_never_raise_and_both_paths_agree(v6):
 
 # ------------------------------------------------------------------ over IPv6 (wire/tcp6frame.py)
 
+@pytest.mark.parametrize("ts", [False, True], ids=["plain", "timestamps"])
 @pytest.mark.parametrize("vflags", [F_NEEDS_CSUM, 0])
-def test_ipv6_request_response_and_bulk_take_the_fast_path(vflags):
-    p = Pair(v6=True, flags=vflags)
+def test_ipv6_request_response_and_bulk_take_the_fast_path(vflags, ts):
+    p = Pair(v6=True, flags=vflags, ts=ts)
     p.establish()
     for i in range(10):
         request = b"s%02d" % i * 20
@@ -551,7 +592,8 @@ def _ipv6_off_network(p: Pair) -> None:
 NOT_PREDICTED_6 = {
     "fin": lambda p: p.send(ACK | FIN, b"bye"),
     "rst": lambda p: p.send(RST | ACK),
-    "timestamps": lambda p: p.send(ACK | PSH, b"ts", opts=TcpOptions(timestamp=(1, 2)).pack()),
+    "options_not_timestamps": lambda p: p.send(ACK | PSH, b"ts", opts=_SACK_OPTION),
+    "timestamps_unaligned": lambda p: p.send(ACK | PSH, b"ts", opts=_TS_UNALIGNED),
     "out_of_order": _ooo,
     "new_mac": _new_mac,
     "no_flow": _no_flow,
@@ -561,9 +603,10 @@ NOT_PREDICTED_6 = {
 }
 
 
+@pytest.mark.parametrize("ts", [False, True], ids=["plain", "timestamps"])
 @pytest.mark.parametrize("case", sorted(NOT_PREDICTED_6))
-def test_ipv6_segments_that_do_not_qualify_take_the_general_path(case):
-    p = Pair(v6=True, flags=0 if case == "bad_checksum" else F_NEEDS_CSUM)
+def test_ipv6_segments_that_do_not_qualify_take_the_general_path(case, ts):
+    p = Pair(v6=True, flags=0 if case == "bad_checksum" else F_NEEDS_CSUM, ts=ts)
     p.establish()
     p.round_trip()
     p.general = 0

@@ -14,7 +14,8 @@ frame is taken only when:
 
 * it has the virtio header (the TAP was opened with IFF_VNET_HDR) and is long enough for all
   four headers; ethertype IPv4, version 4 and IHL 5, not a fragment, protocol TCP, a total
-  length that fits the frame and holds the TCP header, data offset 5 (no TCP options);
+  length that fits the frame and holds the TCP header, data offset 5 (no TCP options), or 8
+  with the timestamps option alone, laid out as Linux sends it (NOP, NOP, timestamps);
 * the source's MAC is the one already learned for it (so the source is on the sandbox
   network; the general path learns a new one, or drops a source from elsewhere), or the
   source is in a routed prefix (a member of a network; the general path learns no MAC for it);
@@ -44,7 +45,8 @@ from ..flow import TcpFlow
 from ..tcp.predict import receive_predicted
 from ..wire import tcp4frame, tcp6frame, udp4frame
 from ..wire.ipv4 import words_sum as ipv4_words_sum
-from ..wire.tcp4frame import HEADERS_LEN, IP_OFF, TCP_OFF, Fields
+from ..wire.tcp import TS_OPTION_LEAD, ts_option_at
+from ..wire.tcp4frame import IP_OFF, TCP_OFF, Fields
 from ..wire.virtio import F_DATA_VALID, F_NEEDS_CSUM
 from .ipv4 import Ipv4Input
 from .ipv6 import Ipv6Input
@@ -121,15 +123,25 @@ class FastPath:
                                            flow.pseudo_base + total - 20) != 0xFFFF:
             self._general(frame, now)
             return
-        if not self._predicted(flow, seq, ack, window, mv[HEADERS_LEN:IP_OFF + total], total - 40,
-                               now):
+        if not self._predicted(flow, seq, ack, window, mv, TCP_OFF, off, IP_OFF + total, now):
             self._general(frame, now)
 
-    def _predicted(self, flow: TcpFlow, seq: int, ack: int, window: int, data: memoryview,
-                   dlen: int, now: float) -> bool:
-        """The segment to the connection's header prediction; when it takes it, the accounting
-        the general path does for a segment taken (both families)."""
-        if not receive_predicted(flow.conn, seq, ack, window, data, dlen, now):
+    def _predicted(self, flow: TcpFlow, seq: int, ack: int, window: int, mv: memoryview,
+                   tcp_off: int, doff: int, end: int, now: float) -> bool:
+        """The segment (its TCP header at `tcp_off` of the frame `mv`, data offset byte `doff`,
+        ending at `end`) to the connection's header prediction; when it takes it, the
+        accounting the general path does for a segment taken (both families)."""
+        data_off = tcp_off + 20
+        tsval = -1
+        tsecr = 0
+        if doff != 0x50:
+            lead, tsval, tsecr = ts_option_at(mv, data_off)
+            if lead != TS_OPTION_LEAD:
+                return False
+            data_off += 12
+        dlen = end - data_off
+        if not receive_predicted(flow.conn, seq, ack, window, mv[data_off:end], dlen, now,
+                                 tsval, tsecr):
             return False
         self._counters["rx.frames"] += 1
         if dlen:
@@ -188,8 +200,8 @@ class FastPath:
         if not f[0] & _TRUSTED and sum16(mv[tcp6frame.TCP_OFF:tcp6frame.TCP_OFF + plen],
                                          flow.pseudo_base + plen) != 0xFFFF:
             return False
-        if not self._predicted(flow, f[11], f[12], f[15],
-                               mv[tcp6frame.HEADERS_LEN:tcp6frame.TCP_OFF + plen], plen - 20, now):
+        if not self._predicted(flow, f[11], f[12], f[15], mv, tcp6frame.TCP_OFF, f[13],
+                               tcp6frame.TCP_OFF + plen, now):
             return False
         ipv6.advertise_if_due(now)
         return True

@@ -16,6 +16,12 @@ What it implements
   RFC 5961 (§3.2 exact-RST, §4 SYN -> challenge ACK, §5.2 ACK range).
 * MSS (536 when absent, RFC 9293 §3.7.1) and window scaling (RFC 7323 §2, only when both
   SYNs carry it, shift capped at 14); SACK (RFC 2018) when both SYNs offer it.
+* Timestamps (RFC 7323 §3-5) when both SYNs carry them (``params.timestamps``, on by default):
+  every segment but a RST carries TSval (a millisecond clock from a per-connection offset) and
+  TS.Recent; 12 bytes come off SND.MSS for them. RTT samples come from the echo of every ACK of
+  new data, retransmissions included, and so do the peer's: a Linux guest takes no sample in
+  loss recovery after an RTO without them (Karn), so its backoff would only grow. PAWS drops
+  data or a FIN whose TSval is older than TS.Recent (pure ACKs pass: a reordered one is harmless).
 * Retransmission timeout per RFC 6298 with Karn's rule (one timed segment at a time) and
   exponential backoff, undone once new data is acknowledged (BSD/Linux practice); after
   ``max_retransmits`` consecutive expiries the connection gives up with ``Reset('timeout')``.
@@ -30,7 +36,8 @@ What it implements
 What it deliberately does not do
 --------------------------------
 RFC 6675's full pipe accounting, RACK-TLP and limited transmit (a loss with few segments in
-flight waits for the RTO), timestamps (so no PAWS and no RTTM on retransmissions), ECN, urgent
+flight waits for the RTO), TS.Recent's 24-day expiry (§5.5: the flow table's idle expiry is far
+shorter), ECN, urgent
 data (URG is ignored), data carried on SYNs (ignored; the peer retransmits it), Nagle,
 keep-alives, challenge-ACK rate limiting (RFC 5961 §7: the per-flush coalescing bounds it), a
 LISTEN state (the stack demultiplexes SYNs itself; ``TcpState.LISTEN`` exists for names only),

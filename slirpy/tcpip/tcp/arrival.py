@@ -54,7 +54,12 @@ def process_ack(c: TcpConnection, seg: TcpSegment, ack: int, plen: int, now: flo
             c._retries = 0
             c._rtt.undo_backoff()
         rtt_seq = c._rtt_seq
-        if rtt_seq is not None and ((ack - rtt_seq) & MASK) < HALF:   # seq_ge(ack, rtt_seq)
+        ts = seg.options.timestamp
+        r = c.ts_rtt(ts[1], now) if ts is not None and ts[1] and c._ts_ok else -1.0
+        if r >= 0:
+            c._rtt.sample(r)                # RFC 7323 §4.1: every ACK of new data, Karn or not
+            c._rtt_seq = None
+        elif rtt_seq is not None and ((ack - rtt_seq) & MASK) < HALF:   # seq_ge(ack, rtt_seq)
             c._rtt.sample(now - c._rtt_at)
             c._rtt_seq = None
         if c._in_recovery:

@@ -30,18 +30,20 @@ from __future__ import annotations
 
 from ..sendbuf import Gather, SendBuffer
 from ..seqnum import seq_add, seq_ge, seq_le, seq_lt, seq_sub
-from ..wire.tcp import ACK, FIN, RST, SYN, TcpOptions, TcpSegment
+from ..wire.tcp import ACK, FIN, RST, SYN, TS_OPTION_LEN, TcpOptions, TcpSegment, ts_option
 from .arrival import process_ack, receive_text
 from .congestion import CongestionControl, NewReno
 from .events import Closed, Established, Reset, TcpEvent
 from .params import DEFAULT_MSS, MAX_DUPACKS_PER_FLUSH, MAX_WSCALE, MIN_MSS, TcpParams, choose_wscale
-from .reassembly import ReassemblyQueue
+from .reassembly import SACK_MAX_BLOCKS_TS, ReassemblyQueue
 from .recovery import RttEstimator, Scoreboard
 from .state import (
     CLOSE_TRANSITIONS, CLOSED, FIN_STATES, FIN_WAIT_1, FIN_WAIT_2, OPEN_STATES, RECV_STATES,
     SEND_STATES, SYN_RECEIVED, SYN_SENT, TIME_WAIT, ESTABLISHED, CloseEvent, TcpState,
 )
 from .transmit import HALF, MASK, arm_persist, emit_data, emit_handshake, window_field
+
+TS_RECENT_VALID = 24 * 86400.0     # seconds TS.Recent stays valid (RFC 7323 §5.5)
 
 # (seq, ack, flags, window_field, options, payload); the payload is the send buffer's view.
 Segment = tuple[int, int, int, int, bytes, bytes | memoryview | Gather]
@@ -61,6 +63,7 @@ class TcpConnection:
         "_accepted", "_syn_pending", "_ws_ok", "_ack_needed", "_rst_out",
         "_ooo", "_rcv_fin_seq", "_events", "_ooo_acks", "_sack_ok", "_sack_last",
         "_sacked", "_high_rxt", "_rxt_budget", "_delack_at", "_rcv_acked",
+        "_ts_ok", "_ts_recent", "_ts_recent_at", "_ts_offset", "_tx_opts",
     )
 
     def __init__(self, iss: int, now: float, params: TcpParams) -> None:
@@ -117,6 +120,11 @@ class TcpConnection:
         self._ooo: ReassemblyQueue | None = None
         self._rcv_fin_seq: int | None = None
         self._events: list[TcpEvent] = []
+        self._ts_ok = False                # both SYNs carried timestamps (RFC 7323 §3.2)
+        self._ts_recent = 0                # TS.Recent: the TSval we echo (§4.3)
+        self._ts_recent_at = now           # when it was set (§5.5: valid for 24 days)
+        self._ts_offset = self.iss         # our TSval = ms clock + this (§5.4: random per connection)
+        self._tx_opts = b""                # the options of this flush's non-SYN segments
 
     # ------------------------------------------------------------------------------- opening
 
@@ -165,6 +173,12 @@ class TcpConnection:
         return self
 
     def _peer_syn_options(self, options: TcpOptions) -> None:
+        ts = options.timestamp
+        if ts is not None and self.params.timestamps:   # §3.2: only if our SYN offers it too
+            self._ts_ok = True
+            self._ts_recent = ts[0]
+        else:
+            self._ts_ok = False
         mss = options.mss if options.mss is not None else DEFAULT_MSS
         self._set_snd_mss(mss)
         if options.wscale is not None:                # RFC 7323 §2.2: both SYNs must carry it
@@ -177,7 +191,8 @@ class TcpConnection:
         self._sack_ok = options.sack_permitted
 
     def _set_snd_mss(self, peer_mss: int) -> None:
-        mss = min(max(peer_mss, MIN_MSS), self.params.mss)
+        # The MSS counts no options (RFC 6691): every segment's 12 option bytes come off it.
+        mss = min(max(peer_mss, MIN_MSS), self.params.mss) - (TS_OPTION_LEN if self._ts_ok else 0)
         self.snd_mss = mss
         gso = self.params.gso_max
         self._seg_cap = max(mss, gso // mss * mss) if gso > 0 else mss
@@ -286,6 +301,8 @@ class TcpConnection:
         state = self.state
         if state is CLOSED:
             return out
+        if self._ts_ok:
+            self._tx_opts = ts_option(self.tsval(now), self._ts_recent)
         if state is SYN_SENT or state is SYN_RECEIVED:
             emit_handshake(self, out, state, now)
             return out
@@ -302,10 +319,10 @@ class TcpConnection:
                 # peer without SACK reaches its fast-retransmit threshold (3) within one
                 # batch. A data segment is not a duplicate ACK; bounded per flush.
                 self._ooo_acks = 0
-                ack: Segment = (self._snd_max, rcv_nxt, ACK, wnd_field, self._sack_option(), b"")
+                ack: Segment = (self._snd_max, rcv_nxt, ACK, wnd_field, self._ack_options(), b"")
                 out.extend([ack] * min(dups, MAX_DUPACKS_PER_FLUSH))
             elif not sent:
-                out.append((self._snd_max, rcv_nxt, ACK, wnd_field, self._sack_option(), b""))
+                out.append((self._snd_max, rcv_nxt, ACK, wnd_field, self._ack_options(), b""))
             sent = True
         if sent:
             # Whatever went out carries RCV.NXT: no delayed ACK is owed any more.
@@ -313,13 +330,33 @@ class TcpConnection:
             self._delack_at = None
         return out
 
-    def _sack_option(self) -> bytes:
-        """SACK blocks for the out-of-order queue (RFC 2018 §4), on pure ACKs only: data
-        segments carry none (their size is cut to SND.MSS without options)."""
+    def _ack_options(self) -> bytes:
+        """A pure ACK's options: the timestamps (when on), then SACK blocks for the
+        out-of-order queue (RFC 2018 §4; three fit beside timestamps, four without). Data
+        segments carry no SACK blocks: their size is cut to SND.MSS less the timestamps."""
         q = self._ooo
         if not q or not self._sack_ok:
-            return b""
+            return self._tx_opts
+        if self._ts_ok:
+            return self._tx_opts + TcpOptions(
+                sack_blocks=q.sack_blocks(self._sack_last, SACK_MAX_BLOCKS_TS)).pack()
         return TcpOptions(sack_blocks=q.sack_blocks(self._sack_last)).pack()
+
+    def tsval(self, now: float) -> int:
+        """Our TSval at `now`: a millisecond clock (RFC 7323 §5.4) from the connection's offset."""
+        return (int(now * 1000.0) + self._ts_offset) & MASK
+
+    def ts_older(self, tsval: int, now: float) -> bool:
+        """Whether `tsval` is older than TS.Recent, while TS.Recent is valid: set less than 24
+        days ago (§5.5; past that a peer's clock may have moved on by more than half its range)."""
+        return (((tsval - self._ts_recent) & MASK) >= HALF
+                and now - self._ts_recent_at < TS_RECENT_VALID)
+
+    def ts_rtt(self, tsecr: int, now: float) -> float:
+        """The round trip a TSecr echoed back measures (§4.1), in seconds; negative when the
+        echo is not one of ours (later than our clock)."""
+        d = (self.tsval(now) - tsecr) & MASK
+        return d / 1000.0 if d < HALF else -1.0
 
     def _count(self, name: str) -> None:
         c = self.params.counters
@@ -401,6 +438,14 @@ class TcpConnection:
         wnd = ((self._rcv_adv - rcv_nxt + HALF) & MASK) - HALF   # seq_sub, inlined: a hot path
         if wnd < 0:
             wnd = 0
+        ts = seg.options.timestamp
+        if ts is not None and self._ts_ok and seg_len and not flags & RST:
+            if self.ts_older(ts[0], now):
+                # PAWS (RFC 7323 §5.3 R1), for segments that carry data or FIN: an old
+                # duplicate's text must not be taken. (Pure ACKs pass: a reordered ACK is harmless.)
+                self._ack_needed = True
+                self._count("tcp.rx.drop.paws")
+                return
         # first: sequence number acceptability (§3.10.7.4)
         if seq == rcv_nxt:                          # the common case, decided at once
             ok = seg_len == 0 or wnd > 0
@@ -416,6 +461,13 @@ class TcpConnection:
             if verdict is None:
                 return
             drop_text = verdict
+        if ts is not None and self._ts_ok:
+            # §4.3: TS.Recent from a segment at or before Last.ACK.sent and not older.
+            rcv_acked = self._rcv_acked
+            if ((seq == rcv_acked or ((rcv_acked - seq) & MASK) < HALF)     # seq_le
+                    and not self.ts_older(ts[0], now)):
+                self._ts_recent = ts[0]
+                self._ts_recent_at = now
         if flags & (RST | SYN):                     # second (RST) and fourth (SYN) steps
             self._rst_or_syn(seq, flags, state)
             return

@@ -29,6 +29,9 @@ class TcpParams:
     # >0: an in-order data segment is acknowledged this much later (RFC 9293 §3.8.6.3 / RFC 1122
     # §4.2.3.2), so that the answer the host sends back meanwhile carries the ACK; 0: at once.
     ack_delay: float = 0.0
+    # Offer and accept RFC 7323 timestamps: the peer then takes an RTT sample from every ACK
+    # of new data, retransmitted or not, so its RTO backoff ends as soon as recovery progresses.
+    timestamps: bool = True
     # Where drops and challenge ACKs are counted (the owner's dotted counters), or None.
     counters: dict[str, int] | None = field(default=None, compare=False, hash=False, repr=False)
 

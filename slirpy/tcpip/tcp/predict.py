@@ -13,7 +13,8 @@ hands it to the general path (`TcpConnection.receive_segment`), whose result it 
 tests/unit/test_tcp_predict.py feeds both paths the same segments and compares them.
 
 The caller has already checked what the segment itself says: flags exactly ACK or ACK|PSH
-(no SYN, FIN, RST, URG, ECE, CWR), no TCP options, checksum valid or vouched for.
+(no SYN, FIN, RST, URG, ECE, CWR), no TCP options but the timestamps (which it passes as
+`tsval` and `tsecr`, `tsval` -1 when absent), checksum valid or vouched for.
 """
 
 from __future__ import annotations
@@ -33,10 +34,10 @@ HALF: Final = 1 << 31
 
 
 def receive_predicted(c: TcpConnection, seq: int, ack: int, window: int, payload: memoryview,
-                      plen: int, now: float) -> bool:
-    """Take an option-less ACK or ACK|PSH segment if it is the predicted one; True when it
-    was (the connection then holds exactly what `receive_segment` would have left), False
-    when nothing was touched and the general path must take it."""
+                      plen: int, now: float, tsval: int = -1, tsecr: int = 0) -> bool:
+    """Take an ACK or ACK|PSH segment (no options but timestamps) if it is the predicted one;
+    True when it was (the connection then holds exactly what `receive_segment` would have
+    left), False when nothing was touched and the general path must take it."""
     if (c.state is not ESTABLISHED or seq != c.rcv_nxt or c._persist_at is not None
             or c._in_recovery or c._retries or c._fin_queued):
         return False
@@ -55,8 +56,16 @@ def receive_predicted(c: TcpConnection, seq: int, ack: int, window: int, payload
             return False
         if plen > ((c._rcv_adv - seq + HALF) & MASK) - HALF:
             return False                            # beyond the window (or a closed one)
+    ts = tsval >= 0 and c._ts_ok
+    if ts:
+        older = c.ts_older(tsval, now)
+        if older and plen:
+            return False                            # PAWS (RFC 7323 §5.3): the general path drops it
+        if not older and seq == c._rcv_acked:       # §4.3 (SEG.SEQ <= Last.ACK.sent: here ==)
+            c._ts_recent = tsval
+            c._ts_recent_at = now
     if acked > 0:
-        _advance_una(c, ack, acked, snd_max, now)
+        _advance_una(c, ack, acked, snd_max, now, tsecr if ts else 0)
     update_send_window(c, seq, ack, window)          # the fifth step's window update
     if plen:
         # Seventh step, in order and within the window (arrival.receive_text's common case).
@@ -72,8 +81,10 @@ def receive_predicted(c: TcpConnection, seq: int, ack: int, window: int, payload
     return True
 
 
-def _advance_una(c: TcpConnection, ack: int, acked: int, snd_max: int, now: float) -> None:
-    """New data acknowledged outside recovery, with no retries and no FIN queued."""
+def _advance_una(c: TcpConnection, ack: int, acked: int, snd_max: int, now: float,
+                 tsecr: int) -> None:
+    """New data acknowledged outside recovery, with no retries and no FIN queued; `tsecr` the
+    echo of a timestamps connection (0: none)."""
     c.snd_una = ack
     nxt = c.snd_nxt
     if nxt != ack and ((ack - nxt) & MASK) < HALF:
@@ -88,7 +99,11 @@ def _advance_una(c: TcpConnection, ack: int, acked: int, snd_max: int, now: floa
             buf.consume(n)
             c._buf_seq = (c._buf_seq + n) & MASK
     rtt_seq = c._rtt_seq
-    if rtt_seq is not None and ((ack - rtt_seq) & MASK) < HALF:
+    r = c.ts_rtt(tsecr, now) if tsecr else -1.0
+    if r >= 0:
+        c._rtt.sample(r)                            # RFC 7323 §4.1, as arrival.process_ack
+        c._rtt_seq = None
+    elif rtt_seq is not None and ((ack - rtt_seq) & MASK) < HALF:
         c._rtt.sample(now - c._rtt_at)
         c._rtt_seq = None
     cc = c._cc

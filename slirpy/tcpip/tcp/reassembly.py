@@ -14,6 +14,7 @@ from ..seqnum import seq_add, seq_le, seq_lt, seq_sub
 
 OOO_MAX_SEGMENTS = 256        # out-of-order entries kept; more are dropped (the peer resends)
 SACK_MAX_BLOCKS = 4           # what fits the 40 option bytes without timestamps
+SACK_MAX_BLOCKS_TS = 3        # beside the 12 bytes of the timestamps option (RFC 2018 §3)
 
 
 class ReassemblyQueue:
@@ -75,10 +76,10 @@ class ReassemblyQueue:
             rcv_nxt = seq_add(rcv_nxt, n)
         return ready, rcv_nxt
 
-    def sack_blocks(self, last: int) -> tuple[tuple[int, int], ...]:
-        """At most four SACK blocks (RFC 2018 §4): first the one holding `last` (the most
-        recent arrival), then the blocks most recently reported that are still held, then the
-        others, lowest first."""
+    def sack_blocks(self, last: int, limit: int = SACK_MAX_BLOCKS) -> tuple[tuple[int, int], ...]:
+        """At most `limit` SACK blocks (RFC 2018 §4; four, or three beside timestamps): first
+        the one holding `last` (the most recent arrival), then the blocks most recently
+        reported that are still held, then the others, lowest first."""
         blocks: list[list[int]] = []
         for s, d in self._entries:
             e = seq_add(s, len(d))
@@ -93,10 +94,10 @@ class ReassemblyQueue:
                     if i not in chosen:
                         chosen.append(i)
                     break
-            if len(chosen) == SACK_MAX_BLOCKS:
+            if len(chosen) == limit:
                 break
         for i in range(len(blocks)):
-            if len(chosen) == SACK_MAX_BLOCKS:
+            if len(chosen) == limit:
                 break
             if i not in chosen:
                 chosen.append(i)

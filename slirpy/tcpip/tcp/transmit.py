@@ -59,10 +59,12 @@ def emit_handshake(c: TcpConnection, out: list[Segment], state: TcpState, now: f
         c._syn_pending = False
         c._ack_needed = False
         if state is SYN_SENT:
-            opts = syn_options(params.mss, c._rcv_wscale, True)
+            opts = syn_options(params.mss, c._rcv_wscale, True,
+                               (c.tsval(now), 0) if params.timestamps else None)
             out.append((c.iss, 0, SYN, min(params.rcv_buf, 0xFFFF), opts, b""))
         else:
-            opts = syn_options(params.mss, c._rcv_wscale if c._ws_ok else None, c._sack_ok)
+            opts = syn_options(params.mss, c._rcv_wscale if c._ws_ok else None, c._sack_ok,
+                               (c.tsval(now), c._ts_recent) if c._ts_ok else None)
             out.append((c.iss, c.rcv_nxt, SYN | ACK, min(params.rcv_buf, 0xFFFF), opts, b""))
         c.snd_nxt = c._snd_max = seq_add(c.iss, 1)
         c._rcv_acked = c.rcv_nxt
@@ -71,7 +73,7 @@ def emit_handshake(c: TcpConnection, out: list[Segment], state: TcpState, now: f
     elif c._ack_needed:
         c._ack_needed = False
         if state is SYN_RECEIVED and c._accepted:
-            out.append((c._snd_max, c.rcv_nxt, ACK, min(params.rcv_buf, 0xFFFF), b"", b""))
+            out.append((c._snd_max, c.rcv_nxt, ACK, min(params.rcv_buf, 0xFFFF), c._tx_opts, b""))
 
 
 def emit_data(c: TcpConnection, out: list[Segment], now: float, rcv_nxt: int, wnd_field: int,
@@ -91,11 +93,12 @@ def emit_data(c: TcpConnection, out: list[Segment], now: float, rcv_nxt: int, wn
     wnd_room_base = (((una - buf_seq + HALF) & MASK) - HALF) + c.snd_wnd   # right edge, as a buffer offset
     cap = c._seg_cap
     cwnd = c._cc.cwnd
+    opts = c._tx_opts
     while True:
         avail = blen - off
         if avail <= 0:
             if fin_ok and avail == 0:           # FIN needs no window (it carries no data)
-                out.append((nxt, rcv_nxt, ACK | FIN, wnd_field, b"", b""))
+                out.append((nxt, rcv_nxt, ACK | FIN, wnd_field, opts, b""))
                 sent = True
                 nxt = seq_add(nxt, 1)
             break
@@ -111,7 +114,7 @@ def emit_data(c: TcpConnection, out: list[Segment], now: float, rcv_nxt: int, wn
             break                               # sender SWS avoidance (§3.8.6.2.1)
         seq = (buf_seq + off) & MASK
         flags = ACK if n < avail else (ACK | PSH | FIN if fin_ok else ACK | PSH)   # FIN rides on the last
-        out.append((seq, rcv_nxt, flags, wnd_field, b"", buf.get(off, n)))
+        out.append((seq, rcv_nxt, flags, wnd_field, opts, buf.get(off, n)))
         sent = True
         if c._rtt_seq is None and seq == snd_max:
             c._rtt_seq = (seq + n) & MASK        # time new data only (Karn)
@@ -165,7 +168,7 @@ def arm_persist(c: TcpConnection, now: float) -> None:
 def _emit_probe(c: TcpConnection, out: list[Segment], rcv_nxt: int, wnd_field: int, nxt: int,
                 off: int) -> None:
     """Zero-window probe: one byte at SND.UNA when nothing is in flight (§3.8.6.1)."""
-    out.append((nxt, rcv_nxt, ACK, wnd_field, b"", c._sndbuf.get(off, 1)))
+    out.append((nxt, rcv_nxt, ACK, wnd_field, c._tx_opts, c._sndbuf.get(off, 1)))
     if seq_lt(c._snd_max, seq_add(nxt, 1)):
         c._snd_max = seq_add(nxt, 1)
 
@@ -190,7 +193,7 @@ def _emit_fast_retransmit(c: TcpConnection, out: list[Segment], now: float, rcv_
         flags |= FIN
     else:
         return False
-    out.append((una, rcv_nxt, flags, wnd_field, b"", payload))
+    out.append((una, rcv_nxt, flags, wnd_field, c._tx_opts, payload))
     c._rtt_seq = None                       # Karn: never time a retransmission
     if c._rto_at is None:
         c._rto_at = now + c._rtt.rto
@@ -223,7 +226,7 @@ def emit_holes(c: TcpConnection, out: list[Segment], now: float, rcv_nxt: int, w
         off = seq_sub(h, buf_seq)
         if n <= 0 or off < 0 or off + n > blen:
             break
-        out.append((h, rcv_nxt, ACK, wnd_field, b"", c._sndbuf.get(off, n)))
+        out.append((h, rcv_nxt, ACK, wnd_field, c._tx_opts, c._sndbuf.get(off, n)))
         sent = True
         h = seq_add(h, n)
         c._rxt_budget -= 1

@@ -134,16 +134,36 @@ _SYN_MSS: Final = struct.Struct("!BBH")
 _OPT_NOP_WSCALE: Final = bytes((OPT_NOP, OPT_WSCALE, 3))
 
 
-def syn_options(mss: int, wscale: int | None, sack_permitted: bool) -> bytes:
+def syn_options(mss: int, wscale: int | None, sack_permitted: bool,
+                timestamp: tuple[int, int] | None = None) -> bytes:
     """The options of a SYN or SYN-ACK we send: the same bytes as
-    `TcpOptions(mss=mss, wscale=wscale, sack_permitted=sack_permitted).pack()` without the
-    object (one per new connection)."""
+    `TcpOptions(mss=mss, wscale=wscale, sack_permitted=sack_permitted, timestamp=timestamp).pack()`
+    without the object (one per new connection)."""
     out = _SYN_MSS.pack(OPT_MSS, 4, mss)
-    if sack_permitted:
+    if timestamp is not None:
+        out += (_OPT_SACKPERM_TS if sack_permitted else _OPT_NOP_NOP_TS) + _U32X2.pack(*timestamp)
+    elif sack_permitted:
         out += _OPT_NOP_NOP_SACKPERM
     if wscale is not None:
         out += _OPT_NOP_WSCALE + bytes((wscale,))
     return out
+
+
+TS_OPTION_LEN: Final = 12            # NOP, NOP, kind 8, length 10, TSval, TSecr (RFC 7323 App. A)
+TS_OPTION_LEAD: Final = 0x0101080A   # its first four bytes as one big-endian word
+_TS_OPTION: Final = struct.Struct("!III")
+
+
+def ts_option(tsval: int, tsecr: int) -> bytes:
+    """The timestamps option of a non-SYN segment, laid out as Linux sends it (the form the
+    receive fast path recognises): NOP, NOP, then the 10-byte option; 12 bytes."""
+    return _TS_OPTION.pack(TS_OPTION_LEAD, tsval, tsecr)
+
+
+def ts_option_at(buf: bytes | memoryview, offset: int) -> tuple[int, int, int]:
+    """(lead word, TSval, TSecr) read at `offset`: the option is the one `ts_option` packs
+    exactly when the lead word is TS_OPTION_LEAD."""
+    return _TS_OPTION.unpack_from(buf, offset)
 
 
 @dataclass(slots=True)

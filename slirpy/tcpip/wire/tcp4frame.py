@@ -4,7 +4,8 @@ Why a module: DESIGN §4 keeps every parse in wire/; the receive fast path of an
 flow (iface/fastpath.py) reads frames of one shape only, and this is that shape's parse,
 beside the per-header ones it must agree with: a virtio header; Ethernet with ethertype IPv4;
 IPv4 with a 20-byte header, not a fragment, protocol TCP, a total length that fits the frame
-and holds a TCP header; TCP with a 20-byte header (no options). `maybe` (two bytes), then
+and holds a TCP header; TCP with a 20-byte header, or a 32-byte one (whose options the
+fast path checks are the timestamps, wire/tcp.py `ts_option_at`). `maybe` (two bytes), then
 `FRAME.unpack_from` and `plain` tell such a frame; any other goes to the per-header parses
 (which validate, count and drop as always). (Three steps rather than one function returning
 the fields or None: compiled, such a return boxes and unboxes all twenty fields.) tests/unit/test_tcp_predict.py checks that the fast path and the
@@ -40,6 +41,7 @@ def plain(f: Fields, n: int) -> bool:
     offset, TTL, protocol, header checksum, source, destination, source port, destination port,
     seq, ack, data offset byte, TCP flags, window)."""
     total = f[5]
+    off = f[17]
     return (f[2] == 0x0800 and f[3] == 0x45 and f[9] == 6 and not f[7] & 0x3FFF
-            and f[17] == 0x50 and 40 <= total <= n - IP_OFF)
+            and (off == 0x50 or off == 0x80) and 20 + (off >> 2) <= total <= n - IP_OFF)
 

@@ -3,8 +3,8 @@
 Why a module: as wire/tcp4frame.py for IPv4 (DESIGN §4 keeps every parse in wire/), the shape
 the receive fast path (iface/fastpath.py) takes over IPv6: a virtio header; Ethernet with
 ethertype IPv6; IPv6 version 6 whose next header is TCP (no extension headers) and whose
-payload, no longer than the frame holds, holds a TCP header; TCP with a 20-byte header (no
-options). `maybe`, then `FRAME.unpack_from` and `plain` tell such a frame (three steps, for the
+payload, no longer than the frame holds, holds a TCP header; TCP with a 20-byte header, or a
+32-byte one (timestamps, as over IPv4). `maybe`, then `FRAME.unpack_from` and `plain` tell such a frame (three steps, for the
 compiled build); any other goes to the per-header parses, which validate, count and drop as
 always. tests/unit/test_tcp_predict.py compares both paths over IPv6 too.
 """
@@ -38,5 +38,6 @@ def plain(f: Fields, n: int) -> bool:
     next header, hop limit, source, destination, source port, destination port, seq, ack, data
     offset byte, TCP flags, window)."""
     plen = f[4]
-    return (f[2] == 0x86DD and f[3] >> 28 == 6 and f[5] == 6 and f[13] == 0x50
-            and 20 <= plen <= n - TCP_OFF)
+    off = f[13]
+    return (f[2] == 0x86DD and f[3] >> 28 == 6 and f[5] == 6 and (off == 0x50 or off == 0x80)
+            and off >> 2 <= plen <= n - TCP_OFF)
