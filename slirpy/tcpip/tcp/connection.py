@@ -63,7 +63,7 @@ class TcpConnection:
         "_accepted", "_syn_pending", "_ws_ok", "_ack_needed", "_rst_out",
         "_ooo", "_rcv_fin_seq", "_events", "_ooo_acks", "_sack_ok", "_sack_last",
         "_sacked", "_high_rxt", "_rxt_budget", "_delack_at", "_rcv_acked",
-        "_ts_ok", "_ts_recent", "_ts_recent_at", "_ts_offset", "_tx_opts",
+        "_ts_ok", "_ts_recent", "_ts_recent_at", "_ts_offset", "_tx_opts", "_tx_ms", "_tx_recent",
     )
 
     def __init__(self, iss: int, now: float, params: TcpParams) -> None:
@@ -124,7 +124,9 @@ class TcpConnection:
         self._ts_recent = 0                # TS.Recent: the TSval we echo (§4.3)
         self._ts_recent_at = now           # when it was set (§5.5: valid for 24 days)
         self._ts_offset = self.iss         # our TSval = ms clock + this (§5.4: random per connection)
-        self._tx_opts = b""                # the options of this flush's non-SYN segments
+        self._tx_opts = b""                # the options of this flush's non-SYN segments,
+        self._tx_ms = -1                   # made at this millisecond of our clock
+        self._tx_recent = 0                # with this TS.Recent (unchanged: the same bytes)
 
     # ------------------------------------------------------------------------------- opening
 
@@ -302,7 +304,11 @@ class TcpConnection:
         if state is CLOSED:
             return out
         if self._ts_ok:
-            self._tx_opts = ts_option(self.tsval(now), self._ts_recent)
+            ms = int(now * 1000.0)
+            if ms != self._tx_ms or self._ts_recent != self._tx_recent:
+                self._tx_ms = ms
+                self._tx_recent = self._ts_recent
+                self._tx_opts = ts_option((ms + self._ts_offset) & MASK, self._ts_recent)
         if state is SYN_SENT or state is SYN_RECEIVED:
             emit_handshake(self, out, state, now)
             return out
@@ -343,7 +349,8 @@ class TcpConnection:
         return TcpOptions(sack_blocks=q.sack_blocks(self._sack_last)).pack()
 
     def tsval(self, now: float) -> int:
-        """Our TSval at `now`: a millisecond clock (RFC 7323 §5.4) from the connection's offset."""
+        """Our TSval at `now`: a millisecond clock (RFC 7323 §5.4) from the connection's offset
+        (segments_to_send computes it inline)."""
         return (int(now * 1000.0) + self._ts_offset) & MASK
 
     def ts_older(self, tsval: int, now: float) -> bool:
