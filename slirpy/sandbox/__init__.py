@@ -62,7 +62,7 @@ if TYPE_CHECKING:  # pragma: no cover - the same names, imported on first use be
 
 # name -> the module that defines it.  Imported on first use (PEP 562), so that slirp4netns
 # mode's way to its ready fd (attach, handoff, libc, tap, netconf) does not also import the
-# supervisor, the command, the id maps and the options' dataclass (perf/NOTES.md, "Start-up").
+# supervisor, the command, the id maps and the options (perf/NOTES.md, "Start-up").
 _HOME = {
     "AttachOptions": "attach", "AttachedTap": "attach", "PendingAttach": "attach",
     "attach_tap": "attach", "start_attach": "attach", "FORWARDED_SIGNALS": "command",

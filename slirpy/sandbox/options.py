@@ -6,8 +6,6 @@ one's processes: this imports nothing from the package.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from slirpy.config import NetConfig
 from slirpy.sandbox.errors import SandboxError  # noqa: F401 (the package's modules import it from here)
 
@@ -23,19 +21,32 @@ if TYPE_CHECKING:  # pragma: no cover
 NET_MODES = ("private", "none", "host", "join", "member")
 
 
-@dataclass
 class SandboxOptions:
-    """What a sandbox runs (argv), on which network (net, net_mode) and with what inside it."""
+    """What a sandbox runs (argv), on which network (net, net_mode) and with what inside it.
 
-    argv: list[str]
-    net: NetConfig
-    map_subuids: bool = False      # full subuid/subgid range via newuidmap/newgidmap
-    resolv_conf_text: str | None = None   # bind-mounted over /etc/resolv.conf inside, if set
-    hosts_text: str | None = None         # likewise /etc/hosts
-    hostname: str | None = None           # UTS name in a UTS namespace of its own (not with join)
-    net_mode: str = "private"
-    join_pid: int | None = None           # join: a process inside the namespaces to join
-    userns_path: str | None = None        # member: the user namespace to enter first
-    # member: called in the supervisor once its namespaces exist, before the command runs;
-    # returns warnings, raises SandboxError
-    member_setup: Callable[[], list[str]] | None = None
+    A plain class, not a dataclass: `slirpy run` builds one on its way to its command's start,
+    where a dataclass's generated methods cost their compilation at import (issue 18)."""
+
+    __slots__ = ("argv", "net", "map_subuids", "resolv_conf_text", "hosts_text", "hostname", "net_mode",
+                 "join_pid", "userns_path", "member_setup")
+
+    def __init__(self, argv: list[str], net: NetConfig, map_subuids: bool = False,
+                 resolv_conf_text: str | None = None, hosts_text: str | None = None,
+                 hostname: str | None = None, net_mode: str = "private", join_pid: int | None = None,
+                 userns_path: str | None = None,
+                 member_setup: Callable[[], list[str]] | None = None) -> None:
+        self.argv = argv
+        self.net = net
+        self.map_subuids = map_subuids          # full subuid/subgid range via newuidmap/newgidmap
+        self.resolv_conf_text = resolv_conf_text  # bind-mounted over /etc/resolv.conf inside, if set
+        self.hosts_text = hosts_text            # likewise /etc/hosts
+        self.hostname = hostname                # UTS name in a UTS namespace of its own (not with join)
+        self.net_mode = net_mode
+        self.join_pid = join_pid                # join: a process inside the namespaces to join
+        self.userns_path = userns_path          # member: the user namespace to enter first
+        # member: called in the supervisor once its namespaces exist, before the command runs;
+        # returns warnings, raises SandboxError
+        self.member_setup = member_setup
+
+    def __repr__(self) -> str:
+        return f"SandboxOptions({', '.join(f'{k}={getattr(self, k)!r}' for k in self.__slots__)})"

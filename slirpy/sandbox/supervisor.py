@@ -15,7 +15,6 @@ import json
 import os
 import signal
 import socket
-from dataclasses import dataclass
 
 from slirpy import nativewaiter, netconf
 from slirpy.config import NetConfig
@@ -96,12 +95,16 @@ def _enter_namespaces(sock: socket.socket, opts: SandboxOptions, parent_pid: int
     return True
 
 
-@dataclass
 class _Init:
-    """S's hold on I: I runs until `keep_w`, the only writer of the pipe it reads, is closed."""
-    pid: int
-    keep_w: int
-    proc_warning: str | None
+    """S's hold on I: I runs until `keep_w`, the only writer of the pipe it reads, is closed.
+    (A plain class: a dataclass's methods are generated when the module is imported, which P
+    does on `slirpy run`'s way to its command's start; S alone uses this.)"""
+    __slots__ = ("pid", "keep_w", "proc_warning")
+
+    def __init__(self, pid: int, keep_w: int, proc_warning: str | None) -> None:
+        self.pid = pid
+        self.keep_w = keep_w
+        self.proc_warning = proc_warning
 
     def stop(self) -> None:
         os.close(self.keep_w)
