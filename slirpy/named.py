@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import importlib
 import os
-from dataclasses import dataclass, field
 
 from . import registry
 from .launch import fail
@@ -27,15 +26,23 @@ if TYPE_CHECKING:  # pragma: no cover
 SUN_PATH_MAX = 107          # bytes of a UNIX socket path
 
 
-@dataclass
+# Naming and NamedRun are plain classes, not dataclasses: `slirpy run` imports this module on
+# its way to its command's start, where a dataclass's generated methods cost their compilation.
+
+
 class Naming:
     """--name, --hostname, --add-host, --dns, --ip, --network-alias, checked."""
-    name: str | None = None
-    hostname: str | None = None
-    add_hosts: list[tuple[str, str]] = field(default_factory=list)
-    dns: list[str] = field(default_factory=list)
-    ips: list[str] = field(default_factory=list)
-    aliases: list[str] = field(default_factory=list)
+    __slots__ = ("name", "hostname", "add_hosts", "dns", "ips", "aliases")
+
+    def __init__(self, name: str | None = None, hostname: str | None = None,
+                 add_hosts: list[tuple[str, str]] | None = None, dns: list[str] | None = None,
+                 ips: list[str] | None = None, aliases: list[str] | None = None) -> None:
+        self.name = name
+        self.hostname = hostname
+        self.add_hosts: list[tuple[str, str]] = add_hosts if add_hosts is not None else []
+        self.dns: list[str] = dns if dns is not None else []
+        self.ips: list[str] = ips if ips is not None else []
+        self.aliases: list[str] = aliases if aliases is not None else []
 
 
 def parse_naming(name: str | None, hostname: str | None, add_host: tuple[str, ...], dns: tuple[str, ...],
@@ -112,12 +119,14 @@ def check_run_options(network: tuple[str, ...], name: str | None, hostname: str 
     return mode, naming
 
 
-@dataclass
 class NamedRun:
     """What launch.run_sandbox needs of a named private run."""
-    rec: registry.SandboxRecord
-    hosts_text: str | None
-    resolv_text: str | None
+    __slots__ = ("rec", "hosts_text", "resolv_text")
+
+    def __init__(self, rec: registry.SandboxRecord, hosts_text: str | None, resolv_text: str | None) -> None:
+        self.rec = rec
+        self.hosts_text = hosts_text
+        self.resolv_text = resolv_text
 
     def options(self) -> dict[str, Any]:
         return {"hostname": self.rec.hostname, "hosts_text": self.hosts_text}
