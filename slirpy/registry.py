@@ -17,14 +17,12 @@ its way to start-up.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import fcntl
 import json
 import os
 import stat
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 
 TYPE_CHECKING = False   # typing.TYPE_CHECKING without importing typing before a run's command starts
 if TYPE_CHECKING:  # pragma: no cover
@@ -48,31 +46,51 @@ class BadName(RegistryError, ValueError):
     """Not a usable sandbox name."""
 
 
-@dataclass
 class SandboxRecord:
-    """One running sandbox, as `slirpy ps` shows it (the file `<runtime_dir>/sandboxes/NAME.json`)."""
-    name: str
-    pid: int                                 # the `slirpy run` process
-    start_time: int = 0                      # field 22 of /proc/PID/stat; 0: filled by register()
-    ns_pid: int | None = None                # a process inside its namespaces (the supervisor)
-    created: float = field(default_factory=time.time)
-    mode: str = "private"                    # private | network | none | host | sandbox:NAME
-    api_socket: str | None = None            # the API socket that serves its ports
-    hostname: str | None = None
-    networks: dict[str, dict] = field(default_factory=dict)   # name -> {ip, ip6, aliases, iface, ports}
-    ports: list = field(default_factory=list)                 # published ports (text or API entries)
-    pidns: str = ""                          # the PID namespace `pid` is a number in; "": filled by register()
-    auto_publish: dict | None = None         # a member's `-p auto`: {"protos": [...], "host_addr"}
+    """One running sandbox, as `slirpy ps` shows it (the file `<runtime_dir>/sandboxes/NAME.json`).
+
+    A plain class, not a dataclass: a plain `slirpy run` registers itself on its way to its
+    command's start, where a dataclass's generated methods cost their compilation at import.
+    Compared by value, as a dataclass is (and so not hashable)."""
+    __slots__ = ("name", "pid", "start_time", "ns_pid", "created", "mode", "api_socket", "hostname",
+                 "networks", "ports", "pidns", "auto_publish")
+
+    def __init__(self, name: str, pid: int, start_time: int = 0, ns_pid: int | None = None,
+                 created: float | None = None, mode: str = "private", api_socket: str | None = None,
+                 hostname: str | None = None, networks: dict[str, dict] | None = None,
+                 ports: list | None = None, pidns: str = "", auto_publish: dict | None = None) -> None:
+        self.name = name
+        self.pid = pid                           # the `slirpy run` process
+        self.start_time = start_time             # field 22 of /proc/PID/stat; 0: filled by register()
+        self.ns_pid = ns_pid                     # a process inside its namespaces (the supervisor)
+        self.created: float = time.time() if created is None else created
+        self.mode = mode                         # private | network | none | host | sandbox:NAME
+        self.api_socket = api_socket             # the API socket that serves its ports
+        self.hostname = hostname
+        # name -> {ip, ip6, aliases, iface, ports}
+        self.networks: dict[str, dict] = networks if networks is not None else {}
+        self.ports: list = ports if ports is not None else []     # published ports (text or API entries)
+        self.pidns = pidns                       # the PID namespace `pid` is a number in; "": filled by register()
+        self.auto_publish = auto_publish         # a member's `-p auto`: {"protos": [...], "host_addr"}
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, SandboxRecord):
+            return NotImplemented
+        return self.to_json() == other.to_json()
+
+    def __repr__(self) -> str:
+        return f"SandboxRecord({', '.join(f'{k}={v!r}' for k, v in self.to_json().items())})"
 
     def to_json(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """Every field by name (a new dict; its values are the record's own)."""
+        return {k: getattr(self, k) for k in self.__slots__}
 
     @classmethod
     def from_json(cls, data: object) -> SandboxRecord:
         """Raises ValueError if `data` is not a record (unknown keys are ignored)."""
         if not isinstance(data, dict):
             raise ValueError("not an object")
-        known = {f.name for f in dataclasses.fields(cls)}
+        known = set(cls.__slots__)
         try:
             rec = cls(**{k: v for k, v in data.items() if k in known})
         except TypeError as e:              # name or pid missing
@@ -328,7 +346,7 @@ def register(rec: SandboxRecord) -> SandboxRecord:
 
 def update(name: str, pid: int, **fields: Any) -> bool:
     """Change fields of `name`'s record if it is still `pid`'s; False if it is not (or is gone)."""
-    known = {f.name for f in dataclasses.fields(SandboxRecord)} - {"name", "pid", "start_time"}
+    known = set(SandboxRecord.__slots__) - {"name", "pid", "start_time"}
     bad = set(fields) - known
     if bad:
         raise TypeError(f"not updatable record fields: {sorted(bad)}")
