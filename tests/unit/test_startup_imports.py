@@ -87,31 +87,50 @@ def test_the_ready_probe_sees_such_an_import() -> None:
 # (launch._import_harden), the event loop once the command runs; dataclasses comes without
 # inspect (entry.import_dataclasses).
 NOT_BEFORE_RUN = ("typing", "inspect", "slirpy.harden", "ctypes.util", "subprocess", "uvloop", "asyncio", "click")
+# The dataclasses defined on that way (hardened or not: the same modules).  Each costs ~0.2-0.8
+# ms there, its __init__, __repr__, __eq__... generated and compiled as its module is imported:
+# only config's are left (NetConfig and its parts, used everywhere, dataclasses.replace'd); what
+# else the way makes (SandboxOptions, SandboxRecord, HardenOptions, named's Naming and NamedRun,
+# the supervisor's _Init) is a plain class.
+DATACLASSES_BEFORE_RUN = ["slirpy.config.AutoPublish", "slirpy.config.Limits", "slirpy.config.NetConfig",
+                          "slirpy.config.PortSpec"]
 RUN_PROBE = r"""
 import json, sys
 from slirpy import entry
 entry.import_dataclasses()      # as entry.main does for `run`
 from slirpy import runopts
 parsed = runopts.parse(["-p", "8080:80", "--name", "web", "--", "true"])
-from slirpy import runcmd, named, launch
+from slirpy import runcmd, named, launch, registry, resolvconf
 from slirpy.sandbox import Sandbox, SandboxOptions
 print(json.dumps(sorted(m for m in sys.modules if m in NOT_BEFORE_RUN)))
+print(json.dumps(sorted(f"{name}.{k}" for name, mod in list(sys.modules.items()) if name.startswith("slirpy")
+                        for k, v in vars(mod).items()
+                        if isinstance(v, type) and v.__module__ == name and "__dataclass_fields__" in vars(v))))
 """
 
 
+def before_run(probe: str) -> tuple[list[str], list[str]]:
+    """(the NOT_BEFORE_RUN modules imported, the slirpy dataclasses defined) after `probe`."""
+    out = subprocess.run([sys.executable, "-c", f"NOT_BEFORE_RUN = {NOT_BEFORE_RUN!r}\n{probe}"],
+                         capture_output=True, text=True, check=True).stdout
+    modules, dataclasses = out.splitlines()[-2:]
+    return json.loads(modules), json.loads(dataclasses)
+
+
 def test_slirpy_run_starts_its_sandbox_without_typing_harden_or_the_event_loop() -> None:
-    out = subprocess.run([sys.executable, "-c", f"NOT_BEFORE_RUN = {NOT_BEFORE_RUN!r}\n{RUN_PROBE}"],
-                         capture_output=True, text=True, check=True).stdout
-    assert json.loads(out.splitlines()[-1]) == []
-    probe = RUN_PROBE.replace("import json, sys", "import json, sys, slirpy.harden")
-    out = subprocess.run([sys.executable, "-c", f"NOT_BEFORE_RUN = {NOT_BEFORE_RUN!r}\n{probe}"],
-                         capture_output=True, text=True, check=True).stdout
+    assert before_run(RUN_PROBE)[0] == []
     # the probe can see them (harden's dataclasses, imported first, brings the real inspect)
-    assert json.loads(out.splitlines()[-1]) == ["inspect", "slirpy.harden", "typing"]
+    probe = RUN_PROBE.replace("import json, sys", "import json, sys, slirpy.harden")
+    assert before_run(probe)[0] == ["inspect", "slirpy.harden", "typing"]
     probe = RUN_PROBE.replace("entry.import_dataclasses()", "pass")
-    out = subprocess.run([sys.executable, "-c", f"NOT_BEFORE_RUN = {NOT_BEFORE_RUN!r}\n{probe}"],
-                         capture_output=True, text=True, check=True).stdout
-    assert json.loads(out.splitlines()[-1]) == ["inspect"]     # dataclasses' own import of it
+    assert before_run(probe)[0] == ["inspect"]     # dataclasses' own import of it
+
+
+def test_slirpy_run_defines_only_configs_dataclasses_before_its_command_starts() -> None:
+    assert before_run(RUN_PROBE)[1] == DATACLASSES_BEFORE_RUN
+    # the probe sees one more: harden.py's (imported later, while the child sets up tap0)
+    probe = RUN_PROBE.replace("import json, sys", "import json, sys, slirpy.harden")
+    assert "slirpy.harden.Hardened" in before_run(probe)[1]
 
 
 def test_the_probe_sees_a_heavy_import() -> None:
