@@ -45,6 +45,12 @@ ENV = "SLIRPY_BUSY_POLL_US"
 # The loop polls after work that took at most this long (seconds): a round trip's ~10 us, not a
 # bulk batch's hundreds (perf/NOTES.md, session 14).
 AFTER_WORK_S: Final = 20e-6
+# ... and only while its recent batches were small (TAP bytes read and written per flush, on a
+# moving average): a request/response exchange moves a few hundred bytes to a few KiB a batch,
+# a bulk transfer tens of KiB (a GSO super-frame alone is up to 64 KiB), so the average stays
+# high through a bulk transfer's small batches too (its ACKs).
+SMALL_BATCH_BYTES: Final = 8192
+BATCH_AVERAGE_WEIGHT: Final = 0.125      # of the newest batch (as TCP's SRTT gain)
 
 _monotonic: Final = time.monotonic
 _sched_yield: Final = os.sched_yield
@@ -69,6 +75,23 @@ class PollWindow:
             self.window = half if half >= self.start_s else 0.0
 
 
+class BatchAverage:
+    """Bytes moved per batch of work, on an exponentially weighted moving average: whether the
+    recent traffic looks like request/response (small batches) rather than bulk."""
+
+    def __init__(self, small: int = SMALL_BATCH_BYTES, weight: float = BATCH_AVERAGE_WEIGHT) -> None:
+        self.small = small
+        self.weight = weight
+        self.average = 0.0
+
+    def small_after(self, nbytes: int) -> bool:
+        """Take the batch that moved `nbytes`; True while the average is at most `small`."""
+        avg = self.average
+        avg += (nbytes - avg) * self.weight
+        self.average = avg
+        return avg <= self.small
+
+
 class BusyPoller:
     """The runtime's busy polling: after a flush the loop polls on (a call_soon chain keeps the
     loop's epoll_wait at timeout 0, each step first yielding the CPU) until `window` has passed,
@@ -77,6 +100,7 @@ class BusyPoller:
     def __init__(self, busy_poll_us: int | None, counters: dict[str, int]) -> None:
         self.window = PollWindow(max_window_us(busy_poll_us) / 1e6, START_US / 1e6)
         self.after_work_max = AFTER_WORK_S
+        self.batches = BatchAverage()
         self._counters = counters
         self._call_soon: Callable[..., object] | None = None
         self._until = 0.0
@@ -87,15 +111,18 @@ class BusyPoller:
     def attach(self, call_soon: Callable[..., object]) -> None:
         self._call_soon = call_soon
 
-    def after_work(self, now: float) -> None:
-        """The loop's work that began at `now` is done: account for the sleep it ended, then
-        poll on, or sleep.  Only after brief work (a request's frame, an answer's read): a loop
-        busy with bulk data gains nothing from polling, and loses its batches to it."""
+    def after_work(self, now: float, nbytes: int) -> None:
+        """The loop's work that began at `now` and moved `nbytes` through the TAP is done:
+        account for the sleep it ended, then poll on, or sleep.  Only after brief work on small
+        batches (a request's frame, an answer's read): a loop busy with bulk data gains nothing
+        from polling, and its batches lose the CPU to it."""
         window = self.window
         if self._slept_at > 0.0:
             window.slept(now - self._slept_at)
             self._slept_at = 0.0
-        if window.window > 0.0 and self._call_soon is not None and _monotonic() - now <= self.after_work_max:
+        small = self.batches.small_after(nbytes)
+        if (window.window > 0.0 and small and self._call_soon is not None
+                and _monotonic() - now <= self.after_work_max):
             self._until = now + window.window
             if not self._polling:
                 self._polling = True

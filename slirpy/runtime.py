@@ -307,6 +307,7 @@ class Runtime:
         fd = self.tap_fd
         receive = self.link.receive_frame
         read = self._tap_reader.read
+        nbytes = 0
         for i in range(_READ_BATCH):
             try:
                 frame: bytes | None = read(_READ_SIZE)     # None: nothing left (EAGAIN)
@@ -320,10 +321,11 @@ class Runtime:
                 break
             if not frame:
                 break
+            nbytes += len(frame)
             receive(frame, now)
             if i == 0 and not self._tap_ready.poll(0, 1):
                 break                   # the usual case of a request/response: one frame
-        self.flush(now)
+        self.flush(now, nbytes)
 
     def _on_timer(self) -> None:
         self._timer = None
@@ -334,7 +336,9 @@ class Runtime:
 
     # -------------------------------------------------------------- the flush
 
-    def flush(self, now: float) -> None:
+    def flush(self, now: float, nbytes: int = 0) -> None:
+        """Everything the stack has for the TAP and the host, after work that began at `now`
+        (and read `nbytes` from the TAP)."""
         stack = self.stack
         link = self.link
         plain = link is stack               # no link filter: a native call, no bound method
@@ -342,6 +346,7 @@ class Runtime:
         fd = self.tap_fd
         write = _os_write
         writev = _os_writev
+        sent = 0
         for _ in range(64):
             frames = stack.frames_to_send(now) if plain else link.frames_to_send(now)
             # Host-side work first: a guest's request reaches the host socket before we spend
@@ -358,9 +363,9 @@ class Runtime:
             for f in frames:
                 try:
                     if type(f) is bytes:
-                        write(fd, f)
+                        sent += write(fd, f)
                     else:
-                        writev(fd, f)
+                        sent += writev(fd, f)
                 except BlockingIOError:
                     self.counters["tap.tx.drop.full"] += 1
                 except OSError as e:
@@ -369,7 +374,7 @@ class Runtime:
             if not stack.has_output():
                 break
         if self._poll_on:
-            self.poller.after_work(now)
+            self.poller.after_work(now, nbytes + sent)
         deadline = self.link.next_deadline()
         armed = self._timer_at
         # Re-arm only for an earlier deadline. A later one (every ACK pushes the RTO back) keeps

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, strategies as st
 
 from slirpy import busypoll
-from slirpy.busypoll import PollWindow
+from slirpy.busypoll import BatchAverage, PollWindow
 
 MAX, START = 200e-6, 50e-6
 
@@ -95,3 +95,23 @@ def test_describe_says_where_the_bound_is_from(two_cpus, monkeypatch):
     assert busypoll.describe() == f"off ({busypoll.ENV}=0)"
     monkeypatch.setattr(busypoll.os, "sched_getaffinity", lambda pid: {0})
     assert busypoll.describe() == "off (a single usable CPU)"
+
+
+def test_request_response_batches_are_small_and_a_bulk_transfers_are_not():
+    b = BatchAverage()
+    assert all(b.small_after(150) for _ in range(50))          # ping-pong: a frame each way
+    # bulk download: a 64 KiB super-frame, then the guest's ACK, over and over
+    verdicts = [b.small_after(65_600 if i % 2 == 0 else 66) for i in range(40)]
+    assert not any(verdicts[2:])                                 # its ACKs do not look small
+    # the transfer ends, small exchanges again: small once the average has decayed
+    after = [b.small_after(300) for _ in range(40)]
+    assert not after[0] and after[-1]
+    assert after.index(True) < 25
+
+
+@given(st.lists(st.integers(min_value=0, max_value=200_000), max_size=80))
+def test_the_batch_average_stays_between_the_smallest_and_largest_batch(sizes):
+    b = BatchAverage()
+    for n in sizes:
+        b.small_after(n)
+        assert 0.0 <= b.average <= max(sizes)

@@ -1,6 +1,6 @@
 """The runtime's busy polling: after a frame's brief work the loop polls on (a call_soon chain),
-then sleeps once the window has run out; with --busy-poll 0, or after longer work, it sleeps at
-once.
+then sleeps once the window has run out; with --busy-poll 0, after longer work, or while the
+recent batches were bulk-sized, it sleeps at once.
 
 A Runtime on a plain asyncio loop, its TAP one end of a SOCK_SEQPACKET pair.  Only the order of
 events is asserted (polls, then a sleep), never how fast anything ran."""
@@ -14,6 +14,7 @@ import socket
 import pytest
 from scapy.layers.l2 import ARP, Ether
 
+from slirpy import busypoll
 from slirpy.config import NetConfig
 
 pytestmark = pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2,
@@ -46,6 +47,7 @@ def _frame_in_and_answer_out(loop, guest):
     guest.send(bytes(ARP_WHO_HAS_GATEWAY))
     raw = loop.run_until_complete(asyncio.wait_for(loop.sock_recv(guest, 65600), 5.0))
     assert ARP in Ether(raw) and Ether(raw)[ARP].op == 2          # the gateway answered
+    return raw
 
 
 @pytest.mark.parametrize("rig", [(200, 1.0)], indirect=True)     # any work counts as brief
@@ -81,3 +83,27 @@ def test_after_longer_work_the_loop_sleeps_at_once(rig):
     loop.run_until_complete(asyncio.sleep(0.01))
     assert runtime.counters["loop.busy_poll.polls"] == 0
     assert runtime.poller.window.window == 50e-6        # unchanged: the gaps still count
+
+
+@pytest.mark.parametrize("rig", [(200, 1.0)], indirect=True)
+def test_the_batch_counts_the_tap_bytes_read_and_written(rig):
+    loop, guest, runtime = rig
+    answer = _frame_in_and_answer_out(loop, guest)
+    moved = len(bytes(ARP_WHO_HAS_GATEWAY)) + len(answer)
+    assert runtime.poller.batches.average == pytest.approx(moved * busypoll.BATCH_AVERAGE_WEIGHT)
+
+
+# a 100 ms bound: the test's own gaps between frames never shut the window
+@pytest.mark.parametrize("rig", [(100_000, 1.0)], indirect=True)
+def test_while_recent_batches_were_bulk_sized_the_loop_sleeps_at_once(rig):
+    loop, guest, runtime = rig
+    runtime.poller.batches.average = 64 * 1024.0        # as after a bulk transfer's batches
+    _frame_in_and_answer_out(loop, guest)
+    assert runtime.counters["loop.busy_poll.polls"] == 0
+    # small batches bring the average down: polling resumes (the window is still on)
+    for _ in range(40):
+        _frame_in_and_answer_out(loop, guest)
+        if runtime.counters["loop.busy_poll.polls"]:
+            break
+    assert runtime.counters["loop.busy_poll.polls"] >= 1
+    assert runtime.poller.batches.average <= busypoll.SMALL_BATCH_BYTES
