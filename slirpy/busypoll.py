@@ -4,16 +4,15 @@ traffic (the policy of Linux's cpuidle-haltpoll, at the level of one process).
 
 Why (perf/NOTES.md, session 14): a request/response round trip through slirpy wakes slirpy's
 process twice, and on a VM whose vCPU has gone idle that wake-up costs more than the work.
-Ping-pong on this 2-vCPU VM: ~50 us a round with the loop sleeping, ~26 us with
-`--busy-poll 200` (medians of the version kept; 21-34 over the variants tried), against
-slirp4netns's ~31.  A process that polls for the answer it is about
-to get is not woken: it sees the event on its next poll.
+Ping-pong on this 2-vCPU VM (session 15): 43-52 us a round with the loop sleeping, 20-35 us
+(bimodal) with `--busy-poll 200` or `100`, against slirp4netns's 29-39.  A process that polls
+for the answer it is about to get is not woken: it sees the event on its next poll.
 
-Why it is off by default: polling also takes CPU that others want.  With `--busy-poll 200` a
-single bulk upload at MTU 65520 ran 19 % slower (23.1 -> 18.6 Gbit/s, CPU per GB 0.21 -> 0.33 s)
-and wrk's keep-alive host -> published ~10 % slower, on this machine where slirpy, the
-benchmark's client and its server share two CPUs.  Who needs the latency more than those cells
-turns it on.
+Why it is off by default: polling takes CPU.  While a chatty exchange lasts, slirpy keeps one
+core busy (sockperf ping-pong: 3.0 CPU seconds in 3 s instead of 1.7), which a laptop's battery
+or a shared CI machine pays for.  Bulk transfers do not pay (`BatchAverage`: their batches are
+large, so the loop sleeps as without polling; session 14's version, which lacked that test, ran
+a bulk upload 19 % slower).  Who needs the latency more turns it on.
 
 The window (`PollWindow`) follows haltpoll's rules: when the loop slept and the next event came
 within `max_s` of it, a longer window would have caught it, so it grows (to `start_s` from
@@ -21,7 +20,8 @@ nothing, else doubled, up to `max_s`); when the loop slept longer than `max_s`, 
 only have burnt the CPU, so it halves, and below `start_s` it is 0: no polling at all.  Traffic
 with gaps over `max_s` (an idle sandbox, a health check every second) costs nothing; a chatty
 exchange keeps one core busy while it lasts, in return for its latency.  The loop polls only
-after brief work (AFTER_WORK_S: a round trip's, not a bulk batch's), and each poll
+after brief work (AFTER_WORK_S: a round trip's, not a bulk batch's) while the recent batches
+were small (SMALL_BATCH_BYTES), and each poll
 first gives the CPU to any task waiting for it (sched_yield): like haltpoll, which polls only in
 the idle loop, it takes idle time rather than another process's share.  Nothing polls with a
 single usable CPU (the poller would hold up the process it waits for).

@@ -50,10 +50,11 @@ RUN_OPTIONS: tuple[RunOption, ...] = (
               metavar="PREFIX/64"),
     RunOption(("--no-offload",), "no_offload", FLAG, "Plain TAP without TSO/checksum offloads."),
     RunOption(("--busy-poll",), "busy_poll", TEXT,
-              "After brief work, poll for up to US microseconds (e.g. 200) before sleeping, the "
-              "window adapting to the gaps in the traffic: lower request/response latency for CPU "
-              "while such traffic lasts, and slower bulk uploads; 0: off. Default: "
-              "SLIRPY_BUSY_POLL_US, else off (always off with a single usable CPU).", metavar="US"),
+              "After brief work on small batches, poll for up to US microseconds (e.g. 200) "
+              "before sleeping, the window adapting to the gaps in the traffic: lower "
+              "request/response latency for up to one core of CPU while such traffic lasts (bulk "
+              "transfers do not poll); 0: off. Default: SLIRPY_BUSY_POLL_US, else off (always "
+              "off with a single usable CPU).", metavar="US"),
     RunOption(("--allow-host-loopback",), "allow_host_loopback", FLAG,
               "Let the gateway addresses reach the host's 127.0.0.1 and ::1."),
     RunOption(("--map-subuids",), "map_subuids", FLAG,
