@@ -399,6 +399,7 @@ class TcpConnection:
 
     def _retransmission_timeout(self, now: float) -> None:
         """RFC 6298 §5.4-5.6; RFC 5681 §3.1 eq. (4) and go-back-N from SND.UNA."""
+        self._count("tcp.tx.rto")
         self._retries += 1
         if self._retries > self.params.max_retransmits:
             self._reset("timeout")
