@@ -139,6 +139,28 @@ def test_rtt_sampled_from_the_echo_even_for_a_retransmission():
     assert c._rtt.rto == pytest.approx(0.2)         # SRTT + 4 RTTVAR, within rto_min
 
 
+def test_an_echo_older_than_the_last_retransmission_is_not_timed():
+    """The ACK our first retransmission drew is lost; a second one draws an ACK of the same
+    data whose echo is still the first retransmission's TSval (the peer had that copy). Timing
+    that echo would give seconds under heavy loss and inflate the RTO; only the echo of a copy
+    at least as recent as the last retransmission is timed."""
+    c, _ = established()
+    c.send(b"d" * 500)
+    c.segments_to_send(1.0)
+    c.handle_timer(1.2)                             # first RTO
+    [rx1] = [o for o in c.segments_to_send(1.2) if o[5]]
+    c.handle_timer(c.get_timer())                   # its ACK never came: second RTO (1.6)
+    [rx2] = [o for o in c.segments_to_send(1.6) if o[5]]
+    assert TcpOptions.parse(rx2[4]).timestamp[0] == our_tsval(1.6)
+    c.receive_segment(seg(IRS + 1, ack=ISS + 501, ts=(PEER_TS + 2, our_tsval(1.2))), 1.61)
+    assert c.snd_una == ISS + 501                   # the ACK counts ...
+    assert c._rtt.srtt == 0.0                       # ... but is not timed (0.41 s would be)
+    c.send(b"e" * 100)
+    c.segments_to_send(1.7)
+    c.receive_segment(seg(IRS + 1, ack=ISS + 601, ts=(PEER_TS + 3, our_tsval(1.7))), 1.72)
+    assert c._rtt.srtt == pytest.approx(0.125 * 0.02, abs=0.0002)   # a fresh copy's echo is
+
+
 def test_without_timestamps_a_retransmission_is_not_timed():
     c, _ = established(peer_ts=False)
     c.send(b"d" * 500)

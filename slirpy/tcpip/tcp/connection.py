@@ -64,6 +64,7 @@ class TcpConnection:
         "_ooo", "_rcv_fin_seq", "_events", "_ooo_acks", "_sack_ok", "_sack_last",
         "_sacked", "_high_rxt", "_rxt_budget", "_delack_at", "_rcv_acked",
         "_ts_ok", "_ts_recent", "_ts_recent_at", "_ts_offset", "_tx_opts", "_tx_ms", "_tx_recent",
+        "_rxt_ts",
     )
 
     def __init__(self, iss: int, now: float, params: TcpParams) -> None:
@@ -127,6 +128,7 @@ class TcpConnection:
         self._tx_opts = b""                # the options of this flush's non-SYN segments,
         self._tx_ms = -1                   # made at this millisecond of our clock
         self._tx_recent = 0                # with this TS.Recent (unchanged: the same bytes)
+        self._rxt_ts = -1                  # our TSval when we last sent anything again (-1: never)
 
     # ------------------------------------------------------------------------------- opening
 
@@ -361,7 +363,15 @@ class TcpConnection:
 
     def ts_rtt(self, tsecr: int, now: float) -> float:
         """The round trip a TSecr echoed back measures (§4.1), in seconds; negative when the
-        echo is not one of ours (later than our clock)."""
+        echo is not one of ours (later than our clock), or older than our last retransmission.
+        Such an echo answers an earlier copy of what was sent again (the ACK our retransmission
+        drew from the peer was lost, and this one answers a later copy of a segment it already
+        had): it would measure the time since that copy, seconds under heavy loss, and inflate
+        the RTO (perf/NOTES.md, session 15). Linux's RTTM takes it; we time only the echo of a
+        transmission at least as recent as every retransmission (as Karn's rule, in TSval terms)."""
+        rxt = self._rxt_ts
+        if rxt >= 0 and ((tsecr - rxt) & MASK) >= HALF:
+            return -1.0
         d = (self.tsval(now) - tsecr) & MASK
         return d / 1000.0 if d < HALF else -1.0
 
@@ -394,6 +404,7 @@ class TcpConnection:
                 self._reset("timeout")
                 return
             self._probe_pending = True
+            self._rxt_ts = self.tsval(now)
             self._persist_backoff += 1
             arm_persist(self, now)
 
@@ -406,6 +417,7 @@ class TcpConnection:
             return
         self._rtt.back_off()                                # RFC 6298 §5.5
         self._rtt_seq = None                                # Karn
+        self._rxt_ts = self.tsval(now)
         state = self.state
         if state is SYN_SENT or state is SYN_RECEIVED:
             self._syn_pending = True

@@ -195,6 +195,7 @@ def _emit_fast_retransmit(c: TcpConnection, out: list[Segment], now: float, rcv_
         return False
     out.append((una, rcv_nxt, flags, wnd_field, c._tx_opts, payload))
     c._rtt_seq = None                       # Karn: never time a retransmission
+    c._rxt_ts = c.tsval(now)                # nor an echo of what came before it
     if c._rto_at is None:
         c._rto_at = now + c._rtt.rto
     return True
@@ -233,6 +234,7 @@ def emit_holes(c: TcpConnection, out: list[Segment], now: float, rcv_nxt: int, w
     c._high_rxt = h
     if sent:
         c._rtt_seq = None                           # Karn: never time a retransmission
+        c._rxt_ts = c.tsval(now)                    # nor an echo of what came before it
         if c._rto_at is None:
             c._rto_at = now + c._rtt.rto
     return sent
