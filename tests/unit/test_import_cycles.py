@@ -113,6 +113,7 @@ def find_cycle(graph: Mapping[str, Iterable[str]]) -> list[str] | None:
 TYPE_ONLY_BACK_EDGES = frozenset({
     ("slirpy.tcpip.tcp.arrival", "slirpy.tcpip.tcp.connection"),
     ("slirpy.tcpip.tcp.transmit", "slirpy.tcpip.tcp.connection"),
+    ("slirpy.tcpip.tcp.timestamps", "slirpy.tcpip.tcp.connection"),
 })
 
 

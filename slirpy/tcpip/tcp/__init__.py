@@ -2,6 +2,7 @@
 
 `connection` holds `TcpConnection` (its state record, opening, commands, timers and the first
 steps of SEGMENT ARRIVES); `arrival` the ACK and text steps; `transmit` what goes out;
+`timestamps` the RFC 7323 rules;
 `state` the states and the close-side transition table; `congestion`, `recovery` (RTT
 estimator, SACK scoreboard) and `reassembly` sit behind small interfaces; `events` are what
 the connection reports to its owner. Import from the modules; this file exports nothing.

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Final
 from ..seqnum import seq_add, seq_ge, seq_gt, seq_sub
 from ..wire.tcp import FIN, SYN, TcpSegment
 from .events import DataReceived, EofReceived
+from . import timestamps
 from .reassembly import ReassemblyQueue
 from .recovery import sack_update
 from .state import CLOSE_TRANSITIONS, CLOSED, CLOSE_WAIT, ESTABLISHED, TIME_WAIT, CloseEvent
@@ -55,7 +56,7 @@ def process_ack(c: TcpConnection, seg: TcpSegment, ack: int, plen: int, now: flo
             c._rtt.undo_backoff()
         rtt_seq = c._rtt_seq
         ts = seg.options.timestamp
-        r = c.ts_rtt(ts[1], now) if ts is not None and ts[1] and c._ts_ok else -1.0
+        r = timestamps.rtt(c, ts[1], now) if ts is not None and ts[1] and c._ts_ok else -1.0
         if r >= 0:
             c._rtt.sample(r)                # RFC 7323 §4.1: every ACK of new data, Karn or not
             c._rtt_seq = None

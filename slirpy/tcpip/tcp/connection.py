@@ -14,8 +14,8 @@ explicit ``now``, then drains three outputs:
 
 This module holds the state record (one ``__slots__`` object: the per-segment paths read it
 directly, with sequence arithmetic inlined), opening, commands, timers and the first steps of
-SEGMENT ARRIVES. The other steps and the output rules are in `arrival` and `transmit`; the
-states and the close-side transition table in `state`; congestion control, the RTT estimator
+SEGMENT ARRIVES. The other steps and the output rules are in `arrival` and `transmit`, the
+timestamps' in `timestamps`; the states and the close-side transition table in `state`; congestion control, the RTT estimator
 and SACK scoreboard, and out-of-order reassembly behind small interfaces in `congestion`,
 `recovery` and `reassembly`.
 
@@ -30,20 +30,19 @@ from __future__ import annotations
 
 from ..sendbuf import Gather, SendBuffer
 from ..seqnum import seq_add, seq_ge, seq_le, seq_lt, seq_sub
-from ..wire.tcp import ACK, FIN, RST, SYN, TS_OPTION_LEN, TcpOptions, TcpSegment, ts_option
+from ..wire.tcp import ACK, FIN, RST, SYN, TS_OPTION_LEN, TcpOptions, TcpSegment
+from . import timestamps
 from .arrival import process_ack, receive_text
 from .congestion import CongestionControl, NewReno
 from .events import Closed, Established, Reset, TcpEvent
 from .params import DEFAULT_MSS, MAX_DUPACKS_PER_FLUSH, MAX_WSCALE, MIN_MSS, TcpParams, choose_wscale
-from .reassembly import SACK_MAX_BLOCKS_TS, ReassemblyQueue
+from .reassembly import ReassemblyQueue
 from .recovery import RttEstimator, Scoreboard
 from .state import (
     CLOSE_TRANSITIONS, CLOSED, FIN_STATES, FIN_WAIT_1, FIN_WAIT_2, OPEN_STATES, RECV_STATES,
     SEND_STATES, SYN_RECEIVED, SYN_SENT, TIME_WAIT, ESTABLISHED, CloseEvent, TcpState,
 )
-from .transmit import HALF, MASK, arm_persist, emit_data, emit_handshake, window_field
-
-TS_RECENT_VALID = 24 * 86400.0     # seconds TS.Recent stays valid (RFC 7323 §5.5)
+from .transmit import HALF, MASK, ack_options, arm_persist, emit_data, emit_handshake, window_field
 
 # (seq, ack, flags, window_field, options, payload); the payload is the send buffer's view.
 Segment = tuple[int, int, int, int, bytes, bytes | memoryview | Gather]
@@ -121,7 +120,7 @@ class TcpConnection:
         self._ooo: ReassemblyQueue | None = None
         self._rcv_fin_seq: int | None = None
         self._events: list[TcpEvent] = []
-        self._ts_ok = False                # both SYNs carried timestamps (RFC 7323 §3.2)
+        self._ts_ok = False                # both SYNs carried timestamps (RFC 7323; timestamps.py)
         self._ts_recent = 0                # TS.Recent: the TSval we echo (§4.3)
         self._ts_recent_at = now           # when it was set (§5.5: valid for 24 days)
         self._ts_offset = self.iss         # our TSval = ms clock + this (§5.4: random per connection)
@@ -177,12 +176,7 @@ class TcpConnection:
         return self
 
     def _peer_syn_options(self, options: TcpOptions) -> None:
-        ts = options.timestamp
-        if ts is not None and self.params.timestamps:   # §3.2: only if our SYN offers it too
-            self._ts_ok = True
-            self._ts_recent = ts[0]
-        else:
-            self._ts_ok = False
+        timestamps.negotiate(self, options)
         mss = options.mss if options.mss is not None else DEFAULT_MSS
         self._set_snd_mss(mss)
         if options.wscale is not None:                # RFC 7323 §2.2: both SYNs must carry it
@@ -306,11 +300,7 @@ class TcpConnection:
         if state is CLOSED:
             return out
         if self._ts_ok:
-            ms = int(now * 1000.0)
-            if ms != self._tx_ms or self._ts_recent != self._tx_recent:
-                self._tx_ms = ms
-                self._tx_recent = self._ts_recent
-                self._tx_opts = ts_option((ms + self._ts_offset) & MASK, self._ts_recent)
+            timestamps.refresh_options(self, now)
         if state is SYN_SENT or state is SYN_RECEIVED:
             emit_handshake(self, out, state, now)
             return out
@@ -327,53 +317,16 @@ class TcpConnection:
                 # peer without SACK reaches its fast-retransmit threshold (3) within one
                 # batch. A data segment is not a duplicate ACK; bounded per flush.
                 self._ooo_acks = 0
-                ack: Segment = (self._snd_max, rcv_nxt, ACK, wnd_field, self._ack_options(), b"")
+                ack: Segment = (self._snd_max, rcv_nxt, ACK, wnd_field, ack_options(self), b"")
                 out.extend([ack] * min(dups, MAX_DUPACKS_PER_FLUSH))
             elif not sent:
-                out.append((self._snd_max, rcv_nxt, ACK, wnd_field, self._ack_options(), b""))
+                out.append((self._snd_max, rcv_nxt, ACK, wnd_field, ack_options(self), b""))
             sent = True
         if sent:
             # Whatever went out carries RCV.NXT: no delayed ACK is owed any more.
             self._rcv_acked = rcv_nxt
             self._delack_at = None
         return out
-
-    def _ack_options(self) -> bytes:
-        """A pure ACK's options: the timestamps (when on), then SACK blocks for the
-        out-of-order queue (RFC 2018 §4; three fit beside timestamps, four without). Data
-        segments carry no SACK blocks: their size is cut to SND.MSS less the timestamps."""
-        q = self._ooo
-        if not q or not self._sack_ok:
-            return self._tx_opts
-        if self._ts_ok:
-            return self._tx_opts + TcpOptions(
-                sack_blocks=q.sack_blocks(self._sack_last, SACK_MAX_BLOCKS_TS)).pack()
-        return TcpOptions(sack_blocks=q.sack_blocks(self._sack_last)).pack()
-
-    def tsval(self, now: float) -> int:
-        """Our TSval at `now`: a millisecond clock (RFC 7323 §5.4) from the connection's offset
-        (segments_to_send computes it inline)."""
-        return (int(now * 1000.0) + self._ts_offset) & MASK
-
-    def ts_older(self, tsval: int, now: float) -> bool:
-        """Whether `tsval` is older than TS.Recent, while TS.Recent is valid: set less than 24
-        days ago (§5.5; past that a peer's clock may have moved on by more than half its range)."""
-        return (((tsval - self._ts_recent) & MASK) >= HALF
-                and now - self._ts_recent_at < TS_RECENT_VALID)
-
-    def ts_rtt(self, tsecr: int, now: float) -> float:
-        """The round trip a TSecr echoed back measures (§4.1), in seconds; negative when the
-        echo is not one of ours (later than our clock), or older than our last retransmission.
-        Such an echo answers an earlier copy of what was sent again (the ACK our retransmission
-        drew from the peer was lost, and this one answers a later copy of a segment it already
-        had): it would measure the time since that copy, seconds under heavy loss, and inflate
-        the RTO (perf/NOTES.md, session 15). Linux's RTTM takes it; we time only the echo of a
-        transmission at least as recent as every retransmission (as Karn's rule, in TSval terms)."""
-        rxt = self._rxt_ts
-        if rxt >= 0 and ((tsecr - rxt) & MASK) >= HALF:
-            return -1.0
-        d = (self.tsval(now) - tsecr) & MASK
-        return d / 1000.0 if d < HALF else -1.0
 
     def _count(self, name: str) -> None:
         c = self.params.counters
@@ -404,7 +357,7 @@ class TcpConnection:
                 self._reset("timeout")
                 return
             self._probe_pending = True
-            self._rxt_ts = self.tsval(now)
+            timestamps.retransmitting(self, now)
             self._persist_backoff += 1
             arm_persist(self, now)
 
@@ -417,7 +370,7 @@ class TcpConnection:
             return
         self._rtt.back_off()                                # RFC 6298 §5.5
         self._rtt_seq = None                                # Karn
-        self._rxt_ts = self.tsval(now)
+        timestamps.retransmitting(self, now)
         state = self.state
         if state is SYN_SENT or state is SYN_RECEIVED:
             self._syn_pending = True
@@ -459,13 +412,9 @@ class TcpConnection:
         if wnd < 0:
             wnd = 0
         ts = seg.options.timestamp
-        if ts is not None and self._ts_ok and seg_len and not flags & RST:
-            if self.ts_older(ts[0], now):
-                # PAWS (RFC 7323 §5.3 R1), for segments that carry data or FIN: an old
-                # duplicate's text must not be taken. (Pure ACKs pass: a reordered ACK is harmless.)
-                self._ack_needed = True
-                self._count("tcp.rx.drop.paws")
-                return
+        if (ts is not None and self._ts_ok and seg_len and not flags & RST
+                and timestamps.paws_rejects(self, ts[0], now)):
+            return
         # first: sequence number acceptability (§3.10.7.4)
         if seq == rcv_nxt:                          # the common case, decided at once
             ok = seg_len == 0 or wnd > 0
@@ -482,12 +431,7 @@ class TcpConnection:
                 return
             drop_text = verdict
         if ts is not None and self._ts_ok:
-            # §4.3: TS.Recent from a segment at or before Last.ACK.sent and not older.
-            rcv_acked = self._rcv_acked
-            if ((seq == rcv_acked or ((rcv_acked - seq) & MASK) < HALF)     # seq_le
-                    and not self.ts_older(ts[0], now)):
-                self._ts_recent = ts[0]
-                self._ts_recent_at = now
+            timestamps.take_recent(self, seq, ts[0], now)
         if flags & (RST | SYN):                     # second (RST) and fourth (SYN) steps
             self._rst_or_syn(seq, flags, state)
             return

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Final
 
+from . import timestamps
 from .arrival import update_send_window
 from .congestion import NewReno
 from .events import DataReceived
@@ -58,7 +59,7 @@ def receive_predicted(c: TcpConnection, seq: int, ack: int, window: int, payload
             return False                            # beyond the window (or a closed one)
     ts = tsval >= 0 and c._ts_ok
     if ts:
-        older = c.ts_older(tsval, now)
+        older = timestamps.older(c, tsval, now)
         if older and plen:
             return False                            # PAWS (RFC 7323 §5.3): the general path drops it
         if not older and seq == c._rcv_acked:       # §4.3 (SEG.SEQ <= Last.ACK.sent: here ==)
@@ -99,7 +100,7 @@ def _advance_una(c: TcpConnection, ack: int, acked: int, snd_max: int, now: floa
             buf.consume(n)
             c._buf_seq = (c._buf_seq + n) & MASK
     rtt_seq = c._rtt_seq
-    r = c.ts_rtt(tsecr, now) if tsecr else -1.0
+    r = timestamps.rtt(c, tsecr, now) if tsecr else -1.0
     if r >= 0:
         c._rtt.sample(r)                            # RFC 7323 §4.1, as arrival.process_ack
         c._rtt_seq = None

@@ -17,7 +17,9 @@ from typing import TYPE_CHECKING, Final
 
 from ..sendbuf import Gather
 from ..seqnum import seq_add, seq_gt, seq_le, seq_lt, seq_sub
-from ..wire.tcp import ACK, FIN, PSH, SYN, syn_options
+from ..wire.tcp import ACK, FIN, PSH, SYN, TcpOptions, syn_options
+from . import timestamps
+from .reassembly import SACK_MAX_BLOCKS_TS
 from .recovery import sack_trim
 from .state import SYN_RECEIVED, SYN_SENT
 
@@ -52,6 +54,18 @@ def window_field(c: TcpConnection) -> int:
     return field
 
 
+def ack_options(c: TcpConnection) -> bytes:
+    """A pure ACK's options: the timestamps (when on), then SACK blocks for the out-of-order
+    queue (RFC 2018 §4; three fit beside timestamps, four without). Data segments carry no SACK
+    blocks: their size is cut to SND.MSS less the timestamps."""
+    q = c._ooo
+    if not q or not c._sack_ok:
+        return c._tx_opts
+    if c._ts_ok:
+        return c._tx_opts + TcpOptions(sack_blocks=q.sack_blocks(c._sack_last, SACK_MAX_BLOCKS_TS)).pack()
+    return TcpOptions(sack_blocks=q.sack_blocks(c._sack_last)).pack()
+
+
 def emit_handshake(c: TcpConnection, out: list[Segment], state: TcpState, now: float) -> None:
     """Our SYN or SYN-ACK (§3.10.7.2/3), or the ACK of a repeated SYN once accepted."""
     params = c.params
@@ -60,11 +74,11 @@ def emit_handshake(c: TcpConnection, out: list[Segment], state: TcpState, now: f
         c._ack_needed = False
         if state is SYN_SENT:
             opts = syn_options(params.mss, c._rcv_wscale, True,
-                               (c.tsval(now), 0) if params.timestamps else None)
+                               (timestamps.tsval(c, now), 0) if params.timestamps else None)
             out.append((c.iss, 0, SYN, min(params.rcv_buf, 0xFFFF), opts, b""))
         else:
             opts = syn_options(params.mss, c._rcv_wscale if c._ws_ok else None, c._sack_ok,
-                               (c.tsval(now), c._ts_recent) if c._ts_ok else None)
+                               (timestamps.tsval(c, now), c._ts_recent) if c._ts_ok else None)
             out.append((c.iss, c.rcv_nxt, SYN | ACK, min(params.rcv_buf, 0xFFFF), opts, b""))
         c.snd_nxt = c._snd_max = seq_add(c.iss, 1)
         c._rcv_acked = c.rcv_nxt
@@ -195,7 +209,7 @@ def _emit_fast_retransmit(c: TcpConnection, out: list[Segment], now: float, rcv_
         return False
     out.append((una, rcv_nxt, flags, wnd_field, c._tx_opts, payload))
     c._rtt_seq = None                       # Karn: never time a retransmission
-    c._rxt_ts = c.tsval(now)                # nor an echo of what came before it
+    timestamps.retransmitting(c, now)       # nor an echo of what came before it
     if c._rto_at is None:
         c._rto_at = now + c._rtt.rto
     return True
@@ -234,7 +248,7 @@ def emit_holes(c: TcpConnection, out: list[Segment], now: float, rcv_nxt: int, w
     c._high_rxt = h
     if sent:
         c._rtt_seq = None                           # Karn: never time a retransmission
-        c._rxt_ts = c.tsval(now)                    # nor an echo of what came before it
+        timestamps.retransmitting(c, now)           # nor an echo of what came before it
         if c._rto_at is None:
             c._rto_at = now + c._rtt.rto
     return sent
