@@ -16,10 +16,11 @@ from .util import HOST_ADDR, expected, run_guest, run_slirpy
 
 MiB = 1 << 20
 IMPAIR = "loss=5%,reorder=5%,dup=1%,seed=7"
-# The guest's kernel TCP may wait out a few RTOs in a row here: slirpy offers no TCP
-# timestamps, so in loss recovery after an RTO the guest takes no RTT sample (Karn) and its
-# backoff grows with each lost retransmission, up to Linux's TCP_RTO_MAX of 120 s per wait
-# (perf/NOTES.md, "The --impair stall, pinned down"). One socket operation may take that long.
+# Without TCP timestamps the guest's kernel TCP took no RTT sample in loss recovery after an RTO
+# (Karn), and its backoff grew with each lost retransmission, up to Linux's TCP_RTO_MAX of 120 s
+# per wait (perf/NOTES.md, "The --impair stall, pinned down"). slirpy offers timestamps now
+# (tcp/timestamps.py), so the guest's backoff ends once recovery progresses; the bound stays
+# generous (one socket operation may still wait out a few RTOs on a loaded machine).
 IO_TIMEOUT = 300.0
 
 
