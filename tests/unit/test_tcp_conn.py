@@ -574,6 +574,24 @@ def test_three_dup_acks_fast_retransmit_newreno():
     assert c._cc.cwnd == 2000
 
 
+def test_limited_transmit_sends_a_new_segment_per_first_two_duplicate_acks():
+    """RFC 3042: with more data queued than the window allows, each of the first two duplicate
+    ACKs lets one new segment out, so a loss among few segments in flight still draws the
+    third duplicate ACK (fast retransmit) instead of waiting for the RTO."""
+    c = established(mss=1000, ws=7, window=0xFFFF)
+    c.send(b"L" * 20000)
+    assert [len(p) for *_, p in c.segments_to_send(0.0)] == [1000] * 10     # the initial window
+    for i in range(2):
+        c.receive_segment(seg(IRS + 1, ISS + 1, ACK), 0.1)                # nothing new acked
+        out = c.segments_to_send(0.1)
+        assert [(s - ISS - 1, len(p)) for s, *_, p in out] == [(10000 + 1000 * i, 1000)]
+    assert c._cc.cwnd == 10000                                          # the window itself is unchanged
+    c.receive_segment(seg(IRS + 1, ISS + 1, ACK), 0.1)                    # the third: fast retransmit
+    out = c.segments_to_send(0.1)
+    assert [(s - ISS - 1, len(p)) for s, *_, p in out] == [(0, 1000)]
+    assert c._in_recovery
+
+
 def test_rtt_samples_set_rto():
     c = TcpConnection.active(ISS, 10.0, TcpParams())
     c.segments_to_send(10.0)

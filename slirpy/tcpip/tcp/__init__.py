@@ -20,14 +20,18 @@ What it implements
 * Timestamps (RFC 7323 §3-5) when both SYNs carry them (``params.timestamps``, on by default):
   every segment but a RST carries TSval (a millisecond clock from a per-connection offset) and
   TS.Recent; 12 bytes come off SND.MSS for them. RTT samples come from the echo of every ACK of
-  new data, retransmissions included, and so do the peer's: a Linux guest takes no sample in
-  loss recovery after an RTO without them (Karn), so its backoff would only grow. PAWS drops
-  data or a FIN whose TSval is older than TS.Recent (pure ACKs pass: a reordered one is harmless).
+  new data, retransmissions included (not an echo older than our last retransmission: it would
+  time an earlier copy), and so do the peer's: a Linux guest takes no sample in loss recovery
+  after an RTO without them (Karn), so its backoff would only grow. PAWS drops data or a FIN
+  whose TSval is older than TS.Recent (pure ACKs pass: a reordered one is harmless); TS.Recent
+  lapses after 24 days unrefreshed (§5.5). The rules: `timestamps`.
 * Retransmission timeout per RFC 6298 with Karn's rule (one timed segment at a time) and
   exponential backoff, undone once new data is acknowledged (BSD/Linux practice); after
   ``max_retransmits`` consecutive expiries the connection gives up with ``Reset('timeout')``.
   An RTO goes back to SND.UNA (go-back-N). Zero-window probing with a persist timer that
   never gives up while the peer answers (§3.8.6.1).
+* Limited transmit (RFC 3042): each of the first two duplicate ACKs lets one new segment out
+  beyond the congestion window.
 * Every arrival that carries data is acknowledged: at once, or after ``params.ack_delay``
   (see `arrival.receive_text`); each out-of-order arrival gets its own duplicate ACK
   (RFC 5681 §4.2) with SACK blocks. ``set_receive_paused`` freezes the right edge.
@@ -36,10 +40,9 @@ What it implements
 
 What it deliberately does not do
 --------------------------------
-RFC 6675's full pipe accounting, RACK-TLP and limited transmit (a loss with few segments in
-flight waits for the RTO), TS.Recent's 24-day expiry (§5.5: the flow table's idle expiry is far
-shorter), ECN, urgent
-data (URG is ignored), data carried on SYNs (ignored; the peer retransmits it), Nagle,
+RFC 6675's full pipe accounting and RACK-TLP (a loss with fewer than three segments in flight
+after it, limited transmit's (RFC 3042) two included, waits for the RTO), ECN, urgent data
+(URG is ignored), data carried on SYNs (ignored; the peer retransmits it), Nagle,
 keep-alives, challenge-ACK rate limiting (RFC 5961 §7: the per-flush coalescing bounds it), a
 LISTEN state (the stack demultiplexes SYNs itself; ``TcpState.LISTEN`` exists for names only),
 and ``FIN_WAIT_2`` timeouts (the flow table's idle expiry covers an absent peer).

@@ -107,6 +107,12 @@ def emit_data(c: TcpConnection, out: list[Segment], now: float, rcv_nxt: int, wn
     wnd_room_base = (((una - buf_seq + HALF) & MASK) - HALF) + c.snd_wnd   # right edge, as a buffer offset
     cap = c._seg_cap
     cwnd = c._cc.cwnd
+    dupacks = c._dupacks
+    if dupacks and dupacks <= 2 and not c._in_recovery:
+        # Limited transmit (RFC 3042): a new segment per each of the first two duplicate ACKs,
+        # so a loss with few segments in flight can still bring the third (fast retransmit)
+        # rather than wait for the RTO.
+        cwnd += dupacks * c.snd_mss
     opts = c._tx_opts
     while True:
         avail = blen - off
