@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING, Final
 
 from ..seqnum import seq_add, seq_ge, seq_gt, seq_sub
 from ..wire.tcp import FIN, SYN, TcpSegment
-from .events import DataReceived, EofReceived
 from . import timestamps
+from .events import DataReceived, EofReceived
 from .reassembly import ReassemblyQueue
 from .recovery import sack_update
 from .state import CLOSE_TRANSITIONS, CLOSED, CLOSE_WAIT, ESTABLISHED, TIME_WAIT, CloseEvent

@@ -4,9 +4,9 @@ Why a module: as wire/tcp4frame.py for IPv4 (DESIGN §4 keeps every parse in wir
 the receive fast path (iface/fastpath.py) takes over IPv6: a virtio header; Ethernet with
 ethertype IPv6; IPv6 version 6 whose next header is TCP (no extension headers) and whose
 payload, no longer than the frame holds, holds a TCP header; TCP with a 20-byte header, or a
-32-byte one (timestamps, as over IPv4). `maybe`, then `FRAME.unpack_from` and `plain` tell such a frame (three steps, for the
-compiled build); any other goes to the per-header parses, which validate, count and drop as
-always. tests/unit/test_tcp_predict.py compares both paths over IPv6 too.
+32-byte one (timestamps, as over IPv4). `maybe`, then `FRAME.unpack_from` and `plain` tell
+such a frame (three steps, for the compiled build); any other goes to the per-header parses,
+which validate, count and drop as always. tests/unit/test_tcp_predict.py compares both paths over IPv6 too.
 """
 
 from __future__ import annotations
