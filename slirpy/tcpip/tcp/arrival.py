@@ -54,15 +54,8 @@ def process_ack(c: TcpConnection, seg: TcpSegment, ack: int, plen: int, now: flo
         if c._retries:
             c._retries = 0
             c._rtt.undo_backoff()
-        rtt_seq = c._rtt_seq
         ts = seg.options.timestamp
-        r = timestamps.rtt(c, ts[1], now) if ts is not None and ts[1] and c._ts_ok else -1.0
-        if r >= 0:
-            c._rtt.sample(r)                # RFC 7323 §4.1: every ACK of new data, Karn or not
-            c._rtt_seq = None
-        elif rtt_seq is not None and ((ack - rtt_seq) & MASK) < HALF:   # seq_ge(ack, rtt_seq)
-            c._rtt.sample(now - c._rtt_at)
-            c._rtt_seq = None
+        sample_rtt(c, ack, ts[1] if ts is not None and c._ts_ok else 0, now)
         if c._in_recovery:
             _ack_in_recovery(c, ack, acked, mss)
         else:
@@ -80,6 +73,20 @@ def process_ack(c: TcpConnection, seg: TcpSegment, ack: int, plen: int, now: flo
                 and (seg.window << c._snd_wscale) == c.snd_wnd):
             _duplicate_ack(c, ack)
     update_send_window(c, seg.seq, ack, seg.window)
+
+
+def sample_rtt(c: TcpConnection, ack: int, tsecr: int, now: float) -> None:
+    """An ACK of new data: the RTT from its echo `tsecr` (RFC 7323 §4.1; 0: none, or not a
+    timestamps connection), else from the timed segment if the ACK covers it (Karn)."""
+    r = timestamps.rtt(c, tsecr, now) if tsecr else -1.0
+    if r >= 0:
+        c._rtt.sample(r)
+        c._rtt_seq = None
+        return
+    rtt_seq = c._rtt_seq
+    if rtt_seq is not None and ((ack - rtt_seq) & MASK) < HALF:   # seq_ge(ack, rtt_seq)
+        c._rtt.sample(now - c._rtt_at)
+        c._rtt_seq = None
 
 
 def update_send_window(c: TcpConnection, seq: int, ack: int, window: int) -> None:

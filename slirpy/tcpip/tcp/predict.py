@@ -22,7 +22,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Final
 
 from . import timestamps
-from .arrival import update_send_window
+from .arrival import sample_rtt, update_send_window
 from .congestion import NewReno
 from .events import DataReceived
 from .state import ESTABLISHED
@@ -59,12 +59,9 @@ def receive_predicted(c: TcpConnection, seq: int, ack: int, window: int, payload
             return False                            # beyond the window (or a closed one)
     ts = tsval >= 0 and c._ts_ok
     if ts:
-        older = timestamps.older(c, tsval, now)
-        if older and plen:
+        if plen and timestamps.older(c, tsval, now):
             return False                            # PAWS (RFC 7323 §5.3): the general path drops it
-        if not older and seq == c._rcv_acked:       # §4.3 (SEG.SEQ <= Last.ACK.sent: here ==)
-            c._ts_recent = tsval
-            c._ts_recent_at = now
+        timestamps.take_recent(c, seq, tsval, now)
     if acked > 0:
         _advance_una(c, ack, acked, snd_max, now, tsecr if ts else 0)
     update_send_window(c, seq, ack, window)          # the fifth step's window update
@@ -99,14 +96,7 @@ def _advance_una(c: TcpConnection, ack: int, acked: int, snd_max: int, now: floa
         if n:
             buf.consume(n)
             c._buf_seq = (c._buf_seq + n) & MASK
-    rtt_seq = c._rtt_seq
-    r = timestamps.rtt(c, tsecr, now) if tsecr else -1.0
-    if r >= 0:
-        c._rtt.sample(r)                            # RFC 7323 §4.1, as arrival.process_ack
-        c._rtt_seq = None
-    elif rtt_seq is not None and ((ack - rtt_seq) & MASK) < HALF:
-        c._rtt.sample(now - c._rtt_at)
-        c._rtt_seq = None
+    sample_rtt(c, ack, tsecr, now)
     cc = c._cc
     if isinstance(cc, NewReno):
         cc.on_ack(acked, c.snd_mss)                 # (a direct call when compiled)
