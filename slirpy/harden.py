@@ -30,7 +30,6 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
-from dataclasses import dataclass, field
 from typing import Any
 
 from .hardenopts import HardenError as HardenError, HardenOptions as HardenOptions
@@ -53,15 +52,25 @@ _SCRATCH_CHOICES = ("/tmp", "/mnt", "/var", "/opt", "/srv", "/media", "/home")
 _LAZY_IMPORTS = ("slirpy.pcap", "slirpy.api", "slirpy.impair", "slirpy.autoports")
 
 
-@dataclass
 class Hardened:
-    """What `harden` did: warnings to print, and the directory fds of `proc_dirs`."""
+    """What `harden` did: warnings to print, and the directory fds of `proc_dirs`.
 
-    warnings: list[str] = field(default_factory=list)
-    dir_fds: dict[str, int] = field(default_factory=dict)
-    # The SIGSYS handler's ctypes callback: keep this object for the life of the process (a
-    # freed callback would crash the process at its first forbidden call instead of reporting it).
-    keep_alive: list[Any] = field(default_factory=list)
+    A plain class, not a dataclass: a hardened `slirpy run` imports this module while its
+    sandbox's child sets up tap0, before its command is released (launch._import_harden), and
+    the `dataclasses` module (with its `inspect`) would be imported there for it."""
+
+    __slots__ = ("warnings", "dir_fds", "keep_alive")
+
+    def __init__(self, warnings: list[str] | None = None, dir_fds: dict[str, int] | None = None,
+                 keep_alive: list[Any] | None = None) -> None:
+        self.warnings: list[str] = warnings if warnings is not None else []
+        self.dir_fds: dict[str, int] = dir_fds if dir_fds is not None else {}
+        # The SIGSYS handler's ctypes callback: keep this object for the life of the process (a
+        # freed callback would crash the process at its first forbidden call instead of reporting it).
+        self.keep_alive: list[Any] = keep_alive if keep_alive is not None else []
+
+    def __repr__(self) -> str:
+        return f"Hardened({', '.join(f'{k}={getattr(self, k)!r}' for k in self.__slots__)})"
 
 
 _libc = ctypes.CDLL(None, use_errno=True)

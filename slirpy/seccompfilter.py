@@ -52,7 +52,6 @@ from __future__ import annotations
 
 import ctypes
 import os
-from dataclasses import dataclass
 from typing import Any
 
 from .seccompbinding import load as load_binding
@@ -83,12 +82,17 @@ ALLOWED = (
 )
 
 
-@dataclass
 class Prepared:
-    """The filter built (not loaded) and the names of the calls, for the SIGSYS handler."""
+    """The filter built (not loaded) and the names of the calls, for the SIGSYS handler.
 
-    filter: Any
-    names: dict[int, str]
+    A plain class, not a dataclass: imported before a hardened `slirpy run`'s command is
+    released (as harden.Hardened)."""
+
+    __slots__ = ("filter", "names")
+
+    def __init__(self, filter: Any, names: dict[int, str]) -> None:
+        self.filter = filter
+        self.names = names
 
 
 def prepare(allowed: tuple[str, ...] = ALLOWED) -> Prepared:

@@ -119,18 +119,18 @@ def before_run(probe: str) -> tuple[list[str], list[str]]:
 
 def test_slirpy_run_starts_its_sandbox_without_typing_harden_or_the_event_loop() -> None:
     assert before_run(RUN_PROBE)[0] == []
-    # the probe can see them (harden's dataclasses, imported first, brings the real inspect)
+    # the probe can see them (harden.py, imported first, brings typing)
     probe = RUN_PROBE.replace("import json, sys", "import json, sys, slirpy.harden")
-    assert before_run(probe)[0] == ["inspect", "slirpy.harden", "typing"]
+    assert before_run(probe)[0] == ["slirpy.harden", "typing"]
     probe = RUN_PROBE.replace("entry.import_dataclasses()", "pass")
     assert before_run(probe)[0] == ["inspect"]     # dataclasses' own import of it
 
 
 def test_slirpy_run_defines_only_configs_dataclasses_before_its_command_starts() -> None:
     assert before_run(RUN_PROBE)[1] == DATACLASSES_BEFORE_RUN
-    # the probe sees one more: harden.py's (imported later, while the child sets up tap0)
-    probe = RUN_PROBE.replace("import json, sys", "import json, sys, slirpy.harden")
-    assert "slirpy.harden.Hardened" in before_run(probe)[1]
+    # the probe sees one more: impair.py's (imported with --impair)
+    probe = RUN_PROBE.replace("import json, sys", "import json, sys, slirpy.impair")
+    assert "slirpy.impair.ImpairSpec" in before_run(probe)[1]
 
 
 def test_the_probe_sees_a_heavy_import() -> None:
