@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import dataclasses
 import os
 import socket
 import struct
@@ -257,7 +256,7 @@ def main() -> int:
     # The delayed ACK never comes due (as in stack_rr.py: the answer carries it): with the
     # default 1 ms, a round slowed down by valgrind would fire that timer every round, which a
     # real 50 us round trip does once in 20.
-    limits = dataclasses.replace(Limits(), tcp_ack_delay=0.2)
+    limits = Limits(tcp_ack_delay=0.2)
     config = NetConfig(mtu=65520, allow_host_loopback=True, network6=None, dns_enabled=False,
                        limits=limits)
     gone_r, gone_w = os.pipe()

@@ -1,7 +1,9 @@
 """Configuration: frozen values parsed once at start-up, read everywhere.
 
-Nothing here does I/O. `NetConfig` follows slirp4netns's addressing: in a network N/len the
-gateway is N+2, the DNS forwarder N+3 and the guest N+100.
+The values (NetConfig, Limits, PortSpec, AutoPublish) are configtypes.py's, re-exported here;
+this module parses them from the command line's text.  Nothing here does I/O. `NetConfig`
+follows slirp4netns's addressing: in a network N/len the gateway is N+2, the DNS forwarder N+3
+and the guest N+100.
 """
 
 from __future__ import annotations
@@ -9,13 +11,13 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass, field, fields, replace
+
+# The values (re-exported: import them from here) and the defaults they hold.
+from .configtypes import (DEFAULT_AUTO_ADDR, DEFAULT_CIDR, DEFAULT_CIDR6, DEFAULT_MTU, PORT_PROTOS,
+                          AutoPublish, Limits, NetConfig, PortSpec)
 
 MTU_MIN = 576           # RFC 791 minimum reassembly size; below it IPv4 is not usable
 MTU_MAX = 65520         # largest MTU a TAP device takes (same limit as slirp4netns)
-DEFAULT_MTU = 65520
-DEFAULT_CIDR = "10.0.2.0/24"
-DEFAULT_CIDR6 = "fd00::/64"   # slirp4netns's IPv6 network: gateway ::2, DNS ::3, guest ::100
 IPV6_MTU_MIN = 1280     # RFC 8200 §5: below it a link cannot carry IPv6 (Linux turns it off)
 CIDR_PREFIX_MIN = 1
 CIDR_PREFIX_MAX = 25    # the guest is network+100: a /25 is the smallest that still holds it
@@ -131,42 +133,6 @@ def parse_dns_upstream(value: str) -> tuple[str, int]:
     return str(ip), portnum
 
 
-def _mac_for(ip: ipaddress.IPv4Address) -> bytes:
-    # libslirp's layout for its virtual hosts: 52:55 followed by the IPv4 address.
-    return b"\x52\x55" + ip.packed
-
-
-@dataclass(frozen=True)
-class Limits:
-    """Every bound the stack enforces. Defaults suit a laptop; `--limit NAME=VALUE` sets any."""
-
-    max_tcp_flows: int = 65536
-    max_half_open: int = 1024          # guest SYNs waiting for the host connect
-    max_neighbours: int = 256          # ARP table entries
-    tcp_rcv_buf: int = 4 << 20         # bytes: window we advertise (guest -> host in flight)
-    # ... over all flows: the flows bringing data share it equally (128 KiB at least,
-    # tcp_rcv_buf at most). 16 MiB: one stream keeps 4 MiB, 100 upload streams get 164 KiB
-    # each, which moved 11 % more than 4 MiB each did (3 A/B pairs; shallower queues, warmer
-    # copies).
-    tcp_rcv_buf_total: int = 16 << 20
-    tcp_snd_buf: int = 4 << 20         # bytes buffered host -> guest before host reads pause
-    # ... over all flows: each flow with data queued gets an equal share (64 KiB at least,
-    # tcp_snd_buf at most), and host reads stop at the total, so many busy flows do not each
-    # hold tcp_snd_buf. 16 MiB: at 100 host->sandbox streams 64 MiB moved no more data, but
-    # queued 2.3x its size in cold memory and made the host retransmit 4-5x as often.
-    tcp_snd_buf_total: int = 16 << 20
-    tcp_time_wait: float = 2.0         # seconds
-    tcp_syn_timeout: float = 75.0      # give up on a guest that never finishes the handshake
-    tcp_ack_delay: float = 0.001       # seconds an in-order small segment's ACK waits for data; 0: none
-    max_udp_flows: int = 4096          # UDP flows (one host socket each); oldest idle evicted
-    udp_timeout: float = 30.0          # seconds idle before a UDP flow without a reply expires
-    udp_timeout_replied: float = 180.0  # ... once the host side has answered at least once
-    dns_timeout: float = 10.0          # idle expiry of a UDP flow to the DNS forwarder
-    max_icmp_flows: int = 256          # ICMP echo flows (guest ident, destination)
-    icmp_timeout: float = 30.0         # seconds idle before an echo flow expires
-    tcp_inbound_timeout: float = 20.0  # a published-port SYN the guest never answers: give up
-
-
 def resolve_outbound_addr(value: str) -> str:
     """`--outbound-addr`: an IPv4 address or an interface name (its first IPv4 address), checked
     to be bindable here. ConfigError says what is wrong."""
@@ -229,7 +195,7 @@ _MAY_BE_ZERO = frozenset({"tcp_ack_delay"})     # limits where 0 means "off"
 def parse_limits(items: Iterable[str], base: Limits | None = None) -> Limits:
     """Limits from `NAME=VALUE` strings (`--limit max_half_open=64`); ConfigError names the bad one."""
     base = base or Limits()
-    known = {f.name: f for f in fields(Limits)}
+    known = Limits.__slots__
     changes = {}
     for item in items:
         name, sep, value = item.partition("=")
@@ -249,124 +215,13 @@ def parse_limits(items: Iterable[str], base: Limits | None = None) -> Limits:
         elif not v > 0:
             raise ConfigError(f"invalid --limit {item!r}: {name} must be greater than 0")
         changes[name] = v
-    return replace(base, **changes) if changes else base
-
-
-@dataclass(frozen=True)
-class NetConfig:
-    """A sandbox network's settings: addresses, MTU, DNS, limits (slirp4netns's by default)."""
-
-    network: ipaddress.IPv4Network = field(default_factory=lambda: ipaddress.IPv4Network(DEFAULT_CIDR))
-    mtu: int = DEFAULT_MTU
-    offload: bool = True                  # IFF_VNET_HDR + TSO/CSUM offloads on the TAP
-    allow_host_loopback: bool = False     # gateway address reaches host 127.0.0.1
-    guest_mac: bytes | None = None        # tap0's MAC; None lets the kernel pick one
-    limits: Limits = field(default_factory=Limits)
-    dns_enabled: bool = True              # forward DNS at network+3 (UDP and TCP port 53)
-    dns_upstream: tuple[str, int] | None = None   # override the host's resolv.conf nameservers
-    resolv_conf: str = "/etc/resolv.conf"  # the host file the upstreams and search lines come from
-    outbound_addr: str | None = None      # bind outbound host sockets to this IPv4 address
-    # IPv6 network of the sandbox (gateway ::2, DNS ::3, guest ::100); None: IPv6 off
-    network6: ipaddress.IPv6Network | None = field(
-        default_factory=lambda: ipaddress.IPv6Network(DEFAULT_CIDR6))
-    outbound_addr6: str | None = None     # bind outbound IPv6 host sockets to this address
-    # subnets behind the guest that the stack routes for (issue 15; tcpip/routes.py)
-    routed: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
-
-    def bind_address_for(self, host: str) -> str | None:
-        """The local address an outbound host socket to `host` binds to, or None. Loopback
-        destinations (host loopback, a loopback DNS upstream) are never bound to it."""
-        if ":" in host:
-            if host == "::1" or host.startswith("::ffff:127."):
-                return None
-            return self.outbound_addr6
-        if self.outbound_addr is None or host.startswith("127."):
-            return None
-        return self.outbound_addr
-    ports: tuple["PortSpec", ...] = ()    # published ports (-p), in command-line order
-    auto_publish: "AutoPublish | None" = None   # -p auto[/tcp|/udp]; None: off
-
-    @property
-    def gateway(self) -> ipaddress.IPv4Address:
-        return self.network.network_address + 2
-
-    @property
-    def dns(self) -> ipaddress.IPv4Address:
-        return self.network.network_address + 3
-
-    @property
-    def guest(self) -> ipaddress.IPv4Address:
-        return self.network.network_address + 100
-
-    @property
-    def ipv6(self) -> bool:
-        return self.network6 is not None
-
-    @property
-    def gateway6(self) -> ipaddress.IPv6Address:
-        """The IPv6 gateway (network6 + 2); only meaningful when `ipv6`."""
-        return self._net6.network_address + 2
-
-    @property
-    def dns6(self) -> ipaddress.IPv6Address:
-        return self._net6.network_address + 3
-
-    @property
-    def guest6(self) -> ipaddress.IPv6Address:
-        return self._net6.network_address + 0x100       # fd00::100, as slirp4netns
-
-    @property
-    def _net6(self) -> ipaddress.IPv6Network:
-        if self.network6 is None:
-            raise ValueError("IPv6 is off in this NetConfig")
-        return self.network6
-
-    @property
-    def gateway_mac(self) -> bytes:
-        return _mac_for(self.gateway)
-
-    @property
-    def dns_mac(self) -> bytes:
-        return _mac_for(self.dns)
-
-    @property
-    def guest_mss(self) -> int:
-        """Largest TCP payload in one IPv4 packet at this MTU (no options)."""
-        return self.mtu - 40
-
-    @property
-    def guest_mss6(self) -> int:
-        """Largest TCP payload in one IPv6 packet at this MTU (no options or extension headers)."""
-        return self.mtu - 60
+    return base.replace(**changes) if changes else base
 
 
 # --- published ports -----------------------------------------------------------------------
 
-PORT_PROTOS = ("tcp", "udp")
 DEFAULT_HOST_ADDR = "0.0.0.0"
 PORT_SPEC_SYNTAX = "[IP:][HOST_PORT:]CONTAINER_PORT[/tcp|/udp]"
-DEFAULT_AUTO_ADDR = "127.0.0.1"       # --publish-auto-addr: loopback only, unless asked
-
-
-@dataclass(frozen=True)
-class PortSpec:
-    """One published port: host `host_addr:host_port` -> the guest's `guest_port`.
-
-    `host_port` 0 means "any free port" (docker's `-p 80`); the listener picks one.
-    `host_addr` is an IPv4 or IPv6 address in canonical text form. `guest_addr` (the API's,
-    canonical text) is the sandbox address the clients reach, which picks the family; None:
-    each client reaches the sandbox address of its own family (IPv4 without IPv6).
-    """
-
-    proto: str
-    host_addr: str
-    host_port: int
-    guest_port: int
-    guest_addr: str | None = None
-
-    def __str__(self) -> str:
-        addr = f"[{self.host_addr}]" if ":" in self.host_addr else self.host_addr
-        return f"{addr}:{self.host_port}:{self.guest_port}/{self.proto}"
 
 
 def _port_range(text: str, what: str, spec: str, allow_zero: bool = False) -> range:
@@ -385,15 +240,6 @@ def _port_range(text: str, what: str, spec: str, allow_zero: bool = False) -> ra
     if hi < lo:
         raise ConfigError(f"invalid port spec {spec!r}: {what} range {text} ends before it starts")
     return range(lo, hi + 1)
-
-
-@dataclass(frozen=True)
-class AutoPublish:
-    """`-p auto[/tcp|/udp]`: publish every port the sandbox binds (autoports.py does it), on
-    host `host_addr` (`--publish-auto-addr`), each on the same host port."""
-
-    protos: tuple[str, ...] = PORT_PROTOS
-    host_addr: str = DEFAULT_AUTO_ADDR
 
 
 def parse_auto_spec(value: str) -> tuple[str, ...] | None:

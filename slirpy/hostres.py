@@ -6,7 +6,6 @@ Apart from runtime.py because none of it is about moving packets: it runs once a
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import resource
 from typing import Any, Callable
@@ -66,8 +65,8 @@ def fit_limits_to_fds(limits: Any, nofile: int, reserve: int = FD_RESERVE) -> An
     icmp = min(icmp, max(budget // 16, 1))
     udp = min(udp, max(budget // 4, 1))
     tcp = max(budget - udp - icmp, 1)
-    return dataclasses.replace(limits, max_tcp_flows=tcp, max_udp_flows=udp, max_icmp_flows=icmp,
-                               max_half_open=min(limits.max_half_open, tcp))
+    return limits.replace(max_tcp_flows=tcp, max_udp_flows=udp, max_icmp_flows=icmp,
+                          max_half_open=min(limits.max_half_open, tcp))
 
 
 def open_fds(fd_dir: int | None = None) -> int | None:

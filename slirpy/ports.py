@@ -31,7 +31,6 @@ nothing else about it.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import errno
 import ipaddress
 import socket
@@ -141,7 +140,7 @@ def bind_listener(spec: PortSpec, v6only: bool = False) -> tuple[PortSpec, socke
         raise PortError(describe_bind_error(spec, e), e.errno or 0) from None
     port = sock.getsockname()[1]
     if port != spec.host_port:
-        spec = dataclasses.replace(spec, host_port=port)
+        spec = spec.replace(host_port=port)
     return spec, sock
 
 

@@ -22,7 +22,6 @@ are dispatched exactly like outbound ones.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import errno
 import io
 import ipaddress
@@ -92,7 +91,7 @@ class Runtime:
         limits = fit_limits_to_fds(config.limits, nofile)
         if limits is not config.limits:
             log.debug("flow limits lowered to fit RLIMIT_NOFILE %d: %s", nofile, limits)
-            config = dataclasses.replace(config, limits=limits)
+            config = config.replace(limits=limits)
         self.config = config
         self.tap_fd = tap_fd
         # TAP reads through FileIO: its read() returns None at EAGAIN where os.read raises, and

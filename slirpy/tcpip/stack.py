@@ -103,7 +103,6 @@ instance, so the facade adds no call layer to the hot path.
 
 from __future__ import annotations
 
-import dataclasses
 import random
 from collections import defaultdict, deque
 from typing import Any, Callable, Iterable
@@ -154,7 +153,7 @@ class Stack:
     def __init__(self, config: Any, *, vnet_hdr: bool, offload: bool,
                  rng: random.Random | None = None) -> None:
         if config.network6 is not None and config.mtu < IPV6_MIN_MTU:
-            config = dataclasses.replace(config, network6=None)   # RFC 8200 §5: no IPv6 link
+            config = config.replace(network6=None)   # RFC 8200 §5: no IPv6 link
         self.config = config
         self.limits = config.limits
         self._rng = rng or random.Random(0)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import random
 from collections import defaultdict
 
@@ -18,7 +17,7 @@ REMOTE = bytes([203, 0, 113, 1])
 
 
 def forwarder(**kw) -> fwd.Forwarder:
-    return fwd.Forwarder(dataclasses.replace(NetConfig(), **kw), defaultdict(int), random.Random(0))
+    return fwd.Forwarder(NetConfig().replace(**kw), defaultdict(int), random.Random(0))
 
 
 def test_outbound_targets():

@@ -74,8 +74,8 @@ def test_the_way_to_the_ready_fd_imports_no_dataclasses_typing_config_or_event_l
 
 
 def test_the_ready_probe_sees_such_an_import() -> None:
-    assert loaded_before_ready("import slirpy.config\n" + READY_PROBE) == [
-        "dataclasses", "inspect", "slirpy.config"]
+    assert loaded_before_ready("import slirpy.config\n" + READY_PROBE) == ["slirpy.config"]
+    assert loaded_before_ready("import dataclasses\n" + READY_PROBE) == ["dataclasses", "inspect"]
     seen = loaded_before_ready("from slirpy.sandbox import Sandbox\n" + READY_PROBE)
     assert "slirpy.sandbox.handle" in seen
     assert "typing" in loaded_before_ready("import slirpy.harden\n" + READY_PROBE)
@@ -87,13 +87,11 @@ def test_the_ready_probe_sees_such_an_import() -> None:
 # (launch._import_harden), the event loop once the command runs; dataclasses comes without
 # inspect (entry.import_dataclasses).
 NOT_BEFORE_RUN = ("typing", "inspect", "slirpy.harden", "ctypes.util", "subprocess", "uvloop", "asyncio", "click")
-# The dataclasses defined on that way (hardened or not: the same modules).  Each costs ~0.2-0.8
-# ms there, its __init__, __repr__, __eq__... generated and compiled as its module is imported:
-# only config's are left (NetConfig and its parts, used everywhere, dataclasses.replace'd); what
-# else the way makes (SandboxOptions, SandboxRecord, HardenOptions, named's Naming and NamedRun,
-# the supervisor's _Init) is a plain class.
-DATACLASSES_BEFORE_RUN = ["slirpy.config.AutoPublish", "slirpy.config.Limits", "slirpy.config.NetConfig",
-                          "slirpy.config.PortSpec"]
+# The dataclasses defined on that way (hardened or not: the same modules): none.  Each costs
+# ~0.2-0.8 ms there, its __init__, __repr__, __eq__... generated and compiled as its module is
+# imported; what the way makes (NetConfig and its parts, SandboxOptions, SandboxRecord,
+# HardenOptions, named's Naming and NamedRun, the supervisor's _Init) is a plain class.
+DATACLASSES_BEFORE_RUN: list[str] = []
 RUN_PROBE = r"""
 import json, sys
 from slirpy import entry
@@ -123,12 +121,12 @@ def test_slirpy_run_starts_its_sandbox_without_typing_harden_or_the_event_loop()
     probe = RUN_PROBE.replace("import json, sys", "import json, sys, slirpy.harden")
     assert before_run(probe)[0] == ["slirpy.harden", "typing"]
     probe = RUN_PROBE.replace("entry.import_dataclasses()", "pass")
-    assert before_run(probe)[0] == ["inspect"]     # dataclasses' own import of it
+    assert before_run(probe)[0] == []     # without it, nothing on the way brings inspect either
 
 
-def test_slirpy_run_defines_only_configs_dataclasses_before_its_command_starts() -> None:
+def test_slirpy_run_defines_no_dataclasses_before_its_command_starts() -> None:
     assert before_run(RUN_PROBE)[1] == DATACLASSES_BEFORE_RUN
-    # the probe sees one more: impair.py's (imported with --impair)
+    # the probe sees one: impair.py's (imported with --impair)
     probe = RUN_PROBE.replace("import json, sys", "import json, sys, slirpy.impair")
     assert "slirpy.impair.ImpairSpec" in before_run(probe)[1]
 
