@@ -2,7 +2,8 @@
 
 Why: from exec to the ready fd is what RootlessKit and Podman wait for at every start, and
 config.py's frozen dataclasses (with the `dataclasses` module and its import of `inspect`) were
-a large part of it (perf/NOTES.md, "Start-up (issue 18, branch ss18)").  For the options
+a large part of it (perf/NOTES.md, "Start-up (issue 18, branch ss18)"; plain classes since,
+configtypes.py, but config.py still costs its import).  For the options
 those engines pass most often (no --cidr, --macaddress, --outbound-addr*, --api-socket; an MTU
 config.py takes) the TAP's addresses are the default network's, and none of
 config.build_net_config's checks can refuse them: `default_network` then gives the TAP's

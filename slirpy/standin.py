@@ -1,35 +1,20 @@
 """Importing a module while one of its own imports is answered by a stand-in.
 
 Start-up (issue 18): some modules import, at their top, a heavy one they use in a single
-corner.  `dataclasses` imports `inspect` (~4 ms here: ast, dis, tokenize) for the text signature
-of a class without a docstring; pyseccomp calls `ctypes.util.find_library`, which runs `ldconfig`.
+corner: pyseccomp calls `ctypes.util.find_library`, which runs `ldconfig` (seccompbinding.py).
 `import_with` imports such a module with stand-ins in sys.modules (and, for a dotted name, on its
 parent package) for the length of that import only: whatever was there before, or nothing, is
-put back afterwards, so every later import gets the real module.  `forwarding` makes a stand-in
-that imports the real module the first time one of its attributes is read and answers with the
-real module's: nothing the importing module does changes, it may only happen later.
+put back afterwards, so every later import gets the real module.  `real` is how a stand-in gets
+the real module when it needs it after all.
 """
 
 from __future__ import annotations
 
 import sys
-import types
 
 TYPE_CHECKING = False   # typing's, without importing typing (start-up)
 if TYPE_CHECKING:  # pragma: no cover
     from types import ModuleType
-
-
-def forwarding(name: str) -> ModuleType:
-    """A stand-in for the module `name` whose attributes are the real module's, imported (if it
-    was not) the first time one is read."""
-    stand_in = types.ModuleType(name)
-
-    def __getattr__(attr: str) -> object:     # module __getattr__ (PEP 562): absent attributes
-        return getattr(real(name, stand_in), attr)
-
-    setattr(stand_in, "__getattr__", __getattr__)
-    return stand_in
 
 
 def real(name: str, stand_in: ModuleType) -> ModuleType:

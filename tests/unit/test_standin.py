@@ -31,46 +31,6 @@ def probe(script: str) -> dict:
     return json.loads(out.splitlines()[-1])
 
 
-DATACLASSES = r"""
-import json, sys
-from slirpy import entry
-entry.import_dataclasses()
-after_import = "inspect" in sys.modules
-import dataclasses
-
-@dataclasses.dataclass(frozen=True)
-class WithDoc:
-    "documented"
-    a: int
-    b: str = "x"
-
-documented = "inspect" in sys.modules
-real_after_import = sys.modules.get("inspect")
-
-@dataclasses.dataclass
-class NoDoc:
-    a: int
-
-import inspect
-print(json.dumps({"after_import": after_import, "documented": documented,
-                  "no_doc": NoDoc.__doc__, "real": hasattr(inspect, "getsource"),
-                  "forwards": dataclasses.inspect.signature is inspect.signature,
-                  "eq": WithDoc(1) == WithDoc(1, "x"), "repr": repr(WithDoc(2))}))
-"""
-
-
-def test_dataclasses_work_without_inspect_until_a_class_has_no_docstring():
-    r = probe(DATACLASSES)
-    assert r == {"after_import": False, "documented": False, "no_doc": "NoDoc(a: int)", "real": True,
-                 "forwards": True, "eq": True, "repr": "WithDoc(a=2, b='x')"}
-
-
-def test_with_inspect_imported_already_dataclasses_get_the_real_one():
-    r = probe("import inspect, json\nfrom slirpy import entry\nentry.import_dataclasses()\n"
-              "import dataclasses\nprint(json.dumps(dataclasses.inspect is inspect))")
-    assert r is True
-
-
 PLACES = r"""
 import json, sys, types
 from slirpy import standin
@@ -100,23 +60,6 @@ def test_the_stand_in_is_there_only_during_the_import(fail):
     assert r["during"] is True
     assert r.get("raised", False) is fail
     assert r["restored"] and r["attr"] and not r["stand_in_left"]
-
-
-def test_a_forwarding_stand_in_read_during_the_import_leaves_the_real_module():
-    script = r"""
-import json, sys
-from slirpy import standin
-fwd = standin.forwarding("colorsys")
-sys.modules.pop("colorsys", None)
-def exec_target(module):
-    import colorsys
-    module.value = colorsys.rgb_to_hsv(1.0, 0.0, 0.0)     # read now: the real one is imported
-{FINDER}mod = standin.import_with("probe_target", {"colorsys": fwd})
-import colorsys
-print(json.dumps({"value": list(mod.value), "real": sys.modules["colorsys"] is not fwd,
-                  "has": hasattr(colorsys, "hls_to_rgb")}))
-"""
-    assert probe(script) == {"value": [0.0, 1.0, 1.0], "real": True, "has": True}
 
 
 def test_an_imported_module_is_returned_as_it_is():

@@ -82,53 +82,54 @@ def test_the_ready_probe_sees_such_an_import() -> None:
 
 
 # `slirpy run`'s way to its sandbox's start (entry, runopts, runcmd, named, launch, the sandbox
-# package): what it need not import before its command starts.  harden.py (ctypes' functions)
-# and libseccomp's binding are imported while the sandbox's child sets up tap0
-# (launch._import_harden), the event loop once the command runs; dataclasses comes without
-# inspect (entry.import_dataclasses).
-NOT_BEFORE_RUN = ("typing", "inspect", "slirpy.harden", "ctypes.util", "subprocess", "uvloop", "asyncio", "click")
-# The dataclasses defined on that way (hardened or not: the same modules): none.  Each costs
-# ~0.2-0.8 ms there, its __init__, __repr__, __eq__... generated and compiled as its module is
-# imported; what the way makes (NetConfig and its parts, SandboxOptions, SandboxRecord,
-# HardenOptions, named's Naming and NamedRun, the supervisor's _Init) is a plain class.
-DATACLASSES_BEFORE_RUN: list[str] = []
+# package; its NetConfig, SandboxOptions and HardenOptions made): what it need not import
+# before its command starts.  harden.py (ctypes' functions) and libseccomp's binding are
+# imported while the sandbox's child sets up tap0 (launch._import_harden), the event loop once
+# the command runs.  No dataclasses: the module's import costs ~0.6 ms here (~4 ms more with
+# its inspect), and each class ~0.2-0.8 ms, its __init__, __repr__, __eq__... generated and
+# compiled as its module is imported; what the way makes (NetConfig and its parts,
+# SandboxOptions, SandboxRecord, HardenOptions, named's Naming and NamedRun, the supervisor's
+# _Init) is a plain class.
+NOT_BEFORE_RUN = ("dataclasses", "typing", "inspect", "slirpy.harden", "ctypes.util", "subprocess", "uvloop",
+                  "asyncio", "click")
 RUN_PROBE = r"""
 import json, sys
-from slirpy import entry
-entry.import_dataclasses()      # as entry.main does for `run`
-from slirpy import runopts
-parsed = runopts.parse(["-p", "8080:80", "--name", "web", "--", "true"])
+from slirpy import entry, runopts
+parsed = runopts.parse(["-p", "8080:80", "--name", "web", "--limit", "max_half_open=64", "--", "true"])
 from slirpy import runcmd, named, launch, registry, resolvconf
+from slirpy.hardenopts import HardenOptions
 from slirpy.sandbox import Sandbox, SandboxOptions
-print(json.dumps(sorted(m for m in sys.modules if m in NOT_BEFORE_RUN)))
-print(json.dumps(sorted(f"{name}.{k}" for name, mod in list(sys.modules.items()) if name.startswith("slirpy")
-                        for k, v in vars(mod).items()
-                        if isinstance(v, type) and v.__module__ == name and "__dataclass_fields__" in vars(v))))
+net = runcmd.build_config("65520", "10.0.2.0/24", True, False, publish=["8080:80"], limits=["max_half_open=64"])
+options = SandboxOptions(argv=["true"], net=net), HardenOptions()
+print(json.dumps(sorted(m for m in sys.modules if m in CHECKED)))
 """
+# A hardened run's way on to its command's release: what it imports meanwhile (in parallel with
+# the child's set-up of tap0, which it can outlast) comes before the command too.
+NOT_BEFORE_RELEASE = ("dataclasses", "inspect", "uvloop", "asyncio", "click")
+RELEASE_PROBE = RUN_PROBE.replace("print(", "launch._import_harden()\nprint(")
 
 
-def before_run(probe: str) -> tuple[list[str], list[str]]:
-    """(the NOT_BEFORE_RUN modules imported, the slirpy dataclasses defined) after `probe`."""
-    out = subprocess.run([sys.executable, "-c", f"NOT_BEFORE_RUN = {NOT_BEFORE_RUN!r}\n{probe}"],
+def imported(probe: str, checked: tuple[str, ...] = NOT_BEFORE_RUN) -> list[str]:
+    """The modules of `checked` imported after `probe` (in a fresh interpreter)."""
+    out = subprocess.run([sys.executable, "-c", f"CHECKED = {checked!r}\n{probe}"],
                          capture_output=True, text=True, check=True).stdout
-    modules, dataclasses = out.splitlines()[-2:]
-    return json.loads(modules), json.loads(dataclasses)
+    return json.loads(out.splitlines()[-1])
 
 
-def test_slirpy_run_starts_its_sandbox_without_typing_harden_or_the_event_loop() -> None:
-    assert before_run(RUN_PROBE)[0] == []
-    # the probe can see them (harden.py, imported first, brings typing)
+def test_slirpy_run_starts_its_sandbox_without_dataclasses_typing_harden_or_the_event_loop() -> None:
+    assert imported(RUN_PROBE) == []
+    # the probe can see them: harden.py (typing), a dataclass (--impair's), the event loop
     probe = RUN_PROBE.replace("import json, sys", "import json, sys, slirpy.harden")
-    assert before_run(probe)[0] == ["slirpy.harden", "typing"]
-    probe = RUN_PROBE.replace("entry.import_dataclasses()", "pass")
-    assert before_run(probe)[0] == []     # without it, nothing on the way brings inspect either
-
-
-def test_slirpy_run_defines_no_dataclasses_before_its_command_starts() -> None:
-    assert before_run(RUN_PROBE)[1] == DATACLASSES_BEFORE_RUN
-    # the probe sees one: impair.py's (imported with --impair)
+    assert imported(probe) == ["slirpy.harden", "typing"]
     probe = RUN_PROBE.replace("import json, sys", "import json, sys, slirpy.impair")
-    assert "slirpy.impair.ImpairSpec" in before_run(probe)[1]
+    assert imported(probe) == ["dataclasses", "inspect", "typing"]
+    assert "uvloop" in imported(RUN_PROBE.replace("print(", "launch._import_loop_and_runtime()\nprint("))
+
+
+def test_a_hardened_run_releases_its_command_without_dataclasses() -> None:
+    assert imported(RELEASE_PROBE, NOT_BEFORE_RELEASE) == []
+    # the probe sees what was imported meanwhile
+    assert "slirpy.harden" in imported(RELEASE_PROBE, ("slirpy.harden", "slirpy.seccompfilter"))
 
 
 def test_the_probe_sees_a_heavy_import() -> None:
