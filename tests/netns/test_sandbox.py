@@ -69,8 +69,12 @@ def alive(pid: int) -> bool:
                                       ("172.20.0.0/16", 9000)])
 def test_tap0_is_configured(cidr, mtu, capfd, no_stray_processes):
     net = NetConfig(network=parse_cidr(cidr), mtu=mtu)
-    code = run(["sh", "-c", "ip -o -4 addr show; echo ROUTES; ip -4 route show; echo LINKS; ip -o link show"],
-               net)
+    # tap0's queue length is set beside the command's start (an `ip` the run does not wait for,
+    # commit 672cdc5): give it up to 5 s before looking.
+    wait_qlen = ("i=0; until ip -o link show dev tap0 | grep -q ' qlen 10000'; do "
+                 "i=$((i+1)); [ $i -gt 100 ] && break; sleep 0.05; done; ")
+    code = run(["sh", "-c", wait_qlen + "ip -o -4 addr show; echo ROUTES; ip -4 route show; "
+                "echo LINKS; ip -o link show"], net)
     out = capfd.readouterr().out
     assert code == 0, out
     addrs, rest = out.split("ROUTES\n")
