@@ -69,8 +69,8 @@ class Limits(_Value):
     __slots__ = ("max_tcp_flows", "max_half_open", "max_neighbours", "tcp_rcv_buf", "tcp_rcv_buf_total",
                  "tcp_snd_buf", "tcp_snd_buf_total", "tcp_time_wait", "tcp_syn_timeout", "tcp_ack_delay",
                  "max_udp_flows", "udp_timeout", "udp_timeout_replied", "dns_timeout", "max_icmp_flows",
-                 "icmp_timeout", "tcp_inbound_timeout")
-    max_tcp_flows: int
+                 "icmp_timeout", "tcp_inbound_timeout", "max_time_wait")
+    max_tcp_flows: int                 # TCP flows with a host socket (TIME-WAIT ones have none)
     max_half_open: int                 # guest SYNs waiting for the host connect
     max_neighbours: int                # ARP table entries
     tcp_rcv_buf: int                   # bytes: window we advertise (guest -> host in flight)
@@ -95,6 +95,9 @@ class Limits(_Value):
     max_icmp_flows: int                # ICMP echo flows (guest ident, destination)
     icmp_timeout: float                # seconds idle before an echo flow expires
     tcp_inbound_timeout: float         # a published-port SYN the guest never answers: give up
+    # TCP flows in TIME-WAIT (their host socket is closed already): past it the oldest is let
+    # go early. 16384 keeps the whole tcp_time_wait for up to 8192 closes a second.
+    max_time_wait: int
 
     def __init__(self, max_tcp_flows: int = 65536, max_half_open: int = 1024, max_neighbours: int = 256,
                  tcp_rcv_buf: int = 4 << 20, tcp_rcv_buf_total: int = 16 << 20, tcp_snd_buf: int = 4 << 20,
@@ -102,7 +105,7 @@ class Limits(_Value):
                  tcp_syn_timeout: float = 75.0, tcp_ack_delay: float = 0.001, max_udp_flows: int = 4096,
                  udp_timeout: float = 30.0, udp_timeout_replied: float = 180.0, dns_timeout: float = 10.0,
                  max_icmp_flows: int = 256, icmp_timeout: float = 30.0,
-                 tcp_inbound_timeout: float = 20.0) -> None:
+                 tcp_inbound_timeout: float = 20.0, max_time_wait: int = 16384) -> None:
         init = object.__setattr__
         init(self, "max_tcp_flows", max_tcp_flows)
         init(self, "max_half_open", max_half_open)
@@ -121,6 +124,7 @@ class Limits(_Value):
         init(self, "max_icmp_flows", max_icmp_flows)
         init(self, "icmp_timeout", icmp_timeout)
         init(self, "tcp_inbound_timeout", tcp_inbound_timeout)
+        init(self, "max_time_wait", max_time_wait)
 
 
 # NetConfig's defaults: one object each, shared (all three are immutable; the dataclass made a

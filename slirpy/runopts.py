@@ -76,8 +76,8 @@ RUN_OPTIONS: tuple[RunOption, ...] = (
     RunOption(("--limit",), "limits", MANY,
               "Override a bound (repeatable): max_tcp_flows, max_half_open, max_udp_flows, "
               "max_icmp_flows, max_neighbours, tcp_rcv_buf, tcp_rcv_buf_total, tcp_snd_buf, "
-              "tcp_snd_buf_total, tcp_ack_delay (0: off), tcp_time_wait, "
-              "udp_timeout, ... (see slirpy/config.py Limits).", metavar="NAME=VALUE"),
+              "tcp_snd_buf_total, tcp_ack_delay (0: off), tcp_time_wait, max_time_wait, "
+              "udp_timeout, ... (see slirpy/configtypes.py Limits).", metavar="NAME=VALUE"),
     RunOption(("--impair",), "impair", TEXT,
               "Fault injection between tap0 and the stack, both directions: "
               "loss=P%,reorder=P%,dup=P%,corrupt=P%,delay=MS,seed=N.", metavar="SPEC"),

@@ -568,8 +568,7 @@ class Runtime:
         return {
             "counters": dict(sorted(self.counters.items())),
             "flows": {"tcp": len(self.stack.flows()), "tcp_half_open": self.stack.half_open,
-                      "tcp_time_wait": sum(1 for f in self.stack.flows()
-                                           if f.conn.state is TcpState.TIME_WAIT),
+                      "tcp_time_wait": self.stack.time_wait,
                       "udp": len(self.udp_flows), "icmp_echo": len(self.echo_flows),
                       "forwards": len(self.ports.forwards)},
             # What the process holds, counted from the sockets themselves rather than from

@@ -89,7 +89,8 @@ class TcpFlow(Flow):
     bookkeeping the stack needs (half-open, host reads paused, bytes queued)."""
 
     __slots__ = ("conn", "emit", "eth_prefix", "ip_base_sum", "pseudo_base", "syn_head",
-                 "half_open", "read_paused", "bytes_in", "bytes_out", "queued", "give_up_at")
+                 "half_open", "read_paused", "bytes_in", "bytes_out", "queued", "give_up_at",
+                 "host_released")
 
     def __init__(self, flow_id: int, key: FlowKey, conn: TcpConnection, guest_ip: bytes,
                  guest_port: int, host_ip: bytes, host_port: int, eth_prefix: bytes | None,
@@ -115,6 +116,7 @@ class TcpFlow(Flow):
         self.bytes_in = 0                 # guest -> host payload bytes
         self.bytes_out = 0                # host -> guest payload bytes
         self.give_up_at: float | None = None   # inbound: reset if not established by then
+        self.host_released = False        # its TcpFlowClosed is out already (TIME-WAIT)
 
 
 class DatagramFlow(Flow):
@@ -313,6 +315,9 @@ class FlowTable:
         self.tcp_by_id: dict[int, TcpFlow] = {}
         self.by_id: dict[int, Flow] = {}             # every flow, whatever its kind
         self.half_open = 0
+        # TCP flows in TIME-WAIT, oldest first: they hold no host socket, so they are bounded
+        # apart (Limits.max_time_wait) from the flows that do (Limits.max_tcp_flows).
+        self.time_wait: dict[int, TcpFlow] = {}
         self.timers = DeadlineHeap()                 # every flow's deadline, checked in by_id
         # UDP and ICMP echo flows: tables in least-recently-active order.
         self.udp: OrderedDict[FlowKey, DatagramFlow] = OrderedDict()
@@ -397,6 +402,8 @@ class FlowTable:
         if flow.half_open:
             flow.half_open = False
             self.half_open -= 1
+        if flow.host_released:
+            self.time_wait.pop(fid, None)
 
     def dgram_due(self, flow: DatagramFlow, now: float) -> None:
         """A datagram flow's deadline came: expire it if it stayed idle, else re-arm."""

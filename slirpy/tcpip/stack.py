@@ -299,6 +299,11 @@ class Stack:
     def half_open(self) -> int:
         return self.table.half_open
 
+    @property
+    def time_wait(self) -> int:
+        """TCP flows in TIME-WAIT (their host sockets are closed already)."""
+        return len(self.table.time_wait)
+
     # ------------------------------------------------------------------ public: routing
 
     def set_routed(self, prefixes: Iterable[object]) -> None:

@@ -34,13 +34,13 @@ from ..events import (
     StackEvent, TcpConnectRequested, TcpDataReceived, TcpEofReceived, TcpFlowClosed,
     TcpHostReadPaused,
 )
-from ..flow import SND_SHARE_MIN, FlowKey, FlowTable, TcpFlow
+from ..flow import SND_SHARE_MIN, FlowKey, FlowTable, TcpFlow, lru_victim
 from ..wire.ipv4 import PROTO_TCP
 from ..tcp.connection import TcpConnection
 from ..tcp.events import Closed, DataReceived, EofReceived, Established, Reset
 from ..tcp.iss import IssGenerator
 from ..tcp.params import TcpParams
-from ..tcp.state import TcpState
+from ..tcp.state import TIME_WAIT, TcpState
 from ..flow import Emit
 from ..wire.tcp import ACK, FIN, RST, SYN, TcpSegment
 from .framer import GSO_MAX, Framer
@@ -189,9 +189,10 @@ class TcpHandler:
         self._open_passive(seg, packet, src, dst, now, verdict)
 
     def over_limit(self) -> str | None:
-        """Why no TCP flow may be opened now (flow or half-open limit), or None."""
+        """Why no TCP flow may be opened now, or None: the flows holding a host socket (not
+        those in TIME-WAIT) are at max_tcp_flows, or the half-open ones at max_half_open."""
         limits = self._limits
-        if len(self._by_id) >= limits.max_tcp_flows:
+        if len(self._by_id) - len(self._table.time_wait) >= limits.max_tcp_flows:
             return "flow_limit"
         if self._table.half_open >= limits.max_half_open:
             return "half_open_limit"
@@ -279,6 +280,8 @@ class TcpHandler:
             if not (reset and fid in self._retry and self._retry_v4(flow, now)):
                 self.forget(flow, reset)
             return
+        if conn.state is TIME_WAIT and not flow.host_released:
+            self._time_wait(flow)
         queued = conn.send_buffered
         budgets = self._budgets
         if queued != flow.queued:
@@ -293,6 +296,22 @@ class TcpHandler:
             old = flow.timer_at
             flow.timer_at = t
             self._table.timers.move(old, t, fid, self._all_by_id)
+
+    def _time_wait(self, flow: TcpFlow) -> None:
+        """The flow's connection has gone into TIME-WAIT: both ways are finished (our FIN was the
+        host's EOF, the guest's FIN went on as the host socket's write EOF), so its host socket
+        closes now, not when TIME-WAIT ends (the runtime still flushes what it buffers). From
+        here the flow counts against max_time_wait, the oldest going first, and no longer
+        against max_tcp_flows: a busy `Connection: close` client would otherwise keep a host
+        fd per connection of the last tcp_time_wait seconds, and be refused at the fd bound."""
+        tw = self._table.time_wait
+        victim = lru_victim(tw, self._limits.max_time_wait)
+        if victim is not None:
+            self._counters["tcp.time_wait.evicted"] += 1
+            self.forget(tw[victim], False)
+        flow.host_released = True
+        tw[flow.flow_id] = flow
+        self._events.append(TcpFlowClosed(flow.flow_id, False))
 
     def _rearm(self, flow: TcpFlow, t: float | None) -> None:
         """Re-arm a flow at the earlier of its connection's timer `t` and its give-up time
@@ -316,9 +335,11 @@ class TcpHandler:
 
     def forget(self, flow: TcpFlow, reset: bool) -> None:
         """The one way a TCP flow ends, whatever ended it: it leaves every table and the
-        runtime is told to close its host socket (abort it if `reset`). A flow dropped from
-        the tables without that event would keep its host socket open for good."""
-        self._events.append(TcpFlowClosed(flow.flow_id, reset))
+        runtime is told to close its host socket (abort it if `reset`), unless it was told so
+        when the flow went into TIME-WAIT. A flow dropped from the tables without that event
+        would keep its host socket open for good."""
+        if not flow.host_released:
+            self._events.append(TcpFlowClosed(flow.flow_id, reset))
         self._drop(flow)
 
     def _drop(self, flow: TcpFlow) -> None:
