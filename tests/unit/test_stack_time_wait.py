@@ -78,3 +78,25 @@ def test_time_wait_expiry_says_nothing_more_to_the_runtime():
     out_frames(s, deadline)
     assert s.flows() == [] and s.time_wait == 0 and events(s) == []
     assert s.counters["tcp.flows.closed"] == 1
+
+
+def test_time_wait_ends_on_a_slot_so_that_flows_closing_together_expire_together():
+    from slirpy.tcpip.tcp.params import TIME_WAIT_SLOT, time_wait_end
+    assert time_wait_end(1.0, 2.0) == 3.0                       # on a slot already
+    assert time_wait_end(1.001, 2.0) == 3.0 + TIME_WAIT_SLOT
+    assert time_wait_end(1.06, 2.0) == 3.0 + TIME_WAIT_SLOT
+    for now in (0.0, 0.01, 7.3, 12345.678):
+        end = time_wait_end(now, 2.0)
+        assert now + 2.0 <= end < now + 2.0 + TIME_WAIT_SLOT
+        assert (end / TIME_WAIT_SLOT).is_integer()
+    # Two flows entering TIME-WAIT 10 ms apart end at one deadline: one timer callback.
+    s = make_stack()
+    fids = []
+    for sport, now in ((41000, 0.02), (41001, 0.03)):
+        fid, iss = _established(s, sport=sport)
+        fids.append(fid)
+        _to_time_wait(s, fid, iss, sport=sport, now=now)
+    assert s.next_deadline() == time_wait_end(0.03, s.config.limits.tcp_time_wait)
+    s.handle_timer(s.next_deadline())
+    out_frames(s, s.next_deadline() or 0.0)
+    assert s.flows() == [] and s.counters["tcp.flows.closed"] == 2

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from slirpy.tcpip.wire.tcp import ACK, FIN, NO_OPTIONS, PSH, RST, SYN, TcpOptions, TcpSegment
 from slirpy.tcpip.tcp.connection import TcpConnection
 from slirpy.tcpip.tcp.events import Closed, DataReceived, EofReceived, Established, Reset
-from slirpy.tcpip.tcp.params import TcpParams
+from slirpy.tcpip.tcp.params import TcpParams, time_wait_end
 from slirpy.tcpip.tcp.state import TcpState
 
 ISS = 1000
@@ -739,7 +739,7 @@ def test_active_close_fin_wait_1_2_time_wait():
     assert c.state is TcpState.TIME_WAIT
     assert events(c) == [EofReceived()]
     assert c.segments_to_send(1.3) == [(ISS + 2, IRS + 6, ACK, W, b"", b"")]
-    assert c.get_timer() == pytest.approx(3.3)
+    assert c.get_timer() == time_wait_end(1.3, 2.0) == 3.3125   # 2 s, rounded up to a slot
     # the peer's FIN again (our ACK was lost): re-ACK and restart the timer
     c.receive_segment(seg(IRS + 5, ISS + 2, ACK | FIN), 2.0)
     assert c.segments_to_send(2.0) == [(ISS + 2, IRS + 6, ACK, W, b"", b"")]
@@ -775,6 +775,8 @@ def test_simultaneous_close_closing_state():
     c.receive_segment(seg(IRS + 2, ISS + 2, ACK), 1.2)
     assert c.state is TcpState.TIME_WAIT
     c.handle_timer(3.2)
+    assert events(c) == []
+    c.handle_timer(time_wait_end(1.2, 2.0))
     assert events(c) == [Closed()]
 
 

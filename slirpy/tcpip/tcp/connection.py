@@ -35,7 +35,8 @@ from . import timestamps
 from .arrival import process_ack, receive_text
 from .congestion import CongestionControl, NewReno
 from .events import Closed, Established, Reset, TcpEvent
-from .params import DEFAULT_MSS, MAX_DUPACKS_PER_FLUSH, MAX_WSCALE, MIN_MSS, TcpParams, choose_wscale
+from .params import (DEFAULT_MSS, MAX_DUPACKS_PER_FLUSH, MAX_WSCALE, MIN_MSS, TcpParams, choose_wscale,
+                     time_wait_end)
 from .reassembly import ReassemblyQueue
 from .recovery import RttEstimator, Scoreboard
 from .state import (
@@ -446,7 +447,7 @@ class TcpConnection:
         if state is TIME_WAIT:
             if flags & FIN:                         # the peer's FIN again: ACK it, restart 2MSL
                 self._ack_needed = True
-                self._tw_at = now + self.params.time_wait
+                self._tw_at = time_wait_end(now, self.params.time_wait)
             return
         process_ack(self, seg, ack, plen, now)
         state = self.state
@@ -510,7 +511,7 @@ class TcpConnection:
         self._ack_needed = True
         self._count("tcp.rx.drop.out_of_window")
         if state is TIME_WAIT and flags & FIN:
-            self._tw_at = now + self.params.time_wait    # the peer's FIN again (§3.10.7.4)
+            self._tw_at = time_wait_end(now, self.params.time_wait)   # the peer's FIN again (§3.10.7.4)
         return None
 
     def _rst_or_syn(self, seq: int, flags: int, state: TcpState) -> None:
@@ -592,7 +593,7 @@ class TcpConnection:
         self.state = TIME_WAIT
         self._rto_at = self._persist_at = self._delack_at = None
         self._rexmit_pending = self._probe_pending = False
-        self._tw_at = now + self.params.time_wait
+        self._tw_at = time_wait_end(now, self.params.time_wait)
 
     def __repr__(self) -> str:
         return (f"<TcpConnection {self.state.value} una={self.snd_una} nxt={self.snd_nxt} "

@@ -13,6 +13,7 @@ MAX_DUPACKS_PER_FLUSH: Final = 16      # duplicate ACKs emitted for one batch of
 DEFAULT_MSS: Final = 536             # RFC 9293 §3.7.1 when the SYN carries no MSS option
 MIN_MSS: Final = 64                  # a hostile MSS of 1 would make every segment a byte
 MAX_WSCALE: Final = 14               # RFC 7323 §2.3
+TIME_WAIT_SLOT: Final = 0.0625        # s: TIME-WAIT ends on a multiple of this (time_wait_end)
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,3 +45,12 @@ def choose_wscale(rcv_buf: int) -> int:
         return 0
     shift = (-(-rcv_buf // 0xFFFF) - 1).bit_length()
     return shift if shift < MAX_WSCALE else MAX_WSCALE
+
+
+def time_wait_end(now: float, time_wait: float) -> float:
+    """When a TIME-WAIT entered at `now` ends: `time_wait` later, rounded up to a multiple of
+    TIME_WAIT_SLOT. It needs no precision, and the flows that enter it within one slot then
+    end together, in one timer callback of the runtime, instead of one callback each: a busy
+    `Connection: close` client ends thousands a second. (A binary fraction: the multiple is
+    exact.)"""
+    return -(-(now + time_wait) // TIME_WAIT_SLOT) * TIME_WAIT_SLOT
