@@ -186,6 +186,8 @@ class UdpEcho:
         while True:
             try:
                 data, addr = self.sock.recvfrom(2048)
+                if addr is None:    # close() ran while recvfrom was waiting: the fd is gone
+                    return
                 self.sock.sendto(data, addr)
             except OSError:
                 return

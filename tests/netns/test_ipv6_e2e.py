@@ -208,6 +208,8 @@ class UdpEchoServer6:
                 data, peer = self.sock.recvfrom(70000)
             except OSError:
                 return
+            if peer is None:        # close() ran while recvfrom was waiting: the fd is gone
+                return
             self.peers.add(peer[:2])
             try:
                 self.sock.sendto(data, peer)
