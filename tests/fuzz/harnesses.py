@@ -21,8 +21,8 @@ machine instead of dying at a checksum. After every frame it flushes, answers th
 events as a runtime would (connect / refuse / unreachable, chosen by the input), sometimes
 gives the flow host data, and advances the clock. Invariants: nothing escapes
 ``receive_frame``/``frames_to_send``/``handle_timer``; ``rx.frames`` counts every frame and no
-counter ever shrinks; the flow table, half-open count and neighbour table stay within
-`Limits`; every emitted frame is bytes (or a tuple of them) no larger than a GSO frame.
+counter ever shrinks; the flow table (flows with a host socket, and those in TIME-WAIT
+apart), half-open count and neighbour table stay within `Limits`; every emitted frame is bytes (or a tuple of them) no larger than a GSO frame.
 """
 
 from __future__ import annotations
@@ -166,7 +166,7 @@ def fuzz_tcp(data: bytes) -> None:
 _U32 = struct.Struct("!I")
 _DELTAS = (0, 0, 0, 1, -1, 2, -2, 1000, -1000, 65535, 1 << 20, -(1 << 20), 1 << 31, (1 << 31) - 1)
 FUZZ_LIMITS = Limits(max_tcp_flows=32, max_half_open=8, max_neighbours=8, tcp_snd_buf=1 << 20,
-                     tcp_rcv_buf=1 << 20)
+                     tcp_rcv_buf=1 << 20, max_time_wait=2)
 GSO_FRAME_MAX = 12 + 14 + 65535
 
 
@@ -273,7 +273,30 @@ class StackHarness:
             self.now += 0.5 + (ctl & 3)
             stack.handle_timer(self.now)
             self._flush(ctl)
+        elif self.since_reset % 8 == 4 and ctl & 0x10 and self.flow_id is not None:
+            self._close_host_first()
         self._check()
+
+    def _close_host_first(self) -> None:
+        """The host closes the flow first, then the guest answers our FIN with its own (a
+        FIN|ACK built from the flow's sequence numbers: the simulated guest is often gone by
+        now): our side goes into TIME-WAIT, which max_time_wait bounds (the oldest let go).
+        The next aimed frame opens a new flow, so TIME-WAIT flows pile up to that bound."""
+        stack = self.stack
+        flow = self._flow()
+        if flow is None:
+            return
+        stack.tcp_host_eof(flow.flow_id, self.now)
+        self._flush(0)
+        conn = flow.conn
+        fin = Guest(self.config, vnet=True, iss=0, now=self.now, sport=flow.guest_port,
+                    dport=flow.host_port, dst=flow.host_ip)
+        stack.receive_frame(fin.segment_frame(conn.rcv_nxt, conn.snd_nxt, 0x11, 65535, b"", b""),
+                            self.now)
+        self.guest = None
+        self._flush(0)
+        if stack.time_wait:
+            self.flow_id = None
 
     def _flush(self, ctl: int) -> None:
         stack = self.stack
@@ -316,8 +339,10 @@ class StackHarness:
     def _check(self) -> None:
         stack = self.stack
         limits = self.config.limits
-        n = len(stack.flows())
-        assert n <= limits.max_tcp_flows, n
+        tw = stack.time_wait
+        assert len(stack.flows()) - tw <= limits.max_tcp_flows, (len(stack.flows()), tw)
+        assert tw <= limits.max_time_wait and tw == sum(
+            1 for f in stack.flows() if f.conn.state is TcpState.TIME_WAIT), tw
         assert 0 <= stack.half_open <= limits.max_half_open, stack.half_open
         assert len(stack.neighbours.entries) <= limits.max_neighbours
         counters = stack.counters
