@@ -214,7 +214,7 @@ def run_checks() -> list[Finding]:
     user = user_name(uid)
     return [*_userns_knob_findings(sysctls), _tun_finding(user), *_namespace_findings(sysctls),
             _ping_finding(gid), _ipv6_finding(), *_subid_findings(user, uid), _harden_finding(),
-            _build_finding(), _waiter_finding()]
+            _fd_limit_finding(), _build_finding(), _waiter_finding()]
 
 
 def _harden_finding() -> Finding:
@@ -227,6 +227,36 @@ def _harden_finding() -> Finding:
                        "capabilities dropped, no_new_privs, seccomp allow-list: all work", "")
     return Finding("hardening", False, False, f"{reason}: `slirpy run` will refuse to start "
                    "unless given --no-sandbox (then the network process is not hardened)", "")
+
+
+FD_FLOWS_OK = 4096       # TCP flows with a host socket that leave a sandbox room to work
+
+
+def fd_limit_finding(soft: int, hard: int) -> Finding:
+    """How many flows RLIMIT_NOFILE (`soft`, `hard`; RLIM_INFINITY as -1) leaves room for:
+    slirpy raises its soft limit to the hard one and keeps its flow caps below that
+    (hostres.fit_limits_to_fds). Fewer than FD_FLOWS_OK TCP flows is a warning: past the cap,
+    new connections are refused with RST (counter tcp.rx.drop.flow_limit)."""
+    from .config import Limits
+    from .hostres import fit_limits_to_fds
+    room = (1 << 20) if hard < 0 else hard
+    lim = fit_limits_to_fds(Limits(), room)
+    ok = lim.max_tcp_flows >= FD_FLOWS_OK
+    shown = "unlimited" if hard < 0 else str(hard)
+    detail = (f"RLIMIT_NOFILE {'unlimited' if soft < 0 else soft} soft / {shown} hard: room for "
+              f"{lim.max_tcp_flows} TCP flows with a host socket, {lim.max_udp_flows} UDP and "
+              f"{lim.max_icmp_flows} ping flows at once")
+    fix = "" if ok else ("raise the hard limit, e.g. `* hard nofile 65536` in "
+                         "/etc/security/limits.conf (then log in again), or LimitNOFILE=65536 "
+                         "for a systemd service")
+    return Finding("fd limit", ok, False, detail, fix)
+
+
+def _fd_limit_finding() -> Finding:
+    import resource
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    inf = resource.RLIM_INFINITY
+    return fd_limit_finding(-1 if soft == inf else soft, -1 if hard == inf else hard)
 
 
 def _build_finding() -> Finding:

@@ -148,3 +148,19 @@ def test_ipv6_finding_says_what_the_sandbox_gets():
                                                         "sandbox's connections to IPv6 addresses fail at once")
     off = doctor.ipv6_finding(None, "", errno.EAFNOSUPPORT)
     assert not off.ok and not off.required and "IPv6 turned off" in off.detail and "--no-ipv6" in off.fix
+
+
+def test_fd_limit_finding_says_how_many_flows_fit():
+    from slirpy.config import Limits
+    from slirpy.hostres import fit_limits_to_fds
+    low = doctor.fd_limit_finding(1024, 1024)
+    expect = fit_limits_to_fds(Limits(), 1024)
+    assert not low.ok and not low.required and "limits.conf" in low.fix
+    assert f"room for {expect.max_tcp_flows} TCP flows" in low.detail and expect.max_tcp_flows < 1024
+    high = doctor.fd_limit_finding(1024, 524288)       # the soft limit is raised to the hard one
+    assert high.ok and high.fix == "" and "room for 65536 TCP flows" in high.detail
+    assert "1024 soft / 524288 hard" in high.detail
+    assert doctor.fd_limit_finding(-1, -1).ok and "unlimited soft / unlimited hard" in \
+        doctor.fd_limit_finding(-1, -1).detail
+    edge = doctor.fd_limit_finding(4096, 4096)          # 4096 fds leave fewer than 4096 TCP flows
+    assert not edge.ok
