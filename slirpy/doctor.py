@@ -233,17 +233,21 @@ FD_FLOWS_OK = 4096       # TCP flows with a host socket that leave a sandbox roo
 
 
 def fd_limit_finding(soft: int, hard: int) -> Finding:
-    """How many flows RLIMIT_NOFILE (`soft`, `hard`; RLIM_INFINITY as -1) leaves room for:
+    """How many flows RLIMIT_NOFILE (`soft`, `hard`, as getrlimit gives them) leaves room for:
     slirpy raises its soft limit to the hard one and keeps its flow caps below that
-    (hostres.fit_limits_to_fds). Fewer than FD_FLOWS_OK TCP flows is a warning: past the cap,
-    new connections are refused with RST (counter tcp.rx.drop.flow_limit)."""
+    (hostres.nofile_target, fit_limits_to_fds). Fewer than FD_FLOWS_OK TCP flows is a warning:
+    past the cap, new connections are refused with RST (counter tcp.rx.drop.flow_limit)."""
+    import resource
+
     from .config import Limits
-    from .hostres import fit_limits_to_fds
-    room = (1 << 20) if hard < 0 else hard
-    lim = fit_limits_to_fds(Limits(), room)
+    from .hostres import fit_limits_to_fds, nofile_target
+    lim = fit_limits_to_fds(Limits(), nofile_target(soft, hard))
     ok = lim.max_tcp_flows >= FD_FLOWS_OK
-    shown = "unlimited" if hard < 0 else str(hard)
-    detail = (f"RLIMIT_NOFILE {'unlimited' if soft < 0 else soft} soft / {shown} hard: room for "
+
+    def text(n: int) -> str:
+        return "unlimited" if n == resource.RLIM_INFINITY else str(n)
+
+    detail = (f"RLIMIT_NOFILE {text(soft)} soft / {text(hard)} hard: room for "
               f"{lim.max_tcp_flows} TCP flows with a host socket, {lim.max_udp_flows} UDP and "
               f"{lim.max_icmp_flows} ping flows at once")
     fix = "" if ok else ("raise the hard limit, e.g. `* hard nofile 65536` in "
@@ -254,9 +258,7 @@ def fd_limit_finding(soft: int, hard: int) -> Finding:
 
 def _fd_limit_finding() -> Finding:
     import resource
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    inf = resource.RLIM_INFINITY
-    return fd_limit_finding(-1 if soft == inf else soft, -1 if hard == inf else hard)
+    return fd_limit_finding(*resource.getrlimit(resource.RLIMIT_NOFILE))
 
 
 def _build_finding() -> Finding:

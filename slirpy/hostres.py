@@ -41,18 +41,27 @@ def tune_malloc() -> Callable[[], Any] | None:
     return lambda: trim(0)
 
 
+def nofile_target(soft: int, hard: int) -> int:
+    """The soft RLIMIT_NOFILE that raise_nofile_limit leaves in force for these limits when
+    its setrlimit succeeds: the hard limit (an unlimited one counts as 2**20)."""
+    inf = resource.RLIM_INFINITY
+    if hard == inf:
+        hard = 1 << 20
+    if soft != inf and soft >= hard:
+        return min(soft, hard)
+    return hard
+
+
 def raise_nofile_limit() -> int:
     """Raise the soft RLIMIT_NOFILE to the hard limit; return the soft limit in force."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if hard == resource.RLIM_INFINITY:
-        hard = 1 << 20
-    if soft == resource.RLIM_INFINITY or soft >= hard:
-        return min(soft, hard) if soft != resource.RLIM_INFINITY else hard
-    try:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-        return hard
-    except (ValueError, OSError):
-        return soft
+    target = nofile_target(soft, hard)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, target))
+        except (ValueError, OSError):
+            return soft
+    return target
 
 
 def fit_limits_to_fds(limits: Any, nofile: int, reserve: int = FD_RESERVE) -> Any:

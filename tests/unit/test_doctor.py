@@ -151,6 +151,8 @@ def test_ipv6_finding_says_what_the_sandbox_gets():
 
 
 def test_fd_limit_finding_says_how_many_flows_fit():
+    import resource
+
     from slirpy.config import Limits
     from slirpy.hostres import fit_limits_to_fds
     low = doctor.fd_limit_finding(1024, 1024)
@@ -160,7 +162,20 @@ def test_fd_limit_finding_says_how_many_flows_fit():
     high = doctor.fd_limit_finding(1024, 524288)       # the soft limit is raised to the hard one
     assert high.ok and high.fix == "" and "room for 65536 TCP flows" in high.detail
     assert "1024 soft / 524288 hard" in high.detail
-    assert doctor.fd_limit_finding(-1, -1).ok and "unlimited soft / unlimited hard" in \
-        doctor.fd_limit_finding(-1, -1).detail
+    inf = resource.RLIM_INFINITY
+    assert doctor.fd_limit_finding(inf, inf).ok and "unlimited soft / unlimited hard" in \
+        doctor.fd_limit_finding(inf, inf).detail
     edge = doctor.fd_limit_finding(4096, 4096)          # 4096 fds leave fewer than 4096 TCP flows
     assert not edge.ok
+
+
+def test_nofile_target_is_what_raise_nofile_limit_keeps():
+    import resource
+
+    from slirpy.hostres import nofile_target
+    inf = resource.RLIM_INFINITY
+    assert nofile_target(1024, 20000) == 20000          # raised to the hard limit
+    assert nofile_target(20000, 20000) == 20000
+    assert nofile_target(1024, inf) == 1 << 20          # unlimited counts as 2**20
+    assert nofile_target(inf, inf) == 1 << 20
+    assert nofile_target(2 << 20, inf) == 1 << 20
