@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import errno
+import socket
 import time
 from typing import Final, cast
 
@@ -29,6 +30,14 @@ BLOCK: Final = 256 << 10          # one block of read buffer
 _MIN_ROOM: Final = 64 << 10       # a read gets at least this much room; less left: the next block
 _COPY_BELOW: Final = 16 << 10     # smaller reads are copied out, and their room is used again
 _RETIRED_MAX: Final = 256         # full blocks remembered for reuse (more are left to the allocator)
+# A flow's first small host reads are each followed by a look for the host's FIN (`eof_next`):
+# a host that answers and closes (HTTP `Connection: close`) then has its FIN go to the guest
+# with the answer instead of a loop turn later, after the guest has read the answer and closed
+# first. A guest that closes first keeps every such connection in TIME-WAIT for a minute (28k
+# ephemeral ports: a few seconds of connections at this rate), and its connect() slows down
+# looking for a free port. Later reads are not followed: a long-lived flow pays for nothing.
+_EOF_LOOKS: Final = 2
+_PEEK: Final = socket.MSG_PEEK | socket.MSG_DONTWAIT
 
 
 def _unviewed(block: bytearray) -> bool:
@@ -118,8 +127,25 @@ def tune_transport(transport: asyncio.WriteTransport) -> None:
     transport.set_write_buffer_limits(high=1 << 20, low=256 << 10)
 
 
+def eof_next(sock: socket.socket | None) -> bool:
+    """Whether everything the host sent has been read and its FIN has come: a peek at the
+    socket that reads nothing (one recv, MSG_PEEK | MSG_DONTWAIT). False on data still to
+    read, nothing yet (EAGAIN) or an error (the loop's own read reports it)."""
+    if sock is None:
+        return False
+    # A socket object of our own on the loop's fd, detached at once: the transport's socket
+    # object (uvloop's) has no recv.
+    peek = socket.socket(sock.family, socket.SOCK_STREAM, 0, sock.fileno())
+    try:
+        return peek.recv(1, _PEEK) == b""
+    except OSError:
+        return False
+    finally:
+        peek.detach()
+
+
 class HostTcpProtocol(asyncio.BufferedProtocol):
-    __slots__ = ("flow_host", "stack", "blocks", "flow_id", "transport", "closed")
+    __slots__ = ("flow_host", "stack", "blocks", "flow_id", "transport", "closed", "eof_looks")
 
     def __init__(self, flow_host: FlowHost, flow_id: int):
         self.flow_host = flow_host
@@ -128,6 +154,7 @@ class HostTcpProtocol(asyncio.BufferedProtocol):
         self.flow_id = flow_id
         self.transport: asyncio.Transport | None = None
         self.closed = False
+        self.eof_looks = _EOF_LOOKS      # small reads left that are followed by eof_next()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         transport = self.transport = cast(asyncio.Transport, transport)    # a TCP stream's
@@ -149,8 +176,16 @@ class HostTcpProtocol(asyncio.BufferedProtocol):
     def buffer_updated(self, nbytes: int) -> None:
         t = self.transport          # set: the loop reads only once connection_made has run
         data = self.blocks.take(nbytes)
-        if self.stack.tcp_host_data(self.flow_id, data, _now()) and t is not None:
+        stack = self.stack
+        now = _now()
+        if stack.tcp_host_data(self.flow_id, data, now) and t is not None:
             t.pause_reading()    # now: before the loop reads this socket again
+        if self.eof_looks and nbytes < _COPY_BELOW and t is not None:
+            self.eof_looks -= 1
+            if eof_next(t.get_extra_info("socket")):
+                # (The loop reads the FIN itself later: eof_received repeats it, a no-op.)
+                stack.tcp_host_eof(self.flow_id, now)
+                self.flow_host.counters["tcp.host.eof_with_data"] += 1
         self.flow_host.request_flush()
 
     def eof_received(self) -> bool:
