@@ -176,6 +176,10 @@ class InboundTcpProtocol(HostTcpProtocol):
         super().__init__(flow_host, 0)
         self.guest_port = guest_port
         self.guest_ip = guest_ip
+        # No looks for the host's FIN after its first reads (proxy/tcp.py): the host side is
+        # the client here, and a client's close after its request leaves the guest (the
+        # server) no TIME-WAIT to spare; each look would be one more system call a connection.
+        self.eof_looks = 0
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         transport = self.transport = cast(asyncio.Transport, transport)    # a TCP stream's

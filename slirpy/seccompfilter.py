@@ -15,6 +15,8 @@ who               calls
 ================  ===========================================================================
 event loop        epoll_pwait epoll_ctl; + epoll_wait (the same on other libuv builds)
                   sched_yield (busy polling gives the CPU to any task that wants it: busypoll.py)
+                  + poll ppoll (proxy/tcp.eof_next: has a host socket's FIN come? ppoll where
+                  the architecture has no poll)
 TAP, pipes, fds   read write writev ioctl fcntl close lseek pread64 (pcap_start reading an
                   existing file's header)
 host sockets      socket (AF_INET, AF_INET6, AF_UNIX only) connect bind listen accept4
@@ -65,7 +67,7 @@ SOCKET_FAMILIES = (1, 2, 10)     # socket() is allowed for AF_UNIX, AF_INET, AF_
 # epoll_wait and rename on arm64, are skipped).
 ALLOWED = (
     # event loop
-    "epoll_pwait", "epoll_ctl", "epoll_wait", "sched_yield",
+    "epoll_pwait", "epoll_ctl", "epoll_wait", "sched_yield", "poll", "ppoll",
     # TAP, pipes, fds
     "read", "write", "writev", "ioctl", "fcntl", "close", "lseek", "pread64",
     # host sockets

@@ -1,7 +1,7 @@
 """A host that answers and closes: its FIN goes to the guest with the answer (proxy/tcp.py).
 
 The event loop reads a host socket's data and, a loop turn later, its EOF. A flow's first small
-reads are followed by a peek for the FIN (`eof_next`), so the Stack can send the FIN on the
+reads are followed by a look for the FIN (`eof_next`), so the Stack can send the FIN on the
 answer's last segment and the guest does not close first (and keep the connection in TIME-WAIT).
 """
 
@@ -26,32 +26,41 @@ def pair():
 
 def test_eof_next_sees_the_fin_only_once_the_data_is_read(pair):
     ours, host = pair
-    assert not eof_next(ours)                   # nothing yet (EAGAIN)
+    fd = ours.fileno()
+    assert not eof_next(fd)                     # nothing yet
     host.sendall(b"answer")
+    assert not eof_next(fd)                     # data, no FIN
     host.shutdown(socket.SHUT_WR)
-    assert not eof_next(ours)                   # data still to read: the FIN is not next
-    assert ours.recv(100) == b"answer"
-    assert eof_next(ours)
-    assert eof_next(ours)                       # a peek: the EOF stays for the loop's read
+    assert not eof_next(fd)                     # data still to read: the FIN is not next
+    assert ours.recv(3) == b"ans"
+    assert not eof_next(fd)
+    assert ours.recv(100) == b"wer"
+    assert eof_next(fd)
+    assert eof_next(fd)                         # a look: the EOF stays for the loop's read
     assert ours.recv(100) == b""
 
 
-def test_eof_next_leaves_the_socket_open_and_blocking_as_it_was(pair):
+def test_eof_next_leaves_nothing_registered(pair):
     ours, host = pair
-    fd = ours.fileno()
-    assert not eof_next(ours)
-    assert ours.fileno() == fd and ours.getblocking()
-    ours.sendall(b"still open")                 # the peek's own socket object was detached
-    assert host.recv(100) == b"still open"
-
-
-def test_eof_next_without_a_socket_or_on_an_error():
-    assert not eof_next(None)
-    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    other, other_host = socket.socketpair()
     try:
-        assert not eof_next(s)                  # not connected: ENOTCONN, not an EOF
+        other_host.close()                      # a FIN on another socket, looked at first
+        assert eof_next(other.fileno())
+        assert not eof_next(ours.fileno())      # ... is not reported for this one
+        assert tcp_proxy._POLLER.poll(0) == []
+    finally:
+        other.close()
+
+
+def test_eof_next_on_a_socket_that_is_not_connected_or_not_open():
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    fd = s.fileno()
+    try:
+        assert not eof_next(fd)
     finally:
         s.close()
+    assert not eof_next(fd)                     # closed: POLLNVAL, not an EOF
+    assert tcp_proxy._POLLER.poll(0) == []
 
 
 class _Transport:
@@ -130,7 +139,7 @@ def test_only_a_flows_first_small_reads_look_for_the_fin(pair):
     rt = _Runtime()
     proto = HostTcpProtocol(rt, 5)
     t = proto.transport = _Transport(ours)
-    host.sendall(b"x" * 40_000)                 # a large read: more is likely coming, no look
+    host.sendall(b"x" * 40_000)                 # large reads: more is likely coming, no look
     while sum(len(c[2]) for c in rt.stack.calls) < 40_000:
         _loop_read(proto, ours)
     assert t.looked == 0
@@ -143,3 +152,18 @@ def test_only_a_flows_first_small_reads_look_for_the_fin(pair):
     _loop_read(proto, ours)                     # past the looks: the loop's own read finds EOF
     assert rt.stack.calls[-1] == ("data", 5, b"last")
     assert rt.counters["tcp.host.eof_with_data"] == 0
+
+
+def test_a_published_ports_client_is_not_looked_at(pair):
+    # The host side of an inbound flow is the client: its close after a request leaves the
+    # guest (the server) no TIME-WAIT to spare, so no system call is spent looking.
+    from slirpy.ports import InboundTcpProtocol
+    ours, host = pair
+    rt = _Runtime()
+    proto = InboundTcpProtocol(rt, 80)
+    proto.flow_id = 9
+    t = proto.transport = _Transport(ours)
+    host.sendall(b"GET / HTTP/1.0\r\n\r\n")
+    host.shutdown(socket.SHUT_WR)
+    _loop_read(proto, ours)
+    assert rt.stack.calls == [("data", 9, b"GET / HTTP/1.0\r\n\r\n")] and t.looked == 0
