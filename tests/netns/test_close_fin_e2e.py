@@ -4,28 +4,26 @@ keeps no TIME-WAIT. Before, the FIN came a loop turn after the answer: a guest c
 closed once it had the answer closed first, and each such connection held one of its 28k
 ephemeral ports for a minute (wrk's `Connection: close` rate fell by half after 2 s).
 
-The server corks its socket so that the answer and the FIN reach slirpy's host socket together;
-slirpy reads them in one wake-up, and the guest must see the EOF as soon as it has the answer.
-The guest spins on its reads (a client that sleeps may wake after a late FIN too).
+The server corks its socket (HostServer's `answer` mode) so that the answer and the FIN reach
+slirpy's host socket together; slirpy reads them in one wake-up, and the guest must see the EOF
+as soon as it has the answer. The guest spins on its reads (a client that sleeps may wake after a late FIN too).
 """
 
 from __future__ import annotations
 
 import json
-import socket
 import sys
 import tempfile
-import threading
 from pathlib import Path
 
 import pytest
 
-from .util import HOST_ADDR, run_slirpy
+from .util import HOST_ADDR, HostServer, run_slirpy
 
 pytestmark = [pytest.mark.netns, pytest.mark.usefixtures("no_stray_processes")]
 
 CONNS = 30
-ANSWER = b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\nok"
+ANSWER_SIZE = 300
 
 GUEST = r"""
 import socket, sys
@@ -54,36 +52,18 @@ print(f"RESULT {with_eof} {tw}")
 
 
 @pytest.fixture
-def corked_closing_server():
-    """Answers each connection and closes, the answer and the FIN in one segment (TCP_CORK)."""
-    srv = socket.create_server((HOST_ADDR, 0), backlog=128)
-    stop = threading.Event()
-
-    def serve() -> None:
-        while not stop.is_set():
-            try:
-                c, _ = srv.accept()
-            except OSError:
-                return
-            with c:
-                c.recv(4096)
-                c.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 1)
-                c.sendall(ANSWER)
-
-    t = threading.Thread(target=serve, daemon=True)
-    t.start()
-    yield srv.getsockname()[1]
-    stop.set()
+def answering_server():
+    srv = HostServer("answer", size=ANSWER_SIZE)
+    yield srv
     srv.close()
-    t.join(5)
 
 
-def test_the_hosts_fin_comes_with_its_answer(corked_closing_server):
+def test_the_hosts_fin_comes_with_its_answer(answering_server):
     with tempfile.TemporaryDirectory() as tmp:
         stats_path = Path(tmp) / "stats.json"
         res = run_slirpy(["--stats-file", str(stats_path)],
-                         [sys.executable, "-c", GUEST, HOST_ADDR, str(corked_closing_server),
-                          str(CONNS), str(len(ANSWER))])
+                         [sys.executable, "-c", GUEST, HOST_ADDR, str(answering_server.port),
+                          str(CONNS), str(ANSWER_SIZE)])
         assert res.returncode == 0, res.describe()
         counters = json.loads(stats_path.read_text())["counters"]
     line = next((ln for ln in res.stdout.splitlines() if ln.startswith("RESULT ")), None)
@@ -92,3 +72,5 @@ def test_the_hosts_fin_comes_with_its_answer(corked_closing_server):
     assert with_eof == CONNS, res.describe()
     assert guest_time_wait == 0, res.describe()     # the guest closed second every time
     assert counters.get("tcp.host.eof_with_data") == CONNS, counters
+    served = answering_server.wait_results(CONNS)
+    assert all(r.error is None and r.received > 0 for r in served), served

@@ -9,24 +9,23 @@ past the first BOUND within 2 s was refused with RST (`tcp.rx.drop.flow_limit`).
 from __future__ import annotations
 
 import json
-import socket
 import sys
 import tempfile
-import threading
 from pathlib import Path
 
 import pytest
 
-from .util import HOST_ADDR, run_slirpy
+from .util import HOST_ADDR, HostServer, run_slirpy
 
 pytestmark = [pytest.mark.netns, pytest.mark.usefixtures("no_stray_processes")]
 
 BOUND = 40
 CONNS = 400
+ANSWER_SIZE = 3
 
 GUEST = r"""
 import socket, sys
-host, port, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+host, port, n, size = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
 ok = refused = 0
 for i in range(n):
     try:
@@ -35,7 +34,7 @@ for i in range(n):
             data = b""
             while chunk := s.recv(4096):
                 data += chunk
-        ok += data == b"ok\n"
+        ok += len(data) == size
     except OSError:
         refused += 1
 print(f"RESULT {ok} {refused}")
@@ -44,33 +43,18 @@ print(f"RESULT {ok} {refused}")
 
 @pytest.fixture
 def closing_server():
-    """Answers each connection with `ok` and closes first, as a `Connection: close` server."""
-    srv = socket.create_server((HOST_ADDR, 0), backlog=128)
-    stop = threading.Event()
-
-    def serve() -> None:
-        while not stop.is_set():
-            try:
-                c, _ = srv.accept()
-            except OSError:
-                return
-            with c:
-                c.recv(4096)
-                c.sendall(b"ok\n")
-
-    t = threading.Thread(target=serve, daemon=True)
-    t.start()
-    yield srv.getsockname()[1]
-    stop.set()
+    """Answers each connection and closes first, as a `Connection: close` server."""
+    srv = HostServer("answer", size=ANSWER_SIZE)
+    yield srv
     srv.close()
-    t.join(5)
 
 
 def test_time_wait_flows_do_not_use_up_the_flow_limit(closing_server):
     with tempfile.TemporaryDirectory() as tmp:
         stats_path = Path(tmp) / "stats.json"
         res = run_slirpy(["--limit", f"max_tcp_flows={BOUND}", "--stats-file", str(stats_path)],
-                         [sys.executable, "-c", GUEST, HOST_ADDR, str(closing_server), str(CONNS)])
+                         [sys.executable, "-c", GUEST, HOST_ADDR, str(closing_server.port),
+                          str(CONNS), str(ANSWER_SIZE)])
         assert res.returncode == 0, res.describe()
         stats = json.loads(stats_path.read_text())
     line = next((ln for ln in res.stdout.splitlines() if ln.startswith("RESULT ")), None)

@@ -93,6 +93,8 @@ class HostServer:
       first    send `size` pattern bytes, shut down our write side FIRST, then read the
                client's data to EOF and record it.  (server closes first, still receives)
       echo     echo everything; shut down write on EOF.
+      answer   read one request (one recv), send `size` pattern bytes and close, the answer
+               and the FIN in one segment (TCP_CORK). (an HTTP `Connection: close` server)
     Every accepted connection appends a ConnResult to `results` when it is done.
     """
 
@@ -168,6 +170,12 @@ class HostServer:
             conn.sendall(chunk)
         conn.shutdown(socket.SHUT_WR)
         self._read_to_eof(conn, res)
+
+    def _mode_answer(self, conn, res) -> None:
+        res.received = len(conn.recv(64 * 1024))
+        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 1)
+        for chunk in pattern(self.size, self.seed):
+            conn.sendall(chunk)
 
     def _mode_echo(self, conn, res) -> None:
         h = hashlib.sha256()

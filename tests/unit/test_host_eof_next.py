@@ -103,6 +103,14 @@ class _Runtime:
         self.flushes += 1
 
 
+def _flow(sock, proto_class=HostTcpProtocol, *args):
+    """A protocol on `sock` (our end of the pair) with fake runtime, Stack and transport."""
+    rt = _Runtime()
+    proto = proto_class(rt, *args)
+    proto.transport = _Transport(sock)
+    return rt, proto
+
+
 def _loop_read(proto, sock):
     """What the event loop does when the socket is readable: one read into the protocol's room."""
     room = proto.get_buffer(-1)
@@ -112,9 +120,7 @@ def _loop_read(proto, sock):
 
 def test_an_answer_and_fin_together_reach_the_stack_in_one_read(pair):
     ours, host = pair
-    rt = _Runtime()
-    proto = HostTcpProtocol(rt, 5)
-    proto.transport = _Transport(ours)
+    rt, proto = _flow(ours, HostTcpProtocol, 5)
     host.sendall(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nok")
     host.close()
     _loop_read(proto, ours)
@@ -125,9 +131,7 @@ def test_an_answer_and_fin_together_reach_the_stack_in_one_read(pair):
 
 def test_no_eof_while_the_host_keeps_the_connection_open(pair):
     ours, host = pair
-    rt = _Runtime()
-    proto = HostTcpProtocol(rt, 5)
-    proto.transport = _Transport(ours)
+    rt, proto = _flow(ours, HostTcpProtocol, 5)
     host.sendall(b"first answer")
     _loop_read(proto, ours)
     assert rt.stack.calls == [("data", 5, b"first answer")]
@@ -136,9 +140,8 @@ def test_no_eof_while_the_host_keeps_the_connection_open(pair):
 
 def test_only_a_flows_first_small_reads_look_for_the_fin(pair):
     ours, host = pair
-    rt = _Runtime()
-    proto = HostTcpProtocol(rt, 5)
-    t = proto.transport = _Transport(ours)
+    rt, proto = _flow(ours, HostTcpProtocol, 5)
+    t = proto.transport
     host.sendall(b"x" * 40_000)                 # large reads: more is likely coming, no look
     while sum(len(c[2]) for c in rt.stack.calls) < 40_000:
         _loop_read(proto, ours)
@@ -159,10 +162,9 @@ def test_a_published_ports_client_is_not_looked_at(pair):
     # guest (the server) no TIME-WAIT to spare, so no system call is spent looking.
     from slirpy.ports import InboundTcpProtocol
     ours, host = pair
-    rt = _Runtime()
-    proto = InboundTcpProtocol(rt, 80)
+    rt, proto = _flow(ours, InboundTcpProtocol, 80)
     proto.flow_id = 9
-    t = proto.transport = _Transport(ours)
+    t = proto.transport
     host.sendall(b"GET / HTTP/1.0\r\n\r\n")
     host.shutdown(socket.SHUT_WR)
     _loop_read(proto, ours)
