@@ -387,7 +387,8 @@ class Runtime:
     def _write_host(self, ev: TcpDataReceived) -> StackEvent | None:
         """Write `ev` and the data events right after it for the same flow (one per guest
         segment, about ten per TAP batch in a bulk upload) to the host socket together, as
-        one writev instead of a send each. Returns the first event not written."""
+        one writev instead of a send each. Returns the first event not written; when that is
+        the flow's EOF, the socket is corked first, so the data and the FIN leave together."""
         stack = self.stack                  # stack.next_event(): a native call, no bound method
         fid = ev.flow_id
         nxt = stack.next_event()
@@ -401,6 +402,9 @@ class Runtime:
         if proto is not None:
             transport = proto.transport
             if transport is not None and not proto.closed:
+                if (type(nxt) is TcpEofReceived and nxt.flow_id == fid
+                        and tcp_proxy.cork_before_eof(transport)):   # the data and FIN together
+                    self.counters["tcp.host.fin_corked"] += 1
                 if parts is None:
                     transport.write(ev.data)
                 else:

@@ -476,6 +476,70 @@ def test_runtime_writes_a_batch_of_guest_segments_to_the_host_socket_at_once():
         rig.close()
 
 
+class _CorkSocket:
+    def __init__(self, calls):
+        self.calls = calls
+
+    def setsockopt(self, level, opt, value):
+        assert (level, opt) == (socket.IPPROTO_TCP, socket.TCP_CORK)
+        self.calls.append(("cork", value))
+
+
+class CorkTransport(FakeTransport):
+    """A FakeTransport whose socket records TCP_CORK; `buffered` bytes wait in it."""
+
+    def __init__(self):
+        super().__init__()
+        self.buffered = 0
+
+    def get_extra_info(self, name, default=None):
+        return _CorkSocket(self.calls) if name == "socket" else default
+
+    def get_write_buffer_size(self):
+        return self.buffered
+
+
+@pytest.mark.parametrize("buffered", [0, 100])
+def test_runtime_corks_the_host_socket_for_data_and_fin_in_one_batch(buffered):
+    """The guest's last data and its FIN in one TAP batch: the host socket is corked before the
+    data is written, and write_eof (shutdown) then sends both in one segment. Data alone is
+    not corked, nor is a socket whose transport still buffers data (write_eof waits for it)."""
+    made = []
+
+    async def connect(factory, host, port):
+        proto = factory()
+        transport = CorkTransport()
+        proto.connection_made(transport)
+        made.append(transport)
+        return transport, proto
+
+    rig = RuntimeRig(connect)
+    try:
+        arp_then_syn(rig, 6666)
+        iss = rig.recv()[TCP].seq
+
+        def seg(seq, flags, payload=b""):
+            return (Ether(src=GUEST_MAC, dst=GW_MAC) / IP(src=GUEST, dst=REMOTE) /
+                    TCP(sport=40000, dport=6666, flags=flags, seq=seq, ack=iss + 1, window=65535) /
+                    payload)
+        rig.send(seg(GUEST_ISS + 1, "A"))
+        rig.send(seg(GUEST_ISS + 1, "PA", b"request"))
+        rig.settle()
+        [transport] = made
+        assert transport.calls == [("write", b"request")]       # data alone: no cork
+        transport.buffered = buffered
+        seq = GUEST_ISS + 8
+        rig.send(seg(seq, "PA", b"last-"))
+        rig.send(seg(seq + 5, "PA", b"words"))
+        rig.send(seg(seq + 10, "FA"))
+        rig.settle()
+        wrote = [("writelines", [b"last-", b"words"]), ("eof",)]
+        assert transport.calls[1:] == ([("cork", 1)] if not buffered else []) + wrote
+        assert rig.runtime.counters["tcp.host.fin_corked"] == (0 if buffered else 1)
+    finally:
+        rig.close()
+
+
 def test_runtime_closes_a_host_socket_whose_connect_completes_after_its_flow_ended():
     """The guest gives up (RST) while the host connect is in flight: the flow ends and the
     connect task is cancelled, but asyncio may still hand the protocol its transport (the
