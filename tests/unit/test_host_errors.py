@@ -436,14 +436,15 @@ def test_runtime_established_host_error_resets_guest_after_delivering_data(exc):
         rig.close()
 
 
-def test_runtime_writes_a_batch_of_guest_segments_to_the_host_socket_at_once():
-    """Segments of one flow that arrive in one TAP batch reach the host socket as one
-    writelines (one writev), in order, and the guest's FIN after them."""
+def established_flow(transport_class):
+    """A RuntimeRig whose guest has opened a TCP flow to REMOTE:6666 and ACKed the SYN-ACK;
+    returns the rig, the host transport (of `transport_class`) and seg(seq, flags, payload)
+    for the guest's next segments."""
     made = []
 
     async def connect(factory, host, port):
         proto = factory()
-        transport = FakeTransport()
+        transport = transport_class()
         proto.connection_made(transport)
         made.append(transport)
         return transport, proto
@@ -451,17 +452,28 @@ def test_runtime_writes_a_batch_of_guest_segments_to_the_host_socket_at_once():
     rig = RuntimeRig(connect)
     try:
         arp_then_syn(rig, 6666)
-        synack = rig.recv()
-        iss = synack[TCP].seq
+        iss = rig.recv()[TCP].seq
 
         def seg(seq, flags, payload=b""):
             return (Ether(src=GUEST_MAC, dst=GW_MAC) / IP(src=GUEST, dst=REMOTE) /
                     TCP(sport=40000, dport=6666, flags=flags, seq=seq, ack=iss + 1, window=65535) /
                     payload)
         rig.send(seg(GUEST_ISS + 1, "A"))
-        rig.send(seg(GUEST_ISS + 1, "PA", b"lone-"))
         rig.settle()
         [transport] = made
+    except BaseException:
+        rig.close()
+        raise
+    return rig, transport, seg
+
+
+def test_runtime_writes_a_batch_of_guest_segments_to_the_host_socket_at_once():
+    """Segments of one flow that arrive in one TAP batch reach the host socket as one
+    writelines (one writev), in order, and the guest's FIN after them."""
+    rig, transport, seg = established_flow(FakeTransport)
+    try:
+        rig.send(seg(GUEST_ISS + 1, "PA", b"lone-"))
+        rig.settle()
         assert transport.calls == [("write", b"lone-")]          # a lone segment: a plain write
         parts = [b"first-", b"second-", b"third"]
         seq = GUEST_ISS + 6
@@ -504,28 +516,10 @@ def test_runtime_corks_the_host_socket_for_data_and_fin_in_one_batch(buffered):
     """The guest's last data and its FIN in one TAP batch: the host socket is corked before the
     data is written, and write_eof (shutdown) then sends both in one segment. Data alone is
     not corked, nor is a socket whose transport still buffers data (write_eof waits for it)."""
-    made = []
-
-    async def connect(factory, host, port):
-        proto = factory()
-        transport = CorkTransport()
-        proto.connection_made(transport)
-        made.append(transport)
-        return transport, proto
-
-    rig = RuntimeRig(connect)
+    rig, transport, seg = established_flow(CorkTransport)
     try:
-        arp_then_syn(rig, 6666)
-        iss = rig.recv()[TCP].seq
-
-        def seg(seq, flags, payload=b""):
-            return (Ether(src=GUEST_MAC, dst=GW_MAC) / IP(src=GUEST, dst=REMOTE) /
-                    TCP(sport=40000, dport=6666, flags=flags, seq=seq, ack=iss + 1, window=65535) /
-                    payload)
-        rig.send(seg(GUEST_ISS + 1, "A"))
         rig.send(seg(GUEST_ISS + 1, "PA", b"request"))
         rig.settle()
-        [transport] = made
         assert transport.calls == [("write", b"request")]       # data alone: no cork
         transport.buffered = buffered
         seq = GUEST_ISS + 8
