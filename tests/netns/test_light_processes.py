@@ -79,12 +79,15 @@ def _check_lean(pid: int, init: int) -> None:
     running waiter.py and `cat`; never a copy of slirpy's interpreter with its imports."""
     native = nativewaiter.to_use()
     deadline = time.monotonic() + 30
-    while True:                  # the command runs a moment before its `slirpy run` execs
+    while True:     # the command runs a moment before its `slirpy run` and PID 1 have exec'd
         argv = open(f"/proc/{pid}/cmdline", "rb").read().split(b"\0")
-        if argv[1:2] in ([b"wait"], [b"-I"]) or time.monotonic() > deadline:
+        init_argv = open(f"/proc/{init}/cmdline", "rb").read().split(b"\0")
+        init_exe = os.path.basename(os.readlink(f"/proc/{init}/exe"))
+        # (PID 1's cmdline reads empty while it execs; before, it is slirpy's interpreter)
+        init_done = init_argv[0] != b"" and init_exe in ("slirpy-waiter", "cat")
+        if (argv[1:2] in ([b"wait"], [b"-I"]) and init_done) or time.monotonic() > deadline:
             break
         time.sleep(0.05)
-    init_argv = open(f"/proc/{init}/cmdline", "rb").read().split(b"\0")
     if native is not None:
         assert os.readlink(f"/proc/{pid}/exe") == os.path.realpath(native)
         assert argv[1] == b"wait" and init_argv[:2] == [b"slirpy-waiter", b"hold"]
