@@ -173,13 +173,12 @@ class InboundTcpProtocol(HostTcpProtocol):
     __slots__ = ("guest_port", "guest_ip")
 
     def __init__(self, flow_host: FlowHost, guest_port: int, guest_ip: bytes | None = None):
-        super().__init__(flow_host, 0)
-        self.guest_port = guest_port
-        self.guest_ip = guest_ip
         # No looks for the host's FIN after its first reads (proxy/tcp.py): the host side is
         # the client here, and a client's close after its request leaves the guest (the
         # server) no TIME-WAIT to spare; each look would be one more system call a connection.
-        self.eof_looks = 0
+        super().__init__(flow_host, 0, eof_looks=0)
+        self.guest_port = guest_port
+        self.guest_ip = guest_ip
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         transport = self.transport = cast(asyncio.Transport, transport)    # a TCP stream's

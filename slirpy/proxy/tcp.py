@@ -175,14 +175,14 @@ def cork_before_eof(transport: asyncio.WriteTransport) -> bool:
 class HostTcpProtocol(asyncio.BufferedProtocol):
     __slots__ = ("flow_host", "stack", "blocks", "flow_id", "transport", "closed", "eof_looks")
 
-    def __init__(self, flow_host: FlowHost, flow_id: int):
+    def __init__(self, flow_host: FlowHost, flow_id: int, eof_looks: int = _EOF_LOOKS):
         self.flow_host = flow_host
         self.stack = flow_host.stack
         self.blocks = flow_host.recv_blocks     # one attribute lookup less per read
         self.flow_id = flow_id
         self.transport: asyncio.Transport | None = None
         self.closed = False
-        self.eof_looks = _EOF_LOOKS      # small reads left that are followed by eof_next()
+        self.eof_looks = eof_looks       # small reads left that are followed by eof_next()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         transport = self.transport = cast(asyncio.Transport, transport)    # a TCP stream's

@@ -19,16 +19,13 @@ The clients spin on their reads (a client that sleeps may wake after a late FIN 
 
 from __future__ import annotations
 
-import json
 import socket
 import sys
-import tempfile
-from pathlib import Path
 
 import pytest
 
 from .test_ports_e2e import sandbox  # noqa: F401  (a fixture)
-from .util import HOST_ADDR, HostServer, run_slirpy
+from .util import HOST_ADDR, HostServer, read_counters, run_slirpy
 
 pytestmark = [pytest.mark.netns, pytest.mark.usefixtures("no_stray_processes")]
 
@@ -68,14 +65,13 @@ def answering_server():
     srv.close()
 
 
-def test_the_hosts_fin_comes_with_its_answer(answering_server):
-    with tempfile.TemporaryDirectory() as tmp:
-        stats_path = Path(tmp) / "stats.json"
-        res = run_slirpy(["--stats-file", str(stats_path)],
-                         [sys.executable, "-c", GUEST, HOST_ADDR, str(answering_server.port),
-                          str(CONNS), str(ANSWER_SIZE)])
-        assert res.returncode == 0, res.describe()
-        counters = json.loads(stats_path.read_text())["counters"]
+def test_the_hosts_fin_comes_with_its_answer(answering_server, tmp_path):
+    stats = tmp_path / "stats.json"
+    res = run_slirpy(["--stats-file", str(stats)],
+                     [sys.executable, "-c", GUEST, HOST_ADDR, str(answering_server.port),
+                      str(CONNS), str(ANSWER_SIZE)])
+    assert res.returncode == 0, res.describe()
+    counters = read_counters(stats)
     line = next((ln for ln in res.stdout.splitlines() if ln.startswith("RESULT ")), None)
     assert line is not None, res.describe()
     with_eof, guest_time_wait = map(int, line.split()[1:])
@@ -118,15 +114,15 @@ def _answer_and_eof_together(addr: tuple, size: int) -> bool:
             return False
 
 
-def test_the_guests_fin_reaches_a_published_ports_client_with_its_answer(sandbox):  # noqa: F811
-    with tempfile.TemporaryDirectory() as tmp:
-        stats_path = Path(tmp) / "stats.json"
-        box = sandbox(["-p", "127.0.0.1:18090:80", "--stats-file", str(stats_path)],
-                      [sys.executable, "-c", GUEST_SERVER, "80", str(ANSWER_SIZE)])
-        with_eof = sum(_answer_and_eof_together(("127.0.0.1", 18090), ANSWER_SIZE)
-                       for _ in range(CONNS))
-        box.stop()
-        counters = json.loads(stats_path.read_text())["counters"]
+def test_the_guests_fin_reaches_a_published_ports_client_with_its_answer(sandbox,  # noqa: F811
+                                                                           tmp_path):
+    stats = tmp_path / "stats.json"
+    box = sandbox(["-p", "127.0.0.1:18090:80", "--stats-file", str(stats)],
+                  [sys.executable, "-c", GUEST_SERVER, "80", str(ANSWER_SIZE)])
+    with_eof = sum(_answer_and_eof_together(("127.0.0.1", 18090), ANSWER_SIZE)
+                   for _ in range(CONNS))
+    box.stop()
+    counters = read_counters(stats)
     # Every answer and its FIN were written corked. (Without the cork, whether this client saw
     # the FIN late depended on where the scheduler ran it: the counter is what always fails.)
     assert counters.get("tcp.host.fin_corked") == CONNS, counters
