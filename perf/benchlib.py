@@ -94,10 +94,13 @@ _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 _SOCKPERF_AVG = re.compile(r"avg-latency=\s*([0-9.]+)")
 _SOCKPERF_PCT = re.compile(r"percentile\s+([0-9.]+)\s*=\s*([0-9.]+)")
 _SOCKPERF_OBS = re.compile(r"Total\s+(\d+)\s+observations")
+_SOCKPERF_TOTAL = re.compile(r"\[Total Run\][^\n]*ReceivedMessages=(\d+)")
 
 
 def parse_sockperf(text: str) -> dict[str, float]:
-    """``sockperf ping-pong`` output -> avg_us, p99_us (sockperf reports half round trips, us)."""
+    """``sockperf ping-pong`` output -> avg_us, p99_us (sockperf reports half round trips, us),
+    observations (round trips in the measured part) and exchanges (round trips of the whole
+    run, warm-up included: what the network process's CPU was measured over)."""
     clean = _ANSI.sub("", text)
     avg = _SOCKPERF_AVG.search(clean)
     pcts = {float(p): float(v) for p, v in _SOCKPERF_PCT.findall(clean)}
@@ -107,7 +110,25 @@ def parse_sockperf(text: str) -> dict[str, float]:
     obs = _SOCKPERF_OBS.search(clean)
     if obs:
         out["observations"] = float(obs.group(1))
+    total = _SOCKPERF_TOTAL.search(clean)
+    if total:
+        out["exchanges"] = float(total.group(1))
     return out
+
+
+def with_cost(sample: dict) -> dict:
+    """Add the network process's CPU per unit of work to a sample that has its CPU (net_cpu_s):
+    per GB moved (bytes), or per exchange (a ping-pong round trip, an HTTP request: exchanges
+    or requests) for the small-packet workloads. Returns the sample."""
+    cpu = sample.get("net_cpu_s")
+    if cpu is None:
+        return sample
+    if sample.get("bytes"):
+        sample["cpu_s_per_gb"] = cpu / (sample["bytes"] / 1e9)
+    exchanges = sample.get("exchanges") or sample.get("requests")
+    if exchanges:
+        sample["cpu_us_per_exchange"] = cpu / exchanges * 1e6
+    return sample
 
 
 _WRK_RPS = re.compile(r"^Requests/sec:\s*([0-9.]+)", re.M)

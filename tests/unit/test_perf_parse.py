@@ -134,7 +134,8 @@ def test_iperf3_udp_delivered_and_loss_from_the_receiver():
 
 def test_sockperf_avg_and_p99_despite_colour_codes():
     r = bl.parse_sockperf(SOCKPERF)
-    assert r == {"avg_us": 8.908, "p99_us": 11.301, "observations": 30838.0}
+    assert r == {"avg_us": 8.908, "p99_us": 11.301, "observations": 30838.0,
+                 "exchanges": 55988.0}
 
 
 def test_sockperf_without_results_raises():
@@ -150,6 +151,18 @@ def test_wrk_requests_per_second_and_errors():
     r = bl.parse_wrk(WRK_404_AND_SOCKET_ERRORS)
     assert r["rps"] == 71096.40
     assert r["errors"] == 3 + 2 + 1 + 4 + 78214
+
+
+def test_cost_per_gb_and_per_exchange():
+    # a bulk sample: CPU per GB; a sockperf or wrk sample: CPU per round trip or request, in us
+    assert bl.with_cost({"net_cpu_s": 0.5, "bytes": 2e9})["cpu_s_per_gb"] == 0.25
+    pp = bl.with_cost({**bl.parse_sockperf(SOCKPERF), "net_cpu_s": 0.8})
+    assert pp["cpu_us_per_exchange"] == pytest.approx(0.8 / 55988 * 1e6)
+    assert "cpu_s_per_gb" not in pp
+    req = bl.with_cost({**bl.parse_wrk(WRK_KEEPALIVE), "net_cpu_s": 1.2})
+    assert req["cpu_us_per_exchange"] == pytest.approx(1.2 / 65402 * 1e6)
+    # a peer without a network process of its own (loopback, veth) has no CPU: no cost
+    assert bl.with_cost(bl.parse_wrk(WRK_KEEPALIVE)) == bl.parse_wrk(WRK_KEEPALIVE)
 
 
 def test_wrk_that_could_not_connect_raises():
