@@ -8,10 +8,12 @@ must not import runtime.py back, tests/unit/test_import_cycles.py).
 
 from __future__ import annotations
 
+import ipaddress
 import time
 from typing import TYPE_CHECKING, Any, Protocol
 
 from . import pcap as _pcap
+from .ports import host_port_text
 
 if TYPE_CHECKING:  # pragma: no cover
     from .config import PortSpec
@@ -31,8 +33,6 @@ class Served(Protocol):
     def stack(self) -> Stack: ...
 
     def snapshot(self) -> dict: ...
-
-    def flow_table(self, now: float) -> list[dict]: ...
 
 
 class RuntimeControl:
@@ -66,7 +66,7 @@ class RuntimeControl:
         return self._runtime.snapshot()
 
     def flows(self) -> list[dict]:
-        return self._runtime.flow_table(time.monotonic())
+        return flow_rows(self._runtime.stack, time.monotonic())
 
     def pcap_start(self, path: str, max_size: int) -> dict:
         return _pcap.start_capture(self._runtime, path, max_size).info()
@@ -83,3 +83,29 @@ class RuntimeControl:
 
     def routes_to(self, ip: bytes) -> bool:
         return self._runtime.stack.routes_to(ip)
+
+
+def flow_rows(stack: Stack, now: float) -> list[dict]:
+    """Live flows, in the spirit of `conntrack -L`: protocol, direction, guest and host
+    endpoints, state, traffic each way (TCP: payload bytes; UDP/ICMP: datagrams), age;
+    `id` (never reused by a sandbox) and `bytes_to_host`/`bytes_to_guest` (payload bytes,
+    every protocol) let `slirpy flows --watch` compute rates between two polls."""
+    def ep(ip: bytes, port: int) -> str:        # 4 or 16 bytes: 10.0.2.100:80, [fd00::100]:80
+        return host_port_text(str(ipaddress.ip_address(ip)), port)
+
+    rows = []
+    for f in stack.flows():
+        rows.append({"proto": "tcp", "direction": "in" if f.inbound else "out",
+                     "guest": ep(f.guest_ip, f.guest_port), "host": ep(f.host_ip, f.host_port),
+                     "state": f.conn.state.name, "to_host": f.bytes_in, "to_guest": f.bytes_out,
+                     "unit": "bytes", "age": round(now - f.opened_at, 1), "id": f.flow_id,
+                     "bytes_to_host": f.bytes_in, "bytes_to_guest": f.bytes_out})
+    for proto, flows in (("udp", stack.udp_flows()), ("icmp", stack.echo_flows())):
+        for d in flows:
+            rows.append({"proto": proto, "direction": "in" if d.inbound else "out",
+                         "guest": ep(d.guest_ip, d.guest_port), "host": ep(d.host_ip, d.host_port),
+                         "state": "REPLIED" if d.replied else "UNREPLIED",
+                         "to_host": d.datagrams_in, "to_guest": d.datagrams_out,
+                         "unit": "datagrams", "age": round(now - d.opened_at, 1), "id": d.flow_id,
+                         "bytes_to_host": d.bytes_in, "bytes_to_guest": d.bytes_out})
+    return rows

@@ -24,7 +24,6 @@ from __future__ import annotations
 import asyncio
 import errno
 import io
-import ipaddress
 import json
 import logging
 import os
@@ -70,6 +69,16 @@ log: Final = logging.getLogger("slirpy")
 _monotonic: Final = time.monotonic
 _os_write: Final = os.write
 _os_writev: Final = os.writev
+
+# The host reads of one loop pass pile up until its flush writes them to the TAP. With many
+# downloads a pass reads ~100 sockets, ~20 MB, first, and the TAP writes then copy data long
+# gone from the CPU's caches. Past this many bytes read from more than one flow since the last
+# flush, the runtime flushes at once (perf/NOTES.md, session 18). One flow's reads are left to
+# the pass's flush: they are one socket's, bounded by its share of the send buffers.
+FLUSH_AFTER_BYTES: Final = 1 << 20
+_NO_FLOW: Final = -1
+_SEVERAL_FLOWS: Final = -2
+
 
 def _not_attached(*_args: object) -> object:
     raise AssertionError("Runtime.attach() not called")
@@ -130,6 +139,8 @@ class Runtime:
         self._idle_handle: asyncio.TimerHandle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._flush_scheduled = False
+        self._unflushed_bytes = 0            # host bytes read since the last flush (host_data_read)
+        self._unflushed_flow = _NO_FLOW    # from which flow, or _SEVERAL_FLOWS
         # Bound once (attach sets the first): request_flush runs per host read, and made a
         # bound method and looked the loop's method up each time.
         self._call_soon: Callable[..., object] = _not_attached
@@ -279,6 +290,17 @@ class Runtime:
             self._flush_scheduled = True
             self._call_soon(self._flush_cb)
 
+    def host_data_read(self, flow_id: int, nbytes: int) -> None:
+        n = self._unflushed_bytes = self._unflushed_bytes + nbytes
+        if self._unflushed_flow != flow_id:
+            self._unflushed_flow = flow_id if self._unflushed_flow == _NO_FLOW else _SEVERAL_FLOWS
+        if n >= FLUSH_AFTER_BYTES and self._unflushed_flow == _SEVERAL_FLOWS:
+            self.counters["loop.flush.early"] += 1
+            self.flush(_monotonic())
+        elif not self._flush_scheduled:
+            self._flush_scheduled = True
+            self._call_soon(self._flush_cb)
+
     def register_tcp_flow(self, flow_id: int, flow: TcpFlowSocket) -> None:
         self.host_flows[flow_id] = flow
 
@@ -338,6 +360,8 @@ class Runtime:
     def flush(self, now: float, nbytes: int = 0) -> None:
         """Everything the stack has for the TAP and the host, after work that began at `now`
         (and read `nbytes` from the TAP)."""
+        self._unflushed_bytes = 0
+        self._unflushed_flow = _NO_FLOW
         stack = self.stack
         link = self.link
         plain = link is stack               # no link filter: a native call, no bound method
@@ -542,31 +566,6 @@ class Runtime:
                 sys.stderr.flush()
 
     # -------------------------------------------------------------- stats
-
-    def flow_table(self, now: float) -> list[dict]:
-        """Live flows, in the spirit of `conntrack -L`: protocol, direction, guest and host
-        endpoints, state, traffic each way (TCP: payload bytes; UDP/ICMP: datagrams), age;
-        `id` (never reused by a sandbox) and `bytes_to_host`/`bytes_to_guest` (payload bytes,
-        every protocol) let `slirpy flows --watch` compute rates between two polls."""
-        def ep(ip: bytes, port: int) -> str:        # 4 or 16 bytes: 10.0.2.100:80, [fd00::100]:80
-            return _ports.host_port_text(str(ipaddress.ip_address(ip)), port)
-
-        rows = []
-        for f in self.stack.flows():
-            rows.append({"proto": "tcp", "direction": "in" if f.inbound else "out",
-                         "guest": ep(f.guest_ip, f.guest_port), "host": ep(f.host_ip, f.host_port),
-                         "state": f.conn.state.name, "to_host": f.bytes_in, "to_guest": f.bytes_out,
-                         "unit": "bytes", "age": round(now - f.opened_at, 1), "id": f.flow_id,
-                         "bytes_to_host": f.bytes_in, "bytes_to_guest": f.bytes_out})
-        for proto, flows in (("udp", self.stack.udp_flows()), ("icmp", self.stack.echo_flows())):
-            for d in flows:
-                rows.append({"proto": proto, "direction": "in" if d.inbound else "out",
-                             "guest": ep(d.guest_ip, d.guest_port), "host": ep(d.host_ip, d.host_port),
-                             "state": "REPLIED" if d.replied else "UNREPLIED",
-                             "to_host": d.datagrams_in, "to_guest": d.datagrams_out,
-                             "unit": "datagrams", "age": round(now - d.opened_at, 1), "id": d.flow_id,
-                             "bytes_to_host": d.bytes_in, "bytes_to_guest": d.bytes_out})
-        return rows
 
     def snapshot(self) -> dict:
         return {

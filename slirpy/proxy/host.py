@@ -91,6 +91,10 @@ class FlowHost(Protocol):
     def request_flush(self) -> None:
         """Flush once, soon (coalesced: one flush per loop iteration however many ask)."""
 
+    def host_data_read(self, flow_id: int, nbytes: int) -> None:
+        """`nbytes` were read from `flow_id`'s host socket and handed to the Stack: flush
+        soon, as request_flush, or at once when reads of several flows have piled up."""
+
     def register_tcp_flow(self, flow_id: int, flow: TcpFlowSocket) -> None:
         """The Stack's events for `flow_id` go to `flow` from now on."""
 

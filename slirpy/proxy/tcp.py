@@ -215,7 +215,7 @@ class HostTcpProtocol(asyncio.BufferedProtocol):
                 # (The loop reads the FIN itself later: eof_received repeats it, a no-op.)
                 stack.tcp_host_eof(self.flow_id, now)
                 self.flow_host.counters["tcp.host.eof_with_data"] += 1
-        self.flow_host.request_flush()
+        self.flow_host.host_data_read(self.flow_id, nbytes)
 
     def eof_received(self) -> bool:
         self.stack.tcp_host_eof(self.flow_id, _now())

@@ -102,6 +102,9 @@ class _Runtime:
     def request_flush(self):
         self.flushes += 1
 
+    def host_data_read(self, flow_id, nbytes):
+        self.flushes += 1
+
 
 def _flow(sock, proto_class=HostTcpProtocol, *args):
     """A protocol on `sock` (our end of the pair) with fake runtime, Stack and transport."""

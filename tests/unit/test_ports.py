@@ -170,6 +170,9 @@ class FakeHost:
     def request_flush(self):
         pass
 
+    def host_data_read(self, flow_id, nbytes):
+        pass
+
     def register_tcp_flow(self, fid, flow):
         self.tcp[fid] = flow
 

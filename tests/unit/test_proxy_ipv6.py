@@ -136,6 +136,9 @@ class FakeHost:
     def request_flush(self):
         self.flushes += 1
 
+    def host_data_read(self, flow_id, nbytes):
+        self.flushes += 1
+
     def bind_address_for(self, host):
         return self.bind6 if ":" in host else None
 

@@ -82,6 +82,9 @@ class _Runtime:
     def request_flush(self):
         self.flushes += 1
 
+    def host_data_read(self, flow_id, nbytes):
+        self.flushes += 1
+
 
 def test_reads_pause_at_once_when_the_stack_says_so():
     # libuv reads a readable socket up to 32 times before the loop runs our flush, so the
