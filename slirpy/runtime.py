@@ -4,7 +4,8 @@ After any input fires — frames readable on the TAP, a host socket callback, th
 the runtime flushes: frames from the Stack go to the TAP, the Stack's events become host
 socket calls, and the one timer is re-armed at `stack.next_deadline()`. Host callbacks ask
 for a flush with `request_flush()`, coalesced into one `call_soon` per loop iteration, so
-many sockets' data leaves in one batch.
+many sockets' data leaves in one batch; host TCP reads say `host_data_read()`, which flushes at
+once when more than FLUSH_AFTER_BYTES of several flows have piled up (still in the caches).
 
 UDP flows and ICMP echo flows get one non-blocking host socket each (proxy/udp.py,
 proxy/icmp.py), watched with `add_reader`. Flows the Stack marks `dns` (network+3 port 53)
@@ -139,7 +140,7 @@ class Runtime:
         self._idle_handle: asyncio.TimerHandle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._flush_scheduled = False
-        self._unflushed_bytes = 0            # host bytes read since the last flush (host_data_read)
+        self._unflushed_bytes = 0          # host bytes read since the last flush (host_data_read)
         self._unflushed_flow = _NO_FLOW    # from which flow, or _SEVERAL_FLOWS
         # Bound once (attach sets the first): request_flush runs per host read, and made a
         # bound method and looked the loop's method up each time.
@@ -297,9 +298,8 @@ class Runtime:
         if n >= FLUSH_AFTER_BYTES and self._unflushed_flow == _SEVERAL_FLOWS:
             self.counters["loop.flush.early"] += 1
             self.flush(_monotonic())
-        elif not self._flush_scheduled:
-            self._flush_scheduled = True
-            self._call_soon(self._flush_cb)
+        else:
+            self.request_flush()
 
     def register_tcp_flow(self, flow_id: int, flow: TcpFlowSocket) -> None:
         self.host_flows[flow_id] = flow
