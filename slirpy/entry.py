@@ -18,8 +18,12 @@ def main() -> None:
         parsed = runopts.parse(args[1:])
         if parsed is not None:
             from . import runcmd
+            from .exitnow import exit_now   # now: the sandbox may hide slirpy's files later
 
-            runcmd.run(parsed.values, parsed.given, parsed.command)
+            try:
+                runcmd.run(parsed.values, parsed.given, parsed.command)
+            except SystemExit as done:      # the command's status, or slirpy's own error
+                exit_now(done.code)         # without the interpreter's teardown (exitnow.py)
     from .cli import main as click_main
 
     click_main()

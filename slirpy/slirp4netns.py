@@ -36,6 +36,7 @@ import socket
 import sys
 
 from . import __version__
+from .exitnow import exit_now       # imported now: the sandbox may hide slirpy's files later
 from .quickready import default_network
 
 TYPE_CHECKING = False   # typing's, without importing typing on the way to the ready fd (quickready.py)
@@ -576,7 +577,7 @@ def main(argv: list[str] | None = None) -> None:
     """Console script `slirpy-slirp4netns`."""
     if argv is None:
         argv = sys.argv[1:]
-    sys.exit(run(list(argv), _prog(sys.argv[0])))
+    exit_now(run(list(argv), _prog(sys.argv[0])))    # no interpreter teardown: Podman waits for it
 
 
 if __name__ == "__main__":  # pragma: no cover

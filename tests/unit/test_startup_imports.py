@@ -15,12 +15,15 @@ import sys
 HEAVY = ("pyroute2", "click")
 
 # Everything the serving process imports on its way to the ready fd (slirp4netns._serve and
-# _attach), then --version through the console script's own main().
+# _attach), then --version through the console script's own main() (whose exit_now would end
+# the probe before it prints: here it raises SystemExit instead).
 PROBE = r"""
 import json, sys
 import slirpy.slirp4netns as s
+import slirpy.exitnow
 import uvloop, slirpy.runtime, slirpy.serve, slirpy.sandbox
 from slirpy.sandbox import AttachOptions, start_attach
+s.exit_now = sys.exit
 sys.argv = ["slirpy-slirp4netns", "--version"]
 try:
     s.main()
